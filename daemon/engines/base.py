@@ -1,0 +1,86 @@
+"""The interface every inpainting engine implements; the daemon knows engines only through it.
+
+An engine receives the crop at its own size, already grown; it returns generated RGB pixels of
+the same size. Scaling to the model's resolution is the engine's business; compositing (blend
+mask, exact unmasked pixels) is not: :mod:`daemon.compositing` does it for every engine alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocol import EngineInfo
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(step, total)`` from the worker thread, ``0 ≤ step ≤ total``."""
+
+CancelCheck = Callable[[], bool]
+"""Returns True once the job has been cancelled; engines poll it between steps."""
+
+
+class JobCancelled(Exception):
+    """Raised by an engine that saw :data:`CancelCheck` return True; the job ends without a result."""
+
+
+class EngineLoadError(Exception):
+    """The engine's model could not be loaded; the message tells the user what to do."""
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One variant of an inpaint request as an engine sees it.
+
+    Attributes:
+        image: H×W×3 uint8 RGB crop (alpha is not inpainted).
+        mask: H×W uint8, 255 = repaint, 0 = keep (already grown, not feathered).
+        prompt, negative_prompt, strength, guidance_scale, num_inference_steps: as in
+            :class:`protocol.InpaintRequest` (diffusers names and meanings).
+        seed: 0…2³²−1, the seed of this variant.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    prompt: str
+    negative_prompt: str
+    strength: float
+    guidance_scale: float
+    num_inference_steps: int
+    seed: int
+
+
+class Engine(ABC):
+    """An inpainting backend. Instances are created once and live as long as the daemon.
+
+    Methods other than :meth:`info` are called from the daemon's single worker thread only, so an
+    engine needs no locking; :meth:`info` is called from the event loop and must not block.
+    """
+
+    name: str
+
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """What the handshake reports about this engine (never loads anything)."""
+
+    def load(self) -> None:  # noqa: B027 - engines without weights need no loading
+        """Load weights if not yet loaded (idempotent). Raises :class:`EngineLoadError`."""
+
+    def steps_for(self, job: EngineJob) -> int:
+        """Progress units :meth:`inpaint` reports for ``job`` (1 for engines without steps)."""
+        return 1
+
+    @abstractmethod
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        """Fill ``job.mask``'s area of ``job.image``.
+
+        Returns:
+            H×W×3 uint8 RGB, the same size as ``job.image``; pixels outside the mask may differ
+            from the input (the compositing step restores them).
+
+        Raises:
+            JobCancelled: ``cancelled()`` became True.
+            EngineLoadError: the model cannot be loaded.
+        """

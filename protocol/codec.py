@@ -1,0 +1,143 @@
+"""msgpack encoding of :mod:`protocol.messages`, with validation on decode.
+
+Wire form of a message: a msgpack map ``{"type": <Message.type>, <field>: <value>, …}``; nested
+dataclasses are maps, ``bytes`` are msgpack ``bin``. :func:`decode` never lets a malformed,
+truncated, oversized or inconsistent frame through: it raises :class:`ProtocolError` with
+``BAD_MESSAGE``, ``TOO_LARGE`` or ``INVALID_REQUEST`` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import msgpack
+
+from .errors import ErrorCode, ProtocolError
+from .messages import MESSAGE_TYPES, Message, Plane
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""Default pixel limit (width × height) of one image: 16.8 Mpx, a 4096² crop."""
+
+_FRAME_OVERHEAD = 64 * 1024
+"""Bytes allowed beyond the pixel payload for field names, prompts and timings."""
+
+
+def max_frame_bytes(max_pixels: int, num_images: int = 1) -> int:
+    """Largest frame (bytes) carrying ``num_images`` RGBA images with their masks of ``max_pixels`` each.
+
+    An inpaint request carries one RGBA image and one 1-channel mask (5 bytes per pixel); a result
+    carries that once per variant. Used as the WebSocket ``max_size`` on both sides.
+    """
+    return max_pixels * 5 * num_images + _FRAME_OVERHEAD
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_wire(v) for k, v in value.items()}
+    return value
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to one binary WebSocket frame (msgpack bytes)."""
+    wire = _to_wire(message)
+    wire["type"] = message.type
+    return msgpack.packb(wire, use_bin_type=True)
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_MESSAGE, message)
+
+
+def _convert(value: Any, hint: Any, where: str, max_pixels: int) -> Any:
+    """Check ``value`` against the type ``hint`` and build dataclasses; raise BAD_MESSAGE on mismatch."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(value, inner, where, max_pixels)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(f"{where} must be an array")
+        (inner,) = typing.get_args(hint)
+        return [_convert(v, inner, f"{where}[{i}]", max_pixels) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(f"{where} must be a map")
+        key_type, value_type = typing.get_args(hint)
+        return {_convert(k, key_type, f"{where} key", max_pixels): _convert(v, value_type, f"{where}.{k}", max_pixels)
+                for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise _bad(f"{where} must be a map")
+        return _build(hint, value, where, max_pixels)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(f"{where} must be a number")
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise _bad(f"{where} must be an integer")
+    if not isinstance(value, hint):
+        raise _bad(f"{where} must be of type {hint.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(wire) - set(fields)
+    if unknown:
+        raise _bad(f"{where} has unknown fields {sorted(map(str, unknown))}")
+    missing = [name for name, f in fields.items() if name not in wire
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise _bad(f"{where} lacks fields {missing}")
+    if cls is Plane:
+        width, height = wire.get("width"), wire.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width * height > max_pixels:
+            raise ProtocolError(ErrorCode.TOO_LARGE,
+                                f"{where} has {width}×{height} pixels; this daemon's limit is {max_pixels}")
+    kwargs = {name: _convert(value, hints[name], f"{where}.{name}", max_pixels) for name, value in wire.items()}
+    return cls(**kwargs)
+
+
+def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
+    """Parse and validate one frame.
+
+    Args:
+        frame: the bytes of one binary WebSocket frame.
+        max_pixels: largest ``width × height`` accepted for any :class:`Plane`.
+
+    Returns:
+        The message dataclass named by the frame's ``"type"``.
+
+    Raises:
+        ProtocolError: ``BAD_MESSAGE`` for anything that is not a well-typed message (not msgpack,
+            truncated, trailing bytes, unknown type or fields, wrong types); ``TOO_LARGE`` for a
+            plane over ``max_pixels``; ``INVALID_REQUEST``
+            for values out of range or inconsistent sizes.
+    """
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        raise _bad("frames must be binary")
+    try:
+        wire = msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, use_list=True,
+            max_bin_len=max_pixels * 4, max_str_len=1 << 20, max_array_len=1024, max_map_len=64, max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise _bad(f"not a msgpack message: {exc}") from None
+    if not isinstance(wire, dict):
+        raise _bad("a message must be a msgpack map")
+    kind = wire.pop("type", None)
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise _bad(f"unknown message type {kind!r}")
+    return _build(cls, wire, kind, max_pixels)
