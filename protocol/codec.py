@@ -130,7 +130,7 @@ def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
     try:
         wire = msgpack.unpackb(
             frame, raw=False, strict_map_key=True, use_list=True,
-            max_bin_len=max_pixels * 4, max_str_len=1 << 20, max_array_len=1024, max_map_len=64, max_ext_len=0,
+            max_str_len=1 << 20, max_array_len=1024, max_map_len=64, max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise _bad(f"not a msgpack message: {exc}") from None
