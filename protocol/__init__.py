@@ -6,7 +6,7 @@ depends on nothing but the standard library and ``msgpack``.
 
 from .codec import DEFAULT_MAX_PIXELS, decode, encode, max_frame_bytes
 from .errors import ErrorCode, ProtocolError
-from .geometry import LATENT_MULTIPLE, Rect, context_crop
+from .geometry import LATENT_MULTIPLE, Rect, context_crop, feather_reach
 from .messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -26,5 +26,5 @@ from .messages import (
 __all__ = [
     "DEFAULT_MAX_PIXELS", "LATENT_MULTIPLE", "PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error",
     "ErrorCode", "Hello", "InpaintRequest", "Message", "Plane", "Progress", "ProtocolError", "Rect", "Result",
-    "Variant", "Welcome", "context_crop", "decode", "encode", "max_frame_bytes",
+    "Variant", "Welcome", "context_crop", "decode", "encode", "feather_reach", "max_frame_bytes",
 ]

@@ -56,6 +56,19 @@ def _span(start: int, end: int, pad: int, limit: int, multiple: int) -> tuple[in
     return lo, length
 
 
+def feather_reach(feather: int) -> int:
+    """Farthest distance (pixels, along x or y) at which a mask feathered by ``feather`` is non-zero beyond the mask.
+
+    The daemon feathers with Pillow's ``GaussianBlur(feather)``, three successive box blurs
+    (Gwosdek et al., "Theoretical foundations of Gaussian convolution by extended box filtering",
+    2011; Pillow's ``src/libImaging/BoxBlur.c``), each of radius below ``feather + 1``: a finite
+    support of ``3 × (feather + 1)``. (Rounding to ``uint8`` makes the visible reach about
+    ``2.6 × feather``.) A context crop needs this margin around the grown selection to hold the
+    whole fade.
+    """
+    return 3 * (feather + 1) if feather > 0 else 0
+
+
 def context_crop(bounds: Rect, image_width: int, image_height: int, padding: int,
                  multiple: int = LATENT_MULTIPLE) -> Rect:
     """The region of the image to send for inpainting the selection whose bounding box is ``bounds``.

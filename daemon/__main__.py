@@ -1,0 +1,142 @@
+"""``gimp-inpaint-daemon`` / ``python -m daemon``: start the inpainting daemon.
+
+::
+
+    python -m daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
+                     [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|mps] [--threads N]
+                     [--max-pixels N] [--log-level info]
+
+Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves, and runs until
+SIGINT/SIGTERM or the tray icon's Quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .config import DEVICES, LOG_LEVELS, ConfigError, Settings, ensure_token, load_settings
+from .engines.base import Engine
+from .engines.diffusers_engine import DiffusersEngine, diffusers_available
+from .engines.opencv_engine import OpenCVEngine
+from .server import DaemonServer
+from .tray import Tray
+
+log = logging.getLogger("daemon")
+
+DEFAULT_MODELS = {"sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
+"""Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""
+
+
+def _model_option(text: str) -> tuple[str, str]:
+    """Parse ``--model NAME=ID_OR_PATH``."""
+    name, sep, model = text.partition("=")
+    if not sep or not name or not model:
+        raise argparse.ArgumentTypeError(f"expected NAME=HUB_ID_OR_FOLDER, got {text!r}")
+    return name, model
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; options left out are None so that ``daemon.toml`` can set them."""
+    parser = argparse.ArgumentParser(prog="gimp-inpaint-daemon",
+                                     description="Local inpainting daemon for the gimp-inpaint GIMP plug-in.")
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, help="TCP port (default 7869; 0 picks a free port)")
+    parser.add_argument("--no-tray", action="store_true", help="do not show the system-tray icon")
+    parser.add_argument("--config-dir", type=Path,
+                        help="folder of the token, daemon.toml and the log (default: the user's config folder)")
+    parser.add_argument("--model", type=_model_option, action="append", metavar="NAME=ID_OR_PATH",
+                        help="offer a diffusers inpainting model (hub id or local folder); repeatable")
+    parser.add_argument("--device", choices=DEVICES, help="torch device of the diffusers engines (default auto)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: torch's choice)")
+    parser.add_argument("--max-pixels", type=int, help="largest width × height of a request's image")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
+    return parser.parse_args(argv)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr and to ``settings.log_file`` (its folder is created); a log file that cannot be
+    opened is reported and skipped."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    problem = None
+    try:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(settings.log_file, encoding="utf-8"))
+    except OSError as exc:
+        problem = exc
+    logging.basicConfig(level=settings.log_level.upper(), handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if problem is not None:
+        log.warning("cannot write the log file %s: %s", settings.log_file, problem)
+
+
+def build_engines(settings: Settings) -> list[Engine]:
+    """The engines, in handshake order: every configured diffusers model, then ``opencv``.
+
+    With no model configured, :data:`DEFAULT_MODELS` is offered when diffusers is installed.
+    Nothing is loaded here; diffusers models load on their first request and stay warm.
+    """
+    models = settings.models or (DEFAULT_MODELS if diffusers_available() else {})
+    engines: list[Engine] = [DiffusersEngine(name, model, device=settings.device, torch_threads=settings.threads)
+                             for name, model in models.items()]
+    engines.append(OpenCVEngine())
+    return engines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon until SIGINT/SIGTERM or the tray's Quit.
+
+    Returns:
+        0 after a clean shutdown, 1 when it cannot listen, 2 for a configuration error.
+    """
+    args = parse_args(argv)
+    overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
+                 "max_pixels": args.max_pixels, "log_level": args.log_level,
+                 "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
+    try:
+        settings = load_settings(args.config_dir, overrides)
+        token = ensure_token(settings.config_dir)
+    except (ConfigError, OSError) as exc:
+        print(f"gimp-inpaint-daemon: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    engines = build_engines(settings)
+    has_diffusers = any(isinstance(engine, DiffusersEngine) for engine in engines)
+    tray = Tray(on_quit=lambda: server.stop())
+    server = DaemonServer(settings, engines, token, device=settings.device if has_diffusers else "cpu",
+                          on_status=tray.set_status)
+
+    def listening(url: str) -> None:
+        print(f"gimp-inpaint daemon listening on {url}", flush=True)
+        if settings.tray:
+            tray.start(url)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt instead
+                loop.add_signal_handler(signum, server.stop)
+        await server.serve(listening)
+
+    log.info("config %s, log %s, engines %s", settings.config_dir, settings.log_file,
+             ", ".join(engine.name for engine in engines))
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tray.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

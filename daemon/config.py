@@ -1,0 +1,201 @@
+"""The daemon's settings (``daemon.toml`` merged with command-line overrides) and its auth token.
+
+Light on purpose: the installer imports :func:`ensure_token` from here, so this module imports
+only the standard library, :mod:`platformdirs` and :mod:`protocol`.
+
+``daemon.toml`` (in the config directory) is optional; every key is optional::
+
+    host = "127.0.0.1"
+    port = 7869
+    device = "auto"          # auto | cpu | cuda | mps
+    threads = 0              # torch CPU threads, 0 = torch's default
+    max_pixels = 16777216    # largest width × height of a request's image
+
+    [models.sd15-inpaint]
+    model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id or local folder
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from protocol import DEFAULT_MAX_PIXELS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with the tomllib backport
+    import tomli as tomllib
+
+APP_NAME = "gimp-inpaint"
+"""Directory name used with :mod:`platformdirs` for the config and log folders."""
+
+DEFAULT_PORT = 7869
+"""TCP port of the daemon when neither ``daemon.toml`` nor ``--port`` sets one."""
+
+TOKEN_FILE = "token"
+CONFIG_FILE = "daemon.toml"
+LOG_FILE = "daemon.log"
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Accepted values of ``device`` (``auto`` picks CUDA, then MPS, then the CPU)."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """``daemon.toml`` or a command-line value is unusable; the message names the file or option and the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs to start.
+
+    Attributes:
+        host: interface to bind (``127.0.0.1``: only this machine can connect).
+        port: TCP port; 0 lets the OS pick a free one.
+        device: one of :data:`DEVICES`, passed to the diffusers engines.
+        threads: torch CPU threads for the diffusers engines (0 = torch's default).
+        max_pixels: largest ``width × height`` of a request's image (pixels).
+        models: engine name → hub id or local folder of a diffusers inpainting model, in order.
+        config_dir: folder holding ``token`` and ``daemon.toml``.
+        log_file: the daemon's log file.
+        log_level: one of :data:`LOG_LEVELS`.
+        tray: whether to show the system-tray icon.
+    """
+
+    config_dir: Path
+    log_file: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    device: str = "auto"
+    threads: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    models: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    tray: bool = True
+
+
+_TOML_TYPES: dict[str, type] = {"host": str, "port": int, "device": str, "threads": int, "max_pixels": int}
+
+
+def _check(settings: Settings, source: str) -> Settings:
+    """Validate value ranges; raise :class:`ConfigError` naming ``source``."""
+    problems = []
+    if not 0 <= settings.port <= 65535:
+        problems.append(f"port={settings.port} is outside 0…65535")
+    if settings.device not in DEVICES:
+        problems.append(f"device={settings.device!r} is not one of {', '.join(DEVICES)}")
+    if settings.threads < 0:
+        problems.append(f"threads={settings.threads} must be ≥ 0")
+    if settings.max_pixels < 1:
+        problems.append(f"max_pixels={settings.max_pixels} must be ≥ 1")
+    if settings.log_level not in LOG_LEVELS:
+        problems.append(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    for name, model in settings.models.items():
+        if not name or name == "opencv" or not model:
+            problems.append(f"model {name!r} = {model!r}: names must be non-empty and not 'opencv', models non-empty")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The keys of ``daemon.toml`` as :class:`Settings` field values (models as a name → model dict)."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "models":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] tables")
+            models = {}
+            for name, table in value.items():
+                if not isinstance(table, dict) or set(table) != {"model"} or not isinstance(table["model"], str):
+                    raise ConfigError(f'{path}: [models.{name}] must contain exactly model = "hub-id-or-path"')
+                models[name] = table["model"]
+            values["models"] = models
+        elif key in _TOML_TYPES:
+            expected = _TOML_TYPES[key]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ConfigError(f"{path}: {key} must be of type {expected.__name__}")
+            values[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join([*_TOML_TYPES, 'models'])})")
+    return values
+
+
+def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings: defaults, then ``<config_dir>/daemon.toml``, then ``overrides``.
+
+    Args:
+        config_dir: the config folder; None means ``platformdirs.user_config_dir("gimp-inpaint")``,
+            and the log then goes to ``platformdirs.user_log_dir("gimp-inpaint")``; an explicit folder
+            also holds the log.
+        overrides: :class:`Settings` field values from the command line; None values are ignored.
+            ``models`` entries are added to (or replace same-named) models of the file.
+
+    Raises:
+        ConfigError: unreadable TOML, unknown keys, wrong types, or values out of range.
+    """
+    if config_dir is None:
+        config_dir = Path(platformdirs.user_config_dir(APP_NAME))
+        log_file = Path(platformdirs.user_log_dir(APP_NAME)) / LOG_FILE
+    else:
+        log_file = config_dir / LOG_FILE
+    settings = Settings(config_dir=config_dir, log_file=log_file)
+    toml_path = config_dir / CONFIG_FILE
+    if toml_path.is_file():
+        settings = _check(replace(settings, **_read_toml(toml_path)), str(toml_path))
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    unknown = set(given) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}")
+    if "models" in given:
+        given["models"] = {**settings.models, **given["models"]}
+    return _check(replace(settings, **given), "command line")
+
+
+def ensure_token(config_dir: Path) -> str:
+    """Return the auth token stored in ``<config_dir>/token``, creating it first if missing.
+
+    A new token is ``secrets.token_hex(32)`` (64 hex characters) written with file mode 0600
+    (created atomically with ``O_EXCL``, so two processes starting at once agree on one token);
+    the folder is created with mode 0700 if missing. An existing token file readable by others
+    is tightened to 0600. Shared by the daemon and the installer.
+
+    Raises:
+        OSError: the folder or file cannot be created or read.
+        ConfigError: the token file exists but is empty.
+    """
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = config_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise ConfigError(f"{path} is empty; delete it and restart the daemon to create a new token") from None
+        return token
+    token = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return token
+
+
+def token_matches(expected: str, presented: str) -> bool:
+    """Constant-time comparison of the daemon's token with a client's (``hmac.compare_digest`` on UTF-8 bytes)."""
+    return hmac.compare_digest(expected.encode("utf-8"), presented.encode("utf-8"))

@@ -1,0 +1,325 @@
+"""The daemon's WebSocket server: authentication, request validation, the job queue and replies.
+
+One asyncio event loop talks to every client (``websockets.asyncio.server``); jobs run strictly
+one at a time, in arrival order, on the single worker thread of :class:`daemon.worker.Worker`.
+Progress events come back from that thread through ``loop.call_soon_threadsafe`` into the
+client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…
+and Result in order.
+
+Security: the server binds to ``127.0.0.1`` by default, refuses every handshake that carries an
+``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
+any connection whose first message is not a :class:`protocol.Hello` with the right token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from protocol import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    Error,
+    ErrorCode,
+    Hello,
+    InpaintRequest,
+    Message,
+    Progress,
+    ProtocolError,
+    Result,
+    Welcome,
+    decode,
+    encode,
+    max_frame_bytes,
+)
+
+from .config import Settings, token_matches
+from .engines.base import Engine
+from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue
+from .worker import Worker, check_request
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+"""Seconds a new connection has to send its :class:`Hello` before it is closed."""
+
+StatusListener = Callable[[str, str], None]
+"""Called as ``listener(state, text)`` on the event loop's thread; ``state``: ``"idle"``, ``"busy"`` or ``"error"``."""
+
+
+def daemon_version() -> str:
+    """The installed gimp-inpaint version (package metadata), or ``"unknown"`` when running from a bare checkout."""
+    try:
+        return metadata.version("gimp-inpaint")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class _Client:
+    """One authenticated connection and its outgoing messages, in order."""
+
+    id: int
+    name: str
+    websocket: ServerConnection
+    outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What a queued job carries: the request, its engine and when it was accepted (``time.perf_counter``)."""
+
+    request: InpaintRequest
+    engine: Engine
+    accepted_at: float
+
+
+class DaemonServer:
+    """Serves ``engines`` over WebSocket until :meth:`stop`.
+
+    Args:
+        settings: host, port (0 = any free port), max_pixels are used here.
+        engines: the engines to offer, in the order the handshake lists them; names must be unique.
+        token: the secret every client's :class:`Hello` must carry (:func:`daemon.config.ensure_token`).
+        device: what :class:`protocol.Welcome` reports as the device (e.g. ``"cuda:0 (NVIDIA H100)"``).
+        on_status: optional listener for the tray icon (:data:`StatusListener`).
+
+    Raises:
+        ValueError: two engines share a name, or there is none.
+    """
+
+    def __init__(self, settings: Settings, engines: Sequence[Engine], token: str, *, device: str = "cpu",
+                 on_status: StatusListener | None = None) -> None:
+        names = [engine.name for engine in engines]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"engines need distinct names, got {names}")
+        self.settings = settings
+        self.engines = {engine.name: engine for engine in engines}
+        self.device = device
+        self.url: str | None = None
+        self._token = token
+        self._on_status = on_status or (lambda state, text: None)
+        self._queue: JobQueue[_Pending] = JobQueue()
+        self._clients: dict[int, _Client] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
+        self._stop_event = asyncio.Event()  # asyncio events bind to the loop that first waits on them
+        self._wake = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def serve(self, on_listening: Callable[[str], None] | None = None) -> None:
+        """Listen, serve clients and run jobs until :meth:`stop` is called.
+
+        Args:
+            on_listening: called once with the URL (``ws://HOST:PORT``, the real port when 0 was asked)
+                as soon as connections are accepted.
+
+        Raises:
+            OSError: the address cannot be bound (e.g. the port is in use).
+        """
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested:
+            self._stop_event.set()
+        worker = Worker()
+        try:
+            async with serve(self._handle, self.settings.host, self.settings.port, compression=None,
+                             origins=[None], max_size=max_frame_bytes(self.settings.max_pixels)) as server:
+                port = server.sockets[0].getsockname()[1]
+                self.url = f"ws://{self.settings.host}:{port}"
+                log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
+                self._status("idle", "")
+                dispatcher = asyncio.create_task(self._dispatch(self._loop, worker))
+                if on_listening is not None:
+                    on_listening(self.url)
+                await self._stop_event.wait()
+                log.info("stopping")
+                if self._queue.running is not None:
+                    self._queue.running.cancel()
+                dispatcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatcher
+        finally:
+            worker.shutdown()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (thread-safe; also before it started, then it returns at once)."""
+        self._stop_requested = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: serve() has returned
+                self._loop.call_soon_threadsafe(self._stop_event.set)
+
+    def _status(self, state: str, text: str) -> None:
+        try:
+            self._on_status(state, text)
+        except Exception:
+            log.exception("status listener failed")
+
+    # -- connections -----------------------------------------------------------------------------------------------
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        """One connection: handshake, then requests until it closes; its jobs are cancelled when it goes."""
+        client = await self._handshake(websocket)
+        if client is None:
+            return
+        self._clients[client.id] = client
+        writer = asyncio.create_task(self._write(client))
+        try:
+            async for frame in websocket:
+                self._receive(client, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            del self._clients[client.id]
+            dropped = self._queue.drop_owner(client.id)
+            running = self._queue.running
+            if dropped or (running is not None and running.owner == client.id):
+                log.info("connection %d (%s) closed; cancelled its jobs", client.id, client.name)
+            writer.cancel()  # the peer is gone: nothing left in the outbox can be delivered
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+    async def _handshake(self, websocket: ServerConnection) -> _Client | None:
+        """Read the Hello; reply Welcome, or Error and close (returns None)."""
+        try:
+            frame = await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionClosed):
+            return None
+        try:
+            hello = decode(frame, self.settings.max_pixels)
+            if not isinstance(hello, Hello):
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first message must be a hello carrying the token")
+            if not token_matches(self._token, hello.token):
+                raise ProtocolError(ErrorCode.UNAUTHORIZED,
+                                    f"wrong token; the daemon's token is in {self.settings.config_dir / 'token'} "
+                                    "(re-run the installer to copy it to the plug-in)")
+            if hello.protocol_version != PROTOCOL_VERSION:
+                raise ProtocolError(ErrorCode.VERSION_MISMATCH,
+                                    f"the client speaks protocol {hello.protocol_version}, this daemon "
+                                    f"{PROTOCOL_VERSION}; install the same gimp-inpaint version for both")
+        except ProtocolError as exc:
+            log.warning("refused a connection from %s: %s", websocket.remote_address, exc)
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(encode(Error(exc.code.value, exc.message)))
+                await websocket.close(1008, exc.code.value)
+            return None
+        client = _Client(id=next(self._ids), name=hello.client or "client", websocket=websocket)
+        welcome = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version(), device=self.device,
+                          engines=[engine.info() for engine in self.engines.values()],
+                          max_pixels=self.settings.max_pixels)
+        try:
+            await websocket.send(encode(welcome))
+        except ConnectionClosed:
+            return None
+        log.info("connection %d: %s", client.id, client.name)
+        return client
+
+    @staticmethod
+    async def _write(client: _Client) -> None:
+        """Send the client's outbox in order, until cancelled or the connection closes."""
+        while True:
+            message = await client.outbox.get()
+            await client.websocket.send(encode(message))
+
+    def _send(self, owner: Hashable, message: Message) -> None:
+        """Queue ``message`` for the client ``owner`` (dropped if it has gone). Event loop thread only."""
+        client = self._clients.get(owner)
+        if client is not None:
+            client.outbox.put_nowait(message)
+
+    # -- requests --------------------------------------------------------------------------------------------------
+
+    def _receive(self, client: _Client, frame: str | bytes) -> None:
+        """Handle one frame after the handshake; protocol errors are answered, the connection stays open."""
+        try:
+            message = decode(frame, self.settings.max_pixels)  # a text frame is BAD_MESSAGE too
+            if isinstance(message, InpaintRequest):
+                self._submit(client, message)
+            elif isinstance(message, Cancel):
+                self._cancel(client, message.job_id)
+            else:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a client may not send {message.type!r} here")
+        except ProtocolError as exc:
+            log.info("connection %d: %s", client.id, exc)
+            self._send(client.id, Error(exc.code.value, exc.message))
+
+    def _submit(self, client: _Client, request: InpaintRequest) -> None:
+        """Validate and queue an inpaint request; reply Accepted or Error with the job id.
+
+        An engine whose :meth:`~daemon.engines.base.Engine.info` says unavailable is still queued: its
+        load is retried on the worker (a model downloaded meanwhile then works) and a failure comes back
+        as ENGINE_UNAVAILABLE from :func:`daemon.worker.run_job`.
+        """
+        try:
+            engine = self.engines.get(request.engine)
+            if engine is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {request.engine!r}; this daemon offers "
+                                                              f"{', '.join(self.engines)}")
+            check_request(request)
+            try:
+                _, position = self._queue.add(client.id, request.job_id,
+                                              _Pending(request, engine, time.perf_counter()))
+            except DuplicateJob as exc:
+                raise ProtocolError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+        except ProtocolError as exc:
+            self._send(client.id, Error(exc.code.value, exc.message, request.job_id))
+            return
+        log.info("connection %d: job %s on %s, %d×%d, %d variant(s), position %d", client.id, request.job_id,
+                 engine.name, request.image.width, request.image.height, request.num_variants, position)
+        self._send(client.id, Accepted(request.job_id, position))
+        self._wake.set()
+
+    def _cancel(self, client: _Client, job_id: str) -> None:
+        """Cancel a job of this client: a waiting one ends now, a running one at the engine's next step."""
+        outcome = self._queue.cancel(client.id, job_id)
+        log.info("connection %d: cancel %s → %s", client.id, job_id, outcome.value)
+        if outcome is CancelOutcome.REMOVED:
+            self._send(client.id, Error(ErrorCode.CANCELLED.value, f"job {job_id!r} was cancelled", job_id))
+
+    # -- jobs ------------------------------------------------------------------------------------------------------
+
+    async def _dispatch(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        """Run queued jobs one at a time, forever (until cancelled by :meth:`serve`)."""
+        while True:
+            job = self._queue.pop()
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._run(loop, worker, job)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[_Pending]) -> None:
+        """Run one job on the worker thread and send its Result or Error to its owner."""
+        pending = job.payload
+        owner, job_id = job.owner, job.job_id
+        waiting = len(self._queue)
+        self._status("busy", f"{pending.engine.name}: job {job_id}" + (f", {waiting} waiting" if waiting else ""))
+
+        def progress(step: int, total: int) -> None:  # worker thread
+            loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total))
+
+        started = time.perf_counter()
+        try:
+            outcome: Result | Error = await asyncio.wrap_future(
+                worker.submit(pending.request, pending.engine, progress, job.cancelled, started - pending.accepted_at))
+        finally:
+            self._queue.finish(job)
+        self._send(owner, outcome)
+        if isinstance(outcome, Error) and outcome.code != ErrorCode.CANCELLED.value:
+            log.warning("job %s failed: %s: %s", job_id, outcome.code, outcome.message)
+            self._status("error", f"last job failed: {outcome.message}")
+        else:
+            log.info("job %s: %s in %.2f s", job_id, "cancelled" if isinstance(outcome, Error) else "done",
+                     time.perf_counter() - started)
+            self._status("idle", "")

@@ -1,0 +1,146 @@
+"""daemon.compositing on a real photo: grown masks, the feathered blend mask, and the exact overlay."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from skimage import data
+
+from daemon.compositing import GROW_STEP, blend_mask, grow_mask, overlay, repaint_mask
+from protocol import feather_reach
+
+
+@pytest.fixture(scope="module")
+def photo_rgba() -> np.ndarray:
+    """The astronaut photo (512×512) as RGBA with a horizontal alpha ramp 0…255, so alpha is checked too."""
+    rgb = data.astronaut()
+    alpha = np.broadcast_to(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), rgb.shape[:2])
+    return np.dstack([rgb, alpha])
+
+
+@pytest.fixture(scope="module")
+def selection() -> np.ndarray:
+    """An irregular real-world selection: the dark pixels of the coffee photo's central area (H×W u8, 0/255)."""
+    gray = cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2GRAY)[:512, :512]
+    mask = np.zeros((512, 512), np.uint8)
+    mask[160:352, 160:352] = np.where(gray[160:352, 160:352] < 80, 255, 0)
+    assert 1000 < np.count_nonzero(mask) < 192 * 192  # a real, partial selection
+    return mask
+
+
+def _distance_outside(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of every pixel to the nearest mask pixel (0 on the mask)."""
+    return cv2.distanceTransform(np.where(mask > 0, 0, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def _chebyshev_outside(mask: np.ndarray) -> np.ndarray:
+    """Chebyshev (max(|dx|, |dy|)) distance to the nearest mask pixel."""
+    return cv2.distanceTransform(np.where(mask > 0, 0, 1).astype(np.uint8), cv2.DIST_C, 3)
+
+
+@pytest.mark.parametrize("pixels", [1, 4, 17, GROW_STEP, 3 * GROW_STEP + 5])
+def test_grow_mask_is_a_disc_dilation(selection: np.ndarray, pixels: int) -> None:
+    grown = grow_mask(selection, pixels)
+    distance = _distance_outside(selection)
+    tolerance = -(-pixels // GROW_STEP)  # about a pixel of discretisation per dilation step
+    assert grown.shape == selection.shape and grown.dtype == np.uint8
+    assert np.all(grown[selection == 255] == 255)
+    assert np.all(grown[distance <= pixels - tolerance] == 255)  # everything well inside the disc is covered …
+    assert np.all(grown[distance > pixels + tolerance] == 0)  # … nothing beyond it
+    assert np.count_nonzero(grown[distance > pixels - tolerance]) < np.count_nonzero(distance > pixels - tolerance)
+    assert set(np.unique(grown)) <= {0, 255}
+
+
+def test_grow_mask_keeps_soft_values_and_zero_is_a_copy(selection: np.ndarray) -> None:
+    soft = (selection // 255 * 100).astype(np.uint8)
+    grown = grow_mask(soft, 3)
+    assert set(np.unique(grown)) == {0, 100}
+    copy = grow_mask(selection, 0)
+    assert np.array_equal(copy, selection) and copy is not selection
+    with pytest.raises(ValueError):
+        grow_mask(selection, -1)
+    with pytest.raises(ValueError):
+        grow_mask(selection.astype(np.float32), 2)
+
+
+@pytest.mark.parametrize("feather", [1, 4, 12, 30])
+def test_blend_mask_fades_outward_with_pillow_gaussian_blur(selection: np.ndarray, feather: int) -> None:
+    grown = grow_mask(selection, 4)
+    blend = blend_mask(grown, feather)
+    blurred = np.asarray(Image.fromarray(grown).filter(ImageFilter.GaussianBlur(feather)))
+    assert np.array_equal(blend, np.maximum(grown, blurred))
+    assert np.all(blend[grown == 255] == 255)  # the whole selection is replaced, no ghost of its edge
+    assert np.all(blend[_chebyshev_outside(grown) > feather_reach(feather)] == 0)
+    assert np.count_nonzero(blend) > np.count_nonzero(grown)  # the feather spreads outward …
+    assert np.all(blend[grown == 0] < 255)  # … and fades to below full outside
+
+
+def test_blend_mask_zero_feather_and_borders() -> None:
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :20] = 255  # touches the left, top and bottom borders
+    assert np.array_equal(blend_mask(mask, 0), mask)
+    blend = blend_mask(mask, 6)
+    assert np.all(blend[:, :5] == 255)  # Pillow extends the border: no fade along the crop's edge
+    assert np.all(blend[:, 20 + feather_reach(6):] == 0)
+    with pytest.raises(ValueError):
+        blend_mask(mask, -2)
+
+
+@pytest.mark.parametrize("feather", [0, 3, 12])
+def test_repaint_mask_covers_the_visible_fade(selection: np.ndarray, feather: int) -> None:
+    grown = grow_mask(selection, 2)
+    blend = blend_mask(grown, feather)
+    repaint = repaint_mask(blend)
+    assert set(np.unique(repaint)) == {0, 255}
+    assert np.all(repaint[grown >= 128] == 255)
+    assert np.all(repaint[blend >= 40] == 255) and np.all(repaint[blend < 40] == 0)
+
+
+def test_repaint_mask_reaches_one_feather_beyond_a_straight_edge() -> None:
+    mask = np.zeros((64, 128), np.uint8)
+    mask[:, :40] = 255
+    repaint = repaint_mask(blend_mask(mask, 10))
+    assert np.all(repaint[:, :50] == 255)  # 10 px (one standard deviation) beyond the edge …
+    assert np.all(repaint[:, 52:] == 0)  # … and no farther
+
+
+def test_overlay_keeps_unmasked_pixels_exactly(photo_rgba: np.ndarray, selection: np.ndarray) -> None:
+    blend = blend_mask(grow_mask(selection, 4), 8)
+    generated = cv2.GaussianBlur(cv2.resize(data.coffee(), (512, 512)), (0, 0), 5)  # any different picture
+    result = overlay(photo_rgba, generated, blend)
+    outside, inside = blend == 0, blend > 0
+    assert result.shape == (512, 512, 4) and result.dtype == np.uint8
+    assert np.array_equal(result[outside], photo_rgba[outside])  # RGB and alpha, bit for bit
+    assert np.array_equal(result[inside, :3], generated[inside])
+    assert np.all(result[inside, 3] == 255)
+    assert np.count_nonzero(inside) > 0 and np.count_nonzero(outside) > 0
+
+
+def test_overlay_rejects_mismatched_shapes(photo_rgba: np.ndarray) -> None:
+    blend = np.zeros((512, 512), np.uint8)
+    with pytest.raises(ValueError):
+        overlay(photo_rgba, np.zeros((512, 511, 3), np.uint8), blend)
+    with pytest.raises(ValueError):
+        overlay(photo_rgba[..., :3], np.zeros((512, 512, 3), np.uint8), blend)
+
+
+@pytest.mark.diffusers
+def test_matches_diffusers_blur_and_apply_overlay(selection: np.ndarray) -> None:
+    """The layer-mask composite of our overlay equals diffusers' own blur + apply_overlay on an opaque photo."""
+    image_processor = pytest.importorskip("diffusers.image_processor")
+    processor = image_processor.VaeImageProcessor()
+    original = data.astronaut()
+    generated = cv2.GaussianBlur(cv2.resize(data.coffee(), (512, 512)), (0, 0), 5)
+    grown = grow_mask(selection, 4)
+    blend = blend_mask(grown, 10)
+    assert np.array_equal(blend, np.maximum(grown, np.asarray(processor.blur(Image.fromarray(grown), 10))))
+
+    variant = overlay(np.dstack([original, np.full((512, 512), 255, np.uint8)]), generated, blend)
+    weight = blend[..., None].astype(np.float64) / 255
+    composed = original * (1 - weight) + variant[..., :3] * weight  # what GIMP's layer mask shows
+    reference = np.asarray(processor.apply_overlay(Image.fromarray(blend), Image.fromarray(original),
+                                                   Image.fromarray(generated)))
+    assert np.array_equal(reference[blend == 0], original[blend == 0])
+    assert np.abs(composed - reference.astype(np.float64)).max() <= 2.0  # Pillow's 8-bit premultiplication

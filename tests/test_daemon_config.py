@@ -1,0 +1,130 @@
+"""daemon.config (settings, token) and the command line's pieces in daemon.__main__."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from daemon import __main__ as cli
+from daemon.config import ConfigError, Settings, ensure_token, load_settings, token_matches
+from daemon.engines.diffusers_engine import DiffusersEngine
+from daemon.engines.opencv_engine import OpenCVEngine
+from protocol import DEFAULT_MAX_PIXELS
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path)
+    assert settings == Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log")
+    assert (settings.host, settings.port, settings.device, settings.threads) == ("127.0.0.1", 7869, "auto", 0)
+    assert settings.max_pixels == DEFAULT_MAX_PIXELS and settings.models == {} and settings.tray
+
+
+def test_default_folders_come_from_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = load_settings()
+    assert settings.config_dir == tmp_path / "config" / "gimp-inpaint"
+    assert settings.log_file.parent.parent == tmp_path / "state" / "gimp-inpaint"
+    assert settings.log_file.name == "daemon.log"
+
+
+def test_toml_then_command_line(tmp_path: Path) -> None:
+    (tmp_path / "daemon.toml").write_text(
+        'host = "0.0.0.0"\nport = 9000\ndevice = "cpu"\nthreads = 2\nmax_pixels = 1000000\n'
+        '[models.sd15]\nmodel = "stable-diffusion-v1-5/stable-diffusion-inpainting"\n'
+        '[models.local]\nmodel = "/models/my-inpaint"\n')
+    settings = load_settings(tmp_path, {"port": 7000, "host": None, "models": {"local": "/elsewhere", "xl": "a/b"},
+                                        "tray": False})
+    assert (settings.host, settings.port, settings.device, settings.threads) == ("0.0.0.0", 7000, "cpu", 2)
+    assert settings.max_pixels == 1_000_000 and not settings.tray
+    assert settings.models == {"sd15": "stable-diffusion-v1-5/stable-diffusion-inpainting", "local": "/elsewhere",
+                               "xl": "a/b"}
+    assert list(settings.models) == ["sd15", "local", "xl"]  # file order, then new command-line models
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("colour = 'blue'\n", "unknown key 'colour'"),
+    ("port = '80'\n", "port must be of type int"),
+    ("threads = true\n", "threads must be of type int"),
+    ("port = 70000\n", "port=70000 is outside"),
+    ("device = 'tpu'\n", "device='tpu'"),
+    ("models = 3\n", "'models' must be a table"),
+    ("[models.x]\npath = 'a/b'\n", "[models.x] must contain exactly model"),
+    ("[models.opencv]\nmodel = 'a/b'\n", "not 'opencv'"),
+    ("port = \n", "daemon.toml"),
+])
+def test_bad_toml_is_reported_with_file_and_key(tmp_path: Path, text: str, words: str) -> None:
+    (tmp_path / "daemon.toml").write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(tmp_path)
+    assert words in str(error.value) and str(tmp_path / "daemon.toml") in str(error.value)
+
+
+def test_bad_overrides(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_pixels=0"):
+        load_settings(tmp_path, {"max_pixels": 0})
+    with pytest.raises(ConfigError, match="unknown settings"):
+        load_settings(tmp_path, {"colour": "blue"})
+
+
+def test_token_created_once_with_mode_0600(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "gimp-inpaint"
+    token = ensure_token(folder)
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    assert stat.S_IMODE((folder / "token").stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert ensure_token(folder) == token  # read back, not replaced
+    assert ensure_token(tmp_path / "other") != token
+
+
+def test_token_file_permissions_tightened_and_empty_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("abc123\n")
+    path.chmod(0o644)
+    assert ensure_token(tmp_path) == "abc123"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("  \n")
+    with pytest.raises(ConfigError, match="empty"):
+        ensure_token(tmp_path)
+
+
+def test_token_matches() -> None:
+    assert token_matches("a" * 64, "a" * 64)
+    assert not token_matches("a" * 64, "a" * 63 + "b")
+    assert not token_matches("a" * 64, "")
+    assert not token_matches("a" * 64, "ä" * 64)  # non-ASCII is compared as bytes, not an error
+
+
+def test_command_line_options(tmp_path: Path) -> None:
+    args = cli.parse_args(["--port", "0", "--no-tray", "--config-dir", str(tmp_path), "--model", "a=x/y",
+                           "--model", "b=/m/b=c", "--device", "cpu", "--threads", "3"])
+    assert (args.port, args.no_tray, args.config_dir, args.device, args.threads) == (0, True, tmp_path, "cpu", 3)
+    assert args.model == [("a", "x/y"), ("b", "/m/b=c")]
+    assert cli.parse_args([]).port is None  # left to daemon.toml
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", "no-equals-sign"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--device", "tpu"])
+
+
+def test_engines_in_handshake_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(tmp_path, {"models": {"one": "a/b", "two": "/models/two"}, "device": "cpu",
+                                        "threads": 2})
+    engines = cli.build_engines(settings)
+    assert [engine.name for engine in engines] == ["one", "two", "opencv"]
+    assert isinstance(engines[0], DiffusersEngine) and isinstance(engines[2], OpenCVEngine)
+    assert (engines[1].model, engines[1].device, engines[1].torch_threads) == ("/models/two", "cpu", 2)
+
+    monkeypatch.setattr(cli, "diffusers_available", lambda: True)
+    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["sd15-inpaint", "opencv"]
+    monkeypatch.setattr(cli, "diffusers_available", lambda: False)
+    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["opencv"]
+
+
+def test_main_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "daemon.toml").write_text("port = 'x'\n")
+    assert cli.main(["--no-tray", "--config-dir", str(tmp_path)]) == 2
+    assert "port must be of type int" in capsys.readouterr().err

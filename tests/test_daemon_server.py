@@ -1,0 +1,520 @@
+"""The daemon over a real loopback WebSocket: handshake, validation, jobs, progress, cancel, errors, several clients.
+
+The server runs in a background thread on port 0 with small fake engines; the tests talk to it with
+websockets' sync client and the project's protocol.encode/decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import msgpack
+import numpy as np
+import pytest
+from skimage import data
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from daemon.compositing import blend_mask, grow_mask, repaint_mask
+from daemon.config import Settings
+from daemon.engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from daemon.engines.opencv_engine import OpenCVEngine
+from daemon.server import DaemonServer
+from protocol import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    EngineInfo,
+    Error,
+    ErrorCode,
+    Hello,
+    InpaintRequest,
+    Message,
+    Plane,
+    Progress,
+    Result,
+    Welcome,
+    decode,
+    encode,
+)
+
+TOKEN = "0123456789abcdef" * 4
+FILL = (255, 0, 255)
+WAIT = 20.0  # seconds before a test gives up waiting for a message (only reached when the daemon is broken)
+
+
+# -- fake engines ------------------------------------------------------------------------------------------------------
+
+class StepEngine(Engine):
+    """``steps`` tiny steps, then the masked area painted ``FILL``; records the seeds and prompts it ran."""
+
+    def __init__(self, name: str = "steps", steps: int = 4) -> None:
+        self.name, self.steps = name, steps
+        self.seen: list[tuple[str, int]] = []
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, "test", "fake", True, True, "test engine")
+
+    def steps_for(self, job: EngineJob) -> int:
+        return self.steps
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.seen.append((job.prompt, job.seed))
+        return self.paint(job, progress, cancelled)
+
+    def paint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        for step in range(1, self.steps + 1):
+            if cancelled():
+                raise JobCancelled("cancelled")
+            time.sleep(0.002)
+            progress(step, self.steps)
+        result = job.image.copy()
+        result[job.mask > 0] = FILL
+        return result
+
+
+class GateEngine(StepEngine):
+    """Signals ``started`` when a job begins, then holds it until ``release`` is set or the job is cancelled."""
+
+    def __init__(self, name: str = "gate") -> None:
+        super().__init__(name, steps=1)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.saw_cancel = threading.Event()
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.seen.append((job.prompt, job.seed))
+        self.started.set()
+        deadline = time.monotonic() + WAIT
+        while not self.release.wait(0.005):
+            if cancelled():
+                self.saw_cancel.set()
+                raise JobCancelled("cancelled")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never released the gate")
+        self.started.clear()
+        return self.paint(job, progress, cancelled)
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.OutOfMemoryError; the daemon recognises it by name."""
+
+
+class OomEngine(StepEngine):
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+class BrokenEngine(StepEngine):
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        raise ValueError("the scheduler exploded")
+
+
+class UnloadableEngine(StepEngine):
+    def load(self) -> None:
+        raise EngineLoadError("model 'x/y' is not downloaded: start the daemon once with network access")
+
+
+# -- harness -----------------------------------------------------------------------------------------------------------
+
+@contextmanager
+def running_daemon(engines: list[Engine], tmp_path: Path, max_pixels: int = 512 * 512) -> Iterator[DaemonServer]:
+    """Serve ``engines`` on a free loopback port in a background thread; stop it afterwards."""
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0, max_pixels=max_pixels)
+    server = DaemonServer(settings, engines, TOKEN, device="cpu")
+    listening = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(lambda url: listening.set()))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
+            listening.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listening.wait(WAIT) and not failures, failures
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(WAIT)
+        assert not thread.is_alive() and not failures, failures
+
+
+class Client:
+    """A test client over an open connection: raw frames in and out, decoded with the project's codec."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.reply: Message | None = None  # the answer to the Hello
+        self.stash: list[Message] = []  # received messages of other jobs, not yet asked for
+
+    def send(self, message: Message | bytes | str) -> None:
+        self.ws.send(message if isinstance(message, bytes | str) else encode(message))
+
+    def recv(self) -> Message:
+        return decode(self.ws.recv(timeout=WAIT))
+
+    def run(self, request: InpaintRequest) -> tuple[list[Message], Result | Error]:
+        """Send ``request``; return the messages about it up to its Result or Error."""
+        self.send(request)
+        return self.collect(request.job_id)
+
+    def next_for(self, job_id: str) -> Message:
+        """The next message about ``job_id``; messages about other jobs are kept for later."""
+        for index, message in enumerate(self.stash):
+            if message.job_id == job_id:
+                return self.stash.pop(index)
+        while True:
+            message = self.recv()
+            assert isinstance(message, Accepted | Progress | Result | Error) and message.job_id is not None, message
+            if message.job_id == job_id:
+                return message
+            self.stash.append(message)
+
+    def collect(self, job_id: str) -> tuple[list[Message], Result | Error]:
+        """The messages about ``job_id`` up to and including its Result or Error."""
+        events: list[Message] = []
+        while not isinstance(message := self.next_for(job_id), Result | Error):
+            events.append(message)
+        return events, message
+
+
+@contextmanager
+def connected(url: str, token: str = TOKEN, version: int = PROTOCOL_VERSION, hello: bool = True) -> Iterator[Client]:
+    """A connected client; unless ``hello`` is False it has sent its Hello and read the reply into ``reply``."""
+    with connect(url, compression=None, max_size=None, proxy=None, open_timeout=WAIT) as ws:
+        client = Client(ws)
+        if hello:
+            client.send(Hello(protocol_version=version, client="pytest", token=token))
+            client.reply = client.recv()
+        yield client
+
+
+@pytest.fixture(scope="module")
+def crop() -> tuple[np.ndarray, np.ndarray]:
+    """A 96×128 RGBA crop of the astronaut photo (alpha ramp) and a mask with an ellipse over her face."""
+    rgb = np.ascontiguousarray(data.astronaut()[40:136, 160:288])
+    alpha = np.broadcast_to(np.linspace(64, 255, 128).astype(np.uint8), (96, 128))
+    mask = np.zeros((96, 128), np.uint8)
+    cv2.ellipse(mask, (64, 48), (22, 16), 0, 0, 360, 255, -1)
+    return np.dstack([rgb, alpha]), mask
+
+
+def make_request(crop: tuple[np.ndarray, np.ndarray], job_id: str = "job-1", engine: str = "opencv",
+                 **values: object) -> InpaintRequest:
+    image, mask = crop
+    height, width = mask.shape
+    fields = {"x": 40, "y": 16, "prompt": "", "grow": 3, "feather": 4, "seed": 7, **values}
+    return InpaintRequest(job_id=job_id, engine=engine, image=Plane(width, height, 4, image.tobytes()),
+                          mask=Plane(width, height, 1, mask.tobytes()), **fields)
+
+
+def assert_opencv_works(client: Client, crop: tuple[np.ndarray, np.ndarray], job_id: str = "after") -> None:
+    events, outcome = client.run(make_request(crop, job_id))
+    assert isinstance(events[0], Accepted) and isinstance(outcome, Result), outcome
+    assert len(outcome.variants) == 1
+
+
+# -- handshake ---------------------------------------------------------------------------------------------------------
+
+def test_handshake_lists_engines(tmp_path: Path) -> None:
+    with running_daemon([StepEngine(), OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        welcome = client.reply
+        assert isinstance(welcome, Welcome) and welcome.protocol_version == PROTOCOL_VERSION
+        assert [engine.name for engine in welcome.engines] == ["steps", "opencv"]
+        assert welcome.engines[1] == OpenCVEngine().info() and not welcome.engines[1].uses_prompt
+        assert welcome.max_pixels == 512 * 512 and welcome.device == "cpu"
+
+
+@pytest.mark.parametrize(("token", "version", "code"), [
+    ("f" * 64, PROTOCOL_VERSION, ErrorCode.UNAUTHORIZED),
+    ("", PROTOCOL_VERSION, ErrorCode.UNAUTHORIZED),
+    ("é" * 10, PROTOCOL_VERSION, ErrorCode.UNAUTHORIZED),
+    (TOKEN, PROTOCOL_VERSION + 1, ErrorCode.VERSION_MISMATCH),
+])
+def test_bad_hello_is_refused_and_closed(tmp_path: Path, token: str, version: int, code: ErrorCode) -> None:
+    with running_daemon([OpenCVEngine()], tmp_path) as server:
+        with connected(server.url, token=token, version=version) as client:
+            assert isinstance(client.reply, Error) and client.reply.code == code.value and client.reply.job_id is None
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        with connected(server.url) as client:
+            assert isinstance(client.reply, Welcome)  # the daemon still serves
+
+
+def test_first_message_must_be_hello(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    with running_daemon([OpenCVEngine()], tmp_path) as server, connected(server.url, hello=False) as client:
+        client.send(make_request(crop))
+        reply = client.recv()
+        assert isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED.value
+        with pytest.raises(ConnectionClosed):
+            client.recv()
+
+
+def test_browser_origin_is_rejected(tmp_path: Path) -> None:
+    with running_daemon([OpenCVEngine()], tmp_path) as server:
+        with pytest.raises(InvalidStatus) as refused, connect(server.url, origin="https://example.com", proxy=None,
+                                                              open_timeout=WAIT):
+            pass
+        assert refused.value.response.status_code == 403
+        with connected(server.url) as client:
+            assert isinstance(client.reply, Welcome)
+
+
+# -- malformed frames --------------------------------------------------------------------------------------------------
+
+SMALL_LIMIT = 64 * 64
+"""The pixel limit of the malformed-frame tests: their valid requests are 64×64, the oversized one is 96×128."""
+
+
+def _small(crop: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = crop
+    return np.ascontiguousarray(image[16:80, 32:96]), np.ascontiguousarray(mask[16:80, 32:96])
+
+
+def _patched(crop: tuple[np.ndarray, np.ndarray], **changes: object) -> bytes:
+    """A valid 64×64 request's wire map with ``changes`` applied (re-encoded with msgpack)."""
+    wire = msgpack.unpackb(encode(make_request(_small(crop), "patched")))
+    wire.update(changes)
+    return msgpack.packb(wire)
+
+
+def _short_plane(crop: tuple[np.ndarray, np.ndarray]) -> bytes:
+    wire = msgpack.unpackb(encode(make_request(_small(crop), "short")))
+    wire["image"]["data"] = wire["image"]["data"][:-4]  # w×h×c ≠ byte length
+    return msgpack.packb(wire)
+
+
+MALFORMED = {
+    "garbage": (lambda crop: b"\xc1\xff not msgpack at all", ErrorCode.BAD_MESSAGE),
+    "truncated": (lambda crop: encode(make_request(_small(crop)))[:-100], ErrorCode.BAD_MESSAGE),
+    "unknown type": (lambda crop: msgpack.packb({"type": "teleport", "job_id": "1"}), ErrorCode.BAD_MESSAGE),
+    "text frame": (lambda crop: "hello", ErrorCode.BAD_MESSAGE),
+    "daemon-only type": (lambda crop: encode(Progress("1", 1, 2)), ErrorCode.BAD_MESSAGE),
+    "wrong field type": (lambda crop: _patched(crop, num_variants="two"), ErrorCode.BAD_MESSAGE),
+    "plane length": (_short_plane, ErrorCode.INVALID_REQUEST),
+    "bad strength": (lambda crop: _patched(crop, strength=0.0), ErrorCode.INVALID_REQUEST),
+    "oversized plane": (lambda crop: encode(make_request(crop, "huge")), ErrorCode.TOO_LARGE),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_frame_is_answered_and_connection_survives(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
+                                                             case: str) -> None:
+    make_frame, code = MALFORMED[case]
+    with running_daemon([OpenCVEngine()], tmp_path, max_pixels=SMALL_LIMIT) as server, \
+            connected(server.url) as client:
+        client.send(make_frame(crop))
+        reply = client.recv()
+        assert isinstance(reply, Error) and reply.code == code.value and reply.job_id is None, reply
+        assert_opencv_works(client, _small(crop))
+
+
+def test_request_errors_carry_the_job_id(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        _, unknown = client.run(make_request(crop, "u", engine="dall-e"))
+        assert isinstance(unknown, Error) and unknown.code == ErrorCode.UNKNOWN_ENGINE.value and unknown.job_id == "u"
+        assert "opencv" in unknown.message
+        _, empty = client.run(make_request((crop[0], np.full_like(crop[1], 127)), "e"))
+        assert isinstance(empty, Error) and empty.code == ErrorCode.INVALID_REQUEST.value and empty.job_id == "e"
+
+        client.send(make_request(crop, "dup", engine="gate"))
+        assert isinstance(client.recv(), Accepted) and engine.started.wait(WAIT)
+        client.send(make_request(crop, "dup"))
+        duplicate = client.next_for("dup")
+        while isinstance(duplicate, Progress):  # of the running "dup"
+            duplicate = client.next_for("dup")
+        assert isinstance(duplicate, Error) and duplicate.code == ErrorCode.INVALID_REQUEST.value
+        engine.release.set()
+        _, outcome = client.collect("dup")
+        assert isinstance(outcome, Result)
+        assert_opencv_works(client, crop)
+
+
+# -- jobs --------------------------------------------------------------------------------------------------------------
+
+def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = StepEngine(steps=4)
+    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+        events, result = client.run(make_request(crop, "p", engine="steps", prompt="a cat", seed=41,
+                                                 num_variants=3))
+    assert events[0] == Accepted("p", 0)
+    assert all(isinstance(event, Progress) for event in events[1:])
+    progress = [(event.step, event.total) for event in events[1:]]
+    assert progress == [(step, 12) for step in range(13)]  # 4 steps × 3 variants, each step once, in order
+    assert isinstance(result, Result) and [v.seed for v in result.variants] == [41, 42, 43]
+    assert engine.seen == [("a cat", 41), ("a cat", 42), ("a cat", 43)]
+    for variant in result.variants:
+        assert (variant.x, variant.y) == (40, 16)
+        assert set(variant.timings) == {"queue", "load", "inference", "total"}
+        assert all(value >= 0 for value in variant.timings.values())
+        out = np.frombuffer(variant.image.data, np.uint8).reshape(96, 128, 4)
+        assert np.all(out[crop[1] == 255, :3] == FILL)
+
+
+def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    with running_daemon([StepEngine(steps=1)], tmp_path) as server, connected(server.url) as client:
+        _, result = client.run(make_request(crop, engine="steps", seed=-1, num_variants=2))
+    assert isinstance(result, Result)
+    first, second = (variant.seed for variant in result.variants)
+    assert 0 <= first < 2**32 and second == (first + 1) % 2**32
+
+
+def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    image, mask = crop
+    with running_daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        events, result = client.run(make_request(crop, grow=3, feather=4))
+    assert [type(event) for event in events] == [Accepted, Progress, Progress]
+    assert isinstance(result, Result)
+    (variant,) = result.variants
+    out = np.frombuffer(variant.image.data, np.uint8).reshape(96, 128, 4)
+    blend = np.frombuffer(variant.mask.data, np.uint8).reshape(96, 128)
+    grown = grow_mask(mask, 3)
+    assert np.array_equal(blend, blend_mask(grown, 4))
+    keep = blend == 0
+    assert np.array_equal(out[keep], image[keep])  # every unmasked pixel, alpha included, bit-exact
+    telea = cv2.inpaint(np.ascontiguousarray(image[..., :3]), repaint_mask(blend_mask(grown, 4)), 3, cv2.INPAINT_TELEA)
+    assert np.array_equal(out[~keep, :3], telea[~keep]) and np.all(out[~keep, 3] == 255)
+    core = mask == 255
+    assert np.abs(out[core, :3].astype(int) - image[core, :3]).mean() > 10  # the face is really filled in
+
+
+def test_cancel_running_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        client.send(make_request(crop, "long", engine="gate"))
+        assert client.recv() == Accepted("long", 0)
+        assert engine.started.wait(WAIT)
+        client.send(Cancel("long"))
+        events, outcome = client.collect("long")
+        assert all(isinstance(event, Progress) for event in events)
+        assert isinstance(outcome, Error) and outcome.code == ErrorCode.CANCELLED.value
+        assert engine.saw_cancel.is_set()
+        client.send(Cancel("long"))  # already over: ignored, no reply
+        assert_opencv_works(client, crop)
+
+
+def test_cancel_queued_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+        client.send(make_request(crop, "first", engine="gate", prompt="first"))
+        assert client.recv() == Accepted("first", 0)
+        assert engine.started.wait(WAIT)
+        client.send(make_request(crop, "second", engine="gate", prompt="second"))
+        assert client.next_for("second") == Accepted("second", 1)
+        client.send(Cancel("second"))
+        cancelled = client.next_for("second")
+        assert isinstance(cancelled, Error) and cancelled.code == ErrorCode.CANCELLED.value
+        assert cancelled.job_id == "second"
+        engine.release.set()
+        _, outcome = client.collect("first")
+        assert isinstance(outcome, Result)
+    assert engine.seen == [("first", 7)]  # the cancelled job never reached the engine
+
+
+def test_two_clients_run_in_arrival_order(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine], tmp_path) as server, connected(server.url) as alice, \
+            connected(server.url) as bob:
+        alice.send(make_request(crop, "job", engine="gate", prompt="alice"))
+        assert alice.recv() == Accepted("job", 0) and engine.started.wait(WAIT)
+        bob.send(make_request(crop, "job", engine="gate", prompt="bob", seed=99))  # same id, other client
+        assert bob.recv() == Accepted("job", 1)
+        engine.release.set()
+        _, alice_result = alice.collect("job")
+        _, bob_result = bob.collect("job")
+    assert isinstance(alice_result, Result) and alice_result.variants[0].seed == 7
+    assert isinstance(bob_result, Result) and bob_result.variants[0].seed == 99
+    assert [prompt for prompt, _ in engine.seen] == ["alice", "bob"]
+
+
+def test_disconnect_cancels_its_jobs(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine, OpenCVEngine()], tmp_path) as server:
+        with connected(server.url) as leaving:
+            leaving.send(make_request(crop, "a", engine="gate", prompt="running"))
+            leaving.send(make_request(crop, "b", engine="gate", prompt="queued"))
+            assert engine.started.wait(WAIT)
+        assert engine.saw_cancel.wait(WAIT)
+        with connected(server.url) as client:
+            assert_opencv_works(client, crop)
+    assert [prompt for prompt, _ in engine.seen] == ["running"]
+
+
+def test_stop_cancels_the_running_job_and_closes_connections(tmp_path: Path,
+                                                            crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+        client.send(make_request(crop, "a", engine="gate"))
+        assert engine.started.wait(WAIT)
+        server.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001  # going away
+        assert engine.saw_cancel.wait(WAIT)
+
+
+@pytest.mark.parametrize(("engine", "code", "words"), [
+    (OomEngine("bad"), ErrorCode.OUT_OF_MEMORY, "out of memory"),
+    (BrokenEngine("bad"), ErrorCode.JOB_FAILED, "the scheduler exploded"),
+    (UnloadableEngine("bad"), ErrorCode.ENGINE_UNAVAILABLE, "start the daemon once with network access"),
+])
+def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
+                                                           engine: Engine, code: ErrorCode, words: str) -> None:
+    with running_daemon([engine, OpenCVEngine()], tmp_path) as server:
+        with connected(server.url) as client:
+            events, outcome = client.run(make_request(crop, "doomed", engine="bad"))
+            assert events[0] == Accepted("doomed", 0)
+            assert isinstance(outcome, Error) and outcome.code == code.value and outcome.job_id == "doomed"
+            assert words in outcome.message
+            assert_opencv_works(client, crop)
+        with connected(server.url) as client:
+            assert_opencv_works(client, crop)
+
+
+# -- the command line --------------------------------------------------------------------------------------------------
+
+def test_daemon_command_line(tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.fullmatch(r"gimp-inpaint daemon listening on (ws://127\.0\.0\.1:(\d+))\n", line)
+        assert match and int(match[2]) > 0, (line, process.stderr.read() if process.poll() is not None else "")
+        token_file = config_dir / "token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{64}", token)
+        with connected(match[1], token=token) as client:
+            assert isinstance(client.reply, Welcome) and client.reply.engines[-1].name == "opencv"
+        process.terminate()
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert "stopped" in (config_dir / "daemon.log").read_text()

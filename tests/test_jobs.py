@@ -1,0 +1,73 @@
+"""daemon.jobs: FIFO order, positions, duplicates, cancellation and disconnects."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.jobs import CancelOutcome, DuplicateJob, JobQueue
+
+
+def test_fifo_order_and_positions() -> None:
+    queue: JobQueue[str] = JobQueue()
+    assert queue.pop() is None
+    first, position = queue.add("alice", "1", "a1")
+    assert position == 0
+    assert queue.add("bob", "1", "b1")[1] == 1  # same id, other owner: fine
+    assert queue.pop() is first and queue.running is first
+    assert queue.add("alice", "2", "a2")[1] == 2  # bob's job waits, alice's first one runs
+    with pytest.raises(RuntimeError):
+        queue.pop()  # strictly one at a time
+    queue.finish(first)
+    assert queue.pop().payload == "b1"
+    queue.finish(queue.running)
+    assert queue.pop().payload == "a2"
+    queue.finish(queue.running)
+    assert queue.pop() is None and len(queue) == 0
+
+
+def test_duplicate_ids_rejected_until_finished() -> None:
+    queue: JobQueue[int] = JobQueue()
+    queue.add("alice", "x", 1)
+    with pytest.raises(DuplicateJob):
+        queue.add("alice", "x", 2)
+    job = queue.pop()
+    with pytest.raises(DuplicateJob):
+        queue.add("alice", "x", 3)  # still running
+    queue.finish(job)
+    assert queue.add("alice", "x", 4)[1] == 0
+    with pytest.raises(RuntimeError):
+        queue.finish(job)  # not running any more
+
+
+def test_cancel_queued_running_and_unknown() -> None:
+    queue: JobQueue[str] = JobQueue()
+    running, _ = queue.add("alice", "1", "run")
+    waiting, _ = queue.add("alice", "2", "wait")
+    queue.add("bob", "3", "other")
+    queue.pop()
+    assert queue.cancel("bob", "1") is CancelOutcome.UNKNOWN  # not bob's job
+    assert not running.cancelled()
+    assert queue.cancel("alice", "2") is CancelOutcome.REMOVED
+    assert waiting.cancelled() and len(queue) == 1
+    assert queue.cancel("alice", "1") is CancelOutcome.SIGNALLED
+    assert running.cancelled() and queue.running is running  # stays until the worker finishes it
+    assert queue.cancel("alice", "2") is CancelOutcome.UNKNOWN
+    queue.finish(running)
+    assert queue.pop().payload == "other"
+
+
+def test_drop_owner_removes_waiting_and_flags_running() -> None:
+    queue: JobQueue[str] = JobQueue()
+    running, _ = queue.add("alice", "1", "a1")
+    queue.add("bob", "1", "b1")
+    queue.add("alice", "2", "a2")
+    queue.add("alice", "3", "a3")
+    queue.pop()
+    removed = queue.drop_owner("alice")
+    assert [job.payload for job in removed] == ["a2", "a3"]
+    assert all(job.cancelled() for job in removed) and running.cancelled()
+    assert len(queue) == 1
+    queue.finish(running)
+    bob = queue.pop()
+    assert bob.payload == "b1" and not bob.cancelled()
+    assert queue.drop_owner("nobody") == []
