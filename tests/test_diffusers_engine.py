@@ -1,0 +1,344 @@
+"""The diffusers engine and device selection, run on a tiny random-weight SD inpainting pipeline.
+
+The pipeline (tests/tiny_pipelines.py) is built offline and loaded through the engine's real
+loading code (``AutoPipelineForInpainting.from_pretrained``); its native size is 128 pixels, so a
+request takes a fraction of a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
+from daemon.engines.diffusers_engine import INSTALL_HINT, DiffusersEngine, scaled_size
+from protocol import ErrorCode, InpaintRequest, Plane, Result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def astronaut_job(seed: int = 7, prompt: str = "a red helmet", strength: float = 1.0,
+                  num_inference_steps: int = 4) -> EngineJob:
+    """A 100×140 crop of skimage's astronaut (sides not multiples of 8) with a rectangle to repaint."""
+    image = np.ascontiguousarray(data.astronaut()[20:220:2, 100:380:2])
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[30:70, 50:100] = 255
+    return EngineJob(image=image, mask=mask, prompt=prompt, negative_prompt="blurry", strength=strength,
+                     guidance_scale=7.5, num_inference_steps=num_inference_steps, seed=seed)
+
+
+def no_progress(step: int, total: int) -> None:
+    """A progress callback that ignores the report."""
+
+
+def never() -> bool:
+    """A cancel check for jobs that are never cancelled."""
+    return False
+
+
+@pytest.fixture
+def engine(tiny_inpaint_model: Path) -> DiffusersEngine:
+    return DiffusersEngine("tiny", str(tiny_inpaint_model), device="cpu")
+
+
+@pytest.fixture
+def count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Wraps ``AutoPipelineForInpainting.from_pretrained``; returns the list of models it was called with."""
+    diffusers = pytest.importorskip("diffusers")
+    calls: list[str] = []
+    original = diffusers.AutoPipelineForInpainting.from_pretrained
+
+    def counting(model: str, **kwargs: object) -> object:
+        calls.append(model)
+        return original(model, **kwargs)
+
+    monkeypatch.setattr(diffusers.AutoPipelineForInpainting, "from_pretrained", counting)
+    return calls
+
+
+# --- pure helpers (no torch needed) ---
+
+
+@pytest.mark.parametrize(("width", "height", "long_side", "expected"), [
+    (140, 100, 128, (128, 88)),     # 100·128/140 = 91.4 → 88
+    (100, 140, 512, (368, 512)),    # small crops are scaled up to the native size
+    (2048, 1536, 512, (512, 384)),  # large ones down
+    (512, 512, 512, (512, 512)),
+    (4000, 10, 512, (512, 8)),      # never below one latent pixel
+])
+def test_scaled_size_keeps_aspect_ratio_on_the_latent_grid(width: int, height: int, long_side: int,
+                                                           expected: tuple[int, int]) -> None:
+    assert scaled_size(width, height, long_side) == expected
+
+
+def test_without_diffusers_info_says_how_to_install_and_load_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("daemon.engines.diffusers_engine.diffusers_available", lambda: False)
+    engine = DiffusersEngine("sd", "owner/model")
+    info = engine.info()
+    assert (info.available, info.kind, info.model, info.uses_prompt) == (False, "diffusers", "owner/model", True)
+    assert INSTALL_HINT in info.detail
+    with pytest.raises(EngineLoadError, match="gimp-inpaint\\[diffusers\\]"):
+        engine.load()
+
+
+def test_modules_import_without_torch() -> None:
+    code = ("import sys, daemon.engines.diffusers_engine, daemon.device; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
+    engine = DiffusersEngine("sd", "/nonexistent/model")
+    with pytest.raises(ValueError, match="no denoising step"):
+        engine.steps_for(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
+    assert engine.info().available  # nothing was loaded, nothing failed
+
+
+# --- device selection ---
+
+
+@pytest.mark.diffusers
+def test_device_selection_on_this_machine() -> None:
+    torch = pytest.importorskip("torch")
+    from daemon.device import DeviceUnavailableError, describe_device, resolve_device, torch_dtype_for
+
+    cpu = resolve_device("cpu")
+    assert cpu.type == "cpu" and torch_dtype_for(cpu) == torch.float32
+    assert describe_device(cpu) == f"cpu ({torch.get_num_threads()} threads)"
+    expected_auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected_auto
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        gpu = resolve_device("cuda")
+        assert torch_dtype_for(gpu) == torch.float16
+        assert describe_device(gpu) == f"cuda:{gpu.index} ({torch.cuda.get_device_name(gpu.index)})"
+    else:
+        with pytest.raises(DeviceUnavailableError, match=r"CUDA is not available.*--device cpu"):
+            resolve_device("cuda")
+
+
+@pytest.mark.diffusers
+def test_set_torch_threads() -> None:
+    torch = pytest.importorskip("torch")
+    from daemon.device import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_torch_threads(1)
+        assert torch.get_num_threads() == 1
+        set_torch_threads(0)  # 0 = leave torch's setting alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        set_torch_threads(-1)
+
+
+# --- the engine on the tiny pipeline ---
+
+
+@pytest.mark.diffusers
+def test_output_is_the_crop_size_and_model_runs_at_native_size(engine: DiffusersEngine,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    sizes: list[tuple[int, int, tuple[int, int], tuple[int, int]]] = []
+    original_call = StableDiffusionInpaintPipeline.__call__
+
+    def recording_call(pipe: StableDiffusionInpaintPipeline, **kwargs: object) -> object:
+        sizes.append((kwargs["width"], kwargs["height"], kwargs["image"].size, kwargs["mask_image"].size))
+        return original_call(pipe, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionInpaintPipeline, "__call__", recording_call)
+    job = astronaut_job()
+    out = engine.inpaint(job, no_progress, never)
+    assert out.shape == (100, 140, 3) and out.dtype == np.uint8
+    assert sizes == [(128, 88, (128, 88), (128, 88))]  # long side = 16 latents × 8, height/width passed
+    repainted = job.mask == 255
+    assert np.abs(out[repainted].astype(int) - job.image[repainted]).mean() > 10  # random weights: not the input
+
+
+@pytest.mark.diffusers
+def test_same_seed_same_pixels_other_seed_or_prompt_other_pixels(engine: DiffusersEngine) -> None:
+    first = engine.inpaint(astronaut_job(seed=7), no_progress, never)
+    again = engine.inpaint(astronaut_job(seed=7), no_progress, never)
+    other_seed = engine.inpaint(astronaut_job(seed=8), no_progress, never)
+    other_prompt = engine.inpaint(astronaut_job(seed=7, prompt="green grass"), no_progress, never)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other_seed).mean() > 1
+    assert np.abs(first.astype(int) - other_prompt).mean() > 0
+
+
+@pytest.mark.diffusers
+@pytest.mark.parametrize(("strength", "steps"), [(1.0, 6), (0.5, 10)])
+def test_progress_counts_the_steps_actually_run(engine: DiffusersEngine, strength: float, steps: int) -> None:
+    job = astronaut_job(strength=strength, num_inference_steps=steps)
+    reports: list[tuple[int, int]] = []
+    engine.inpaint(job, lambda step, total: reports.append((step, total)), never)
+    total = engine.steps_for(job)
+    ran = engine._pipeline.num_timesteps  # the pipeline's own count of its denoising loop
+    assert total == ran
+    assert reports == [(step, total) for step in range(1, total + 1)]
+
+
+@pytest.mark.diffusers
+def test_cancel_after_the_first_step(engine: DiffusersEngine) -> None:
+    reports: list[tuple[int, int]] = []
+    job = astronaut_job(num_inference_steps=6)
+    with pytest.raises(JobCancelled):
+        engine.inpaint(job, lambda step, total: reports.append((step, total)), lambda: len(reports) >= 1)
+    assert reports == [(1, engine.steps_for(job))]  # interrupted: no further step ran
+    assert engine.inpaint(job, no_progress, never).shape == (100, 140, 3)  # the next job runs normally
+
+
+@pytest.mark.diffusers
+def test_cancelled_before_start_runs_nothing(engine: DiffusersEngine, count_loads: list[str]) -> None:
+    with pytest.raises(JobCancelled):
+        engine.inpaint(astronaut_job(), no_progress, lambda: True)
+    assert count_loads == []
+
+
+@pytest.mark.diffusers
+def test_pipeline_is_loaded_once_for_many_requests(engine: DiffusersEngine, count_loads: list[str]) -> None:
+    assert engine.info().detail == "loads on first use"
+    engine.load()
+    for seed in range(3):
+        engine.inpaint(astronaut_job(seed=seed), no_progress, never)
+    engine.load()
+    assert count_loads == [engine.model]
+    info = engine.info()
+    assert info.available and info.detail.startswith("loaded on cpu (")
+
+
+@pytest.mark.diffusers
+def test_missing_local_folder_fails_clearly_and_a_later_load_retries(tmp_path: Path, count_loads: list[str],
+                                                                     tiny_inpaint_model: Path) -> None:
+    folder = tmp_path / "models" / "sd-inpaint"
+    engine = DiffusersEngine("local", str(folder), device="cpu")
+    with pytest.raises(EngineLoadError, match=f"model folder {folder} does not exist"):
+        engine.inpaint(astronaut_job(), no_progress, never)
+    info = engine.info()
+    assert not info.available and f"{folder} does not exist" in info.detail
+    assert count_loads == []
+
+    shutil.copytree(tiny_inpaint_model, folder)  # the user puts the model there; no restart needed
+    assert engine.inpaint(astronaut_job(), no_progress, never).shape == (100, 140, 3)
+    assert engine.info().available and count_loads == [str(folder)]
+
+
+@pytest.mark.diffusers
+def test_folder_that_is_not_a_pipeline_fails_clearly(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    engine = DiffusersEngine("empty", str(tmp_path), device="cpu")
+    with pytest.raises(EngineLoadError, match=r"could not load .*model_index\.json"):
+        engine.load()
+    assert not engine.info().available
+
+
+@pytest.mark.diffusers
+def test_unknown_device_fails_as_a_load_error(tiny_inpaint_model: Path) -> None:
+    pytest.importorskip("torch")
+    engine = DiffusersEngine("tiny", str(tiny_inpaint_model), device="tpu")
+    with pytest.raises(EngineLoadError, match="unknown device 'tpu'"):
+        engine.load()
+    assert "unknown device" in engine.info().detail
+
+
+OFFLINE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from daemon.engines.base import EngineJob, EngineLoadError
+    from daemon.engines.diffusers_engine import DiffusersEngine
+
+    result = {}
+    missing = DiffusersEngine("missing", "nobody/not-downloaded-inpainting", device="cpu")
+    try:
+        missing.load()
+    except EngineLoadError as error:
+        result["missing_error"] = str(error)
+    result["missing_info"] = [missing.info().available, missing.info().detail]
+    cached = DiffusersEngine("cached", "tiny/inpaint", device="cpu")
+    image = np.full((64, 80, 3), 128, np.uint8)
+    mask = np.zeros((64, 80), np.uint8)
+    mask[16:48, 20:60] = 255
+    out = cached.inpaint(EngineJob(image, mask, "", "", 1.0, 5.0, 2, 1), lambda s, t: None, lambda: False)
+    result["cached_shape"] = list(out.shape)
+    print(json.dumps(result))
+""")
+
+
+@pytest.mark.diffusers
+def test_offline_mode_loads_cached_hub_models_and_explains_missing_ones(tmp_path: Path,
+                                                                        tiny_inpaint_model: Path) -> None:
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported, hence a fresh interpreter.
+
+    The tiny pipeline is placed in an empty Hugging Face cache as the hub id ``tiny/inpaint``
+    (the cache layout huggingface_hub writes: ``models--OWNER--NAME/snapshots/COMMIT`` and ``refs/main``).
+    """
+    pytest.importorskip("diffusers")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_cache = tmp_path / "hf" / "hub" / "models--tiny--inpaint"
+    shutil.copytree(tiny_inpaint_model, repo_cache / "snapshots" / commit)
+    (repo_cache / "refs").mkdir()
+    (repo_cache / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    run = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in result["missing_error"]
+    assert "nobody/not-downloaded-inpainting" in result["missing_error"]
+    assert result["missing_info"][0] is False and "HF_HUB_OFFLINE" in result["missing_info"][1]
+    assert result["cached_shape"] == [64, 80, 3]
+
+
+# --- through the daemon's worker ---
+
+
+@pytest.mark.diffusers
+def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngine) -> None:
+    from daemon.worker import run_job
+
+    job = astronaut_job(num_inference_steps=5)
+    rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
+    height, width = job.mask.shape
+    request = InpaintRequest(job_id="j1", engine="tiny", x=10, y=20, image=Plane(width, height, 4, rgba.tobytes()),
+                             mask=Plane(width, height, 1, job.mask.tobytes()), prompt="a red helmet",
+                             num_inference_steps=job.num_inference_steps, seed=41, num_variants=2, grow=2, feather=4)
+    reports: list[tuple[int, int]] = []
+    result = run_job(request, engine, lambda step, total: reports.append((step, total)), never)
+    assert isinstance(result, Result), result
+    per_variant = engine.steps_for(job)
+    assert reports[0] == (0, 2 * per_variant) and reports[-1] == (2 * per_variant, 2 * per_variant)
+    assert [variant.seed for variant in result.variants] == [41, 42]
+    images = [np.frombuffer(v.image.data, np.uint8).reshape(height, width, 4) for v in result.variants]
+    blend = np.frombuffer(result.variants[0].mask.data, np.uint8).reshape(height, width)
+    for image in images:
+        np.testing.assert_array_equal(image[blend == 0], rgba[blend == 0])
+    assert not np.array_equal(images[0], images[1])
+
+
+@pytest.mark.diffusers
+def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) -> None:
+    from daemon.worker import run_job
+
+    engine = DiffusersEngine("gone", str(tmp_path / "gone"), device="cpu")
+    job = astronaut_job()
+    height, width = job.mask.shape
+    request = InpaintRequest(job_id="j2", engine="gone", x=0, y=0,
+                             image=Plane(width, height, 4, np.zeros((height, width, 4), np.uint8).tobytes()),
+                             mask=Plane(width, height, 1, job.mask.tobytes()))
+    error = run_job(request, engine, no_progress, never)
+    assert error.code == ErrorCode.ENGINE_UNAVAILABLE.value and "does not exist" in error.message
