@@ -108,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     engines = build_engines(settings)
     has_diffusers = any(isinstance(engine, DiffusersEngine) for engine in engines)
     tray = Tray(on_quit=lambda: server.stop())
-    server = DaemonServer(settings, engines, token, device=settings.device if has_diffusers else "cpu",
-                          on_status=tray.set_status)
+    # torch is imported when a model first loads, not here (6-8 s): until then "auto" is all we know
+    device = (f"{settings.device} (torch: resolved when a model loads; see each engine's detail)" if has_diffusers
+              else "cpu (OpenCV)")
+    server = DaemonServer(settings, engines, token, device=device, on_status=tray.set_status)
 
     def listening(url: str) -> None:
         print(f"gimp-inpaint daemon listening on {url}", flush=True)
