@@ -8,6 +8,7 @@ from .codec import DEFAULT_MAX_PIXELS, decode, encode, max_frame_bytes
 from .errors import ErrorCode, ProtocolError
 from .geometry import LATENT_MULTIPLE, Rect, context_crop, feather_reach
 from .messages import (
+    MAX_VARIANTS,
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
@@ -24,7 +25,7 @@ from .messages import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "LATENT_MULTIPLE", "PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error",
-    "ErrorCode", "Hello", "InpaintRequest", "Message", "Plane", "Progress", "ProtocolError", "Rect", "Result",
+    "DEFAULT_MAX_PIXELS", "LATENT_MULTIPLE", "MAX_VARIANTS", "PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo",
+    "Error", "ErrorCode", "Hello", "InpaintRequest", "Message", "Plane", "Progress", "ProtocolError", "Rect", "Result",
     "Variant", "Welcome", "context_crop", "decode", "encode", "feather_reach", "max_frame_bytes",
 ]

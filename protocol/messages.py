@@ -26,6 +26,9 @@ PROTOCOL_VERSION = 1
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
 
+MAX_VARIANTS = 16
+"""Most variants one request may ask for."""
+
 SEED_MAX = 2**32 - 1
 """Seeds are unsigned 32-bit (what ``torch.Generator.manual_seed`` and NumPy both accept)."""
 
@@ -133,7 +136,7 @@ class InpaintRequest:
         guidance_scale: classifier-free guidance weight, 0…50 (diffusers ``guidance_scale``).
         num_inference_steps: denoising steps, 1…500.
         seed: 0…2³²−1, or −1 for a random seed per variant (the seeds used come back in the result).
-        num_variants: 1…16 results from consecutive seeds.
+        num_variants: 1…:data:`MAX_VARIANTS` results from consecutive seeds.
         grow: pixels by which the mask is dilated before inpainting, 0…1024.
         feather: Gaussian blur radius (pixels) of the blend mask's edge, 0…1024 (diffusers ``blur_factor``).
 
@@ -169,7 +172,7 @@ class InpaintRequest:
         _require_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
         _require_range("num_inference_steps", self.num_inference_steps, 1, 500)
         _require(self.seed == -1 or 0 <= self.seed <= SEED_MAX, f"seed={self.seed} is outside -1 or 0…{SEED_MAX}")
-        _require_range("num_variants", self.num_variants, 1, 16)
+        _require_range("num_variants", self.num_variants, 1, MAX_VARIANTS)
         _require_range("grow", self.grow, 0, 1024)
         _require_range("feather", self.feather, 0, 1024)
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")

@@ -1,0 +1,294 @@
+"""``gimp-inpaint``: generative fill of image files through the daemon, from the command line.
+
+::
+
+    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--variants N] …
+    gimp-inpaint demo -o demo.png
+
+``fill`` does exactly what the GIMP procedure does (:func:`plugin_gimp.fill.run_fill` on a
+file-backed :class:`plugin_gimp.document.Document`): only the context crop around the mask's
+non-zero pixels is sent, and each variant is composed into the whole picture through its blend
+mask (:func:`client.imaging.compose`). With ``--variants N`` > 1 the outputs are ``OUT-1.png`` …
+``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
+stderr, one line per written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
+
+Exit status: 0 success, 1 the fill failed (daemon unreachable or reporting an error), 2 bad
+arguments or input files, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+from client.connection import DEFAULT_URL, InpaintClient
+from client.imaging import compose, load_mask, load_rgba, mask_bounds, save_image
+from daemon.config import APP_NAME, TOKEN_FILE
+from plugin_gimp.document import Document, ResultLayer
+from plugin_gimp.fill import FillError, FillParams, run_fill
+from protocol import ErrorCode, Rect
+
+CLIENT_NAME = "gimp-inpaint-cli/0.1"
+"""How this client introduces itself in the Hello (the daemon logs it)."""
+
+ASSETS = Path(__file__).parent / "assets"
+DEMO_IMAGE = ASSETS / "astronaut.png"
+"""scikit-image's ``astronaut()`` (NASA, public domain), 512×512; see ``assets/README.md``."""
+DEMO_MASK = ASSETS / "astronaut-patch-mask.png"
+"""Mask of the round mission patch on the suit in :data:`DEMO_IMAGE`."""
+DEMO_ENGINE = "opencv"
+DEMO_GROW, DEMO_FEATHER = 8, 4
+"""The mask is grown by more than the feather so that the fade stays outside the patch (no ghost edge)."""
+
+EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
+
+_TOKEN_HINT = ("Pass the daemon's token with --token, or --config-dir pointing at the daemon's configuration "
+               "folder (the one holding its `token` file).")
+
+
+class UsageError(Exception):
+    """Bad arguments or input files (exit status 2); the message is printed as is."""
+
+
+class ArrayDocument(Document):
+    """A :class:`Document` over an H×W×4 uint8 RGBA picture and an H×W uint8 mask (the "selection").
+
+    Result layers are kept in :attr:`layers` instead of being pasted; :meth:`composite` renders one.
+    Progress and messages go to ``stream`` (stderr).
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, stream: object = None) -> None:
+        self.image = image
+        self.mask = mask
+        self.layers: list[ResultLayer] = []
+        self.cancel = threading.Event()
+        self._stream = stream or sys.stderr
+        self._last_text = ""
+
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the picture."""
+        return self.image.shape[1], self.image.shape[0]
+
+    def selection_bounds(self) -> Rect | None:
+        """Bounding box of the mask's non-zero pixels."""
+        return mask_bounds(self.mask)
+
+    def read_rgba(self, rect: Rect) -> bytes:
+        """The picture's RGBA bytes inside ``rect``."""
+        return self.image[rect.y:rect.bottom, rect.x:rect.right].tobytes()
+
+    def read_mask(self, rect: Rect) -> bytes:
+        """The mask's bytes inside ``rect``."""
+        return self.mask[rect.y:rect.bottom, rect.x:rect.right].tobytes()
+
+    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+        """Keep the layers for :meth:`composite`."""
+        self.layers = list(layers)
+        return [layer.name for layer in layers]
+
+    def progress(self, fraction: float, text: str) -> None:
+        """Print ``text`` when it changes."""
+        if text != self._last_text:
+            print(text, file=self._stream, flush=True)
+            self._last_text = text
+
+    def message(self, text: str) -> None:
+        """Print ``text`` as a note."""
+        print(f"note: {text}", file=self._stream, flush=True)
+
+    def cancel_requested(self) -> bool:
+        """True after Ctrl+C."""
+        return self.cancel.is_set()
+
+    def composite(self, layer: ResultLayer) -> np.ndarray:
+        """The whole H×W×4 picture with ``layer`` composed through its mask at its offset (a copy)."""
+        box = (slice(layer.y, layer.y + layer.height), slice(layer.x, layer.x + layer.width))
+        pixels = np.frombuffer(layer.rgba, np.uint8).reshape(layer.height, layer.width, 4)
+        mask = np.frombuffer(layer.mask, np.uint8).reshape(layer.height, layer.width)
+        result = self.image.copy()
+        result[box] = compose(self.image[box], pixels, mask)
+        return result
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """``[output]`` for one variant, else ``output``'s stem + ``-1`` … ``-count`` + its suffix."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(1, count + 1)]
+
+
+def resolve_token(token: str | None, config_dir: Path | None) -> str:
+    """``token`` if given, else the contents of ``<config_dir>/token`` (default: the daemon's config folder).
+
+    Raises:
+        UsageError: the token file is missing or unreadable.
+    """
+    if token:
+        return token
+    path = (config_dir or Path(platformdirs.user_config_dir(APP_NAME))) / TOKEN_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"Cannot read the daemon's token at {path} ({exc.strerror or exc}). Start "
+                         f"`gimp-inpaint-daemon` once (it creates the token), or pass --token or "
+                         f"--config-dir.") from None
+
+
+@contextmanager
+def cancel_on_interrupt(event: threading.Event) -> Iterator[None]:
+    """While active, the first Ctrl+C sets ``event`` (the job is cancelled cleanly); a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        event.set()
+        signal.signal(signal.SIGINT, previous)
+        print("Cancelling… (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gimp-inpaint`` argument parser (subcommands ``fill`` and ``demo``)."""
+    defaults = FillParams()
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("daemon connection")
+    group.add_argument("--url", default=DEFAULT_URL, help=f"daemon WebSocket URL (default {DEFAULT_URL})")
+    token = group.add_mutually_exclusive_group()
+    token.add_argument("--token", help="the daemon's token (default: read from <config-dir>/token)")
+    token.add_argument("--config-dir", type=Path,
+                       help="the daemon's configuration folder holding `token` (default: "
+                            f"{platformdirs.user_config_dir(APP_NAME)})")
+    group.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon to answer")
+
+    parser = argparse.ArgumentParser(prog="gimp-inpaint", description="Generative fill of image files through "
+                                     "the gimp-inpaint daemon (start it with `gimp-inpaint-daemon`).",
+                                     epilog="Exit status: 0 ok, 1 fill failed, 2 bad arguments, 130 cancelled.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fill = commands.add_parser("fill", parents=[connection], help="fill the masked area of an image",
+                               description="Fill the area where MASK is non-zero (255 = repaint) and write the "
+                                           "result. With --variants N > 1 the outputs are OUT-1 … OUT-N.")
+    fill.add_argument("image", type=Path, help="the picture (any format Pillow reads)")
+    fill.add_argument("mask", type=Path, help="the mask, same size: white = fill, black = keep, gray = partly")
+    fill.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    fill.add_argument("--engine", default=defaults.engine, help="daemon engine (default: the first available)")
+    fill.add_argument("--prompt", default=defaults.prompt, help="what to paint in the masked area")
+    fill.add_argument("--negative-prompt", default=defaults.negative_prompt, help="what to avoid")
+    fill.add_argument("--strength", type=float, default=defaults.strength,
+                      help=f"0 < strength ≤ 1: how much the masked area may change (default {defaults.strength})")
+    fill.add_argument("--steps", type=int, default=defaults.num_inference_steps,
+                      help=f"denoising steps (default {defaults.num_inference_steps})")
+    fill.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale,
+                      help=f"prompt adherence (default {defaults.guidance_scale})")
+    fill.add_argument("--seed", type=int, default=defaults.seed, help="seed, -1 = random (default)")
+    fill.add_argument("--variants", type=int, default=defaults.num_variants, help="number of results (default 1)")
+    fill.add_argument("--grow", type=_non_negative, default=defaults.grow,
+                      help=f"pixels to grow the mask by (default {defaults.grow})")
+    fill.add_argument("--feather", type=_non_negative, default=defaults.feather,
+                      help=f"blur radius of the blend mask's edge in pixels (default {defaults.feather})")
+    fill.add_argument("--padding", type=_non_negative, default=defaults.padding,
+                      help=f"pixels of context around the mask sent to the model (default {defaults.padding})")
+
+    demo = commands.add_parser("demo", parents=[connection], help="remove a patch from a bundled photo",
+                               description="Remove the mission patch from the suit in scikit-image's astronaut "
+                                           "photo with the opencv engine; also writes OUT's stem + "
+                                           "'-before-after', the two pictures side by side.")
+    demo.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    demo.add_argument("--engine", default=DEMO_ENGINE, help=f"daemon engine (default {DEMO_ENGINE})")
+    return parser
+
+
+def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        image, mask = load_rgba(image_path), load_mask(mask_path)
+    except OSError as exc:
+        raise UsageError(f"Cannot read the input: {exc}") from None
+    if mask.shape != image.shape[:2]:
+        raise UsageError(f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
+                         f"{image.shape[1]}×{image.shape[0]}; they must have the same size.")
+    if mask_bounds(mask) is None:
+        raise UsageError(f"The mask {mask_path} is all black: paint the area to fill white.")
+    return image, mask
+
+
+def _save(path: Path, pixels: np.ndarray) -> None:
+    try:
+        save_image(path, pixels)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot write {path}: {exc}") from None
+
+
+def _fill(document: ArrayDocument, args: argparse.Namespace, params: FillParams) -> list[tuple[Path, np.ndarray]]:
+    """Run the fill and write one file per variant; returns ``(path, picture)`` pairs."""
+    token = resolve_token(args.token, args.config_dir)
+    with cancel_on_interrupt(document.cancel):
+        run_fill(document, lambda: InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout), params)
+    written = []
+    for path, layer in zip(output_paths(args.output, len(document.layers)), document.layers, strict=True):
+        picture = document.composite(layer)
+        _save(path, picture)
+        timings = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in layer.timings.items())
+        print(f"{path}: seed {layer.seed}" + (f"; {timings}" if timings else ""), flush=True)
+        written.append((path, picture))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gimp-inpaint``; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            image, mask = _load_inputs(DEMO_IMAGE, DEMO_MASK)
+            params = FillParams(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER)
+        else:
+            image, mask = _load_inputs(args.image, args.mask)
+            params = FillParams(prompt=args.prompt, negative_prompt=args.negative_prompt, engine=args.engine,
+                                strength=args.strength, num_inference_steps=args.steps,
+                                guidance_scale=args.guidance_scale, seed=args.seed, num_variants=args.variants,
+                                grow=args.grow, feather=args.feather, padding=args.padding)
+        document = ArrayDocument(image, mask)
+        written = _fill(document, args, params)
+        if args.command == "demo":
+            compare = args.output.with_name(f"{args.output.stem}-before-after{args.output.suffix}")
+            _save(compare, np.concatenate([image, written[0][1]], axis=1))
+            print(f"{compare}: before (left) and after (right)", flush=True)
+    except UsageError as exc:
+        print(f"gimp-inpaint: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FillError as exc:
+        if exc.code is ErrorCode.CANCELLED:
+            print("gimp-inpaint: cancelled", file=sys.stderr)
+            return EXIT_CANCELLED
+        hint = f" {_TOKEN_HINT}" if exc.code is ErrorCode.UNAUTHORIZED else ""
+        print(f"gimp-inpaint: error: {exc.message}{hint}", file=sys.stderr)
+        return EXIT_USAGE if exc.code is ErrorCode.INVALID_REQUEST else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("gimp-inpaint: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Synchronous WebSocket client of the gimp-inpaint daemon, shared by the GIMP plug-in and the command line.
+
+Vendored into the GIMP plug-in, so it imports only the standard library, :mod:`protocol` (and through it
+``msgpack``) and ``websockets`` (its threading client, ``websockets.sync.client.connect``; no asyncio).
+
+Typical use::
+
+    with InpaintClient.connect(DEFAULT_URL, token, "my-tool/1.0") as client:
+        engine = pick_engine(client.welcome, "")
+        result = client.inpaint(InpaintRequest(job_id="1", engine=engine, ...), on_progress=print)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from protocol import (
+    DEFAULT_MAX_PIXELS,
+    MAX_VARIANTS,
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    Error,
+    ErrorCode,
+    Hello,
+    InpaintRequest,
+    Message,
+    Progress,
+    ProtocolError,
+    Result,
+    Welcome,
+    decode,
+    encode,
+    max_frame_bytes,
+)
+
+DEFAULT_URL = "ws://127.0.0.1:7869"
+"""Where ``gimp-inpaint-daemon`` listens unless configured otherwise."""
+
+
+DAEMON_COMMAND = "gimp-inpaint-daemon"
+"""The console script that starts the daemon, named in every "cannot reach the daemon" message."""
+
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(step, total)``: ``step`` of ``total`` units done (denoising steps × variants)."""
+
+CancelCheck = Callable[[], bool]
+"""``should_cancel()``: polled every ``poll_interval`` seconds while a job runs; True cancels it."""
+
+
+class ClientError(Exception):
+    """Base of the client's expected failures; :attr:`message` is meant for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class DaemonUnavailable(ClientError):
+    """The daemon cannot be reached, did not answer in time, or dropped the connection.
+
+    The message names the URL tried and tells the user to start ``gimp-inpaint-daemon``.
+    """
+
+
+class DaemonError(ClientError):
+    """The daemon answered with an :class:`protocol.Error` (or sent something this client cannot use).
+
+    Attributes:
+        code: the :class:`protocol.ErrorCode` (``UNAUTHORIZED``, ``CANCELLED``, ``OUT_OF_MEMORY``, …).
+        message: the daemon's explanation, meant for the user.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}"
+
+
+class ConfigError(ClientError):
+    """The connection settings (``connection.json``, URL) are missing or malformed."""
+
+
+def _unreachable(url: str, reason: str) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"Cannot reach the gimp-inpaint daemon at {url} ({reason}). "
+        f"Start it with `{DAEMON_COMMAND}` and try again."
+    )
+
+
+class InpaintClient:
+    """One authenticated connection to the daemon; create it with :meth:`connect`.
+
+    Not thread-safe: one job at a time per client. Use it as a context manager or call :meth:`close`.
+
+    Attributes:
+        url: the daemon's WebSocket URL.
+        welcome: the daemon's :class:`protocol.Welcome` (version, device, engines, pixel limit).
+    """
+
+    def __init__(self, websocket: ClientConnection, stack: ExitStack, url: str, timeout: float) -> None:
+        """Internal: use :meth:`connect`, which performs the handshake."""
+        self._ws = websocket
+        self._stack = stack
+        self._timeout = timeout
+        self.url = url
+        self.welcome: Welcome | None = None
+
+    @classmethod
+    def connect(cls, url: str, token: str, client_name: str, timeout: float = 5.0) -> InpaintClient:
+        """Open a connection to the daemon at ``url`` and authenticate with ``token`` (Hello → Welcome).
+
+        Args:
+            url: ``ws://host:port`` of the daemon (:data:`DEFAULT_URL` by default in callers).
+            token: the daemon's token (its ``token`` file, or ``connection.json`` for the plug-in).
+            client_name: free text the daemon logs, e.g. ``"gimp-plugin/0.1 GIMP 3.0.4"``.
+            timeout: seconds allowed for the TCP + WebSocket handshake and for the Welcome.
+
+        The WebSocket limit (``max_size``) is the largest valid result frame under the protocol's
+        default pixel limit: :func:`protocol.max_frame_bytes` of ``DEFAULT_MAX_PIXELS`` × :data:`protocol.MAX_VARIANTS`.
+        Compression is off (the payload is raw pixels) and no HTTP proxy is used (the daemon is local).
+
+        Raises:
+            ConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
+            DaemonUnavailable: nothing listens there, the handshake timed out, or the peer is not
+                a gimp-inpaint daemon.
+            DaemonError: the daemon refused the Hello (``UNAUTHORIZED``, ``VERSION_MISMATCH``).
+        """
+        stack = ExitStack()
+        try:
+            websocket = stack.enter_context(connect(
+                url, compression=None, proxy=None, open_timeout=timeout,
+                max_size=max_frame_bytes(DEFAULT_MAX_PIXELS, MAX_VARIANTS),
+            ))
+        except InvalidURI as exc:
+            raise ConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL} ({exc})") from None
+        except TimeoutError:
+            raise _unreachable(url, f"no answer within {timeout:g} s") from None
+        except InvalidHandshake as exc:
+            raise DaemonUnavailable(f"{url} answered, but not as a gimp-inpaint daemon ({exc}). "
+                                    f"Check the URL, and start the daemon with `{DAEMON_COMMAND}`.") from None
+        except OSError as exc:
+            raise _unreachable(url, exc.strerror or str(exc)) from None
+        client = cls(websocket, stack, url, timeout)
+        try:
+            client.welcome = client._handshake(token, client_name)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def _handshake(self, token: str, client_name: str) -> Welcome:
+        self._send(Hello(protocol_version=PROTOCOL_VERSION, client=client_name, token=token))
+        reply = self._receive(self._timeout, DEFAULT_MAX_PIXELS)
+        if reply is None:
+            raise DaemonUnavailable(f"The daemon at {self.url} did not answer the handshake within "
+                                    f"{self._timeout:g} s. Restart it with `{DAEMON_COMMAND}`.")
+        if isinstance(reply, Error):
+            raise DaemonError(ErrorCode(reply.code), reply.message)
+        if not isinstance(reply, Welcome):
+            raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon answered the hello with “{reply.type}”")
+        return reply
+
+    def _send(self, message: Message) -> None:
+        try:
+            self._ws.send(encode(message))
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+
+    def _closed(self, exc: ConnectionClosed) -> DaemonUnavailable:
+        frame = exc.rcvd or exc.sent
+        why = f"code {frame.code}{': ' + frame.reason if frame.reason else ''}" if frame else "no close frame"
+        return DaemonUnavailable(f"The gimp-inpaint daemon at {self.url} closed the connection ({why}). "
+                                 f"Is `{DAEMON_COMMAND}` still running?")
+
+    def _receive(self, timeout: float | None, max_pixels: int) -> Message | None:
+        """Next message, or None when ``timeout`` seconds pass first. Raises the client's errors."""
+        try:
+            frame = self._ws.recv(timeout=timeout)
+        except TimeoutError:
+            return None
+        except ConnectionClosed as exc:
+            raise self._closed(exc) from None
+        try:
+            return decode(frame, max_pixels=max_pixels)
+        except ProtocolError as exc:
+            raise DaemonError(exc.code, f"the daemon sent an invalid message: {exc.message}") from None
+
+    def inpaint(self, request: InpaintRequest, on_progress: ProgressCallback | None = None,
+                should_cancel: CancelCheck | None = None, poll_interval: float = 0.1) -> Result:
+        """Send one job and wait for its :class:`protocol.Result`.
+
+        Args:
+            request: the job; its ``job_id`` identifies the replies (others are ignored).
+            on_progress: called with ``(step, total)`` for every :class:`protocol.Progress`.
+            should_cancel: polled every ``poll_interval`` seconds; once it returns True a
+                :class:`protocol.Cancel` is sent and the call ends with ``DaemonError(CANCELLED)``,
+                after the daemon confirms or after the connect timeout, even if a result arrives.
+            poll_interval: seconds between ``should_cancel`` polls.
+
+        Returns:
+            The result: one :class:`protocol.Variant` per requested variant.
+
+        Raises:
+            DaemonError: the daemon answered with an error (its code: ``INVALID_REQUEST``,
+                ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame.
+            DaemonUnavailable: the connection dropped.
+        """
+        if self.welcome is None:
+            raise RuntimeError("InpaintClient.inpaint called before the handshake")
+        self._send(request)
+        cancelled_at: float | None = None
+        while True:
+            if cancelled_at is None and should_cancel is not None and should_cancel():
+                self._send(Cancel(job_id=request.job_id))
+                cancelled_at = time.monotonic()
+            if cancelled_at is not None and time.monotonic() - cancelled_at > self._timeout:
+                raise DaemonError(ErrorCode.CANCELLED, "Cancelled (the daemon did not confirm in time).")
+            message = self._receive(None if should_cancel is None else poll_interval, self.welcome.max_pixels)
+            if message is None or getattr(message, "job_id", None) not in (request.job_id, None):
+                continue  # poll again, or a late reply to an earlier job of this connection
+            if isinstance(message, Error):
+                raise DaemonError(ErrorCode(message.code), message.message)
+            if cancelled_at is not None and isinstance(message, Result):
+                raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
+            if isinstance(message, Result):
+                return message
+            if isinstance(message, Progress):
+                if on_progress is not None:
+                    on_progress(message.step, message.total)
+            elif not isinstance(message, Accepted):
+                raise DaemonError(ErrorCode.BAD_MESSAGE, f"unexpected “{message.type}” message during a job")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._stack.close()
+
+    def __enter__(self) -> InpaintClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def pick_engine(welcome: Welcome, requested: str) -> str:
+    """The engine name to put in a request.
+
+    Args:
+        welcome: the daemon's handshake reply, listing its engines in order of preference.
+        requested: an engine name, or ``""`` for the first available one.
+
+    A named engine that the welcome lists as unavailable is still returned: the daemon retries
+    loading it for each job (a model downloaded meanwhile then works) and answers ENGINE_UNAVAILABLE,
+    with the reason, if it still cannot.
+
+    Raises:
+        DaemonError: ``UNKNOWN_ENGINE`` when ``requested`` is not offered; ``ENGINE_UNAVAILABLE`` for
+            ``""`` when no engine is available. The message lists the daemon's engines.
+    """
+    if any(engine.name == requested for engine in welcome.engines):
+        return requested
+    listing = ", ".join(e.name if e.available else f"{e.name} (unavailable: {e.detail or 'no detail'})"
+                        for e in welcome.engines) or "none"
+    if requested:
+        raise DaemonError(ErrorCode.UNKNOWN_ENGINE, f"The daemon has no engine “{requested}”. Engines: {listing}.")
+    for engine in welcome.engines:
+        if engine.available:
+            return engine.name
+    raise DaemonError(ErrorCode.ENGINE_UNAVAILABLE, f"The daemon has no usable engine. Engines: {listing}.")
+
+
+def read_connection_config(path: Path) -> tuple[str, str]:
+    """Read ``connection.json`` (``{"url": "ws://…", "token": "…"}``), which the installer writes.
+
+    Returns:
+        ``(url, token)``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not JSON, or lacks a string ``url`` or ``token``.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing. Install the plug-in with `gimp-inpaint-install` "
+                          f"(python -m installer install).") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
+    url, token = (data.get(key) if isinstance(data, dict) else None for key in ("url", "token"))
+    if not isinstance(url, str) or not isinstance(token, str):
+        raise ConfigError(f"{path} needs string fields “url” and “token”. Re-run `gimp-inpaint-install`.")
+    return url, token
+
+
+def write_connection_config(path: Path, url: str, token: str) -> None:
+    """Write ``connection.json`` for :func:`read_connection_config`, readable by its owner only (mode 0600).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump({"url": url, "token": token}, file, indent=2)
+        file.write("\n")
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file

@@ -1,0 +1,227 @@
+"""Copy the plug-in and its pure-Python dependencies into GIMP's plug-ins folder, and remove them again.
+
+Layout written by :func:`install` (GIMP 3 registers ``<plug-ins>/<name>/<name>.py`` only, and only
+when it is executable)::
+
+    <plugin_dir>/gimp-inpaint/
+        gimp-inpaint.py      the entry file, mode 0755
+        connection.json      {"url", "token"}, mode 0600
+        install.json         what this install did (versions, the shortcut it added), for uninstall
+        vendor/              put first on sys.path by the entry file
+            protocol/  client/{__init__,connection}.py  plugin_gimp/{__init__,document,fill,gimp_document}.py
+            msgpack/  websockets/   only their .py files: msgpack falls back to msgpack.fallback without
+                                    its C extension, websockets to pure Python without its speedups
+            licenses/            the license files of msgpack and websockets
+
+GIMP's own Python (3.10+ in GIMP 3 builds) runs the plug-in; it needs no msgpack or websockets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from client.connection import write_connection_config
+from daemon.config import TOKEN_FILE, ensure_token
+
+from .shortcuts import add_shortcut, remove_shortcut
+
+PLUGIN_NAME = "gimp-inpaint"
+"""Folder and entry-file name of the plug-in."""
+
+PROCEDURE = "python-fu-gimp-inpaint"
+"""The procedure the entry file registers (its ``PROCEDURE``); also its shortcut action name."""
+
+DEFAULT_SHORTCUT = "<Primary><Alt>i"
+"""Ctrl+Alt+I (unused by GIMP 3.0's default shortcuts)."""
+
+MANIFEST = "install.json"
+CONNECTION_FILE = "connection.json"
+VENDOR = "vendor"
+
+THIRD_PARTY = ("msgpack", "websockets")
+"""Pure-Python copies of these distributions (import name = distribution name) go into ``vendor/``."""
+
+OWN_PACKAGES = {
+    "protocol": None,  # the whole package
+    "client": ("__init__.py", "connection.py"),
+    "plugin_gimp": ("__init__.py", "document.py", "fill.py", "gimp_document.py"),
+}
+"""This project's code the plug-in imports; ``None`` = every module of the package."""
+
+
+class InstallError(Exception):
+    """The install or uninstall cannot proceed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """What :func:`install` did (paths are absolute)."""
+
+    plugin_folder: Path
+    connection_file: Path
+    token_file: Path
+    url: str
+    vendored: dict[str, str]
+    shortcut_file: Path | None
+    shortcut_detail: str
+
+
+@dataclass(frozen=True)
+class UninstallReport:
+    """What :func:`uninstall` did."""
+
+    plugin_folder: Path
+    removed: bool
+    shortcut_detail: str
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise InstallError(f"the Python package {name!r} is not installed here; run the installer from the "
+                           f"gimp-inpaint environment (pip install gimp-inpaint)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _copy_python_files(source: Path, target: Path) -> None:
+    """Copy every ``.py`` file under ``source`` to ``target`` keeping the tree (no C extensions, no caches)."""
+    for path in sorted(source.rglob("*.py")):
+        relative = path.relative_to(source)
+        if "__pycache__" in relative.parts:
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / relative)
+
+
+def _copy_licenses(distribution: metadata.Distribution, target: Path) -> None:
+    for file in distribution.files or []:
+        if file.name.upper().startswith(("LICENSE", "COPYING")):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(distribution.locate_file(file)), target / f"{distribution.name}-{file.name}")
+
+
+def vendor_packages(target: Path) -> dict[str, str]:
+    """Write the ``vendor/`` folder at ``target``; returns ``{package: version}`` of what was copied.
+
+    Raises:
+        InstallError: a package is not installed in this Python.
+    """
+    versions = {}
+    for name, modules in OWN_PACKAGES.items():
+        source = _package_dir(name)
+        if modules is None:
+            _copy_python_files(source, target / name)
+        else:
+            (target / name).mkdir(parents=True, exist_ok=True)
+            for module in modules:
+                shutil.copyfile(source / module, target / name / module)
+        versions[name] = "source"
+    for name in THIRD_PARTY:
+        _copy_python_files(_package_dir(name), target / name)
+        distribution = metadata.distribution(name)
+        _copy_licenses(distribution, target / "licenses")
+        versions[name] = distribution.version
+    return versions
+
+
+def _entry_file() -> Path:
+    return _package_dir("plugin_gimp") / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _update_shortcut(shortcut_file: Path, accelerator: str, previous: dict) -> tuple[str | None, str]:
+    """Add the shortcut line; returns (the accelerator this install owns, or None; what happened)."""
+    text = shortcut_file.read_text(encoding="utf-8") if shortcut_file.exists() else ""
+    change = add_shortcut(text, PROCEDURE, accelerator)
+    if change.changed:
+        shortcut_file.parent.mkdir(parents=True, exist_ok=True)
+        shortcut_file.write_text(change.text, encoding="utf-8")
+        return accelerator, f"{change.detail} in {shortcut_file}"
+    owned = previous.get("shortcut")
+    if owned and previous.get("shortcut_file") == str(shortcut_file) and \
+            remove_shortcut(text, PROCEDURE, owned).changed:
+        return owned, f"{owned} (added by an earlier install) is still in {shortcut_file}"
+    return None, f"{change.detail} in {shortcut_file}"
+
+
+def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
+            gimp_config_dir: Path) -> InstallReport:
+    """Install (or reinstall over) the plug-in into ``plugin_dir/gimp-inpaint``.
+
+    Args:
+        plugin_dir: a GIMP plug-ins folder (created if missing).
+        config_dir: the daemon's config folder; its token is created if missing
+            (:func:`daemon.config.ensure_token`) and copied into ``connection.json``.
+        url: the daemon's WebSocket URL for ``connection.json``.
+        shortcut: GTK accelerator to bind to the procedure in ``gimp_config_dir/shortcutsrc``, or None.
+        gimp_config_dir: GIMP's configuration folder (for ``shortcutsrc``).
+
+    Raises:
+        InstallError: a package to vendor is missing.
+        OSError: a file cannot be written.
+    """
+    token = ensure_token(config_dir)
+    folder = plugin_dir / PLUGIN_NAME
+    previous = _read_manifest(folder)
+    staging = plugin_dir / f".{PLUGIN_NAME}.new"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        entry = staging / f"{PLUGIN_NAME}.py"
+        shutil.copyfile(_entry_file(), entry)
+        entry.chmod(0o755)
+        vendored = vendor_packages(staging / VENDOR)
+        write_connection_config(staging / CONNECTION_FILE, url, token)
+        shortcut_file = gimp_config_dir / "shortcutsrc" if shortcut else None
+        owned, detail = (None, "left alone (--no-shortcut)")
+        if shortcut_file is not None:
+            owned, detail = _update_shortcut(shortcut_file, shortcut, previous)
+        manifest = {"versions": vendored, "shortcut": owned,
+                    "shortcut_file": str(shortcut_file) if owned else None}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return InstallReport(plugin_folder=folder.resolve(), connection_file=(folder / CONNECTION_FILE).resolve(),
+                         token_file=(config_dir / TOKEN_FILE).resolve(), url=url, vendored=vendored,
+                         shortcut_file=shortcut_file, shortcut_detail=detail)
+
+
+def uninstall(plugin_dir: Path) -> UninstallReport:
+    """Remove ``plugin_dir/gimp-inpaint`` and the shortcut line the install added (if still unchanged).
+
+    Raises:
+        InstallError: the folder exists but does not look like this plug-in (nothing is removed).
+        OSError: a file cannot be removed or rewritten.
+    """
+    folder = plugin_dir / PLUGIN_NAME
+    if not folder.exists():
+        return UninstallReport(folder, False, "nothing to do")
+    if not (folder / f"{PLUGIN_NAME}.py").exists() and not (folder / MANIFEST).exists():
+        raise InstallError(f"{folder} does not look like the gimp-inpaint plug-in; remove it by hand if it is")
+    manifest = _read_manifest(folder)
+    detail = "no shortcut was added by the install"
+    if manifest.get("shortcut") and manifest.get("shortcut_file"):
+        shortcut_file = Path(manifest["shortcut_file"])
+        if shortcut_file.exists():
+            change = remove_shortcut(shortcut_file.read_text(encoding="utf-8"), PROCEDURE, manifest["shortcut"])
+            if change.changed:
+                shortcut_file.write_text(change.text, encoding="utf-8")
+            detail = f"{change.detail} in {shortcut_file}"
+    shutil.rmtree(folder)
+    return UninstallReport(folder, True, detail)

@@ -1,0 +1,93 @@
+"""The editor as :func:`plugin_gimp.fill.run_fill` sees it: an abstract :class:`Document`.
+
+Modelled on Krita AI Diffusion's ``Document``: the fill logic talks to this interface only, so it is
+tested with a fake document and also drives the command-line client. :mod:`plugin_gimp.gimp_document`
+implements it on GIMP 3. All coordinates are image pixels; pixel data is raw interleaved ``u8``
+bytes, row-major, as in :class:`protocol.Plane`. Vendored into the plug-in: standard library and
+:mod:`protocol` only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from protocol import Rect
+
+
+@dataclass(frozen=True)
+class ResultLayer:
+    """One generated variant to add as a new layer with a layer mask.
+
+    Attributes:
+        name: the layer's name, e.g. ``"Generative fill: a red boat (seed 42)"``.
+        x, y: the layer's offset in the image (pixels), the request's crop origin.
+        width, height: the layer's size (pixels), the crop's size.
+        rgba: ``width × height × 4`` bytes, R'G'B'A u8 (sRGB-encoded, straight alpha).
+        mask: ``width × height`` bytes, the blend mask for the layer mask (255 = show the layer).
+        seed: the seed the variant was generated with.
+        timings: seconds per stage as the daemon reported them (``"inference"``, ``"total"``, …).
+    """
+
+    name: str
+    x: int
+    y: int
+    width: int
+    height: int
+    rgba: bytes
+    mask: bytes
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.rgba) != self.width * self.height * 4 or len(self.mask) != self.width * self.height:
+            raise ValueError(f"layer {self.name!r}: {len(self.rgba)} RGBA and {len(self.mask)} mask bytes "
+                             f"do not fit {self.width}×{self.height}")
+
+
+class Document(ABC):
+    """An open image in an editor, with a selection and one source layer (the active drawable)."""
+
+    @abstractmethod
+    def size(self) -> tuple[int, int]:
+        """The image's ``(width, height)`` in pixels."""
+
+    @abstractmethod
+    def selection_bounds(self) -> Rect | None:
+        """Bounding box of the selection in image pixels, or None when nothing is selected."""
+
+    @abstractmethod
+    def read_rgba(self, rect: Rect) -> bytes:
+        """The source layer's pixels inside ``rect`` (image coordinates, inside the image).
+
+        Returns:
+            ``rect.width × rect.height × 4`` bytes, R'G'B'A u8. The adapter accounts for the layer's
+            offset; pixels of ``rect`` outside the layer are transparent (all four bytes 0).
+        """
+
+    @abstractmethod
+    def read_mask(self, rect: Rect) -> bytes:
+        """The selection's coverage inside ``rect``: ``rect.width × rect.height`` bytes (Y u8, 255 = selected)."""
+
+    @abstractmethod
+    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+        """Add every layer directly above the source layer (the first on top), as ONE undo step.
+
+        Each layer is placed at ``(x, y)`` with its RGBA pixels and its ``mask`` as layer mask.
+
+        Returns:
+            The names the layers got (an editor may make duplicate names unique).
+        """
+
+    @abstractmethod
+    def progress(self, fraction: float, text: str) -> None:
+        """Show progress: ``fraction`` in 0…1 and a short status ``text``."""
+
+    @abstractmethod
+    def message(self, text: str) -> None:
+        """Tell the user something that is not an error (e.g. that the engine ignores the prompt)."""
+
+    def cancel_requested(self) -> bool:
+        """True once the user asked to stop the running fill (default: the editor cannot ask)."""
+        return False

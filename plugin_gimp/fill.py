@@ -1,0 +1,175 @@
+"""Generative fill, editor-independent: selection → context crop → daemon → result layers.
+
+:func:`run_fill` is the whole job of the GIMP procedure (and of ``gimp-inpaint fill``) written
+against :class:`plugin_gimp.document.Document`, so it is tested without GIMP. It adds layers only
+after the complete :class:`protocol.Result` arrived: on any failure nothing is pasted. Vendored into
+the plug-in: imports only the standard library, :mod:`protocol` and :mod:`client.connection`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client.connection import ClientError, DaemonError, InpaintClient, pick_engine
+from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Rect, context_crop, feather_reach
+
+from .document import Document, ResultLayer
+
+NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, …), then run Generative Fill again."
+"""Raised as :class:`FillError` without a selection: filling the whole layer is never what was meant."""
+
+_PROMPT_IN_NAME = 48
+"""Longest prompt (characters) quoted in a layer name; longer ones are cut with "…"."""
+
+_HINTS = {
+    ErrorCode.OUT_OF_MEMORY: "Select a smaller area, lower the padding, or ask for fewer variants.",
+    ErrorCode.TOO_LARGE: "Select a smaller area or lower the padding.",
+}
+
+
+class FillError(Exception):
+    """The fill failed; :attr:`message` is meant for the user, :attr:`code` is the daemon's error code if any."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class FillParams:
+    """The procedure's arguments (GIMP names with ``_`` for ``-``); ranges are checked by :class:`InpaintRequest`.
+
+    Attributes:
+        prompt, negative_prompt: text conditioning (may be empty).
+        engine: daemon engine name, ``""`` = the first available one.
+        strength: 0 < strength ≤ 1 (diffusers ``strength``).
+        num_inference_steps: denoising steps.
+        guidance_scale: classifier-free guidance weight.
+        seed: −1 for random, else 0…2³¹−1 in GIMP (the protocol allows 2³²−1).
+        num_variants: results to generate, each from the next seed, one layer each.
+        grow: pixels the daemon dilates the selection by.
+        feather: blur radius (pixels) of the blend mask's edge.
+        padding: pixels of context around the grown, feathered selection sent to the model.
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    engine: str = ""
+    strength: float = 1.0
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    seed: int = -1
+    num_variants: int = 1
+    grow: int = 4
+    feather: int = 12
+    padding: int = 64
+
+
+def fill_crop(selection: Rect, image_width: int, image_height: int, params: FillParams) -> Rect:
+    """The context crop sent for ``selection``: :func:`protocol.context_crop` with
+    ``padding + grow + feather_reach(feather)`` (the margin the feathered edge needs, then the context).
+
+    Raises:
+        ValueError: the selection does not intersect the image, or a negative size.
+    """
+    margin = params.padding + params.grow + feather_reach(params.feather)
+    return context_crop(selection, image_width, image_height, margin)
+
+
+def layer_name(params: FillParams, engine: str, seed: int) -> str:
+    """``"Generative fill: <prompt or engine> (seed N)"``, the prompt cut to 48 characters."""
+    label = params.prompt.strip() or engine
+    if len(label) > _PROMPT_IN_NAME:
+        label = label[:_PROMPT_IN_NAME - 1].rstrip() + "…"
+    return f"Generative fill: {label} (seed {seed})"
+
+
+def _daemon_failure(exc: DaemonError) -> FillError:
+    if exc.code is ErrorCode.CANCELLED:
+        return FillError("Generative fill was cancelled.", exc.code)
+    hint = _HINTS.get(exc.code)
+    return FillError(f"The inpainting daemon reported an error: {exc.message}" + (f" {hint}" if hint else ""),
+                     exc.code)
+
+
+def run_fill(document: Document, client_factory: Callable[[], InpaintClient], params: FillParams) -> list[str]:
+    """Fill the document's selection with the daemon's result; return the names of the new layers.
+
+    Steps: selection bounds → :func:`fill_crop` → read that crop of the source layer and of the
+    selection → :class:`protocol.InpaintRequest` → ``client_factory()`` connects → pick the engine →
+    inpaint with progress relayed to ``document.progress`` → one :class:`ResultLayer` per variant,
+    added in one call (one undo step) after the whole result arrived.
+
+    Args:
+        document: the editor.
+        client_factory: returns a connected client (e.g. ``lambda: InpaintClient.connect(url, token, name)``);
+            it may raise :class:`client.connection.ClientError`.
+        params: the fill settings.
+
+    Raises:
+        FillError: no selection, invalid settings, crop over the daemon's pixel limit, daemon not
+            reachable, daemon error (``code`` set), or a result that does not fit the request.
+    """
+    selection = document.selection_bounds()
+    if selection is None:
+        raise FillError(NO_SELECTION)
+    width, height = document.size()
+    crop = fill_crop(selection, width, height, params)
+    document.progress(0.0, "Reading the selection…")
+    try:
+        request = InpaintRequest(
+            job_id=uuid.uuid4().hex, engine=params.engine, x=crop.x, y=crop.y,
+            image=Plane(crop.width, crop.height, 4, document.read_rgba(crop)),
+            mask=Plane(crop.width, crop.height, 1, document.read_mask(crop)),
+            prompt=params.prompt, negative_prompt=params.negative_prompt, strength=params.strength,
+            guidance_scale=params.guidance_scale, num_inference_steps=params.num_inference_steps,
+            seed=params.seed, num_variants=params.num_variants, grow=params.grow, feather=params.feather,
+        )
+    except ProtocolError as exc:
+        raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
+
+    def relay(step: int, total: int) -> None:
+        document.progress(step / total if total else 0.0, f"Generative fill: step {step} of {total}")
+
+    document.progress(0.0, "Connecting to the inpainting daemon…")
+    try:
+        with client_factory() as client:
+            welcome = client.welcome
+            if crop.width * crop.height > welcome.max_pixels:
+                raise FillError(f"The area to send ({crop.width}×{crop.height} pixels with padding) exceeds the "
+                                f"daemon's limit of {welcome.max_pixels} pixels. Select a smaller area or lower the "
+                                f"padding.", ErrorCode.TOO_LARGE)
+            try:
+                request = dataclasses.replace(request, engine=pick_engine(welcome, params.engine))
+            except DaemonError as exc:  # decided here from the welcome, not reported by the daemon
+                raise FillError(exc.message, exc.code) from None
+            engine = next(e for e in welcome.engines if e.name == request.engine)
+            if params.prompt.strip() and not engine.uses_prompt:
+                document.message(f"The “{engine.name}” engine ignores the prompt.")
+            document.progress(0.0, f"Generative fill: waiting for “{engine.name}”…")
+            result = client.inpaint(request, on_progress=relay, should_cancel=document.cancel_requested)
+    except DaemonError as exc:
+        raise _daemon_failure(exc) from None
+    except ClientError as exc:
+        raise FillError(exc.message) from None
+
+    layers = []
+    for variant in result.variants:
+        if (variant.x, variant.y, variant.image.width, variant.image.height) != (crop.x, crop.y, crop.width,
+                                                                                  crop.height):
+            raise FillError(f"The daemon returned a {variant.image.width}×{variant.image.height} result at "
+                            f"({variant.x}, {variant.y}) for the {crop.width}×{crop.height} crop at "
+                            f"({crop.x}, {crop.y}); nothing was pasted.", ErrorCode.BAD_MESSAGE)
+        layers.append(ResultLayer(
+            name=layer_name(params, request.engine, variant.seed), x=variant.x, y=variant.y,
+            width=variant.image.width, height=variant.image.height, rgba=variant.image.data,
+            mask=variant.mask.data, seed=variant.seed, timings=dict(variant.timings),
+        ))
+    if not layers:
+        raise FillError("The daemon returned no result; nothing was pasted.", ErrorCode.BAD_MESSAGE)
+    document.progress(1.0, "Adding the result layers…")
+    return document.add_result_layers(layers)

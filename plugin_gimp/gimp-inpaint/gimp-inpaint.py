@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in ``python-fu-gimp-inpaint``: *Filters ▸ Generative ▸ Generative Fill…*.
+
+Fills the selection of the selected layer with a result from the gimp-inpaint daemon, as new
+layers (one per variant) with the feathered selection as layer mask, in one undo step. The work is
+done by :func:`plugin_gimp.fill.run_fill`; this file registers the procedure, shows its dialog
+(INTERACTIVE runs; *Repeat* and the keyboard shortcut reuse the last values) and turns every
+failure into an ``EXECUTION_ERROR`` with a message (GIMP drops the message of an uncaught exception).
+
+Installed layout (``python -m installer install``)::
+
+    <plug-ins>/gimp-inpaint/gimp-inpaint.py   this file, executable
+    <plug-ins>/gimp-inpaint/connection.json   daemon URL and token
+    <plug-ins>/gimp-inpaint/vendor/           protocol, client, plugin_gimp, msgpack, websockets
+
+Run from a source checkout (no ``vendor/`` folder), the repository root is used instead, and
+GIMP's Python must then provide msgpack and websockets itself.
+"""
+
+import sys
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_VENDOR = HERE / "vendor"
+sys.path.insert(0, str(_VENDOR if _VENDOR.is_dir() else HERE.parents[1]))  # vendored copies win over GIMP's
+
+import gi  # noqa: E402 - the vendored packages must be on sys.path first
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
+
+from client.connection import InpaintClient, read_connection_config  # noqa: E402
+from plugin_gimp.fill import FillError, FillParams, run_fill  # noqa: E402
+from plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
+from protocol import ErrorCode  # noqa: E402
+
+PROCEDURE = "python-fu-gimp-inpaint"
+CONNECTION_FILE = HERE / "connection.json"
+CLIENT_NAME = "gimp-inpaint-plugin/0.1"
+_TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m installer install) so the plug-in gets the daemon's "
+               "current token.")
+
+
+def _params(config: Gimp.ProcedureConfig) -> FillParams:
+    """The procedure's arguments as :class:`FillParams`."""
+    get = config.get_property
+    return FillParams(prompt=get("prompt"), negative_prompt=get("negative-prompt"), engine=get("engine"),
+                      strength=get("strength"), num_inference_steps=get("num-inference-steps"),
+                      guidance_scale=get("guidance-scale"), seed=get("seed"), num_variants=get("num-variants"),
+                      grow=get("grow"), feather=get("feather"), padding=get("padding"))
+
+
+def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(text))
+
+
+def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list,
+        config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
+    """The procedure's body: dialog (interactive only), then :func:`run_fill`; never raises."""
+    try:
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            GimpUi.init(PROCEDURE)
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, "Generative Fill")
+            dialog.fill(None)
+            accepted = dialog.run()
+            dialog.destroy()
+            if not accepted:
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        document = GimpDocument(image, source_layer(drawables))
+        server_url = config.get_property("server-url")
+
+        def connect() -> InpaintClient:
+            url, token = read_connection_config(CONNECTION_FILE)
+            return InpaintClient.connect(server_url or url, token, CLIENT_NAME)
+
+        try:
+            run_fill(document, connect, _params(config))
+        finally:
+            Gimp.progress_end()
+    except FillError as exc:
+        return _error(procedure, exc.message + (f" {_TOKEN_HINT}" if exc.code is ErrorCode.UNAUTHORIZED else ""))
+    except Exception as exc:  # a bug: report it, or GIMP shows a failure without any message
+        traceback.print_exc()
+        return _error(procedure, f"Generative Fill failed unexpectedly: {type(exc).__name__}: {exc}")
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+class GimpInpaint(Gimp.PlugIn):
+    """Registers :data:`PROCEDURE` (arguments and defaults from :class:`FillParams`)."""
+
+    def do_query_procedures(self) -> list:
+        return [PROCEDURE]
+
+    def do_set_i18n(self, name: str) -> bool:
+        return False
+
+    def do_create_procedure(self, name: str) -> Gimp.Procedure:
+        defaults = FillParams()
+        flags = GObject.ParamFlags.READWRITE
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("Generative _Fill…")
+        procedure.add_menu_path("<Image>/Filters/Generative")
+        procedure.set_documentation(
+            "Fill the selection with generated pixels",
+            "Sends the selection and the pixels around it to the gimp-inpaint daemon (start it with "
+            "`gimp-inpaint-daemon`) and adds each result as a new layer above the selected layer, masked by the "
+            "feathered selection. Undo removes all of them in one step.",
+            name)
+        procedure.set_attribution("gimp-inpaint authors", "gimp-inpaint authors", "2026")
+        procedure.add_string_argument("prompt", "_Prompt", "What to paint in the selection (empty: fill from the "
+                                      "surroundings)", defaults.prompt, flags)
+        procedure.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid",
+                                      defaults.negative_prompt, flags)
+        procedure.add_string_argument("engine", "_Engine", "Daemon engine, e.g. sd15-inpaint or opencv "
+                                      "(empty: the first available)", defaults.engine, flags)
+        procedure.add_double_argument("strength", "_Strength", "How much the selected area may change",
+                                      0.01, 1.0, defaults.strength, flags)
+        procedure.add_int_argument("num-inference-steps", "S_teps", "Denoising steps",
+                                   1, 150, defaults.num_inference_steps, flags)
+        procedure.add_double_argument("guidance-scale", "_Guidance scale", "How closely to follow the prompt",
+                                      0.0, 30.0, defaults.guidance_scale, flags)
+        procedure.add_int_argument("seed", "See_d", "Random seed (-1: a new one each run)",
+                                   -1, 2147483647, defaults.seed, flags)
+        procedure.add_int_argument("num-variants", "_Variants", "Results to generate, one layer each",
+                                   1, 8, defaults.num_variants, flags)
+        procedure.add_int_argument("grow", "G_row", "Pixels to grow the selection by",
+                                   0, 256, defaults.grow, flags)
+        procedure.add_int_argument("feather", "_Feather", "Blur radius of the result's edge (pixels)",
+                                   0, 256, defaults.feather, flags)
+        procedure.add_int_argument("padding", "P_adding", "Pixels of surrounding picture sent as context",
+                                   0, 1024, defaults.padding, flags)
+        procedure.add_string_argument("server-url", "Server _URL", "Daemon WebSocket URL (empty: from "
+                                      "connection.json)", "", flags)
+        return procedure
+
+
+Gimp.main(GimpInpaint.__gtype__, sys.argv)

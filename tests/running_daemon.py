@@ -1,0 +1,95 @@
+"""Test support: the real :class:`daemon.server.DaemonServer` on a free port in a background thread,
+plus small scripted engines for progress, cancel and failure cases."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from daemon.config import Settings, ensure_token
+from daemon.engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from daemon.server import DaemonServer
+from protocol import DEFAULT_MAX_PIXELS, EngineInfo
+
+
+class StepEngine(Engine):
+    """Reports ``steps`` progress units, ``delay`` seconds apart, polling ``cancelled`` before each;
+    returns the inverted picture (255 − RGB), so filled pixels are predictable."""
+
+    def __init__(self, name: str = "steps", steps: int = 5, delay: float = 0.0) -> None:
+        self.name = name
+        self.steps = steps
+        self.delay = delay
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, kind="test", model="invert", available=True, uses_prompt=True)
+
+    def steps_for(self, job: EngineJob) -> int:
+        return self.steps
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        for step in range(1, self.steps + 1):
+            if cancelled():
+                raise JobCancelled("cancelled")
+            time.sleep(self.delay)
+            progress(step, self.steps)
+        return 255 - job.image
+
+
+class BrokenEngine(Engine):
+    """Always raises, so the daemon answers JOB_FAILED."""
+
+    def __init__(self, name: str = "broken") -> None:
+        self.name = name
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, kind="test", model="none", available=True, uses_prompt=False)
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        raise RuntimeError("the test engine is broken on purpose")
+
+
+class MissingEngine(BrokenEngine):
+    """Listed as unavailable and failing to load (like a diffusers engine without torch)."""
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, kind="test", model="none", available=False, uses_prompt=True,
+                          detail="pip install something")
+
+    def load(self) -> None:
+        raise EngineLoadError("pip install something")
+
+
+@contextmanager
+def running_daemon(config_dir: Path, engines: Sequence[Engine],
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, str]]:
+    """Serve ``engines`` on 127.0.0.1 (free port) until the block ends; yields ``(url, token)``."""
+    token = ensure_token(config_dir)
+    settings = Settings(config_dir=config_dir, log_file=config_dir / "daemon.log", port=0, max_pixels=max_pixels,
+                        tray=False)
+    server = DaemonServer(settings, engines, token)
+    listening = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(on_listening=lambda url: listening.set())),
+                              daemon=True)
+    thread.start()
+    if not listening.wait(10):
+        raise RuntimeError("the test daemon did not start")
+    try:
+        yield server.url, token
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,262 @@
+"""client.connection against the real daemon server (scripted engines) and a few scripted fake peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import stat
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+
+import numpy as np
+import pytest
+from running_daemon import BrokenEngine, MissingEngine, StepEngine, free_port, running_daemon
+from skimage import data
+from websockets.asyncio.server import ServerConnection, serve
+
+from client.connection import (
+    ConfigError,
+    DaemonError,
+    DaemonUnavailable,
+    InpaintClient,
+    pick_engine,
+    read_connection_config,
+    write_connection_config,
+)
+from client.imaging import array_from_plane, plane_from_array
+from daemon.engines.opencv_engine import OpenCVEngine
+from protocol import EngineInfo, ErrorCode, InpaintRequest, Welcome, encode
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_request(engine: str, **overrides: object) -> InpaintRequest:
+    """A 64×48 crop of the astronaut photo at (100, 80) with a 20×16 rectangle to repaint."""
+    crop = data.astronaut()[80:128, 100:164]
+    rgba = np.dstack([crop, np.full(crop.shape[:2], 255, np.uint8)])
+    mask = np.zeros(crop.shape[:2], np.uint8)
+    mask[16:32, 20:40] = 255
+    fields = {"job_id": uuid.uuid4().hex, "engine": engine, "x": 100, "y": 80, "image": plane_from_array(rgba),
+              "mask": plane_from_array(mask), "seed": 7, "grow": 0, "feather": 0, **overrides}
+    return InpaintRequest(**fields)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    engines = [MissingEngine("missing"), StepEngine("steps", steps=5), OpenCVEngine(), BrokenEngine()]
+    with running_daemon(tmp_path / "config", engines) as (url, token):
+        yield url, token
+
+
+def test_handshake_reports_the_daemon_and_its_engines(daemon):
+    url, token = daemon
+    with InpaintClient.connect(url, token, "pytest") as client:
+        welcome = client.welcome
+    assert [e.name for e in welcome.engines] == ["missing", "steps", "opencv", "broken"]
+    assert [e.available for e in welcome.engines] == [False, True, True, True]
+    assert welcome.max_pixels == 4096 * 4096
+    assert welcome.device == "cpu"
+
+
+def test_inpaint_relays_progress_and_returns_every_variant(daemon):
+    url, token = daemon
+    request = make_request("steps", num_variants=2)
+    progress = []
+    with InpaintClient.connect(url, token, "pytest") as client:
+        result = client.inpaint(request, on_progress=lambda step, total: progress.append((step, total)))
+    assert result.job_id == request.job_id
+    assert [v.seed for v in result.variants] == [7, 8]
+    assert progress == [(step, 10) for step in range(11)]
+    original = array_from_plane(request.image)
+    for variant in result.variants:
+        assert (variant.x, variant.y, variant.image.width, variant.image.height) == (100, 80, 64, 48)
+        image, mask = array_from_plane(variant.image), array_from_plane(variant.mask)
+        assert np.array_equal(image[mask == 0], original[mask == 0])  # untouched outside the blend mask
+        inside = mask == 255
+        assert inside.sum() == 20 * 16
+        assert np.array_equal(image[inside][:, :3], 255 - original[inside][:, :3])  # the engine's inverted pixels
+
+
+def test_opencv_engine_fills_a_real_photo(daemon):
+    url, token = daemon
+    request = make_request("opencv")
+    with InpaintClient.connect(url, token, "pytest") as client:
+        (variant,) = client.inpaint(request).variants
+    image, original = array_from_plane(variant.image), array_from_plane(request.image)
+    hole = array_from_plane(request.mask) == 255
+    assert not np.array_equal(image[hole], original[hole])
+    assert np.array_equal(image[~hole], original[~hole])
+    assert set(variant.timings) >= {"inference", "total"}
+
+
+def test_cancel_sends_cancel_and_raises_cancelled_then_the_connection_still_works(tmp_path):
+    with running_daemon(tmp_path, [StepEngine("slow", steps=400, delay=0.01), StepEngine("fast")]) as (url, token):
+        seen = []
+        with InpaintClient.connect(url, token, "pytest") as client:
+            with pytest.raises(DaemonError) as caught:
+                client.inpaint(make_request("slow"), on_progress=lambda s, t: seen.append(s),
+                               should_cancel=lambda: len(seen) >= 3, poll_interval=0.01)
+            assert caught.value.code is ErrorCode.CANCELLED
+            assert 3 <= max(seen) < 400
+            again = client.inpaint(make_request("fast"))
+    assert len(again.variants) == 1
+
+
+def test_wrong_token_is_unauthorized(daemon):
+    url, _ = daemon
+    with pytest.raises(DaemonError) as caught:
+        InpaintClient.connect(url, "not-the-token", "pytest")
+    assert caught.value.code is ErrorCode.UNAUTHORIZED
+    assert "token" in caught.value.message
+
+
+@pytest.mark.parametrize(("engine", "code", "words"), [
+    ("nope", ErrorCode.UNKNOWN_ENGINE, "nope"),
+    ("missing", ErrorCode.ENGINE_UNAVAILABLE, "pip install something"),
+    ("broken", ErrorCode.JOB_FAILED, "broken on purpose"),
+])
+def test_daemon_errors_become_daemon_error_with_their_code(daemon, engine, code, words):
+    url, token = daemon
+    with InpaintClient.connect(url, token, "pytest") as client, pytest.raises(DaemonError) as caught:
+        client.inpaint(make_request(engine))
+    assert caught.value.code is code
+    assert words in caught.value.message
+
+
+@pytest.mark.timeout(10)
+def test_nothing_listening_is_daemon_unavailable():
+    url = f"ws://127.0.0.1:{free_port()}"
+    with pytest.raises(DaemonUnavailable) as caught:
+        InpaintClient.connect(url, "token", "pytest", timeout=2)
+    assert url in caught.value.message
+    assert "gimp-inpaint-daemon" in caught.value.message
+
+
+@pytest.mark.timeout(10)
+def test_a_peer_that_never_answers_times_out_as_unavailable():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(DaemonUnavailable) as caught:
+            InpaintClient.connect(url, "token", "pytest", timeout=0.5)
+    assert "no answer within 0.5 s" in caught.value.message
+
+
+@contextmanager
+def scripted_peer(handler: Callable[[ServerConnection], Awaitable[None]], **options: object) -> Iterator[str]:
+    """A websockets server running ``handler`` for each connection, on a free port; yields its URL."""
+    started, stop, urls = threading.Event(), threading.Event(), []
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, compression=None, **options) as server:
+            urls.append(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield urls[0]
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+WELCOME = Welcome(protocol_version=1, daemon_version="test", device="cpu", max_pixels=1 << 20,
+                  engines=[EngineInfo("opencv", "opencv", "telea", True, False)])
+
+
+async def _welcome_then(websocket: ServerConnection, reply: Callable[[bytes], Awaitable[None]]) -> None:
+    await websocket.recv()
+    await websocket.send(encode(WELCOME))
+    await reply(await websocket.recv())
+
+
+def test_an_http_server_is_not_a_daemon():
+    def not_found(connection, request):
+        return connection.respond(HTTPStatus.NOT_FOUND, "no websockets here\n")
+
+    async def never(websocket: ServerConnection) -> None:  # pragma: no cover - the handshake is refused
+        await websocket.close()
+
+    with scripted_peer(never, process_request=not_found) as url, pytest.raises(DaemonUnavailable) as caught:
+        InpaintClient.connect(url, "token", "pytest")
+    assert "not as a gimp-inpaint daemon" in caught.value.message
+
+
+def test_an_invalid_frame_is_a_bad_message_error():
+    async def handler(websocket: ServerConnection) -> None:
+        await _welcome_then(websocket, lambda frame: websocket.send(b"\xc1 not msgpack"))
+
+    with scripted_peer(handler) as url, InpaintClient.connect(url, "token", "pytest") as client:
+        assert client.welcome == WELCOME
+        with pytest.raises(DaemonError) as caught:
+            client.inpaint(make_request("opencv"))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
+    assert "invalid message" in caught.value.message
+
+
+def test_a_connection_dropped_during_a_job_is_unavailable():
+    async def handler(websocket: ServerConnection) -> None:
+        await _welcome_then(websocket, lambda frame: websocket.close(1011, "worker crashed"))
+
+    with scripted_peer(handler) as url, InpaintClient.connect(url, "token", "pytest") as client, \
+            pytest.raises(DaemonUnavailable) as caught:
+        client.inpaint(make_request("opencv"))
+    assert "code 1011: worker crashed" in caught.value.message
+
+
+def test_not_a_websocket_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="not a WebSocket URL"):
+        InpaintClient.connect("http://127.0.0.1:7869", "token", "pytest")
+
+
+def _welcome(*engines: tuple[str, bool]) -> Welcome:
+    return Welcome(protocol_version=1, daemon_version="t", device="cpu", max_pixels=100,
+                   engines=[EngineInfo(name, "test", "m", available, True, "no torch") for name, available in engines])
+
+
+def test_pick_engine_prefers_the_first_available_and_lists_engines_on_failure():
+    welcome = _welcome(("sd15-inpaint", False), ("opencv", True), ("other", True))
+    assert pick_engine(welcome, "") == "opencv"
+    assert pick_engine(welcome, "other") == "other"
+    with pytest.raises(DaemonError) as unknown:
+        pick_engine(welcome, "sdxl")
+    assert unknown.value.code is ErrorCode.UNKNOWN_ENGINE
+    assert "sd15-inpaint (unavailable: no torch), opencv, other" in unknown.value.message
+    assert pick_engine(welcome, "sd15-inpaint") == "sd15-inpaint"  # the daemon retries loading it
+    with pytest.raises(DaemonError) as none:
+        pick_engine(_welcome(("sd15-inpaint", False)), "")
+    assert none.value.code is ErrorCode.ENGINE_UNAVAILABLE
+
+
+def test_connection_config_round_trip_is_private(tmp_path):
+    path = tmp_path / "connection.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    write_connection_config(path, "ws://127.0.0.1:9999", "s3cret")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"url": "ws://127.0.0.1:9999", "token": "s3cret"}
+    assert read_connection_config(path) == ("ws://127.0.0.1:9999", "s3cret")
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "gimp-inpaint-install"),
+    ("{not json", "Cannot read"),
+    ('{"url": "ws://x:1"}', "“token”"),
+    ("[1, 2]", "“url”"),
+])
+def test_bad_connection_config_is_a_config_error(tmp_path, content, words):
+    path = tmp_path / "connection.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        read_connection_config(path)
+    assert words in caught.value.message

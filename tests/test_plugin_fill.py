@@ -1,0 +1,246 @@
+"""plugin_gimp.fill.run_fill with a fake document (a layer with an offset over a real photo) and a fake client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from skimage import data
+
+from client.connection import ConfigError, DaemonError, DaemonUnavailable
+from client.imaging import array_from_plane, plane_from_array
+from plugin_gimp.document import Document, ResultLayer
+from plugin_gimp.fill import NO_SELECTION, FillError, FillParams, fill_crop, layer_name, run_fill
+from protocol import EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
+
+
+class FakeDocument(Document):
+    """A ``width × height`` image whose source layer (a crop of the astronaut photo) lies at ``layer_offset``."""
+
+    def __init__(self, width: int = 400, height: int = 300, layer_offset: tuple[int, int] = (0, 0),
+                 selection: Rect | None = None) -> None:
+        self.width, self.height = width, height
+        self.offset = layer_offset
+        photo = data.astronaut()
+        self.layer = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])[:250, :350]  # 350×250 layer
+        self.selection = np.zeros((height, width), np.uint8)
+        if selection is not None:
+            self.selection[selection.y:selection.bottom, selection.x:selection.right] = 255
+        self.layers: list[ResultLayer] = []
+        self.add_calls = 0
+        self.progress_log: list[tuple[float, str]] = []
+        self.messages: list[str] = []
+
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def selection_bounds(self) -> Rect | None:
+        ys, xs = np.nonzero(self.selection)
+        if xs.size == 0:
+            return None
+        return Rect(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+
+    def read_rgba(self, rect: Rect) -> bytes:
+        """Image coordinates → layer coordinates; outside the layer: transparent, like the GIMP adapter."""
+        out = np.zeros((rect.height, rect.width, 4), np.uint8)
+        ox, oy = self.offset
+        x0, y0 = max(rect.x, ox), max(rect.y, oy)
+        x1, y1 = min(rect.right, ox + self.layer.shape[1]), min(rect.bottom, oy + self.layer.shape[0])
+        if x1 > x0 and y1 > y0:
+            out[y0 - rect.y:y1 - rect.y, x0 - rect.x:x1 - rect.x] = self.layer[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        return out.tobytes()
+
+    def read_mask(self, rect: Rect) -> bytes:
+        return self.selection[rect.y:rect.bottom, rect.x:rect.right].tobytes()
+
+    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+        self.add_calls += 1
+        self.layers = list(layers)
+        return [layer.name for layer in layers]
+
+    def progress(self, fraction: float, text: str) -> None:
+        self.progress_log.append((fraction, text))
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
+ENGINES = [EngineInfo("sd15-inpaint", "diffusers", "sd15", True, True), EngineInfo("opencv", "opencv", "telea",
+                                                                                    True, False)]
+
+
+class FakeClient:
+    """Answers like the daemon: each variant inverts the request's RGB; the blend mask is the request's mask."""
+
+    def __init__(self, max_pixels: int = 1 << 24, steps: Sequence[tuple[int, int]] = ((0, 4), (2, 4), (4, 4)),
+                 error: Exception | None = None, shift: int = 0) -> None:
+        self.welcome = Welcome(protocol_version=1, daemon_version="t", device="cpu", engines=ENGINES,
+                               max_pixels=max_pixels)
+        self.requests: list[InpaintRequest] = []
+        self.steps = steps
+        self.error = error
+        self.shift = shift
+        self.closed = False
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.closed = True
+
+    def inpaint(self, request, on_progress=None, should_cancel=None) -> Result:
+        self.requests.append(request)
+        for step, total in self.steps:
+            on_progress(step, total)
+        if self.error is not None:
+            raise self.error
+        image = array_from_plane(request.image).copy()
+        image[..., :3] = 255 - image[..., :3]
+        seed = 40 if request.seed == -1 else request.seed
+        return Result(request.job_id, [
+            Variant(x=request.x + self.shift, y=request.y, image=plane_from_array(image), mask=request.mask,
+                    seed=seed + k, timings={"total": 0.5}) for k in range(request.num_variants)])
+
+
+def fill(document: FakeDocument, client: FakeClient, **params: object) -> list[str]:
+    return run_fill(document, lambda: client, FillParams(**params))
+
+
+def test_layers_land_at_the_crop_offset_with_the_crop_size_and_the_daemons_pixels():
+    document = FakeDocument(selection=Rect(150, 100, 40, 30))
+    client = FakeClient()
+    names = fill(document, client, prompt="a red balloon", seed=5, num_variants=2, grow=4, feather=12, padding=64)
+    (request,) = client.requests
+    # 40×30 box + (64 + 4 + feather_reach(12) = 39) px each side: x 43…297 (254 → 256, one more px left);
+    # y −7…237 clipped to 0…237 (237 → 240, kept at the top border)
+    assert fill_crop(Rect(150, 100, 40, 30), 400, 300, FillParams(padding=64)) == Rect(42, 0, 256, 240)
+    assert (request.x, request.y, request.image.width, request.image.height) == (42, 0, 256, 240)
+    assert request.engine == "sd15-inpaint" and request.prompt == "a red balloon"
+    assert (request.grow, request.feather, request.seed, request.num_variants) == (4, 12, 5, 2)
+    sent = array_from_plane(request.image)
+    assert np.array_equal(sent, document.layer[0:240, 42:298])
+    mask = array_from_plane(request.mask)
+    assert mask.sum() == 40 * 30 * 255 and mask[100, 108] == 255 and mask[99, 108] == 0 and mask[100, 107] == 0
+    assert names == ["Generative fill: a red balloon (seed 5)", "Generative fill: a red balloon (seed 6)"]
+    assert document.add_calls == 1 and client.closed
+    for layer in document.layers:
+        assert (layer.x, layer.y, layer.width, layer.height) == (42, 0, 256, 240)
+        assert layer.rgba[:3] == bytes(255 - document.layer[0, 42, :3])
+        assert layer.mask == request.mask.data and layer.timings == {"total": 0.5}
+
+
+def test_crop_is_clamped_at_the_image_border():
+    document = FakeDocument(selection=Rect(0, 290, 10, 10))
+    client = FakeClient()
+    fill(document, client, padding=64)
+    (request,) = client.requests
+    assert (request.x, request.y) == (0, 180)
+    # 10 px + 107 px margin (64 + 4 + feather_reach(12)) → 117 → 120, slid up from the bottom edge
+    assert (request.image.width, request.image.height) == (120, 120)
+    assert request.y + request.image.height == 300
+    assert (document.layers[0].x, document.layers[0].y) == (0, 180)
+
+
+def test_pixels_outside_an_offset_layer_are_sent_transparent():
+    document = FakeDocument(layer_offset=(120, 90), selection=Rect(100, 80, 30, 30))
+    client = FakeClient()
+    fill(document, client, padding=0, grow=0, feather=0)
+    sent = array_from_plane(client.requests[0].image)
+    assert (client.requests[0].x, client.requests[0].y) == (99, 79)  # 30 → 32 px, 1 px more on each side
+    assert not sent[:11, :, 3].any() and not sent[:, :21, 3].any()  # above and left of the layer
+    assert np.array_equal(sent[11:, 21:], document.layer[:21, :11])  # layer pixel (0, 0) sits at image (120, 90)
+
+
+def test_progress_is_relayed_as_fractions():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    fill(document, FakeClient(steps=[(0, 4), (2, 4), (4, 4)]))
+    relayed = [(f, t) for f, t in document.progress_log if t.startswith("Generative fill: step")]
+    assert relayed == [(0.0, "Generative fill: step 0 of 4"), (0.5, "Generative fill: step 2 of 4"),
+                       (1.0, "Generative fill: step 4 of 4")]
+    assert document.progress_log[-1] == (1.0, "Adding the result layers…")
+
+
+def test_no_selection_fails_before_connecting():
+    document = FakeDocument(selection=None)
+    connected = []
+    with pytest.raises(FillError) as caught:
+        run_fill(document, lambda: connected.append(1), FillParams())
+    assert caught.value.message == NO_SELECTION and not connected and document.add_calls == 0
+
+
+@pytest.mark.parametrize(("error", "code", "words"), [
+    (DaemonError(ErrorCode.OUT_OF_MEMORY, "CUDA out of memory"), ErrorCode.OUT_OF_MEMORY, "Select a smaller area"),
+    (DaemonError(ErrorCode.CANCELLED, "job 'x' was cancelled"), ErrorCode.CANCELLED, "cancelled"),
+    (DaemonError(ErrorCode.JOB_FAILED, "engine 'sd' failed: boom"), ErrorCode.JOB_FAILED, "failed: boom"),
+    (DaemonUnavailable("Cannot reach … Start it with `gimp-inpaint-daemon`"), None, "gimp-inpaint-daemon"),
+])
+def test_daemon_failures_paste_nothing(error, code, words):
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    with pytest.raises(FillError) as caught:
+        fill(document, FakeClient(error=error))
+    assert caught.value.code is code
+    assert words in caught.value.message
+    assert document.add_calls == 0
+
+
+def test_connection_setup_errors_become_fill_errors():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+
+    def factory():
+        raise ConfigError("connection.json is missing. Install the plug-in with `gimp-inpaint-install`")
+
+    with pytest.raises(FillError, match="gimp-inpaint-install"):
+        run_fill(document, factory, FillParams())
+    assert document.add_calls == 0
+
+
+def test_a_result_at_the_wrong_offset_is_refused():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    with pytest.raises(FillError) as caught:
+        fill(document, FakeClient(shift=8))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE and document.add_calls == 0
+
+
+def test_a_crop_over_the_daemons_limit_is_not_sent():
+    document = FakeDocument(selection=Rect(100, 100, 50, 50))
+    client = FakeClient(max_pixels=100 * 100)
+    with pytest.raises(FillError) as caught:
+        fill(document, client)
+    assert caught.value.code is ErrorCode.TOO_LARGE and "lower the padding" in caught.value.message
+    assert client.requests == [] and document.add_calls == 0
+
+
+def test_invalid_settings_fail_before_connecting():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    with pytest.raises(FillError) as caught:
+        run_fill(document, lambda: pytest.fail("must not connect"), FillParams(strength=0.0))
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and "strength" in caught.value.message
+
+
+def test_named_engine_and_a_note_when_it_ignores_the_prompt():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    client = FakeClient()
+    names = fill(document, client, engine="opencv", prompt="a cat")
+    assert client.requests[0].engine == "opencv"
+    assert document.messages == ["The “opencv” engine ignores the prompt."]
+    assert names == ["Generative fill: a cat (seed 40)"]
+
+
+def test_unknown_engine_lists_the_engines():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    with pytest.raises(FillError) as caught:
+        fill(document, FakeClient(), engine="sdxl")
+    assert caught.value.code is ErrorCode.UNKNOWN_ENGINE and "sd15-inpaint, opencv" in caught.value.message
+
+
+def test_layer_names_use_the_prompt_or_the_engine_and_stay_short():
+    assert layer_name(FillParams(), "opencv", 3) == "Generative fill: opencv (seed 3)"
+    long = layer_name(FillParams(prompt="a very long prompt " * 10), "sd", 1)
+    assert long.startswith("Generative fill: a very long prompt") and long.endswith("… (seed 1)")
+    assert len(long) == len("Generative fill: ") + 48 + len(" (seed 1)")
+
+
+def test_result_layer_checks_its_byte_counts():
+    with pytest.raises(ValueError, match="do not fit"):
+        ResultLayer("x", 0, 0, 2, 2, bytes(15), bytes(4), seed=1)
