@@ -1,0 +1,131 @@
+"""GIMP batch file: run ``python-fu-gimp-inpaint`` on a real photo inside GIMP 3 and dump the evidence.
+
+Runs inside ``gimp-console-3.0``'s ``python-fu-eval`` (the chroot's Python 3.13 with PyGObject, no NumPy),
+started by :meth:`gimp_harness.GimpChroot.run_batch`. ``sys.argv[1]`` is a job file (JSON) in the I/O folder::
+
+    {"image": "photo.png",                 # file in the I/O folder
+     "ellipse": [x, y, width, height],      # selection in image pixels
+     "selection_feather": 8.0,              # Gimp.Selection.feather radius, pixels
+     "arguments": {"prompt": "...", ...}}   # the procedure's own arguments, GIMP names
+
+It opens the photo, selects the feathered ellipse, records the source layer, the layer stack, the
+selection and the undo state, runs the procedure NONINTERACTIVE on the source layer, then writes into
+the I/O folder (raw ``u8`` bytes, row-major):
+
+- ``selection.raw``: the selection before the run, image-sized, 1 byte per pixel (``Y u8``, 255 = selected);
+- ``source_after.raw``: the source layer after the run, ``R'G'B'A u8``;
+- ``layer_N.raw`` / ``layer_N_mask.raw``: each new layer (``R'G'B'A u8``) and its layer mask (``Y u8``);
+- ``composite.png``: the image as GIMP exports it (visible layers composited);
+
+and prints one line ``GIMP_INPAINT_SUMMARY {json}`` with statuses, geometry and names (see ``summary`` below).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402  (gi.require_version must come first)
+from gimp_harness import SUMMARY_PREFIX  # noqa: E402
+
+PROCEDURE = "python-fu-gimp-inpaint"
+RGBA = "R'G'B'A u8"
+GRAY = "Y u8"
+"""Native format of selections and layer masks (linear coverage; ``Y' u8`` would gamma-encode it)."""
+
+
+def read_pixels(drawable: Gimp.Drawable, fmt: str) -> bytes:
+    """All of ``drawable``'s pixels in ``fmt``, in its own coordinates (height × width × channels bytes)."""
+    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def layer_info(image: Gimp.Image, layer: Gimp.Layer) -> dict:
+    """Name, id, stack position, parent, offsets, size, type and mask presence of ``layer``."""
+    _, off_x, off_y = layer.get_offsets()
+    parent = layer.get_parent()
+    return {"id": layer.get_id(), "name": layer.get_name(), "position": image.get_item_position(layer),
+            "parent": parent.get_id() if parent else None, "x": off_x, "y": off_y,
+            "width": layer.get_width(), "height": layer.get_height(), "has_alpha": layer.has_alpha(),
+            "mode": layer.get_mode().value_nick, "opacity": layer.get_opacity(), "visible": layer.get_visible(),
+            "has_mask": layer.get_mask() is not None}
+
+
+def run_procedure(image: Gimp.Image, layer: Gimp.Layer, arguments: dict) -> tuple[str, str | None, float]:
+    """Run :data:`PROCEDURE` NONINTERACTIVE on ``layer``; returns (status nick, error message, seconds)."""
+    procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])     # set_property cannot convert a list here
+    for name, value in arguments.items():
+        config.set_property(name, value)
+    start = time.monotonic()
+    result = procedure.run(config)
+    seconds = time.monotonic() - start
+    status = result.index(0)
+    message = result.index(1) if status != Gimp.PDBStatusType.SUCCESS and result.length() > 1 else None
+    return status.value_nick, message, seconds
+
+
+def main() -> None:
+    """Do the job described by ``sys.argv[1]`` (see the module docstring)."""
+    job_file = Path(sys.argv[1])
+    io = job_file.parent
+    job = json.loads(job_file.read_text())
+    summary: dict = {"gimp_version": Gimp.version(), "python": sys.version.split()[0]}
+    pdb = Gimp.get_pdb()
+    summary["procedure_exists"] = pdb.procedure_exists(PROCEDURE)
+    if not summary["procedure_exists"]:
+        print(SUMMARY_PREFIX, json.dumps(summary), flush=True)
+        return
+    summary["procedure_arguments"] = [a.name for a in pdb.lookup_procedure(PROCEDURE).get_arguments()]
+
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(str(io / job["image"])))
+    source = image.get_layers()[0]
+    image.select_ellipse(Gimp.ChannelOps.REPLACE, *job["ellipse"])
+    Gimp.Selection.feather(image, job["selection_feather"])
+    _, _, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    selection = read_pixels(image.get_selection(), GRAY)
+    (io / "selection.raw").write_bytes(selection)
+    source_before = read_pixels(source, RGBA)
+    before_ids = [layer.get_id() for layer in image.get_layers()]
+    image.set_selected_layers([source])
+    image.clean_all()
+    summary.update(image_width=image.get_width(), image_height=image.get_height(),
+                   selection_bounds=[x1, y1, x2 - x1, y2 - y1], source=layer_info(image, source),
+                   layers_before=len(before_ids), undo_enabled_before=image.undo_is_enabled(),
+                   dirty_before=image.is_dirty())
+
+    status, message, seconds = run_procedure(image, source, job["arguments"])
+    summary.update(status=status, message=message, procedure_seconds=round(seconds, 3))
+
+    layers = image.get_layers()
+    summary["layers_after"] = [layer_info(image, layer) for layer in layers]
+    new_layers = [layer for layer in layers if layer.get_id() not in before_ids]
+    summary["new_layers"] = []
+    for n, layer in enumerate(new_layers):
+        (io / f"layer_{n}.raw").write_bytes(read_pixels(layer, RGBA))
+        mask = layer.get_mask()
+        if mask is not None:
+            (io / f"layer_{n}_mask.raw").write_bytes(read_pixels(mask, GRAY))
+        summary["new_layers"].append(layer_info(image, layer))
+    (io / "source_after.raw").write_bytes(read_pixels(source, RGBA))
+    summary.update(source_unchanged_in_gimp=read_pixels(source, RGBA) == source_before,
+                   selection_unchanged=read_pixels(image.get_selection(), GRAY) == selection,
+                   undo_enabled_after=image.undo_is_enabled(), dirty_after=image.is_dirty(),
+                   selected_layers=[layer.get_id() for layer in image.get_selected_layers()])
+    summary["exported"] = Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image,
+                                         Gio.File.new_for_path(str(io / "composite.png")), None)
+    image.delete()
+    print(SUMMARY_PREFIX, json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The plug-in in a real GIMP 3.0: installed by the project's installer, talking to a real daemon.
+
+Each test starts ``python -m daemon`` on a free port, installs the plug-in into a fresh folder with
+``python -m installer install --url <that daemon>``, and runs a batch file in GIMP 3 (Debian trixie
+chroot, see :mod:`gimp_harness`) that selects a feathered ellipse on a real photo (the mission patch of
+``skimage.data.astronaut()``), runs ``python-fu-gimp-inpaint`` NONINTERACTIVE and dumps the result.
+The chroot's Python has no msgpack or websockets: the plug-in runs on what the installer vendors.
+
+Undo: GIMP's procedure database can neither undo nor count undo steps (its image-undo procedures are
+group start/end, freeze/thaw, enable/disable and is-enabled), so the console run checks only what a
+plug-in can see (undo still enabled, the image dirty, no undo group left open). The GUI test presses
+Ctrl+Z and then Ctrl+Y once each in a real ``gimp-3.0`` window on Xvfb: one Undo must remove exactly the
+fill (layer and mask together, nothing before it), one Redo must bring it back.
+
+``GIMP_INPAINT_WRITE_DOCS=1`` also writes the README picture ``docs/images/before-after.png`` from the
+opencv run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from gimp_harness import GimpChroot, RunResult, press_keys, read_line_within, xvfb
+from PIL import Image, ImageDraw, ImageFont
+
+from protocol import Rect, context_crop, feather_reach
+
+pytestmark = pytest.mark.gimp
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ELLIPSE = (116, 330, 112, 112)
+"""x, y, width, height (pixels) of an ellipse around the round mission patch (and the ring of fabric around it)
+on the astronaut's suit."""
+SELECTION_FEATHER = 8.0
+"""Radius (pixels) of ``Gimp.Selection.feather`` applied to the ellipse, so the selection has soft edges."""
+SEED = 1234
+GIMP_TIMEOUT = 300
+"""Seconds allowed for one GIMP run; a warm run takes 3–10 s, the first diffusers request adds the model load."""
+IMAGE_WINDOW = "RGB color"
+"""Part of the title of GIMP's image window ("[Untitled]-1.0 (RGB color 8-bit …) 512x512 – GIMP")."""
+UNDO_CLEANUP_WARNING = "left image undo in inconsistent state"
+"""GIMP's message (app/plug-in/gimpplugin-cleanup.c) when a plug-in returns with an undo group still open."""
+DOCS_PICTURE = REPO / "docs" / "images" / "before-after.png"
+DOCS_REGION = (0, 192, 320, 320)
+"""x, y, width, height of the astronaut photo shown in the README picture (the patch and its surroundings)."""
+DOCS_SIDE = 384
+"""Pixels per half of the README picture (before | after: 2 × 384 wide)."""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A plug-in folder installed for one test, and the daemon it talks to."""
+
+    plugin_dir: Path
+    url: str
+    daemon_log: Path
+
+
+@contextmanager
+def installed_plugin(tmp_path: Path, models: dict[str, Path]) -> Iterator[Installed]:
+    """Start ``python -m daemon --no-tray --port 0`` serving ``models`` (plus opencv), read its URL from the
+    listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    log = tmp_path / "daemon.stderr"
+    argv = [sys.executable, "-m", "daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)]
+    for name, folder in models.items():
+        argv += ["--model", f"{name}={folder}"]
+    with log.open("w") as stderr:
+        daemon = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        line = read_line_within(daemon.stdout, 60)
+        prefix = "gimp-inpaint daemon listening on "
+        assert line.startswith(prefix), f"the daemon printed {line!r}; stderr:\n{log.read_text()}"
+        url = line[len(prefix):].strip()
+        plugin_dir = tmp_path / "plug-ins"
+        done = subprocess.run([sys.executable, "-m", "installer", "install", "--plugin-dir", str(plugin_dir),
+                               "--config-dir", str(config_dir), "--url", url, "--no-shortcut"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"the installer failed:\n{done.stdout}{done.stderr}"
+        yield Installed(plugin_dir, url, log)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        daemon.stdout.close()
+
+
+def write_job(io: Path, arguments: dict, **extra: object) -> None:
+    """Write the photo (``skimage.data.astronaut()``, 512×512 RGB) and ``job.json`` into ``io``."""
+    io.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(io / "photo.png")
+    job = {"image": "photo.png", "ellipse": list(ELLIPSE), "selection_feather": SELECTION_FEATHER,
+           "arguments": arguments, **extra}
+    (io / "job.json").write_text(json.dumps(job))
+
+
+def raw(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """A raw ``u8`` dump of the batch as an H×W×C array (H×W when ``channels`` is 1)."""
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    return data.reshape((height, width, channels) if channels > 1 else (height, width))
+
+
+def failure_text(result: RunResult, installed: Installed) -> str:
+    """GIMP's output and the daemon's log, for assertion messages."""
+    return f"{result.describe()}\n--- daemon stderr ---\n{installed.daemon_log.read_text()}"
+
+
+def engine_arguments(engine: str) -> dict:
+    """The procedure's arguments for ``engine`` (GIMP names). opencv runs with ``grow = feather = 0``, so the
+    blend mask may be non-zero only inside the selection (the selection's own feathering is the soft edge);
+    the diffusers run keeps the defaults 4 and 12."""
+    common = {"engine": engine, "seed": SEED, "padding": 32, "num-variants": 1, "strength": 1.0}
+    if engine == "opencv":
+        return {**common, "grow": 0, "feather": 0}
+    return {**common, "grow": 4, "feather": 12, "num-inference-steps": 2, "guidance-scale": 7.5,
+            "prompt": "orange fabric", "negative-prompt": "text"}
+
+
+@pytest.mark.parametrize("engine", ["opencv", pytest.param("tiny", marks=pytest.mark.diffusers)])
+def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, tmp_path: Path,
+                                 request: pytest.FixtureRequest) -> None:
+    models = {"tiny": request.getfixturevalue("tiny_model")} if engine == "tiny" else {}
+    arguments = engine_arguments(engine)
+    io = tmp_path / "io"
+    write_job(io, arguments)
+    with installed_plugin(tmp_path, models) as installed:
+        result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
+                                       plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
+        print(f"[gimp] {engine}: GIMP run {result.seconds:.1f} s")
+        assert result.returncode == 0, failure_text(result, installed)
+        summary = result.summary()
+        assert summary["procedure_exists"], failure_text(result, installed)
+        assert summary["status"] == "success", \
+            f"python-fu-gimp-inpaint failed: {summary['message']}\n{failure_text(result, installed)}"
+    print(f"[gimp] {engine}: the procedure ran {summary['procedure_seconds']:.2f} s inside GIMP")
+
+    # the layer stack: exactly one new RGBA layer, directly above the source, with a layer mask
+    source = summary["source"]
+    assert summary["layers_before"] == 1
+    assert [layer["id"] for layer in summary["layers_after"]][1:] == [source["id"]]
+    [new] = summary["new_layers"]
+    assert summary["layers_after"][0] == new
+    assert (new["parent"], new["position"]) == (source["parent"], source["position"])
+    assert new["has_mask"] and new["has_alpha"] and new["visible"]
+    assert (new["mode"], new["opacity"]) == ("normal", 100.0)
+    assert new["name"] == f"Generative fill: {arguments.get('prompt') or engine} (seed {SEED})"
+
+    # geometry: the layer covers the context crop of the selection's bounds (protocol.context_crop with the
+    # margin the grown, feathered mask needs)
+    width, height = summary["image_width"], summary["image_height"]
+    reach = arguments["grow"] + feather_reach(arguments["feather"])
+    crop = context_crop(Rect(*summary["selection_bounds"]), width, height, arguments["padding"] + reach)
+    assert (new["x"], new["y"], new["width"], new["height"]) == (crop.x, crop.y, crop.width, crop.height)
+
+    # pixels
+    original = np.asarray(Image.open(io / "photo.png").convert("RGB"))
+    selection = raw(io / "selection.raw", height, width, 1)
+    layer = raw(io / "layer_0.raw", crop.height, crop.width, 4)
+    mask = raw(io / "layer_0_mask.raw", crop.height, crop.width, 1)
+    composite = np.asarray(Image.open(io / "composite.png").convert("RGBA"))
+    assert composite.shape == (height, width, 4) and (composite[..., 3] == 255).all()
+    composite = composite[..., :3]
+    source_after = raw(io / "source_after.raw", height, width, 4)
+    assert summary["source_unchanged_in_gimp"] and summary["selection_unchanged"]
+    np.testing.assert_array_equal(source_after[..., :3], original)     # the source layer is untouched
+
+    window = (slice(crop.y, crop.bottom), slice(crop.x, crop.right))
+    mask_full = np.zeros((height, width), np.uint8)
+    mask_full[window] = mask
+    assert (mask_full[selection == 255] > 0).all(), "the layer mask does not cover the whole selection"
+    assert mask.max() == 255 and (layer[..., 3][mask > 0] == 255).all()
+    # outside the layer mask the composite is the original, exactly; the mask reaches at most grow + the
+    # feather's reach beyond the selection (with grow = feather = 0: not beyond it at all)
+    np.testing.assert_array_equal(composite[mask_full == 0], original[mask_full == 0])
+    near = cv2.dilate((selection > 0).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
+    assert (mask_full[~near] == 0).all(), f"the layer mask reaches farther than {reach} px beyond the selection"
+    np.testing.assert_array_equal(composite[~near], original[~near])
+    # where the mask is full, GIMP shows the layer's pixels; inside the selection the picture changed
+    full = mask_full == 255
+    np.testing.assert_array_equal(composite[full], layer[..., :3][mask == 255])
+    inside = selection == 255
+    changed = (composite[inside] != original[inside]).any(axis=1)
+    assert changed.mean() > 0.9, f"only {changed.mean():.0%} of the selected pixels changed"
+    diff = np.abs(composite[inside].astype(int) - original[inside].astype(int)).mean()
+    assert diff > 10, f"mean change inside the selection is only {diff:.1f} levels"
+
+    # undo, as far as a plug-in can see it (the GUI test below presses Undo for real)
+    assert summary["undo_enabled_before"] and summary["undo_enabled_after"]
+    assert not summary["dirty_before"] and summary["dirty_after"]
+    assert UNDO_CLEANUP_WARNING not in result.stderr
+
+    if engine == "opencv" and os.environ.get("GIMP_INPAINT_WRITE_DOCS") == "1":
+        write_docs_picture(original, composite, selection)
+
+
+def write_docs_picture(before: np.ndarray, after: np.ndarray, selection: np.ndarray) -> None:
+    """Save :data:`DOCS_PICTURE`: :data:`DOCS_REGION` of ``before`` with the selection outlined in black and
+    white (as GIMP's marching ants look), next to the same region of ``after``, each :data:`DOCS_SIDE` wide."""
+    outlined = before.copy()
+    contours, _ = cv2.findContours((selection >= 128).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(outlined, contours, -1, (0, 0, 0), 3, lineType=cv2.LINE_AA)
+    cv2.drawContours(outlined, contours, -1, (255, 255, 255), 1, lineType=cv2.LINE_AA)
+    x, y, w, h = DOCS_REGION
+    halves = [Image.fromarray(np.ascontiguousarray(picture[y:y + h, x:x + w])).resize(
+        (DOCS_SIDE, DOCS_SIDE * h // w), Image.Resampling.LANCZOS) for picture in (outlined, after)]
+    canvas = Image.new("RGB", (2 * DOCS_SIDE, halves[0].height))
+    for n, half in enumerate(halves):
+        canvas.paste(half, (n * DOCS_SIDE, 0))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=18)
+    for n, label in enumerate(("Before: feathered selection", "After: Generative Fill (opencv)")):
+        draw.text((n * DOCS_SIDE + 10, 8), label, font=font, fill=(255, 255, 255), stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+    DOCS_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(DOCS_PICTURE, optimize=True)
+
+
+def test_generative_fill_is_one_undo_step(gimp_chroot: GimpChroot, gui_tools: None, tmp_path: Path) -> None:
+    io = tmp_path / "io"
+    wait = 60.0
+    write_job(io, engine_arguments("opencv"), wait_seconds=wait)
+    # xvfb() last: it ends first when something fails, and GIMP, losing its display, exits too
+    with installed_plugin(tmp_path, {}) as installed, ThreadPoolExecutor(1) as pool, xvfb() as display:
+        run = pool.submit(gimp_chroot.run_batch, HERE / "batch_undo.py", io, ["/mnt/io/job.json"],
+                          plugin_dirs=[installed.plugin_dir],
+                          timeout=GIMP_TIMEOUT, display=display)
+        for ready, key in (("ready-undo", "ctrl+z"), ("ready-redo", "ctrl+y")):
+            deadline = time.monotonic() + GIMP_TIMEOUT
+            while not (io / ready).exists() and not run.done() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if run.done() or not (io / ready).exists():
+                break
+            press_keys(display, IMAGE_WINDOW, [key])
+        result = run.result()
+    print(f"[gimp] GUI undo run {result.seconds:.1f} s")
+    assert result.returncode == 0, failure_text(result, installed)
+    summary = result.summary()
+    assert summary["status"] == "success", f"{summary['message']}\n{failure_text(result, installed)}"
+    before, filled = summary["before"], summary["after_fill"]
+    assert len(filled) == len(before) + 1 and filled[1:] == [{**before[0], "position": 1}]
+    assert filled[0]["has_mask"]
+    # one Undo: back to exactly the stack before the fill; the selection (two undo steps older) is kept
+    assert summary["after_undo"] == before
+    assert summary["selection_after_undo_unchanged"] and summary["source_after_undo_unchanged"]
+    # one Redo: the layer is back, with its mask
+    assert summary["after_redo"] == filled
+    assert summary["selection_after_redo_unchanged"]
