@@ -21,7 +21,7 @@ from skimage import data
 
 from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
 from daemon.engines.diffusers_engine import INSTALL_HINT, DiffusersEngine, scaled_size
-from protocol import ErrorCode, InpaintRequest, Plane, Result
+from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,8 +99,9 @@ def test_modules_import_without_torch() -> None:
 
 def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
     engine = DiffusersEngine("sd", "/nonexistent/model")
-    with pytest.raises(ValueError, match="no denoising step"):
+    with pytest.raises(ProtocolError, match="no denoising step") as caught:
         engine.steps_for(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
+    assert caught.value.code is ErrorCode.INVALID_REQUEST  # the worker answers with this code
     assert engine.info().available  # nothing was loaded, nothing failed
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from protocol import LATENT_MULTIPLE, EngineInfo
+from protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
 
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
 from .base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
@@ -185,12 +185,13 @@ class DiffusersEngine(Engine):
 
         Raises:
             EngineLoadError: as :meth:`load`.
-            ValueError: ``strength × num_inference_steps`` < 1, so no step would run.
+            ProtocolError(INVALID_REQUEST): ``strength × num_inference_steps`` < 1, so no step would run.
         """
         steps = job.num_inference_steps
         denoising = min(int(steps * job.strength), steps)
         if denoising < 1:
-            raise ValueError(
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
                 f"strength {job.strength} × {steps} steps runs no denoising step (diffusers runs "
                 f"int(num_inference_steps × strength)): raise strength to ≥ {1 / steps:.3g} "
                 f"or num_inference_steps to ≥ {int(np.ceil(1 / job.strength))}")
@@ -216,7 +217,7 @@ class DiffusersEngine(Engine):
         Raises:
             JobCancelled: ``cancelled()`` became True.
             EngineLoadError: as :meth:`load`.
-            ValueError: as :meth:`steps_for`.
+            ProtocolError: as :meth:`steps_for`.
         """
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
