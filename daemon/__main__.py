@@ -3,7 +3,7 @@
 ::
 
     python -m daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
-                     [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|mps] [--threads N]
+                     [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
                      [--max-pixels N] [--log-level info]
 
 Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves, and runs until
@@ -20,7 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import DEVICES, LOG_LEVELS, ConfigError, Settings, ensure_token, load_settings
+from .config import LOG_LEVELS, ConfigError, Settings, ensure_token, is_device_name, load_settings
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.opencv_engine import OpenCVEngine
@@ -41,18 +41,27 @@ def _model_option(text: str) -> tuple[str, str]:
     return name, model
 
 
+def _device_option(text: str) -> str:
+    """Parse ``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`daemon.config.is_device_name`)."""
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; options left out are None so that ``daemon.toml`` can set them."""
     parser = argparse.ArgumentParser(prog="gimp-inpaint-daemon",
                                      description="Local inpainting daemon for the gimp-inpaint GIMP plug-in.")
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="TCP port (default 7869; 0 picks a free port)")
-    parser.add_argument("--no-tray", action="store_true", help="do not show the system-tray icon")
+    parser.add_argument("--no-tray", action="store_true",
+                        help="do not show the system-tray icon (there is none on macOS)")
     parser.add_argument("--config-dir", type=Path,
                         help="folder of the token, daemon.toml and the log (default: the user's config folder)")
     parser.add_argument("--model", type=_model_option, action="append", metavar="NAME=ID_OR_PATH",
                         help="offer a diffusers inpainting model (hub id or local folder); repeatable")
-    parser.add_argument("--device", choices=DEVICES, help="torch device of the diffusers engines (default auto)")
+    parser.add_argument("--device", type=_device_option, metavar="auto|cpu|cuda|cuda:N|mps",
+                        help="torch device of the diffusers engines (default auto; cuda:N = the N-th GPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: torch's choice)")
     parser.add_argument("--max-pixels", type=int, help="largest width × height of a request's image")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")

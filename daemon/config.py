@@ -7,7 +7,7 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
 
     host = "127.0.0.1"
     port = 7869
-    device = "auto"          # auto | cpu | cuda | mps
+    device = "auto"          # auto | cpu | cuda | cuda:N | mps
     threads = 0              # torch CPU threads, 0 = torch's default
     max_pixels = 16777216    # largest width × height of a request's image
 
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import platformdirs
 
 from protocol import DEFAULT_MAX_PIXELS
+from protocol.messages import MAX_ENGINE_NAME_CHARS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,13 +45,31 @@ DEFAULT_PORT = 7869
 """TCP port of the daemon when neither ``daemon.toml`` nor ``--port`` sets one."""
 
 TOKEN_FILE = "token"
+"""Name of the auth-token file in the config folder (:func:`ensure_token`)."""
+
 CONFIG_FILE = "daemon.toml"
+"""Name of the optional settings file in the config folder."""
+
 LOG_FILE = "daemon.log"
+"""Name of the daemon's log file."""
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-"""Accepted values of ``device`` (``auto`` picks CUDA, then MPS, then the CPU)."""
+"""Device kinds of ``device`` (``auto`` picks CUDA, then MPS, then the CPU); ``cuda:N`` names the N-th GPU
+(:func:`is_device_name`)."""
+
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
+"""``device`` values: a kind of :data:`DEVICES`, or ``cuda:N`` with a GPU index N ≥ 0 (torch's device syntax)."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+"""Accepted values of ``log_level``, from the most to the least verbose."""
+
+
+def is_device_name(text: str) -> bool:
+    """True for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (N a decimal GPU index) and ``mps``.
+
+    Whether that device exists is checked when a model loads (:func:`daemon.device.resolve_device`).
+    """
+    return _DEVICE_NAME.fullmatch(text) is not None
 
 
 class ConfigError(ValueError):
@@ -62,7 +83,8 @@ class Settings:
     Attributes:
         host: interface to bind (``127.0.0.1``: only this machine can connect).
         port: TCP port; 0 lets the OS pick a free one.
-        device: one of :data:`DEVICES`, passed to the diffusers engines.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`is_device_name`), passed to the
+            diffusers engines.
         threads: torch CPU threads for the diffusers engines (0 = torch's default).
         max_pixels: largest ``width × height`` of a request's image (pixels).
         models: engine name → hub id or local folder of a diffusers inpainting model, in order.
@@ -92,8 +114,8 @@ def _check(settings: Settings, source: str) -> Settings:
     problems = []
     if not 0 <= settings.port <= 65535:
         problems.append(f"port={settings.port} is outside 0…65535")
-    if settings.device not in DEVICES:
-        problems.append(f"device={settings.device!r} is not one of {', '.join(DEVICES)}")
+    if not is_device_name(settings.device):
+        problems.append(f"device={settings.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
     if settings.threads < 0:
         problems.append(f"threads={settings.threads} must be ≥ 0")
     if settings.max_pixels < 1:
@@ -101,8 +123,9 @@ def _check(settings: Settings, source: str) -> Settings:
     if settings.log_level not in LOG_LEVELS:
         problems.append(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     for name, model in settings.models.items():
-        if not name or name == "opencv" or not model:
-            problems.append(f"model {name!r} = {model!r}: names must be non-empty and not 'opencv', models non-empty")
+        if not name or name == "opencv" or len(name) > MAX_ENGINE_NAME_CHARS or not model:
+            problems.append(f"model {name!r} = {model!r}: names must have 1…{MAX_ENGINE_NAME_CHARS} characters "
+                            "and not be 'opencv', models must be non-empty")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return settings
@@ -170,29 +193,37 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
 def ensure_token(config_dir: Path) -> str:
     """Return the auth token stored in ``<config_dir>/token``, creating it first if missing.
 
-    A new token is ``secrets.token_hex(32)`` (64 hex characters) written with file mode 0600
-    (created atomically with ``O_EXCL``, so two processes starting at once agree on one token);
-    the folder is created with mode 0700 if missing. An existing token file readable by others
-    is tightened to 0600. Shared by the daemon and the installer.
+    A new token is ``secrets.token_hex(32)`` (64 hex characters). It is written to a temporary file
+    in the same folder (``tempfile.mkstemp``: mode 0600) and then hard-linked to ``token``
+    (``os.link`` fails if the name exists), so the file appears complete or not at all: a daemon
+    and an installer starting at once agree on one token and never read a partial one. The folder
+    is created with mode 0700 if missing. An existing token file readable by others is tightened
+    to 0600. Shared by the daemon and the installer.
 
     Raises:
-        OSError: the folder or file cannot be created or read.
+        OSError: the folder or file cannot be created or read (also on a file system without hard links).
         ConfigError: the token file exists but is empty.
     """
     config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = config_dir / TOKEN_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-        token = path.read_text(encoding="utf-8").strip()
-        if not token:
-            raise ConfigError(f"{path} is empty; delete it and restart the daemon to create a new token") from None
-        return token
-    token = secrets.token_hex(32)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(token + "\n")
+    if not path.exists():
+        token = secrets.token_hex(32)
+        fd, temporary = tempfile.mkstemp(prefix=f".{TOKEN_FILE}-", dir=config_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(token + "\n")
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first: read theirs below
+        else:
+            return token
+        finally:
+            os.unlink(temporary)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(f"{path} is empty; delete it and restart the daemon to create a new token")
     return token
 
 

@@ -6,15 +6,23 @@ Progress events come back from that thread through ``loop.call_soon_threadsafe``
 client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…
 and Result in order.
 
-Security: the server binds to ``127.0.0.1`` by default, refuses every handshake that carries an
+Security: the server binds to ``127.0.0.1`` by default (it logs a warning for any other address:
+the token then crosses the network in cleartext), refuses every handshake that carries an
 ``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
-any connection whose first message is not a :class:`protocol.Hello` with the right token.
+any connection whose first message is larger than :data:`HELLO_MAX_BYTES` or is not a
+:class:`protocol.Hello` with the right token.
+
+Errors: protocol errors are answered with their :class:`protocol.ErrorCode` and the connection
+stays open; an unexpected exception in the server's own handling of a message (a bug) is logged
+with its traceback and answered with ``INTERNAL``, and the connection stays open too (except
+during the handshake: without a Welcome there is nothing to continue, so it is closed, code 1011).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import time
@@ -53,8 +61,33 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
 """Seconds a new connection has to send its :class:`Hello` before it is closed."""
 
+HELLO_MAX_BYTES = 64 * 1024
+"""Largest first frame (bytes) of a connection; a valid :class:`Hello` is a few hundred bytes
+(its client name is capped at :data:`protocol.messages.MAX_CLIENT_NAME_CHARS` characters)."""
+
+FRAME_MARGIN = 2
+"""The WebSocket ``max_size`` is this × :func:`protocol.max_frame_bytes` of the pixel limit.
+
+Every valid request fits in ``max_frame_bytes(max_pixels)``; reading frames up to twice that lets
+:func:`protocol.decode` answer a request somewhat over the pixel limit with ``TOO_LARGE`` and keep
+the connection, rather than websockets closing it with code 1009 (message too big)."""
+
 StatusListener = Callable[[str, str], None]
 """Called as ``listener(state, text)`` on the event loop's thread; ``state``: ``"idle"``, ``"busy"`` or ``"error"``."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (an address or host name to bind) is reachable from this machine only.
+
+    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are; every other address,
+    ``0.0.0.0``/``::``/``""`` (all interfaces) and every other host name are not.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
 
 
 def daemon_version() -> str:
@@ -126,16 +159,23 @@ class DaemonServer:
             on_listening: called once with the URL (``ws://HOST:PORT``, the real port when 0 was asked)
                 as soon as connections are accepted.
 
+        Returns once the running job (cancelled first) has ended; the event loop keeps running
+        meanwhile (the worker thread is joined in another thread), so signal handlers still work.
+
         Raises:
             OSError: the address cannot be bound (e.g. the port is in use).
         """
         self._loop = asyncio.get_running_loop()
         if self._stop_requested:
             self._stop_event.set()
+        if not is_loopback_host(self.settings.host):
+            log.warning("host %r is not a loopback address: other machines can connect, and the token travels "
+                        "unencrypted (ws://, no TLS); use 127.0.0.1 unless this network is trusted",
+                        self.settings.host)
         worker = Worker()
         try:
-            async with serve(self._handle, self.settings.host, self.settings.port, compression=None,
-                             origins=[None], max_size=max_frame_bytes(self.settings.max_pixels)) as server:
+            async with serve(self._handle, self.settings.host, self.settings.port, compression=None, origins=[None],
+                             max_size=FRAME_MARGIN * max_frame_bytes(self.settings.max_pixels)) as server:
                 port = server.sockets[0].getsockname()[1]
                 self.url = f"ws://{self.settings.host}:{port}"
                 log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
@@ -151,7 +191,7 @@ class DaemonServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatcher
         finally:
-            worker.shutdown()
+            await asyncio.to_thread(worker.shutdown)  # a job's load() cannot be interrupted: wait off the loop
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (thread-safe; also before it started, then it returns at once)."""
@@ -185,18 +225,27 @@ class DaemonServer:
             dropped = self._queue.drop_owner(client.id)
             running = self._queue.running
             if dropped or (running is not None and running.owner == client.id):
-                log.info("connection %d (%s) closed; cancelled its jobs", client.id, client.name)
+                log.info("connection %d (%r) closed; cancelled its jobs", client.id, client.name)
             writer.cancel()  # the peer is gone: nothing left in the outbox can be delivered
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
 
     async def _handshake(self, websocket: ServerConnection) -> _Client | None:
-        """Read the Hello; reply Welcome, or Error and close (returns None)."""
+        """Read the Hello; reply Welcome, or Error and close (returns None).
+
+        Refused with Error and close code 1008: a first frame over :data:`HELLO_MAX_BYTES` or not a
+        :class:`Hello` (UNAUTHORIZED), a malformed one (its :class:`ProtocolError` code), a wrong
+        token (UNAUTHORIZED), another protocol version (VERSION_MISMATCH). A failure to build the
+        Welcome (a bug, e.g. an engine's ``info()`` raising) is answered INTERNAL, close code 1011.
+        """
         try:
             frame = await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT)
         except (asyncio.TimeoutError, ConnectionClosed):
             return None
         try:
+            if len(frame) > HELLO_MAX_BYTES:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, f"the first message must be a hello of at most "
+                                                            f"{HELLO_MAX_BYTES} bytes, got {len(frame)}")
             hello = decode(frame, self.settings.max_pixels)
             if not isinstance(hello, Hello):
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first message must be a hello carrying the token")
@@ -215,15 +264,27 @@ class DaemonServer:
                 await websocket.close(1008, exc.code.value)
             return None
         client = _Client(id=next(self._ids), name=hello.client or "client", websocket=websocket)
-        welcome = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version(), device=self.device,
-                          engines=[engine.info() for engine in self.engines.values()],
-                          max_pixels=self.settings.max_pixels)
+        try:
+            welcome = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version(), device=self.device,
+                              engines=[engine.info() for engine in self.engines.values()],
+                              max_pixels=self.settings.max_pixels)
+        except Exception as exc:  # a bug (e.g. in an engine's info()): tell the client, keep serving others
+            log.exception("connection %d (%r): cannot answer its hello", client.id, client.name)
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(encode(Error(ErrorCode.INTERNAL.value, self._bug_report("the hello", exc))))
+                await websocket.close(1011, ErrorCode.INTERNAL.value)
+            return None
         try:
             await websocket.send(encode(welcome))
         except ConnectionClosed:
             return None
-        log.info("connection %d: %s", client.id, client.name)
+        log.info("connection %d: %r", client.id, client.name)  # repr: a client name cannot forge log lines
         return client
+
+    def _bug_report(self, what: str, exc: Exception) -> str:
+        """The INTERNAL error message for an unexpected exception ``exc`` while handling ``what`` (e.g. "the hello")."""
+        return (f"the daemon hit a bug while handling {what} ({type(exc).__name__}: {exc}); "
+                f"details are in its log, {self.settings.log_file}")
 
     @staticmethod
     async def _write(client: _Client) -> None:
@@ -241,7 +302,12 @@ class DaemonServer:
     # -- requests --------------------------------------------------------------------------------------------------
 
     def _receive(self, client: _Client, frame: str | bytes) -> None:
-        """Handle one frame after the handshake; protocol errors are answered, the connection stays open."""
+        """Handle one frame after the handshake; errors are answered and the connection stays open.
+
+        A :class:`ProtocolError` is answered with its code; any other exception is a bug in the
+        daemon: logged with its traceback and answered INTERNAL (with the job id when known).
+        """
+        message: Message | None = None
         try:
             message = decode(frame, self.settings.max_pixels)  # a text frame is BAD_MESSAGE too
             if isinstance(message, InpaintRequest):
@@ -253,6 +319,11 @@ class DaemonServer:
         except ProtocolError as exc:
             log.info("connection %d: %s", client.id, exc)
             self._send(client.id, Error(exc.code.value, exc.message))
+        except Exception as exc:
+            what = "a message" if message is None else f"the {message.type!r} message"
+            log.exception("connection %d: handling %s failed", client.id, what)
+            job_id = message.job_id if isinstance(message, InpaintRequest | Cancel) else None
+            self._send(client.id, Error(ErrorCode.INTERNAL.value, self._bug_report(what, exc), job_id))
 
     def _submit(self, client: _Client, request: InpaintRequest) -> None:
         """Validate and queue an inpaint request; reply Accepted or Error with the job id.
@@ -300,7 +371,11 @@ class DaemonServer:
             await self._run(loop, worker, job)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[_Pending]) -> None:
-        """Run one job on the worker thread and send its Result or Error to its owner."""
+        """Run one job on the worker thread and send its Result or Error to its owner.
+
+        :func:`daemon.worker.run_job` turns every failure of the job into an Error; should the
+        worker itself raise (a bug), the job is answered INTERNAL and the next job still runs.
+        """
         pending = job.payload
         owner, job_id = job.owner, job.job_id
         waiting = len(self._queue)
@@ -313,6 +388,9 @@ class DaemonServer:
         try:
             outcome: Result | Error = await asyncio.wrap_future(
                 worker.submit(pending.request, pending.engine, progress, job.cancelled, started - pending.accepted_at))
+        except Exception as exc:
+            log.exception("job %s: the worker failed", job_id)
+            outcome = Error(ErrorCode.INTERNAL.value, self._bug_report(f"job {job_id!r}", exc), job_id)
         finally:
             self._queue.finish(job)
         self._send(owner, outcome)

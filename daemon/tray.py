@@ -3,11 +3,18 @@
 Optional by nature: without a display (SSH, CI, a headless server) importing or starting pystray
 fails, on X11 with ``Xlib.error.DisplayNameError`` rather than ImportError, so :meth:`Tray.start`
 catches every exception, logs a warning and the daemon keeps serving without an icon.
+
+On macOS there is no icon: pystray's ``Icon.run`` must be called from the main thread there (its
+documentation, "Creating a system tray icon": the OSX implementation needs the main thread's
+application run loop), and that thread runs the daemon's asyncio loop. Giving it to the icon would
+mean restructuring the daemon around pystray, so :meth:`Tray.start` logs why and the daemon serves
+without one; quit it with Ctrl+C or ``kill``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +62,7 @@ def status_title(state: str, text: str, url: str) -> str:
 
 
 class Tray:
-    """The tray icon, run by ``pystray.Icon.run`` in a daemon thread.
+    """The tray icon, run by ``pystray.Icon.run`` in a daemon thread (Linux, Windows; never on macOS).
 
     Args:
         on_quit: called (from pystray's thread) when the user picks Quit; it must be thread-safe,
@@ -71,9 +78,13 @@ class Tray:
         """Show the icon for the daemon at ``url`` (shown in the tooltip).
 
         Returns:
-            True when the icon runs; False (after logging a warning) when no tray is possible here.
+            True when the icon runs; False (after logging why) on macOS, or when no tray is possible here.
         """
         self.url = url
+        if sys.platform == "darwin":
+            log.info("no tray icon on macOS: pystray must run on the main thread there, which serves clients; "
+                     "stop the daemon with Ctrl+C or kill")
+            return False
         try:
             import pystray
 

@@ -68,6 +68,8 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback
     blend_plane = Plane(width, height, 1, blend.tobytes())
     rgb = np.ascontiguousarray(image[..., :3])
 
+    if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
+        raise JobCancelled(f"job {request.job_id!r} cancelled")
     load_start = time.perf_counter()
     engine.load()
     load_seconds = time.perf_counter() - load_start
@@ -76,7 +78,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback
                       strength=request.strength, guidance_scale=request.guidance_scale,
                       num_inference_steps=request.num_inference_steps, seed=seed)
             for seed in variant_seeds(request.seed, request.num_variants)]
-    per_variant = max(1, engine.steps_for(jobs[0]))
+    per_variant = max(1, engine.steps_for(jobs[0]))  # once per job: the variants differ only in their seeds
     total = per_variant * len(jobs)
     done = -1
 
@@ -135,7 +137,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: ProgressCallback,
         engine: the engine named by ``request.engine``.
         progress: called as ``progress(step, total)`` with ``total`` = engine steps per variant ×
             variants; first ``(0, total)`` once the engine is loaded, last ``(total, total)``.
-        cancelled: polled between variants and by the engine between its steps.
+        cancelled: polled before the engine loads, between variants and by the engine between its steps.
         queued_seconds: how long the job waited in the queue (reported in the timings).
 
     Returns:

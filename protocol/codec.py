@@ -16,20 +16,37 @@ from typing import Any
 import msgpack
 
 from .errors import ErrorCode, ProtocolError
-from .messages import MESSAGE_TYPES, Message, Plane
+from .messages import (
+    MAX_ENGINE_NAME_CHARS,
+    MAX_JOB_ID_CHARS,
+    MAX_PROMPT_CHARS,
+    MESSAGE_TYPES,
+    Message,
+    Plane,
+)
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 """Default pixel limit (width × height) of one image: 16.8 Mpx, a 4096² crop."""
 
-_FRAME_OVERHEAD = 64 * 1024
-"""Bytes allowed beyond the pixel payload for field names, prompts and timings."""
+_UTF8_BYTES_PER_CHAR = 4
+"""Most bytes one character takes in UTF-8 (RFC 3629), which msgpack strings use."""
+
+_FRAME_OVERHEAD = (_UTF8_BYTES_PER_CHAR * (2 * MAX_PROMPT_CHARS + MAX_JOB_ID_CHARS + MAX_ENGINE_NAME_CHARS)
+                   + 16 * 1024)
+"""Bytes allowed beyond the pixel payload (49 KiB): the longest prompt, negative prompt, job id and engine name a
+request may carry (:mod:`protocol.messages` caps them in characters, 4 UTF-8 bytes each), plus 16 KiB for field
+names, numbers, msgpack headers and the per-variant seeds and timings of a result (about 200 bytes a variant)."""
 
 
 def max_frame_bytes(max_pixels: int, num_images: int = 1) -> int:
     """Largest frame (bytes) carrying ``num_images`` RGBA images with their masks of ``max_pixels`` each.
 
     An inpaint request carries one RGBA image and one 1-channel mask (5 bytes per pixel); a result
-    carries that once per variant. Used as the WebSocket ``max_size`` on both sides.
+    carries that once per variant. Every valid request whose planes have at most ``max_pixels``
+    pixels encodes to at most ``max_frame_bytes(max_pixels)`` bytes, and every result of
+    ``num_images`` such variants to at most ``max_frame_bytes(max_pixels, num_images)``. The
+    daemon reads frames somewhat larger than this (:data:`daemon.server.FRAME_MARGIN`) so that it
+    can answer a request over its pixel limit with ``TOO_LARGE`` instead of closing the connection.
     """
     return max_pixels * 5 * num_images + _FRAME_OVERHEAD
 

@@ -1,7 +1,7 @@
 """Pure crop geometry shared by the editor side and the daemon (pixels, integer coordinates).
 
 The editor reads only the *context crop* around the selection: the selection's bounding box grown
-by the mask's own growth (``grow`` + ``feather``, which the daemon applies) and by ``padding``
+by the mask's own growth (``grow`` + :func:`feather_reach`, which the daemon applies) and by ``padding``
 pixels of surrounding picture for the model to see, rounded to multiples of 8 (the latent grid of
 SD-family VAEs) and kept inside the image. Compare diffusers' ``padding_mask_crop`` and Krita AI
 Diffusion's ``resolution.compute_bounds``.
@@ -33,10 +33,6 @@ class Rect:
     def bottom(self) -> int:
         """Exclusive bottom edge, ``y + height``."""
         return self.y + self.height
-
-    def is_empty(self) -> bool:
-        """True when the rectangle covers no pixel."""
-        return self.width <= 0 or self.height <= 0
 
     def contains(self, other: Rect) -> bool:
         """True when ``other`` lies entirely inside this rectangle."""
@@ -77,7 +73,7 @@ def context_crop(bounds: Rect, image_width: int, image_height: int, padding: int
         bounds: the selection's bounding box in image pixels (GIMP's ``Gimp.Selection.bounds``).
         image_width, image_height: the image's size in pixels.
         padding: pixels of context added on every side of ``bounds`` (≥ 0); callers include the
-            mask's ``grow + feather`` in it so the feathered edge fits in the crop.
+            mask's ``grow + feather_reach(feather)`` in it so the feathered edge fits in the crop.
         multiple: the crop's sides are rounded up to a multiple of this (default 8).
 
     Returns:

@@ -32,6 +32,19 @@ MAX_VARIANTS = 16
 SEED_MAX = 2**32 - 1
 """Seeds are unsigned 32-bit (what ``torch.Generator.manual_seed`` and NumPy both accept)."""
 
+MAX_PROMPT_CHARS = 4096
+"""Longest ``prompt`` or ``negative_prompt`` (characters). SD's CLIP text encoder reads only 77 tokens, so this
+never cuts a useful prompt; it bounds a request's frame (:func:`protocol.max_frame_bytes`)."""
+
+MAX_JOB_ID_CHARS = 128
+"""Longest :attr:`InpaintRequest.job_id` (characters)."""
+
+MAX_ENGINE_NAME_CHARS = 128
+"""Longest engine name a request may carry (characters); longer names cannot exist in a daemon's configuration."""
+
+MAX_CLIENT_NAME_CHARS = 200
+"""Longest :attr:`Hello.client` (characters): the name is logged, and the hello is read before authentication."""
+
 
 def _require(condition: bool, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
     if not condition:
@@ -97,12 +110,20 @@ class Hello:
         protocol_version: the client's :data:`PROTOCOL_VERSION`.
         client: free text naming the client, e.g. ``"gimp-plugin/0.1 GIMP 3.0.4"`` (logged).
         token: the daemon's auth token (read from the token file the daemon writes on first start).
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): ``client`` is longer than :data:`MAX_CLIENT_NAME_CHARS`.
     """
 
     type: ClassVar[str] = "hello"
     protocol_version: int
     client: str
     token: str
+
+    def __post_init__(self) -> None:
+        _require(len(self.client) <= MAX_CLIENT_NAME_CHARS,
+                 f"the client name has {len(self.client)} characters; at most {MAX_CLIENT_NAME_CHARS} are allowed",
+                 ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -126,12 +147,12 @@ class InpaintRequest:
     """Client → daemon: fill the masked part of an image crop.
 
     Attributes:
-        job_id: client-chosen id, unique per connection (1…128 characters).
-        engine: an :attr:`EngineInfo.name` from the :class:`Welcome`.
+        job_id: client-chosen id, unique per connection (1…:data:`MAX_JOB_ID_CHARS` characters).
+        engine: an :attr:`EngineInfo.name` from the :class:`Welcome` (≤ :data:`MAX_ENGINE_NAME_CHARS` characters).
         x, y: the crop's top-left corner in the client's image (pixels); echoed in the result.
         image: the context crop, RGBA (4 channels).
         mask: same width and height, 1 channel, 255 = repaint, 0 = keep (diffusers' convention).
-        prompt, negative_prompt: text conditioning; may be empty.
+        prompt, negative_prompt: text conditioning; may be empty; at most :data:`MAX_PROMPT_CHARS` characters each.
         strength: 0 < strength ≤ 1, how much of the masked area is re-noised (diffusers ``strength``).
         guidance_scale: classifier-free guidance weight, 0…50 (diffusers ``guidance_scale``).
         num_inference_steps: denoising steps, 1…500.
@@ -162,7 +183,12 @@ class InpaintRequest:
     feather: int = 8
 
     def __post_init__(self) -> None:
-        _require(1 <= len(self.job_id) <= 128, "job_id must have 1…128 characters")
+        _require(1 <= len(self.job_id) <= MAX_JOB_ID_CHARS, f"job_id must have 1…{MAX_JOB_ID_CHARS} characters")
+        _require(len(self.engine) <= MAX_ENGINE_NAME_CHARS,
+                 f"the engine name has {len(self.engine)} characters; at most {MAX_ENGINE_NAME_CHARS} are allowed")
+        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
+            _require(len(text) <= MAX_PROMPT_CHARS,
+                     f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed")
         _require(self.image.channels == 4, f"image must be RGBA (4 channels), got {self.image.channels}")
         _require(self.mask.channels == 1, f"mask must have 1 channel, got {self.mask.channels}")
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),

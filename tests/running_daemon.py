@@ -1,5 +1,8 @@
 """Test support: the real :class:`daemon.server.DaemonServer` on a free port in a background thread,
-plus small scripted engines for progress, cancel and failure cases."""
+plus small scripted engines for progress, cancel and failure cases.
+
+Used by the daemon's, the client's, the CLI's and the installer's tests (and ``bench/``): one copy.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +21,23 @@ from daemon.engines.base import CancelCheck, Engine, EngineJob, EngineLoadError,
 from daemon.server import DaemonServer
 from protocol import DEFAULT_MAX_PIXELS, EngineInfo
 
+WAIT = 20.0
+"""Seconds a test waits for the daemon to start, stop or answer (only reached when something is broken)."""
+
 
 class StepEngine(Engine):
     """Reports ``steps`` progress units, ``delay`` seconds apart, polling ``cancelled`` before each;
-    returns the inverted picture (255 − RGB), so filled pixels are predictable."""
+    returns the inverted picture (255 − RGB), so filled pixels are predictable.
+
+    Attributes:
+        seen: ``(prompt, seed)`` of every job it ran, in order.
+    """
 
     def __init__(self, name: str = "steps", steps: int = 5, delay: float = 0.0) -> None:
         self.name = name
         self.steps = steps
         self.delay = delay
+        self.seen: list[tuple[str, int]] = []
 
     def info(self) -> EngineInfo:
         return EngineInfo(name=self.name, kind="test", model="invert", available=True, uses_prompt=True)
@@ -35,6 +46,11 @@ class StepEngine(Engine):
         return self.steps
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.seen.append((job.prompt, job.seed))
+        return self.paint(job, progress, cancelled)
+
+    def paint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        """The steps and the inverted picture, without recording the job (for subclasses that record it)."""
         for step in range(1, self.steps + 1):
             if cancelled():
                 raise JobCancelled("cancelled")
@@ -68,24 +84,47 @@ class MissingEngine(BrokenEngine):
 
 
 @contextmanager
+def serving(server: DaemonServer) -> Iterator[DaemonServer]:
+    """Run ``server`` in a background thread until the block ends, then stop it.
+
+    Raises:
+        AssertionError: it did not start or stop within :data:`WAIT` seconds, or ``serve`` raised
+            (the exception is reported, not lost in the thread).
+    """
+    listening = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(lambda url: listening.set()))
+        except BaseException as exc:
+            failures.append(exc)
+            listening.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listening.wait(WAIT) and not failures, failures
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(WAIT)
+        assert not thread.is_alive() and not failures, failures
+
+
+@contextmanager
 def running_daemon(config_dir: Path, engines: Sequence[Engine],
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, str]]:
-    """Serve ``engines`` on 127.0.0.1 (free port) until the block ends; yields ``(url, token)``."""
+    """Serve ``engines`` on 127.0.0.1 (free port) until the block ends; yields ``(url, token)``.
+
+    The token is ``config_dir``'s (created if missing, :func:`daemon.config.ensure_token`).
+    """
     token = ensure_token(config_dir)
     settings = Settings(config_dir=config_dir, log_file=config_dir / "daemon.log", port=0, max_pixels=max_pixels,
                         tray=False)
-    server = DaemonServer(settings, engines, token)
-    listening = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(on_listening=lambda url: listening.set())),
-                              daemon=True)
-    thread.start()
-    if not listening.wait(10):
-        raise RuntimeError("the test daemon did not start")
-    try:
+    with serving(DaemonServer(settings, engines, token)) as server:
+        assert server.url is not None
         yield server.url, token
-    finally:
-        server.stop()
-        thread.join(10)
 
 
 def free_port() -> int:

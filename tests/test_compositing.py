@@ -69,12 +69,31 @@ def test_grow_mask_keeps_soft_values_and_zero_is_a_copy(selection: np.ndarray) -
 def test_blend_mask_fades_outward_with_pillow_gaussian_blur(selection: np.ndarray, feather: int) -> None:
     grown = grow_mask(selection, 4)
     blend = blend_mask(grown, feather)
+    assert blend.shape == grown.shape and blend.dtype == np.uint8
+    assert np.all(blend >= grown)  # never less than the selection …
+    assert np.all(blend[grown == 255] == 255)  # … so all of it is replaced, no ghost of its edge
     blurred = np.asarray(Image.fromarray(grown).filter(ImageFilter.GaussianBlur(feather)))
-    assert np.array_equal(blend, np.maximum(grown, blurred))
-    assert np.all(blend[grown == 255] == 255)  # the whole selection is replaced, no ghost of its edge
-    assert np.all(blend[_chebyshev_outside(grown) > feather_reach(feather)] == 0)
-    assert np.count_nonzero(blend) > np.count_nonzero(grown)  # the feather spreads outward …
-    assert np.all(blend[grown == 0] < 255)  # … and fades to below full outside
+    ring = (grown == 0) & (_distance_outside(grown) <= feather)
+    assert np.all(blend[ring] >= 10)  # a visible fade over (at least) one feather around the selection …
+    fade = blurred > grown
+    assert np.array_equal(blend[fade], blurred[fade])  # … which is Pillow's Gaussian blur of the mask
+    assert np.all(blend[_chebyshev_outside(grown) > feather_reach(feather)] == 0)  # nothing beyond its reach
+    assert np.all(blend[grown == 0] < 255)  # and it fades to below full outside
+
+
+@pytest.mark.parametrize("feather", [2, 4, 12])
+def test_blend_mask_fades_monotonically_from_a_straight_edge(feather: int) -> None:
+    mask = np.zeros((64, 160), np.uint8)
+    mask[:, :40] = 255
+    blend = blend_mask(mask, feather)
+    assert np.all(blend == blend[32])  # the same profile on every row: Pillow extends the image's borders
+    assert np.all(blend[:, :40] == 255)
+    profile = blend[32, 40:].astype(int)
+    assert 96 <= profile[0] < 128  # half strength at the edge (the pixel centre is 0.5 px outside it) …
+    steep = profile[: np.argmax(profile <= 2)]
+    assert len(steep) >= 2 * feather and np.all(np.diff(steep) < 0)  # … falling strictly over the visible fade …
+    assert np.all(np.diff(profile) <= 0)  # … never rising …
+    assert np.all(profile[feather_reach(feather):] == 0)  # … and exactly 0 beyond feather_reach
 
 
 def test_blend_mask_zero_feather_and_borders() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,12 @@ def test_toml_then_command_line(tmp_path: Path) -> None:
     ("threads = true\n", "threads must be of type int"),
     ("port = 70000\n", "port=70000 is outside"),
     ("device = 'tpu'\n", "device='tpu'"),
+    ("device = 'cuda:'\n", "device='cuda:'"),
+    ("device = 'cuda:x'\n", "device='cuda:x'"),
+    ("device = 'cpu:0'\n", "device='cpu:0'"),
     ("models = 3\n", "'models' must be a table"),
     ("[models.x]\npath = 'a/b'\n", "[models.x] must contain exactly model"),
-    ("[models.opencv]\nmodel = 'a/b'\n", "not 'opencv'"),
+    ("[models.opencv]\nmodel = 'a/b'\n", "not be 'opencv'"),
     ("port = \n", "daemon.toml"),
 ])
 def test_bad_toml_is_reported_with_file_and_key(tmp_path: Path, text: str, words: str) -> None:
@@ -61,6 +65,13 @@ def test_bad_toml_is_reported_with_file_and_key(tmp_path: Path, text: str, words
     with pytest.raises(ConfigError) as error:
         load_settings(tmp_path)
     assert words in str(error.value) and str(tmp_path / "daemon.toml") in str(error.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_devices_accepted(tmp_path: Path, device: str) -> None:
+    (tmp_path / "daemon.toml").write_text(f'device = "{device}"\n')
+    assert load_settings(tmp_path).device == device
+    assert load_settings(tmp_path, {"device": device}).device == device
 
 
 def test_bad_overrides(tmp_path: Path) -> None:
@@ -78,6 +89,38 @@ def test_token_created_once_with_mode_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert ensure_token(folder) == token  # read back, not replaced
     assert ensure_token(tmp_path / "other") != token
+
+
+def _race_ensure_token(folder: Path, callers: int) -> tuple[list[str], list[Exception]]:
+    """Call ``ensure_token(folder)`` from ``callers`` threads released at once; returns their tokens and errors."""
+    start = threading.Barrier(callers)
+    tokens: list[str] = []
+    errors: list[Exception] = []
+
+    def create() -> None:
+        start.wait()
+        try:
+            tokens.append(ensure_token(folder))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tokens, errors
+
+
+def test_concurrent_token_creation_agrees_on_one_complete_token(tmp_path: Path) -> None:
+    """A daemon and an installer starting at once: every caller gets the same token, none sees an empty file."""
+    for round_number in range(20):
+        folder = tmp_path / f"round-{round_number}"
+        tokens, errors = _race_ensure_token(folder, 6)
+        assert errors == [] and len(tokens) == 6 and len(set(tokens)) == 1, (errors, tokens)
+        assert (folder / "token").read_text() == tokens[0] + "\n"
+        assert [path.name for path in folder.iterdir()] == ["token"]  # no temporary file left behind
+        assert stat.S_IMODE((folder / "token").stat().st_mode) == 0o600
 
 
 def test_token_file_permissions_tightened_and_empty_rejected(tmp_path: Path) -> None:
@@ -106,8 +149,10 @@ def test_command_line_options(tmp_path: Path) -> None:
     assert cli.parse_args([]).port is None  # left to daemon.toml
     with pytest.raises(SystemExit):
         cli.parse_args(["--model", "no-equals-sign"])
-    with pytest.raises(SystemExit):
-        cli.parse_args(["--device", "tpu"])
+    assert cli.parse_args(["--device", "cuda:1"]).device == "cuda:1"
+    for device in ("tpu", "cuda:", "cuda:one", "cuda1"):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--device", device])
 
 
 def test_engines_in_handshake_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,8 @@ websockets' sync client and the project's protocol.encode/decode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import re
 import stat
@@ -22,15 +24,18 @@ import cv2
 import msgpack
 import numpy as np
 import pytest
+from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, serving
 from skimage import data
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from daemon import server as server_module
+from daemon import worker as worker_module
 from daemon.compositing import blend_mask, grow_mask, repaint_mask
 from daemon.config import Settings
-from daemon.engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from daemon.engines.base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 from daemon.engines.opencv_engine import OpenCVEngine
-from daemon.server import DaemonServer
+from daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
 from protocol import (
     PROTOCOL_VERSION,
     Accepted,
@@ -48,41 +53,12 @@ from protocol import (
     decode,
     encode,
 )
+from protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS
 
 TOKEN = "0123456789abcdef" * 4
-FILL = (255, 0, 255)
-WAIT = 20.0  # seconds before a test gives up waiting for a message (only reached when the daemon is broken)
 
 
-# -- fake engines ------------------------------------------------------------------------------------------------------
-
-class StepEngine(Engine):
-    """``steps`` tiny steps, then the masked area painted ``FILL``; records the seeds and prompts it ran."""
-
-    def __init__(self, name: str = "steps", steps: int = 4) -> None:
-        self.name, self.steps = name, steps
-        self.seen: list[tuple[str, int]] = []
-
-    def info(self) -> EngineInfo:
-        return EngineInfo(self.name, "test", "fake", True, True, "test engine")
-
-    def steps_for(self, job: EngineJob) -> int:
-        return self.steps
-
-    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        self.seen.append((job.prompt, job.seed))
-        return self.paint(job, progress, cancelled)
-
-    def paint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        for step in range(1, self.steps + 1):
-            if cancelled():
-                raise JobCancelled("cancelled")
-            time.sleep(0.002)
-            progress(step, self.steps)
-        result = job.image.copy()
-        result[job.mask > 0] = FILL
-        return result
-
+# -- fake engines (the shared ones are in running_daemon.py) -----------------------------------------------------------
 
 class GateEngine(StepEngine):
     """Signals ``started`` when a job begins, then holds it until ``release`` is set or the job is cancelled."""
@@ -112,46 +88,20 @@ class OutOfMemoryError(RuntimeError):
 
 
 class OomEngine(StepEngine):
+    """Runs out of (GPU) memory on every job."""
+
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-class BrokenEngine(StepEngine):
-    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        raise ValueError("the scheduler exploded")
-
-
-class UnloadableEngine(StepEngine):
-    def load(self) -> None:
-        raise EngineLoadError("model 'x/y' is not downloaded: start the daemon once with network access")
-
-
 # -- harness -----------------------------------------------------------------------------------------------------------
 
-@contextmanager
-def running_daemon(engines: list[Engine], tmp_path: Path, max_pixels: int = 512 * 512) -> Iterator[DaemonServer]:
-    """Serve ``engines`` on a free loopback port in a background thread; stop it afterwards."""
-    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0, max_pixels=max_pixels)
-    server = DaemonServer(settings, engines, TOKEN, device="cpu")
-    listening = threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(server.serve(lambda url: listening.set()))
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            failures.append(exc)
-            listening.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert listening.wait(WAIT) and not failures, failures
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(WAIT)
-        assert not thread.is_alive() and not failures, failures
+def daemon(engines: list[Engine], tmp_path: Path, max_pixels: int = 512 * 512,
+           host: str = "127.0.0.1") -> contextlib.AbstractContextManager[DaemonServer]:
+    """Serve ``engines`` with the token :data:`TOKEN` on a free port of ``host`` (see running_daemon.serving)."""
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", host=host, port=0,
+                        max_pixels=max_pixels)
+    return serving(DaemonServer(settings, engines, TOKEN, device="cpu"))
 
 
 class Client:
@@ -232,7 +182,7 @@ def assert_opencv_works(client: Client, crop: tuple[np.ndarray, np.ndarray], job
 # -- handshake ---------------------------------------------------------------------------------------------------------
 
 def test_handshake_lists_engines(tmp_path: Path) -> None:
-    with running_daemon([StepEngine(), OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+    with daemon([StepEngine(), OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         welcome = client.reply
         assert isinstance(welcome, Welcome) and welcome.protocol_version == PROTOCOL_VERSION
         assert [engine.name for engine in welcome.engines] == ["steps", "opencv"]
@@ -247,7 +197,7 @@ def test_handshake_lists_engines(tmp_path: Path) -> None:
     (TOKEN, PROTOCOL_VERSION + 1, ErrorCode.VERSION_MISMATCH),
 ])
 def test_bad_hello_is_refused_and_closed(tmp_path: Path, token: str, version: int, code: ErrorCode) -> None:
-    with running_daemon([OpenCVEngine()], tmp_path) as server:
+    with daemon([OpenCVEngine()], tmp_path) as server:
         with connected(server.url, token=token, version=version) as client:
             assert isinstance(client.reply, Error) and client.reply.code == code.value and client.reply.job_id is None
             with pytest.raises(ConnectionClosed) as closed:
@@ -258,7 +208,7 @@ def test_bad_hello_is_refused_and_closed(tmp_path: Path, token: str, version: in
 
 
 def test_first_message_must_be_hello(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
-    with running_daemon([OpenCVEngine()], tmp_path) as server, connected(server.url, hello=False) as client:
+    with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url, hello=False) as client:
         client.send(make_request(crop))
         reply = client.recv()
         assert isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED.value
@@ -266,8 +216,59 @@ def test_first_message_must_be_hello(tmp_path: Path, crop: tuple[np.ndarray, np.
             client.recv()
 
 
+def _hello_frame(client: str) -> bytes:
+    """A Hello with the right token and ``client`` as its name, packed directly (``Hello`` refuses long names)."""
+    return msgpack.packb({"type": "hello", "protocol_version": PROTOCOL_VERSION, "client": client, "token": TOKEN})
+
+
+@pytest.mark.parametrize(("client_name", "code"), [
+    ("x" * (HELLO_MAX_BYTES + 1), ErrorCode.UNAUTHORIZED),  # a first frame over 64 KiB is not even decoded
+    ("x" * (MAX_CLIENT_NAME_CHARS + 1), ErrorCode.BAD_MESSAGE),  # small frame, but the name is too long
+])
+def test_oversized_hello_is_refused_and_closed(tmp_path: Path, client_name: str, code: ErrorCode) -> None:
+    with daemon([OpenCVEngine()], tmp_path) as server:
+        with connected(server.url, hello=False) as client:
+            client.send(_hello_frame(client_name))
+            reply = client.recv()
+            assert isinstance(reply, Error) and reply.code == code.value, reply
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        with connected(server.url, hello=False) as client:
+            client.send(_hello_frame("n" * MAX_CLIENT_NAME_CHARS))  # the longest allowed name is fine
+            assert isinstance(client.recv(), Welcome)
+
+
+class FlakyInfoEngine(StepEngine):
+    """``info()`` raises the first time (a bug in an engine), then works."""
+
+    def __init__(self) -> None:
+        super().__init__("flaky")
+        self.calls = 0
+
+    def info(self) -> EngineInfo:
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyError("model_index.json")
+        return super().info()
+
+
+def test_a_bug_while_answering_the_hello_is_internal(tmp_path: Path) -> None:
+    with daemon([FlakyInfoEngine(), OpenCVEngine()], tmp_path) as server:
+        with connected(server.url) as client:
+            reply = client.reply
+            assert isinstance(reply, Error) and reply.code == ErrorCode.INTERNAL.value, reply
+            assert "KeyError" in reply.message and str(tmp_path / "daemon.log") in reply.message
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        with connected(server.url) as client:  # the daemon still serves
+            assert isinstance(client.reply, Welcome)
+            assert [engine.name for engine in client.reply.engines] == ["flaky", "opencv"]
+
+
 def test_browser_origin_is_rejected(tmp_path: Path) -> None:
-    with running_daemon([OpenCVEngine()], tmp_path) as server:
+    with daemon([OpenCVEngine()], tmp_path) as server:
         with pytest.raises(InvalidStatus) as refused, connect(server.url, origin="https://example.com", proxy=None,
                                                               open_timeout=WAIT):
             pass
@@ -317,7 +318,7 @@ MALFORMED = {
 def test_malformed_frame_is_answered_and_connection_survives(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
                                                              case: str) -> None:
     make_frame, code = MALFORMED[case]
-    with running_daemon([OpenCVEngine()], tmp_path, max_pixels=SMALL_LIMIT) as server, \
+    with daemon([OpenCVEngine()], tmp_path, max_pixels=SMALL_LIMIT) as server, \
             connected(server.url) as client:
         client.send(make_frame(crop))
         reply = client.recv()
@@ -327,7 +328,7 @@ def test_malformed_frame_is_answered_and_connection_survives(tmp_path: Path, cro
 
 def test_request_errors_carry_the_job_id(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+    with daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         _, unknown = client.run(make_request(crop, "u", engine="dall-e"))
         assert isinstance(unknown, Error) and unknown.code == ErrorCode.UNKNOWN_ENGINE.value and unknown.job_id == "u"
         assert "opencv" in unknown.message
@@ -347,11 +348,72 @@ def test_request_errors_carry_the_job_id(tmp_path: Path, crop: tuple[np.ndarray,
         assert_opencv_works(client, crop)
 
 
+def test_request_over_the_pixel_limit_is_too_large_and_the_connection_survives(tmp_path: Path) -> None:
+    """A request 7 % over the pixel limit is answered TOO_LARGE (not closed with 1009, message too big);
+    one at the limit with the longest prompts (2-byte characters) is served."""
+    coffee = data.coffee()  # 400 rows × 600 columns
+    rgba = np.dstack([coffee, np.full(coffee.shape[:2], 255, np.uint8)])
+    mask = np.zeros(coffee.shape[:2], np.uint8)
+    mask[200:260, 150:250] = 255
+    limit = 400 * 560
+    assert 5 * (rgba.shape[0] * rgba.shape[1] - limit) > 64 * 1024  # the excess alone is more than any overhead
+    with daemon([OpenCVEngine()], tmp_path, max_pixels=limit) as server, connected(server.url) as client:
+        client.send(make_request((rgba, mask), "over"))
+        reply = client.recv()
+        assert isinstance(reply, Error) and reply.code == ErrorCode.TOO_LARGE.value, reply
+        assert str(limit) in reply.message
+        at_limit = (np.ascontiguousarray(rgba[:, :560]), np.ascontiguousarray(mask[:, :560]))
+        events, outcome = client.run(make_request(at_limit, "at-limit", prompt="é" * MAX_PROMPT_CHARS,
+                                                  negative_prompt="ü" * MAX_PROMPT_CHARS))
+        assert events[0] == Accepted("at-limit", 0) and isinstance(outcome, Result), outcome
+        assert (outcome.variants[0].image.width, outcome.variants[0].image.height) == (560, 400)
+
+
+def test_a_bug_while_handling_a_request_is_internal(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    original = server_module.check_request
+    calls: list[str] = []
+
+    def buggy_once(request: InpaintRequest) -> None:
+        calls.append(request.job_id)
+        if len(calls) == 1:
+            raise AttributeError("'NoneType' object has no attribute 'max'")
+        original(request)
+
+    monkeypatch.setattr(server_module, "check_request", buggy_once)
+    with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        _, outcome = client.run(make_request(crop, "bug"))
+        assert isinstance(outcome, Error) and outcome.code == ErrorCode.INTERNAL.value and outcome.job_id == "bug"
+        assert "AttributeError" in outcome.message
+        assert_opencv_works(client, crop)  # same connection
+    assert calls == ["bug", "after"]
+
+
+def test_a_bug_in_the_worker_is_internal_and_the_next_job_runs(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    original = worker_module.run_job
+    calls: list[str] = []
+
+    def buggy_once(request: InpaintRequest, *args: object) -> Result | Error:
+        calls.append(request.job_id)
+        if len(calls) == 1:
+            raise TypeError("run_job() got an unexpected keyword argument")
+        return original(request, *args)
+
+    monkeypatch.setattr(worker_module, "run_job", buggy_once)
+    with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        events, outcome = client.run(make_request(crop, "bug"))
+        assert events == [Accepted("bug", 0)]
+        assert isinstance(outcome, Error) and outcome.code == ErrorCode.INTERNAL.value and outcome.job_id == "bug"
+        assert_opencv_works(client, crop)  # the dispatcher survived
+    assert calls == ["bug", "after"]
+
+
 # -- jobs --------------------------------------------------------------------------------------------------------------
 
 def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = StepEngine(steps=4)
-    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+    with daemon([engine], tmp_path) as server, connected(server.url) as client:
         events, result = client.run(make_request(crop, "p", engine="steps", prompt="a cat", seed=41,
                                                  num_variants=3))
     assert events[0] == Accepted("p", 0)
@@ -365,11 +427,11 @@ def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarra
         assert set(variant.timings) == {"queue", "load", "inference", "total"}
         assert all(value >= 0 for value in variant.timings.values())
         out = np.frombuffer(variant.image.data, np.uint8).reshape(96, 128, 4)
-        assert np.all(out[crop[1] == 255, :3] == FILL)
+        assert np.array_equal(out[crop[1] == 255, :3], 255 - crop[0][crop[1] == 255, :3])  # the engine's pixels
 
 
 def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
-    with running_daemon([StepEngine(steps=1)], tmp_path) as server, connected(server.url) as client:
+    with daemon([StepEngine(steps=1)], tmp_path) as server, connected(server.url) as client:
         _, result = client.run(make_request(crop, engine="steps", seed=-1, num_variants=2))
     assert isinstance(result, Result)
     first, second = (variant.seed for variant in result.variants)
@@ -378,7 +440,7 @@ def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndar
 
 def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     image, mask = crop
-    with running_daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+    with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         events, result = client.run(make_request(crop, grow=3, feather=4))
     assert [type(event) for event in events] == [Accepted, Progress, Progress]
     assert isinstance(result, Result)
@@ -397,7 +459,7 @@ def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.n
 
 def test_cancel_running_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+    with daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         client.send(make_request(crop, "long", engine="gate"))
         assert client.recv() == Accepted("long", 0)
         assert engine.started.wait(WAIT)
@@ -412,7 +474,7 @@ def test_cancel_running_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray])
 
 def test_cancel_queued_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+    with daemon([engine], tmp_path) as server, connected(server.url) as client:
         client.send(make_request(crop, "first", engine="gate", prompt="first"))
         assert client.recv() == Accepted("first", 0)
         assert engine.started.wait(WAIT)
@@ -430,7 +492,7 @@ def test_cancel_queued_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) 
 
 def test_two_clients_run_in_arrival_order(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine], tmp_path) as server, connected(server.url) as alice, \
+    with daemon([engine], tmp_path) as server, connected(server.url) as alice, \
             connected(server.url) as bob:
         alice.send(make_request(crop, "job", engine="gate", prompt="alice"))
         assert alice.recv() == Accepted("job", 0) and engine.started.wait(WAIT)
@@ -446,7 +508,7 @@ def test_two_clients_run_in_arrival_order(tmp_path: Path, crop: tuple[np.ndarray
 
 def test_disconnect_cancels_its_jobs(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine, OpenCVEngine()], tmp_path) as server:
+    with daemon([engine, OpenCVEngine()], tmp_path) as server:
         with connected(server.url) as leaving:
             leaving.send(make_request(crop, "a", engine="gate", prompt="running"))
             leaving.send(make_request(crop, "b", engine="gate", prompt="queued"))
@@ -460,7 +522,7 @@ def test_disconnect_cancels_its_jobs(tmp_path: Path, crop: tuple[np.ndarray, np.
 def test_stop_cancels_the_running_job_and_closes_connections(tmp_path: Path,
                                                             crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
-    with running_daemon([engine], tmp_path) as server, connected(server.url) as client:
+    with daemon([engine], tmp_path) as server, connected(server.url) as client:
         client.send(make_request(crop, "a", engine="gate"))
         assert engine.started.wait(WAIT)
         server.stop()
@@ -471,14 +533,94 @@ def test_stop_cancels_the_running_job_and_closes_connections(tmp_path: Path,
         assert engine.saw_cancel.wait(WAIT)
 
 
+class SlowLoadEngine(StepEngine):
+    """Its ``load()`` blocks until ``release`` is set, as a multi-GB model load does (it cannot be cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__("slow-load", steps=1)
+        self.loading = threading.Event()
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        self.loading.set()
+        if not self.release.wait(WAIT):
+            raise TimeoutError("the test never released the load")
+
+
+def test_stop_during_a_load_keeps_the_event_loop_running(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While serve() waits for the worker to finish a load, other coroutines (and signal handlers) still run."""
+    engine = SlowLoadEngine()
+    shutting_down, ticked_while_shutting_down = threading.Event(), threading.Event()
+    original_shutdown = worker_module.Worker.shutdown
+
+    def shutdown(worker: worker_module.Worker) -> None:
+        shutting_down.set()
+        original_shutdown(worker)
+
+    monkeypatch.setattr(worker_module.Worker, "shutdown", shutdown)
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0)
+    server = DaemonServer(settings, [engine], TOKEN)
+    listening = threading.Event()
+
+    async def main() -> None:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.005)
+                if shutting_down.is_set():
+                    ticked_while_shutting_down.set()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await server.serve(lambda url: listening.set())
+        finally:
+            ticker.cancel()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert listening.wait(WAIT)
+        with connected(server.url) as client:
+            client.send(make_request(crop, "loading", engine="slow-load"))
+            assert client.recv() == Accepted("loading", 0)
+            assert engine.loading.wait(WAIT)
+            server.stop()
+            assert shutting_down.wait(WAIT)
+            assert ticked_while_shutting_down.wait(WAIT)  # the loop is not blocked by the worker's shutdown …
+            assert thread.is_alive()  # … which is still waiting for the load
+    finally:
+        engine.release.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert engine.seen == []  # the load ended, the cancelled job never reached inpaint()
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("", False), ("192.168.1.20", False), ("example.com", False),
+])
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_non_loopback_host_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="daemon.server"):
+        with daemon([OpenCVEngine()], tmp_path):
+            pass
+        assert "not a loopback address" not in caplog.text
+        with daemon([OpenCVEngine()], tmp_path, host="0.0.0.0"):
+            pass
+    assert "'0.0.0.0' is not a loopback address" in caplog.text and "unencrypted" in caplog.text
+
+
 @pytest.mark.parametrize(("engine", "code", "words"), [
     (OomEngine("bad"), ErrorCode.OUT_OF_MEMORY, "out of memory"),
-    (BrokenEngine("bad"), ErrorCode.JOB_FAILED, "the scheduler exploded"),
-    (UnloadableEngine("bad"), ErrorCode.ENGINE_UNAVAILABLE, "start the daemon once with network access"),
+    (BrokenEngine("bad"), ErrorCode.JOB_FAILED, "broken on purpose"),
+    (MissingEngine("bad"), ErrorCode.ENGINE_UNAVAILABLE, "pip install something"),
 ])
 def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
                                                            engine: Engine, code: ErrorCode, words: str) -> None:
-    with running_daemon([engine, OpenCVEngine()], tmp_path) as server:
+    with daemon([engine, OpenCVEngine()], tmp_path) as server:
         with connected(server.url) as client:
             events, outcome = client.run(make_request(crop, "doomed", engine="bad"))
             assert events[0] == Accepted("doomed", 0)

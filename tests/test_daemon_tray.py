@@ -80,3 +80,24 @@ def test_no_display_means_no_tray_and_a_warning(monkeypatch: pytest.MonkeyPatch,
     assert "no tray icon" in caplog.text
     tray.set_status("busy", "still fine")
     tray.stop()
+
+
+def test_no_tray_on_macos(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """pystray must run on the main thread on macOS, which the daemon's event loop uses: no icon there, and why."""
+    icons: list[FakeIcon] = []
+
+    def record(*args: Any, **kwargs: Any) -> FakeIcon:
+        icons.append(FakeIcon(*args, **kwargs))
+        return icons[-1]
+
+    fake = types.SimpleNamespace(Icon=record, Menu=lambda *items: list(items),
+                                 MenuItem=lambda text, action: (text, action))
+    monkeypatch.setitem(sys.modules, "pystray", fake)
+    monkeypatch.setattr("daemon.tray.sys.platform", "darwin")
+    tray = Tray(on_quit=lambda: None)
+    with caplog.at_level(logging.INFO, logger="daemon.tray"):
+        assert not tray.start("ws://127.0.0.1:7869")
+    assert icons == []  # pystray was never asked for an icon
+    assert "no tray icon on macOS" in caplog.text and "main thread" in caplog.text
+    tray.set_status("busy", "still fine")
+    tray.stop()

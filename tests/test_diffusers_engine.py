@@ -20,7 +20,7 @@ import pytest
 from skimage import data
 
 from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
-from daemon.engines.diffusers_engine import INSTALL_HINT, DiffusersEngine, scaled_size
+from daemon.engines.diffusers_engine import INSTALL_HINT, SAFETY_CHECKER_MESSAGE, DiffusersEngine, scaled_size
 from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,15 @@ def astronaut_job(seed: int = 7, prompt: str = "a red helmet", strength: float =
     mask[30:70, 50:100] = 255
     return EngineJob(image=image, mask=mask, prompt=prompt, negative_prompt="blurry", strength=strength,
                      guidance_scale=7.5, num_inference_steps=num_inference_steps, seed=seed)
+
+
+def request_for(job: EngineJob, job_id: str = "j1", **fields: object) -> InpaintRequest:
+    """An inpaint request carrying ``job``'s crop (made opaque RGBA), mask, prompt and steps, plus ``fields``."""
+    rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
+    height, width = job.mask.shape
+    return InpaintRequest(job_id=job_id, engine="tiny", x=10, y=20, image=Plane(width, height, 4, rgba.tobytes()),
+                          mask=Plane(width, height, 1, job.mask.tobytes()), prompt=job.prompt,
+                          num_inference_steps=job.num_inference_steps, strength=job.strength, **fields)
 
 
 def no_progress(step: int, total: int) -> None:
@@ -315,9 +324,7 @@ def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngin
     job = astronaut_job(num_inference_steps=5)
     rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
     height, width = job.mask.shape
-    request = InpaintRequest(job_id="j1", engine="tiny", x=10, y=20, image=Plane(width, height, 4, rgba.tobytes()),
-                             mask=Plane(width, height, 1, job.mask.tobytes()), prompt="a red helmet",
-                             num_inference_steps=job.num_inference_steps, seed=41, num_variants=2, grow=2, feather=4)
+    request = request_for(job, seed=41, num_variants=2, grow=2, feather=4)
     reports: list[tuple[int, int]] = []
     result = run_job(request, engine, lambda step, total: reports.append((step, total)), never)
     assert isinstance(result, Result), result
@@ -343,3 +350,76 @@ def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) ->
                              mask=Plane(width, height, 1, job.mask.tobytes()))
     error = run_job(request, engine, no_progress, never)
     assert error.code == ErrorCode.ENGINE_UNAVAILABLE.value and "does not exist" in error.message
+
+
+@pytest.mark.diffusers
+def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting the steps asks a fresh scheduler once per (steps, strength), not once per variant or job."""
+    from daemon.worker import run_job
+
+    engine.load()
+    scheduler_class = type(engine._pipeline.scheduler)
+    built: list[type] = []
+    from_config = scheduler_class.from_config.__func__
+
+    def counting_from_config(cls: type, *args: object, **kwargs: object) -> object:
+        built.append(cls)
+        return from_config(cls, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler_class, "from_config", classmethod(counting_from_config))
+    job = astronaut_job(num_inference_steps=4)
+    for job_id in ("first", "second"):
+        assert isinstance(run_job(request_for(job, job_id, seed=3, num_variants=3), engine, no_progress, never), Result)
+    assert built == [scheduler_class]
+    six_steps = astronaut_job(num_inference_steps=6)
+    assert engine.steps_for(six_steps) == engine.steps_for(six_steps) == 7  # PNDM runs one timestep more
+    assert built == [scheduler_class] * 2
+
+
+@pytest.fixture(scope="module")
+def flagging_model(tiny_inpaint_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline plus diffusers' real ``StableDiffusionSafetyChecker`` (tiny random CLIP vision model),
+    saved and loaded like stable-diffusion-inpainting's. Its concept thresholds are −2, below any cosine
+    similarity, so it flags every image: the pipeline blacks the image out and reports ``nsfw_content_detected``."""
+    torch = pytest.importorskip("torch")
+    from diffusers import StableDiffusionInpaintPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    tiny_clip = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1}
+    config = CLIPConfig(text_config=tiny_clip, vision_config={**tiny_clip, "image_size": 32, "patch_size": 8},
+                        projection_dim=32)
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-2.0)
+    pipeline = StableDiffusionInpaintPipeline.from_pretrained(tiny_inpaint_model)
+    pipeline.register_modules(safety_checker=checker, feature_extractor=CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
+    folder = tmp_path_factory.mktemp("checked") / "model"
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.diffusers
+def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_model: Path) -> None:
+    from daemon.worker import run_job
+
+    engine = DiffusersEngine("checked", str(flagging_model), device="cpu")
+    with pytest.raises(ProtocolError) as caught:
+        engine.inpaint(astronaut_job(seed=7), no_progress, never)
+    assert caught.value.code is ErrorCode.JOB_FAILED
+    assert caught.value.message == SAFETY_CHECKER_MESSAGE.format(seed=7)
+    assert "safety checker blanked" in caught.value.message and "another prompt or seed" in caught.value.message
+
+    error = run_job(request_for(astronaut_job(), "flagged", seed=41), engine, no_progress, never)
+    assert (error.code, error.message, error.job_id) == (ErrorCode.JOB_FAILED.value,
+                                                         SAFETY_CHECKER_MESSAGE.format(seed=41), "flagged")
+
+    import torch
+
+    with torch.no_grad():  # thresholds above any similarity: the same checker now flags nothing
+        engine._pipeline.safety_checker.concept_embeds_weights.fill_(2.0)
+    job = astronaut_job(seed=7)
+    out = engine.inpaint(job, no_progress, never)
+    assert out[job.mask == 255].mean() > 10  # the generated pixels, not the black image

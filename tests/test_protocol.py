@@ -30,6 +30,14 @@ from protocol import (
     encode,
     max_frame_bytes,
 )
+from protocol.messages import (
+    MAX_CLIENT_NAME_CHARS,
+    MAX_ENGINE_NAME_CHARS,
+    MAX_JOB_ID_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_VARIANTS,
+    SEED_MAX,
+)
 
 
 def _photo_request(width: int = 96, height: int = 64) -> InpaintRequest:
@@ -154,9 +162,46 @@ def test_error_codes_are_stable_strings() -> None:
         Error("no_such_code", "x")
 
 
-def test_frame_limit_fits_the_largest_request() -> None:
-    request = _photo_request(96, 64)
-    assert len(encode(request)) <= max_frame_bytes(96 * 64)
+def test_frame_limit_fits_the_largest_request_and_result() -> None:
+    """A request at every length cap (4-byte UTF-8 characters), with planes of exactly ``max_pixels``, and a
+    result of :data:`MAX_VARIANTS` such variants, fit in :func:`max_frame_bytes` (small ``max_pixels``, so
+    the text and headers are a large part of the frame)."""
+    width, height = 64, 48
+    max_pixels = width * height
+    emoji = "\U0001f680"  # 4 bytes in UTF-8, the most a character takes
+    assert len(emoji.encode()) == 4
+    request = InpaintRequest(
+        job_id=emoji * MAX_JOB_ID_CHARS, engine=emoji * MAX_ENGINE_NAME_CHARS, x=-10 * 16384, y=-10 * 16384,
+        image=Plane(width, height, 4, bytes(max_pixels * 4)), mask=Plane(width, height, 1, bytes(max_pixels)),
+        prompt=emoji * MAX_PROMPT_CHARS, negative_prompt=emoji * MAX_PROMPT_CHARS, strength=1 / 3,
+        guidance_scale=1 / 7, num_inference_steps=500, seed=SEED_MAX, num_variants=MAX_VARIANTS, grow=1024,
+        feather=1024)
+    frame = encode(request)
+    assert len(frame) <= max_frame_bytes(max_pixels)
+    assert decode(frame, max_pixels) == request
+    timings = {"queue": 1 / 3, "load": 1 / 7, "inference": 1 / 9, "total": 1 / 11}  # what the daemon reports
+    variant = Variant(-10 * 16384, -10 * 16384, request.image, request.mask, SEED_MAX, timings)
+    result = Result(request.job_id, [variant] * MAX_VARIANTS)
+    assert len(encode(result)) <= max_frame_bytes(max_pixels, MAX_VARIANTS)
+
+
+@pytest.mark.parametrize(("field", "cap"), [("prompt", MAX_PROMPT_CHARS), ("negative_prompt", MAX_PROMPT_CHARS),
+                                            ("engine", MAX_ENGINE_NAME_CHARS), ("job_id", MAX_JOB_ID_CHARS)])
+def test_text_longer_than_its_cap_is_an_invalid_request(field: str, cap: int) -> None:
+    at_cap = dataclasses.replace(_photo_request(), **{field: "p" * cap})
+    assert decode(encode(at_cap)) == at_cap
+    wire = {**_wire(at_cap), field: "p" * (cap + 1)}
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb(wire, use_bin_type=True))
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and str(cap) in caught.value.message
+
+
+def test_hello_client_name_is_capped() -> None:
+    hello = Hello(PROTOCOL_VERSION, "n" * MAX_CLIENT_NAME_CHARS, "secret")
+    assert decode(encode(hello)) == hello
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb({**_wire(hello), "client": "n" * (MAX_CLIENT_NAME_CHARS + 1)}))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
 
 
 # ---------------------------------------------------------------- property-based tests
@@ -217,10 +262,8 @@ def test_corrupted_requests_raise_protocol_errors_only(request: InpaintRequest, 
         decoded = decode(bytes(frame[:cut]))
     except ProtocolError as exc:
         assert isinstance(exc.code, ErrorCode)
-    else:  # a corruption that still decodes must still be a consistent message
-        assert dataclasses.is_dataclass(decoded)
-        if isinstance(decoded, InpaintRequest):
-            assert len(decoded.image.data) == decoded.image.width * decoded.image.height * 4
+    else:  # a corruption that still decodes is a complete, valid message: it survives a round trip unchanged
+        assert decode(encode(decoded)) == decoded
 
 
 @given(_planes)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 INSTALL_HINT = 'pip install "gimp-inpaint[diffusers]"'
 """How to get torch and diffusers (see pyproject.toml's ``diffusers`` extra)."""
 
+SAFETY_CHECKER_MESSAGE = ("the model's safety checker blanked this result (seed {seed}); "
+                          "try another prompt or seed")
+"""The JOB_FAILED message when the model's safety checker replaced the image with a black one (``{seed}``: its seed)."""
+
 
 def diffusers_available() -> bool:
     """True when torch, diffusers and transformers are installed (checked without importing them)."""
@@ -114,6 +118,7 @@ class DiffusersEngine(Engine):
         self.device = device
         self.torch_threads = torch_threads
         self._pipeline: Any = None
+        self._step_counts: dict[tuple[int, int], int] = {}  # (num_inference_steps, denoising steps) → steps_for
         self._device_description = ""
         self._load_error = ""
         self._load_lock = threading.Lock()
@@ -181,7 +186,9 @@ class DiffusersEngine(Engine):
 
         diffusers runs ``int(num_inference_steps × strength)`` of the scheduler's steps; some
         schedulers have more timesteps than steps (PNDM: one more), so the scheduler is asked, as
-        ``StableDiffusionInpaintPipeline.get_timesteps`` does. Loads the pipeline if needed.
+        ``StableDiffusionInpaintPipeline.get_timesteps`` does. The answer is cached per
+        ``(num_inference_steps, denoising steps)``: a fresh scheduler is built only the first time
+        (the pipeline, hence its scheduler, never changes once loaded). Loads the pipeline if needed.
 
         Raises:
             EngineLoadError: as :meth:`load`.
@@ -196,9 +203,12 @@ class DiffusersEngine(Engine):
                 f"int(num_inference_steps × strength)): raise strength to ≥ {1 / steps:.3g} "
                 f"or num_inference_steps to ≥ {int(np.ceil(1 / job.strength))}")
         self.load()
-        scheduler = type(self._pipeline.scheduler).from_config(self._pipeline.scheduler.config)
-        scheduler.set_timesteps(steps)
-        return len(scheduler.timesteps[(steps - denoising) * scheduler.order:])
+        key = (steps, denoising)
+        if key not in self._step_counts:
+            scheduler = type(self._pipeline.scheduler).from_config(self._pipeline.scheduler.config)
+            scheduler.set_timesteps(steps)
+            self._step_counts[key] = len(scheduler.timesteps[(steps - denoising) * scheduler.order:])
+        return self._step_counts[key]
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
         """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 RGB, mask H×W uint8, 255 = repaint).
@@ -211,13 +221,18 @@ class DiffusersEngine(Engine):
         "Reproducible pipelines" guide recommends: a seed gives the same picture on every device
         (up to floating-point differences).
 
+        Models that ship a safety checker (stable-diffusion-inpainting does) replace an image it
+        flags with a black one and say so in the output's ``nsfw_content_detected``; that black
+        image is never returned.
+
         Returns:
             H×W×3 uint8 RGB, the crop's size.
 
         Raises:
             JobCancelled: ``cancelled()`` became True.
             EngineLoadError: as :meth:`load`.
-            ProtocolError: as :meth:`steps_for`.
+            ProtocolError: as :meth:`steps_for`; JOB_FAILED (:data:`SAFETY_CHECKER_MESSAGE`) when the
+                model's safety checker blanked the image.
         """
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
@@ -250,7 +265,11 @@ class DiffusersEngine(Engine):
             generator=torch.Generator("cpu").manual_seed(job.seed),
             output_type="pil",
             callback_on_step_end=on_step_end,
-        ).images[0]
+        )
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
-        return np.asarray(output.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+        flagged = getattr(output, "nsfw_content_detected", None)  # None: no safety checker (or an SDXL pipeline)
+        if flagged is not None and bool(flagged[0]):
+            raise ProtocolError(ErrorCode.JOB_FAILED, SAFETY_CHECKER_MESSAGE.format(seed=job.seed))
+        image = output.images[0]
+        return np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
