@@ -4,6 +4,7 @@
 
     gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--variants N] …
     gimp-inpaint demo -o demo.png
+    gimp-inpaint status
 
 ``fill`` does exactly what the GIMP procedure does (:func:`plugin_gimp.fill.run_fill` on a
 file-backed :class:`plugin_gimp.document.Document`): only the context crop around the mask's
@@ -11,6 +12,11 @@ non-zero pixels is sent, and each variant is composed into the whole picture thr
 mask (:func:`client.imaging.compose`). With ``--variants N`` > 1 the outputs are ``OUT-1.png`` …
 ``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
 stderr, one line per written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
+``status`` connects, prints the daemon's version, device and engines, and exits 0, or 1 when the
+daemon cannot be reached (scripts use it to check for a running daemon).
+
+The daemon's URL defaults to the host and port of its ``daemon.toml`` (in ``--config-dir``, or its
+default configuration folder), else ``ws://127.0.0.1:7869``.
 
 Exit status: 0 success, 1 the fill failed (daemon unreachable or reporting an error), 2 bad
 arguments or input files, 130 cancelled.
@@ -25,13 +31,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
 import numpy as np
 import platformdirs
 
-from client.connection import DEFAULT_URL, InpaintClient
+from client.connection import DEFAULT_URL, ClientError, InpaintClient
 from client.imaging import compose, load_mask, load_rgba, mask_bounds, save_image
-from daemon.config import APP_NAME, TOKEN_FILE
+from client.local_daemon import configured_url
+from daemon.config import APP_NAME, TOKEN_FILE, ConfigError
 from plugin_gimp.document import Document, ResultLayer
 from plugin_gimp.fill import FillError, FillParams, run_fill
 from protocol import ErrorCode, Rect
@@ -40,18 +49,30 @@ CLIENT_NAME = "gimp-inpaint-cli/0.1"
 """How this client introduces itself in the Hello (the daemon logs it)."""
 
 ASSETS = Path(__file__).parent / "assets"
+"""Folder of the demo's picture and mask (shipped as package data)."""
+
 DEMO_IMAGE = ASSETS / "astronaut.png"
 """scikit-image's ``astronaut()`` (NASA, public domain), 512×512; see ``assets/README.md``."""
 DEMO_MASK = ASSETS / "astronaut-patch-mask.png"
 """Mask of the round mission patch on the suit in :data:`DEMO_IMAGE`."""
 DEMO_ENGINE = "opencv"
+"""The demo's default engine: OpenCV's Telea inpainting needs no GPU and no model download."""
+
 DEMO_GROW, DEMO_FEATHER = 8, 4
 """The mask is grown by more than the feather so that the fade stays outside the patch (no ghost edge)."""
 
-EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
+EXIT_FAILED = 1
+"""Exit status when the fill failed: the daemon is unreachable or reported an error."""
+
+EXIT_USAGE = 2
+"""Exit status for bad arguments or input files (argparse uses 2 as well)."""
+
+EXIT_CANCELLED = 130
+"""Exit status after Ctrl+C (128 + SIGINT, the shell's convention)."""
 
 _TOKEN_HINT = ("Pass the daemon's token with --token, or --config-dir pointing at the daemon's configuration "
                "folder (the one holding its `token` file).")
+"""Added to an ``UNAUTHORIZED`` error: where the CLI takes the token from."""
 
 
 class UsageError(Exception):
@@ -62,10 +83,10 @@ class ArrayDocument(Document):
     """A :class:`Document` over an H×W×4 uint8 RGBA picture and an H×W uint8 mask (the "selection").
 
     Result layers are kept in :attr:`layers` instead of being pasted; :meth:`composite` renders one.
-    Progress and messages go to ``stream`` (stderr).
+    Progress and messages go to ``stream`` (default: ``sys.stderr``).
     """
 
-    def __init__(self, image: np.ndarray, mask: np.ndarray, stream: object = None) -> None:
+    def __init__(self, image: np.ndarray, mask: np.ndarray, stream: TextIO | None = None) -> None:
         self.image = image
         self.mask = mask
         self.layers: list[ResultLayer] = []
@@ -150,7 +171,7 @@ def cancel_on_interrupt(event: threading.Event) -> Iterator[None]:
         return
     previous = signal.getsignal(signal.SIGINT)
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         event.set()
         signal.signal(signal.SIGINT, previous)
         print("Cancelling… (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
@@ -174,11 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = FillParams()
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("daemon connection")
-    group.add_argument("--url", default=DEFAULT_URL, help=f"daemon WebSocket URL (default {DEFAULT_URL})")
+    group.add_argument("--url", help="daemon WebSocket URL (default: host and port of <config-dir>/daemon.toml, "
+                                     f"else {DEFAULT_URL})")
     token = group.add_mutually_exclusive_group()
     token.add_argument("--token", help="the daemon's token (default: read from <config-dir>/token)")
     token.add_argument("--config-dir", type=Path,
-                       help="the daemon's configuration folder holding `token` (default: "
+                       help="the daemon's configuration folder holding `token` and `daemon.toml` (default: "
                             f"{platformdirs.user_config_dir(APP_NAME)})")
     group.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon to answer")
 
@@ -217,13 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
                                            "'-before-after', the two pictures side by side.")
     demo.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
     demo.add_argument("--engine", default=DEMO_ENGINE, help=f"daemon engine (default {DEMO_ENGINE})")
+
+    commands.add_parser("status", parents=[connection], help="show the running daemon and its engines",
+                        description="Connect to the daemon and print its version, device and engines. Exit "
+                                    "status 1 when it cannot be reached or refuses the token.")
     return parser
 
 
 def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         image, mask = load_rgba(image_path), load_mask(mask_path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise UsageError(f"Cannot read the input: {exc}") from None
     if mask.shape != image.shape[:2]:
         raise UsageError(f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
@@ -255,10 +281,45 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, params: FillParams)
     return written
 
 
+def _status(args: argparse.Namespace) -> None:
+    """Handshake with the daemon and print what it offers: one line, then one line per engine.
+
+    Raises:
+        UsageError: no token.
+        ClientError: the daemon cannot be reached or refuses the handshake.
+    """
+    token = resolve_token(args.token, args.config_dir)
+    with InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout) as client:
+        welcome = client.welcome
+    print(f"gimp-inpaint daemon {welcome.daemon_version} at {args.url} on {welcome.device}, "
+          f"up to {welcome.max_pixels} pixels per request")
+    for engine in welcome.engines:
+        state = "available" if engine.available else f"unavailable: {engine.detail or 'no detail'}"
+        print(f"  {engine.name}: {engine.kind} {engine.model} ({state})")
+
+
+def _url(args: argparse.Namespace) -> str:
+    """``--url``, else the daemon's configured URL (:func:`client.local_daemon.configured_url`).
+
+    Raises:
+        UsageError: ``daemon.toml`` is invalid or sets no fixed port.
+    """
+    if args.url:
+        return args.url
+    try:
+        return configured_url(args.config_dir)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gimp-inpaint``; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
+        args.url = _url(args)
+        if args.command == "status":
+            _status(args)
+            return 0
         if args.command == "demo":
             image, mask = _load_inputs(DEMO_IMAGE, DEMO_MASK)
             params = FillParams(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER)
@@ -277,13 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"gimp-inpaint: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except FillError as exc:
-        if exc.code is ErrorCode.CANCELLED:
+    except (FillError, ClientError) as exc:  # ClientError from `status`; the fill wraps it in a FillError
+        code = getattr(exc, "code", None)  # DaemonUnavailable has none
+        if code is ErrorCode.CANCELLED:
             print("gimp-inpaint: cancelled", file=sys.stderr)
             return EXIT_CANCELLED
-        hint = f" {_TOKEN_HINT}" if exc.code is ErrorCode.UNAUTHORIZED else ""
+        hint = f" {_TOKEN_HINT}" if code is ErrorCode.UNAUTHORIZED else ""
         print(f"gimp-inpaint: error: {exc.message}{hint}", file=sys.stderr)
-        return EXIT_USAGE if exc.code is ErrorCode.INVALID_REQUEST else EXIT_FAILED
+        return EXIT_USAGE if code is ErrorCode.INVALID_REQUEST else EXIT_FAILED
     except KeyboardInterrupt:
         print("gimp-inpaint: interrupted", file=sys.stderr)
         return EXIT_CANCELLED

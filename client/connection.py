@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from protocol import (
@@ -50,6 +51,8 @@ DEFAULT_URL = "ws://127.0.0.1:7869"
 DAEMON_COMMAND = "gimp-inpaint-daemon"
 """The console script that starts the daemon, named in every "cannot reach the daemon" message."""
 
+# The same two aliases exist in daemon.engines.base for the engines; this module is vendored into the
+# plug-in, which has no daemon package, so it cannot import them from there.
 ProgressCallback = Callable[[int, int], None]
 """``on_progress(step, total)``: ``step`` of ``total`` units done (denoising steps × variants)."""
 
@@ -88,8 +91,13 @@ class DaemonError(ClientError):
         return f"{self.code.value}: {self.message}"
 
 
-class ConfigError(ClientError):
-    """The connection settings (``connection.json``, URL) are missing or malformed."""
+class ConnectionConfigError(ClientError):
+    """The client's connection settings (``connection.json``, the URL) are missing or malformed.
+
+    Not to be confused with :class:`daemon.config.ConfigError`, the daemon's error for its own
+    ``daemon.toml``: this module is vendored into the plug-in without the daemon package, so its
+    errors derive from :class:`ClientError` only.
+    """
 
 
 def _unreachable(url: str, reason: str) -> DaemonUnavailable:
@@ -132,7 +140,7 @@ class InpaintClient:
         Compression is off (the payload is raw pixels) and no HTTP proxy is used (the daemon is local).
 
         Raises:
-            ConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
+            ConnectionConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
             DaemonUnavailable: nothing listens there, the handshake timed out, or the peer is not
                 a gimp-inpaint daemon.
             DaemonError: the daemon refused the Hello (``UNAUTHORIZED``, ``VERSION_MISMATCH``).
@@ -144,7 +152,7 @@ class InpaintClient:
                 max_size=max_frame_bytes(DEFAULT_MAX_PIXELS, MAX_VARIANTS),
             ))
         except InvalidURI as exc:
-            raise ConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL} ({exc})") from None
+            raise ConnectionConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL} ({exc})") from None
         except TimeoutError:
             raise _unreachable(url, f"no answer within {timeout:g} s") from None
         except InvalidHandshake as exc:
@@ -178,9 +186,14 @@ class InpaintClient:
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
 
-    def _closed(self, exc: ConnectionClosed) -> DaemonUnavailable:
+    def _closed(self, exc: ConnectionClosed) -> ClientError:
+        """The client error for a closed connection: ``DaemonError(TOO_LARGE)`` when either side closed it
+        with code 1009 (a frame over the other's ``max_size``), else :class:`DaemonUnavailable`."""
         frame = exc.rcvd or exc.sent
         why = f"code {frame.code}{': ' + frame.reason if frame.reason else ''}" if frame else "no close frame"
+        if any(f is not None and f.code == CloseCode.MESSAGE_TOO_BIG for f in (exc.rcvd, exc.sent)):
+            return DaemonError(ErrorCode.TOO_LARGE, f"A message to or from the daemon at {self.url} was too large "
+                                                    f"for the connection ({why}).")
         return DaemonUnavailable(f"The gimp-inpaint daemon at {self.url} closed the connection ({why}). "
                                  f"Is `{DAEMON_COMMAND}` still running?")
 
@@ -214,7 +227,9 @@ class InpaintClient:
 
         Raises:
             DaemonError: the daemon answered with an error (its code: ``INVALID_REQUEST``,
-                ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame.
+                ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame;
+                ``TOO_LARGE`` when a side closed the connection because a frame exceeded its size limit
+                (WebSocket close code 1009).
             DaemonUnavailable: the connection dropped.
         """
         if self.welcome is None:
@@ -288,18 +303,18 @@ def read_connection_config(path: Path) -> tuple[str, str]:
         ``(url, token)``.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not JSON, or lacks a string ``url`` or ``token``.
+        ConnectionConfigError: the file is missing, unreadable, not JSON, or lacks a string ``url`` or ``token``.
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path} is missing. Install the plug-in with `gimp-inpaint-install` "
-                          f"(python -m installer install).") from None
+        raise ConnectionConfigError(f"{path} is missing. Install the plug-in with `gimp-inpaint-install` "
+                                    f"(python -m installer install).") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
+        raise ConnectionConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
     url, token = (data.get(key) if isinstance(data, dict) else None for key in ("url", "token"))
     if not isinstance(url, str) or not isinstance(token, str):
-        raise ConfigError(f"{path} needs string fields “url” and “token”. Re-run `gimp-inpaint-install`.")
+        raise ConnectionConfigError(f"{path} needs string fields “url” and “token”. Re-run `gimp-inpaint-install`.")
     return url, token
 
 
@@ -311,6 +326,7 @@ def write_connection_config(path: Path, url: str, token: str) -> None:
     """
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        if os.name == "posix":  # O_CREAT's mode does not apply to an existing file: tighten it before writing
+            os.fchmod(descriptor, 0o600)  # (Windows has no such modes, nor os.fchmod before Python 3.13)
         json.dump({"url": url, "token": token}, file, indent=2)
         file.write("\n")
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file

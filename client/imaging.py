@@ -8,28 +8,56 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageMode
 
 from protocol import Plane, Rect
 
+_EIGHT_BIT_TYPES = ("u1", "b1")
+"""NumPy type codes (without byte order) of Pillow modes with at most 8 bits per channel
+(``ImageMode.getmode(mode).typestr``: ``|u1`` for L, RGB, RGBA, P, …; ``|b1`` for 1-bit)."""
 
-def load_rgba(path: Path) -> np.ndarray:
-    """Read any image Pillow opens as H×W×4 uint8 RGBA (straight alpha; opaque when the file has none).
+
+def _open_8bit(path: Path) -> Image.Image:
+    """Open ``path`` with Pillow and check that its pixels have at most 8 bits per channel.
+
+    Pillow opens 16-bit colour PNGs as 8-bit RGB/RGBA (keeping the high byte, a correct scaling), but
+    16-bit grayscale (``I;16``), 32-bit integer (``I``) and float (``F``) images keep their range,
+    which ``Image.convert`` to an 8-bit mode clips instead of scaling: such files are refused.
 
     Raises:
         OSError: the file is missing or not an image Pillow can read.
+        ValueError: the image has more than 8 bits per channel.
     """
-    with Image.open(path) as image:
+    image = Image.open(path)
+    if ImageMode.getmode(image.mode).typestr[1:] not in _EIGHT_BIT_TYPES:
+        image.close()
+        raise ValueError(f"{path} has {image.mode} pixels (16-bit, 32-bit or floating point); gimp-inpaint reads "
+                         f"8 bits per channel only. Convert it to 8 bits first (in GIMP: Image ▸ Precision ▸ "
+                         f"8 bit integer).")
+    return image
+
+
+def load_rgba(path: Path) -> np.ndarray:
+    """Read an 8-bit image as H×W×4 uint8 RGBA (straight alpha; opaque when the file has none).
+
+    Raises:
+        OSError: the file is missing or not an image Pillow can read.
+        ValueError: more than 8 bits per channel (Pillow modes ``I;16``, ``I``, ``F``), which a conversion
+            would clip rather than scale.
+    """
+    with _open_8bit(path) as image:
         return np.asarray(image.convert("RGBA")).copy()
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """Read a mask image as H×W uint8 (255 = repaint, 0 = keep); colour images are converted to luminance.
+    """Read an 8-bit mask image as H×W uint8 (255 = repaint, 0 = keep); colour images become luminance.
 
     Raises:
         OSError: the file is missing or not an image Pillow can read.
+        ValueError: more than 8 bits per channel (Pillow modes ``I;16``, ``I``, ``F``), which a conversion
+            would clip rather than scale.
     """
-    with Image.open(path) as image:
+    with _open_8bit(path) as image:
         return np.asarray(image.convert("L")).copy()
 
 
@@ -69,11 +97,15 @@ def array_from_plane(plane: Plane) -> np.ndarray:
 
 
 def mask_bounds(mask: np.ndarray) -> Rect | None:
-    """Bounding box of the non-zero pixels of an H×W mask, or None when the mask is all zero."""
-    rows, cols = np.nonzero(np.any(mask, axis=1))[0], np.nonzero(np.any(mask, axis=0))[0]
-    if rows.size == 0:
+    """Bounding box of the non-zero pixels of an H×W uint8 mask, or None when the mask is all zero.
+
+    Pillow's ``Image.getbbox`` (left, upper, exclusive right, exclusive lower) as a :class:`protocol.Rect`.
+    """
+    box = Image.fromarray(np.ascontiguousarray(mask)).getbbox()
+    if box is None:
         return None
-    return Rect(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+    left, upper, right, lower = box
+    return Rect(left, upper, right - left, lower - upper)
 
 
 def compose(original: np.ndarray, image: np.ndarray, blend_mask: np.ndarray) -> np.ndarray:

@@ -6,6 +6,9 @@
                                 [--shortcut ACCEL | --no-shortcut] [--gimp-config-dir DIR]
     python -m installer uninstall [--plugin-dir DIR]
 
+``--url`` defaults to the host and port that the daemon's ``daemon.toml`` (in ``--config-dir``) sets,
+else ``ws://127.0.0.1:7869``.
+
 Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
 """
 
@@ -19,7 +22,8 @@ from pathlib import Path
 import platformdirs
 
 from client.connection import DEFAULT_URL
-from daemon.config import APP_NAME
+from client.local_daemon import configured_url
+from daemon.config import APP_NAME, ConfigError
 
 from .bundle import DEFAULT_SHORTCUT, InstallError, install, uninstall
 from .locations import gimp_config_dir, plugin_dir
@@ -44,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--plugin-dir", type=Path, default=plugin_dir(gimp_dir),
                      help="GIMP plug-ins folder (default: %(default)s; $GIMP3_DIRECTORY is honoured)")
     add.add_argument("--config-dir", type=Path, default=Path(platformdirs.user_config_dir(APP_NAME)),
-                     help="the daemon's configuration folder holding its token (default: %(default)s)")
-    add.add_argument("--url", default=DEFAULT_URL, help="the daemon's WebSocket URL (default: %(default)s)")
+                     help="the daemon's configuration folder holding its token and daemon.toml (default: %(default)s)")
+    add.add_argument("--url", help="the daemon's WebSocket URL (default: host and port of <config-dir>/daemon.toml, "
+                                   f"else {DEFAULT_URL})")
     keys = add.add_mutually_exclusive_group()
     keys.add_argument("--shortcut", type=_accelerator, default=DEFAULT_SHORTCUT,
                       help="GTK accelerator for Generative Fill (default: %(default)s = Ctrl+Alt+I)")
@@ -64,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "install":
-            report = install(args.plugin_dir, args.config_dir, args.url, args.shortcut, args.gimp_config_dir)
+            url = args.url or configured_url(args.config_dir)
+            report = install(args.plugin_dir, args.config_dir, url, args.shortcut, args.gimp_config_dir)
             versions = ", ".join(f"{name} {version}" if version != "source" else name
                                  for name, version in report.vendored.items())
             print(f"Installed the GIMP plug-in into {report.plugin_folder}")
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(f"No plug-in at {removed.plugin_folder}; nothing removed")
             print(f"  shortcut: {removed.shortcut_detail}")
-    except (InstallError, OSError) as exc:
+    except (InstallError, ConfigError, OSError) as exc:
         print(f"gimp-inpaint-install: error: {exc}", file=sys.stderr)
         return 1
     return 0

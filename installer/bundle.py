@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypedDict
 
 from client.connection import write_connection_config
 from daemon.config import TOKEN_FILE, ensure_token
@@ -40,8 +41,13 @@ DEFAULT_SHORTCUT = "<Primary><Alt>i"
 """Ctrl+Alt+I (unused by GIMP 3.0's default shortcuts)."""
 
 MANIFEST = "install.json"
+"""File in the plug-in folder recording what the install did (:class:`Manifest`), for reinstall and uninstall."""
+
 CONNECTION_FILE = "connection.json"
+"""File in the plug-in folder with the daemon's URL and token (mode 0600), read by the plug-in at each run."""
+
 VENDOR = "vendor"
+"""Subfolder of the plug-in folder holding the vendored packages; the entry file puts it first on ``sys.path``."""
 
 THIRD_PARTY = ("msgpack", "websockets")
 """Pure-Python copies of these distributions (import name = distribution name) go into ``vendor/``."""
@@ -56,6 +62,20 @@ OWN_PACKAGES = {
 
 class InstallError(Exception):
     """The install or uninstall cannot proceed; the message says why and what to do."""
+
+
+class Manifest(TypedDict, total=False):
+    """Contents of :data:`MANIFEST` (JSON); a missing or malformed file reads as the empty manifest.
+
+    Attributes:
+        versions: ``{package: version}`` of the vendored packages (``"source"`` for this project's own).
+        shortcut: the GTK accelerator this install added to ``shortcutsrc``, or None if it added none.
+        shortcut_file: the ``shortcutsrc`` it was added to, or None.
+    """
+
+    versions: dict[str, str]
+    shortcut: str | None
+    shortcut_file: str | None
 
 
 @dataclass(frozen=True)
@@ -133,14 +153,19 @@ def _entry_file() -> Path:
     return _package_dir("plugin_gimp") / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
 
 
-def _read_manifest(folder: Path) -> dict:
+def _read_manifest(folder: Path) -> Manifest:
+    """The :class:`Manifest` in ``folder``, keeping only its well-typed shortcut entries (the rest is unused)."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict) or not isinstance(data.get("shortcut"), str) or \
+            not isinstance(data.get("shortcut_file"), str):
+        return {}
+    return {"shortcut": data["shortcut"], "shortcut_file": data["shortcut_file"]}
 
 
-def _update_shortcut(shortcut_file: Path, accelerator: str, previous: dict) -> tuple[str | None, str]:
+def _update_shortcut(shortcut_file: Path, accelerator: str, previous: Manifest) -> tuple[str | None, str]:
     """Add the shortcut line; returns (the accelerator this install owns, or None; what happened)."""
     text = shortcut_file.read_text(encoding="utf-8") if shortcut_file.exists() else ""
     change = add_shortcut(text, PROCEDURE, accelerator)
@@ -188,8 +213,8 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         owned, detail = (None, "left alone (--no-shortcut)")
         if shortcut_file is not None:
             owned, detail = _update_shortcut(shortcut_file, shortcut, previous)
-        manifest = {"versions": vendored, "shortcut": owned,
-                    "shortcut_file": str(shortcut_file) if owned else None}
+        manifest: Manifest = {"versions": vendored, "shortcut": owned,
+                              "shortcut_file": str(shortcut_file) if owned else None}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)

@@ -4,12 +4,16 @@
 #
 #   bash installer/install.sh [--demo] [--with-diffusers] [--home DIR] [-- INSTALLER-ARGS...]
 #
-#   --demo            start the daemon (headless) and write demo.png and demo-before-after.png here
+#   --demo            start the daemon (headless) unless one already answers, and write demo.png and
+#                     demo-before-after.png here
 #   --with-diffusers  also install torch + diffusers for the generative engines (several GB; torch picks
 #                     its default build: install the one for your GPU first if you need another)
 #   --home DIR        where the virtual environment lives (default: $GIMP_INPAINT_HOME or
 #                     ~/.local/share/gimp-inpaint)
-#   INSTALLER-ARGS    passed to `python -m installer install` (e.g. --plugin-dir DIR, --no-shortcut)
+#   INSTALLER-ARGS    passed to `python -m installer install` (e.g. --plugin-dir DIR, --no-shortcut);
+#                     a --config-dir among them is also given to the demo's daemon and client
+#
+# Runs on bash 3.2 (macOS): an empty array is expanded as ${a[@]+"${a[@]}"}, which `set -u` accepts there.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +26,7 @@ while [ $# -gt 0 ]; do
     --with-diffusers) extra="[diffusers]" ;;
     --home) home="$2"; shift ;;
     --) shift; installer_args=("$@"); break ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -37,20 +41,34 @@ echo "==> virtual environment: $home/venv"
 "$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$repo$extra"
 
 echo "==> GIMP 3 plug-in"
-"$home/venv/bin/python" -m installer install "${installer_args[@]}"
+"$home/venv/bin/python" -m installer install ${installer_args[@]+"${installer_args[@]}"}
 
 if [ "$demo" = 1 ]; then
-  log="$home/daemon-demo.out"
-  echo "==> starting the daemon (log: $log)"
-  "$home/venv/bin/gimp-inpaint-daemon" --no-tray >"$log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do
-    grep -q "listening on" "$log" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "the daemon did not start" >&2; exit 1; }
-    sleep 0.2
+  config_args=()  # the installer's --config-dir, if given, for the daemon and the client too
+  previous=""
+  for arg in ${installer_args[@]+"${installer_args[@]}"}; do
+    case "$previous" in --config-dir) config_args=(--config-dir "$arg") ;; esac
+    case "$arg" in --config-dir=*) config_args=("$arg") ;; esac
+    previous="$arg"
   done
-  grep -q "listening on" "$log" || { cat "$log" >&2; echo "the daemon did not start in 20 s" >&2; exit 1; }
+  if "$home/venv/bin/gimp-inpaint" status ${config_args[@]+"${config_args[@]}"} >/dev/null 2>&1; then
+    echo "==> a gimp-inpaint daemon already answers: using it"
+    pid=""
+  else
+    log="$home/daemon-demo.out"
+    echo "==> starting the daemon (log: $log)"
+    "$home/venv/bin/gimp-inpaint-daemon" --no-tray ${config_args[@]+"${config_args[@]}"} >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+      grep -q "listening on" "$log" 2>/dev/null && break
+      kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "the daemon did not start" >&2; exit 1; }
+      sleep 0.2
+    done
+    grep -q "listening on" "$log" || { cat "$log" >&2; echo "the daemon did not start in 20 s" >&2; exit 1; }
+  fi
   echo "==> demo fill on the OpenCV engine"
-  "$home/venv/bin/gimp-inpaint" demo -o "$PWD/demo.png"
-  echo "The daemon keeps running (pid $pid) for GIMP: Filters > Generative > Generative Fill... ; stop it with: kill $pid"
+  "$home/venv/bin/gimp-inpaint" demo -o "$PWD/demo.png" ${config_args[@]+"${config_args[@]}"}
+  if [ -n "$pid" ]; then
+    echo "The daemon keeps running (pid $pid) for GIMP: Filters > Generative > Generative Fill... ; stop it with: kill $pid"
+  fi
 fi

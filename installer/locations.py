@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 GIMP_VERSION_DIR = Path("GIMP", "3.0")
+"""GIMP 3.x's per-version folder inside the platform's configuration folder."""
+
 FLATPAK_CONFIG = Path(".var", "app", "org.gimp.GIMP", "config")
+"""The GIMP Flatpak's configuration folder, relative to the home folder."""
 
 
 def gimp_config_dir(environ: Mapping[str, str] | None = None, platform: str | None = None,

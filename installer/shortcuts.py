@@ -18,12 +18,16 @@ import re
 from dataclasses import dataclass
 
 HEADER = "(file-version 1)"
+"""First line of GIMP 3's ``shortcutsrc``; written when the installer creates the file."""
 
 _ACTION = re.compile(r'^\s*\(action\s+"(?P<name>[^"]*)"(?P<accels>(?:\s+"[^"]*")*)\s*\)\s*$')
+"""One ``(action "NAME" "ACCEL"…)`` line of ``shortcutsrc``."""
 _ACCELERATOR = re.compile(r"^(?P<modifiers>(?:<[A-Za-z0-9]+>)*)(?P<key>[A-Za-z0-9_]+)$")
+"""A GTK accelerator string: ``<Modifier>``s then one key name, e.g. ``<Primary><Alt>i``."""
 _MODIFIERS = {"primary", "control", "ctrl", "shift", "alt", "mod1", "super", "meta", "hyper"}
 """Modifier names GTK's ``gtk_accelerator_parse`` accepts (case-insensitive)."""
 _MODIFIER_ALIASES = {"control": "primary", "ctrl": "primary", "mod1": "alt"}
+"""Modifier names GTK treats as the same modifier, mapped to one spelling for comparing accelerators."""
 
 
 @dataclass(frozen=True)

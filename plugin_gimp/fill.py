@@ -28,6 +28,7 @@ _HINTS = {
     ErrorCode.OUT_OF_MEMORY: "Select a smaller area, lower the padding, or ask for fewer variants.",
     ErrorCode.TOO_LARGE: "Select a smaller area or lower the padding.",
 }
+"""What the user can do about a daemon error, appended to its message."""
 
 
 class FillError(Exception):

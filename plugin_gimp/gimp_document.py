@@ -8,6 +8,24 @@ written through their DIRECT buffer (the shadow buffer route is clipped by the a
 
 Image types: RGB and GRAY, any precision. Babl converts on read and write: a gray layer reads as
 R'G'B'A (R = G = B), and a gray image gets GRAYA result layers written from the RGBA bytes.
+
+Cancelling: GIMP 3.0 gives a plug-in no way to notice that the user cancelled its progress, so
+:meth:`GimpDocument.cancel_requested` keeps the default False. The progress that ``Gimp.progress_init``
+starts is cancellable (the Cancel button of the image window's status bar), but its "cancel" signal
+is handled in the core: ``gimp_plug_in_progress_cancel_callback`` (``app/plug-in/gimpplugin-progress.c``)
+sets the procedure's return status to CANCEL and calls ``gimp_plug_in_close (plug_in, TRUE)``, which
+writes GP_QUIT to the plug-in and 10 ms later kills its process (group) with SIGKILL
+(``app/plug-in/gimpplugin.c``); no Python code runs. Nor does the API offer a query (GIMP 3.0.4's
+``Gimp`` module, introspected): ``Gimp.progress_install_vtable`` makes the plug-in the progress display
+of the procedures *it* calls, and its ``Gimp.ProgressVtable`` has ``start``, ``end``, ``set_text``,
+``set_value``, ``pulse`` and ``get_window_handle``, no cancel callback; ``Gimp.progress_cancel`` asks
+the core to cancel such a progress, and the core's handler (``gimp_plug_in_progress_cancel``) does
+nothing and returns FALSE.
+
+The user's cancel still works end to end: the kill closes the plug-in's WebSocket, the daemon
+cancels that connection's jobs (the running one at the engine's next step; tested with a killed
+client process in ``tests/test_client.py``), and nothing was pasted, as the layers are added only
+after the whole result arrived.
 """
 
 from __future__ import annotations

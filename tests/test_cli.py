@@ -50,6 +50,8 @@ def test_planes_round_trip_and_mask_bounds():
     mask[5, 7] = 1
     mask[20, 33] = 255
     assert mask_bounds(mask) == Rect(7, 5, 27, 16)
+    mask[29, 0] = 3  # touching the left and bottom edges
+    assert mask_bounds(mask) == Rect(0, 5, 34, 25)
     assert array_from_plane(plane_from_array(mask)).shape == (30, 40)
     with pytest.raises(ValueError, match="uint8"):
         plane_from_array(rgba.astype(np.float32))
@@ -109,6 +111,24 @@ def test_bad_inputs_exit_2_with_a_message_and_no_traceback(inputs, tmp_path, cap
     assert cli.main(["fill", *map(str, inputs), "-o", out, "--config-dir", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "token" in err and "Traceback" not in err
+
+
+def test_16_bit_grayscale_inputs_are_refused_not_clipped(inputs, tmp_path, capsys):
+    """Pillow opens 16-bit gray PNGs as I;16, whose convert("RGBA") clips every value over 255 to white."""
+    image_path, mask_path = inputs
+    deep = tmp_path / "deep.png"
+    Image.fromarray(data.camera().astype(np.uint16) * 257).save(deep)  # 0…65535, mode I;16
+    assert Image.open(deep).mode == "I;16"
+    with pytest.raises(ValueError, match="I;16 pixels"):
+        load_rgba(deep)
+    with pytest.raises(ValueError, match="8 bits per channel"):
+        load_mask(deep)
+    out = tmp_path / "o.png"
+    assert cli.main(["fill", str(deep), str(mask_path), "-o", str(out), "--token", "t"]) == 2
+    assert "deep.png has I;16 pixels" in capsys.readouterr().err
+    assert cli.main(["fill", str(image_path), str(deep), "-o", str(out), "--token", "t"]) == 2
+    assert "Convert it to 8 bits first" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_out_of_range_settings_exit_2_before_connecting(inputs, tmp_path, capsys):
@@ -191,3 +211,29 @@ def test_demo_writes_the_result_and_a_before_after_picture(daemon, tmp_path):
     side_by_side = load_rgba(tmp_path / "demo-before-after.png")
     assert side_by_side.shape == (512, 1024, 4)
     assert np.array_equal(side_by_side[:, :512], before) and np.array_equal(side_by_side[:, 512:], after)
+
+
+def test_status_lists_the_engines_and_finds_the_port_in_daemon_toml(daemon, capsys):
+    url, config = daemon
+    (config / "daemon.toml").write_text(f"port = {url.rsplit(':', 1)[1]}\n")
+    assert cli.main(["status", "--config-dir", str(config)]) == 0  # no --url: the port comes from daemon.toml
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("gimp-inpaint daemon ") and f"at {url} on cpu" in out[0]
+    assert out[1:] == ["  opencv: opencv telea (available)", "  invert: test invert (available)"]
+
+
+@pytest.mark.timeout(20)
+def test_status_exits_1_when_no_daemon_answers(tmp_path, capsys):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "token").write_text("t\n")
+    (config / "daemon.toml").write_text(f"port = {free_port()}\n")
+    assert cli.main(["status", "--config-dir", str(config), "--timeout", "2"]) == 1
+    assert "Cannot reach the gimp-inpaint daemon" in capsys.readouterr().err
+
+
+def test_a_daemon_toml_without_a_fixed_port_needs_url(tmp_path, capsys):
+    (tmp_path / "daemon.toml").write_text("port = 0\n")
+    assert cli.main(["status", "--config-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "sets port = 0" in err and "--url" in err

@@ -6,7 +6,11 @@ import asyncio
 import json
 import socket
 import stat
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +23,7 @@ from skimage import data
 from websockets.asyncio.server import ServerConnection, serve
 
 from client.connection import (
-    ConfigError,
+    ConnectionConfigError,
     DaemonError,
     DaemonUnavailable,
     InpaintClient,
@@ -28,6 +32,7 @@ from client.connection import (
     write_connection_config,
 )
 from client.imaging import array_from_plane, plane_from_array
+from daemon.engines.base import CancelCheck, EngineJob, JobCancelled, ProgressCallback
 from daemon.engines.opencv_engine import OpenCVEngine
 from protocol import EngineInfo, ErrorCode, InpaintRequest, Welcome, encode
 
@@ -214,7 +219,7 @@ def test_a_connection_dropped_during_a_job_is_unavailable():
 
 
 def test_not_a_websocket_url_is_a_config_error():
-    with pytest.raises(ConfigError, match="not a WebSocket URL"):
+    with pytest.raises(ConnectionConfigError, match="not a WebSocket URL"):
         InpaintClient.connect("http://127.0.0.1:7869", "token", "pytest")
 
 
@@ -237,11 +242,20 @@ def test_pick_engine_prefers_the_first_available_and_lists_engines_on_failure():
     assert none.value.code is ErrorCode.ENGINE_UNAVAILABLE
 
 
-def test_connection_config_round_trip_is_private(tmp_path):
+def test_connection_config_round_trip_is_private(tmp_path, monkeypatch):
     path = tmp_path / "connection.json"
     path.write_text("{}")
     path.chmod(0o644)
+    modes_when_written = []
+    dump = json.dump
+
+    def recording_dump(*args: object, **kwargs: object) -> None:
+        modes_when_written.append(stat.S_IMODE(path.stat().st_mode))
+        dump(*args, **kwargs)
+
+    monkeypatch.setattr(json, "dump", recording_dump)
     write_connection_config(path, "ws://127.0.0.1:9999", "s3cret")
+    assert modes_when_written == [0o600]  # the old 0644 file is tightened before the token goes in
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"url": "ws://127.0.0.1:9999", "token": "s3cret"}
     assert read_connection_config(path) == ("ws://127.0.0.1:9999", "s3cret")
@@ -257,6 +271,66 @@ def test_bad_connection_config_is_a_config_error(tmp_path, content, words):
     path = tmp_path / "connection.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConnectionConfigError) as caught:
         read_connection_config(path)
     assert words in caught.value.message
+
+
+def test_a_frame_over_the_daemons_size_limit_is_too_large(tmp_path):
+    """The daemon's WebSocket ``max_size`` follows its pixel limit; a bigger frame closes with code 1009."""
+    photo = data.astronaut()[:256, :256]
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    big = make_request("opencv", image=plane_from_array(rgba), mask=plane_from_array(np.full((256, 256), 255,
+                                                                                               np.uint8)))
+    with running_daemon(tmp_path, [OpenCVEngine()], max_pixels=64 * 64) as (url, token):
+        with InpaintClient.connect(url, token, "pytest") as client, pytest.raises(DaemonError) as caught:
+            client.inpaint(big)  # 256 × 256 × 5 bytes > max_frame_bytes(64 × 64)
+        with InpaintClient.connect(url, token, "pytest") as client:  # the daemon serves the next connection
+            assert len(client.inpaint(make_request("opencv", image=plane_from_array(rgba[:32, :32]),
+                                                    mask=plane_from_array(np.full((32, 32), 255, np.uint8))))
+                       .variants) == 1
+    assert caught.value.code is ErrorCode.TOO_LARGE
+    assert "too large" in caught.value.message and "code 1009" in caught.value.message
+
+
+class HoldEngine(StepEngine):
+    """Sets ``started`` when a job begins, then holds it until the daemon cancels it (sets ``saw_cancel``)."""
+
+    def __init__(self) -> None:
+        super().__init__("hold")
+        self.started = threading.Event()
+        self.saw_cancel = threading.Event()
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.started.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if cancelled():
+                self.saw_cancel.set()
+                raise JobCancelled("cancelled")
+            time.sleep(0.005)
+        raise TimeoutError("the job was never cancelled")
+
+
+KILLED_CLIENT = textwrap.dedent("""
+    import sys
+    from client.connection import InpaintClient
+    from protocol import InpaintRequest, Plane
+    with InpaintClient.connect(sys.argv[1], sys.argv[2], "to-be-killed") as client:
+        client.inpaint(InpaintRequest("j", "hold", 0, 0, Plane(8, 8, 4, bytes(256)), Plane(8, 8, 1, b"\\xff" * 64)))
+""")
+
+
+def test_a_killed_client_process_cancels_its_job(tmp_path):
+    """GIMP's progress Cancel kills the plug-in with SIGKILL (no close frame): the daemon must drop its job."""
+    engine = HoldEngine()
+    with running_daemon(tmp_path, [engine, StepEngine("fast")]) as (url, token):
+        process = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, url, token])
+        try:
+            assert engine.started.wait(30)
+        finally:
+            process.kill()
+            process.wait(10)
+        assert engine.saw_cancel.wait(30)
+        with InpaintClient.connect(url, token, "pytest") as client:
+            assert len(client.inpaint(make_request("fast")).variants) == 1

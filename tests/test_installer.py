@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from running_daemon import running_daemon
+from running_daemon import free_port, running_daemon
 
+from client.imaging import load_rgba
+from client.local_daemon import client_host
 from daemon.engines.opencv_engine import OpenCVEngine
 from installer.__main__ import main
 from installer.bundle import PROCEDURE, install, uninstall
@@ -195,6 +200,35 @@ def test_the_token_is_reused_not_replaced(tmp_path):
     assert (config / "token").read_text() == "existing-token\n"
 
 
+def test_the_url_defaults_to_the_daemons_configured_host_and_port(tmp_path, capsys):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "daemon.toml").write_text('host = "0.0.0.0"\nport = 9000\n')
+    assert run_install(tmp_path) == 0
+    connection = tmp_path / "plug-ins" / "gimp-inpaint" / "connection.json"
+    assert json.loads(connection.read_text())["url"] == "ws://127.0.0.1:9000"  # a wildcard bind → loopback
+    assert run_install(tmp_path, "--url", "ws://example.invalid:1") == 0  # an explicit --url wins
+    assert json.loads(connection.read_text())["url"] == "ws://example.invalid:1"
+    assert sorted(p.name for p in config.iterdir()) == ["daemon.toml", "token"]  # nothing else written there
+
+
+def test_an_invalid_daemon_toml_fails_before_writing_anything(tmp_path, capsys):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "daemon.toml").write_text("port = 0\n")
+    assert run_install(tmp_path) == 1
+    assert "sets port = 0" in capsys.readouterr().err
+    assert not (tmp_path / "plug-ins").exists() and not (config / "token").exists()
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]"),
+    ("192.168.1.20", "192.168.1.20"), ("localhost", "localhost"),
+])
+def test_client_host_for_a_bind_address(host, expected):
+    assert client_host(host) == expected
+
+
 def test_remove_shortcut_leaves_changed_lines():
     text = f'{HEADER}\n(action "python-fu-gimp-inpaint" "<Primary><Alt>i" "F9")\n'
     assert not remove_shortcut(text, PROCEDURE, "<Primary><Alt>i").changed
@@ -219,3 +253,63 @@ def test_gimp_config_dir_finds_the_flatpak_when_only_it_exists(tmp_path):
     assert gimp_config_dir({}, "linux", tmp_path) == flatpak
     (tmp_path / ".config" / "GIMP" / "3.0").mkdir(parents=True)
     assert gimp_config_dir({}, "linux", tmp_path) == tmp_path / ".config" / "GIMP" / "3.0"
+
+
+def _stub(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + text)
+    path.chmod(0o755)
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM the daemon that install.sh left running (not our child) and wait until it is gone."""
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_install_sh_demo_twice_reuses_the_running_daemon(tmp_path):
+    """install.sh --demo, run twice: the second run finds the first run's daemon (on the port of daemon.toml)
+    instead of failing to start another. ``python -m venv`` and ``pip install`` are stubbed out (this
+    environment already has the packages); everything else is the real script, installer, daemon and CLI."""
+    repo = Path(__file__).parents[1]
+    bin_dir = Path(sys.executable).parent
+    home = tmp_path / "gimp-inpaint-home"
+    _stub(tmp_path / "bin" / "python3", f'[ "$1 $2" = "-m venv" ] && exit 0\nexec "{sys.executable}" "$@"\n')
+    _stub(home / "venv" / "bin" / "python", f'[ "$1 $2" = "-m pip" ] && exit 0\nexec "{sys.executable}" "$@"\n')
+    for script in ("gimp-inpaint", "gimp-inpaint-daemon"):
+        _stub(home / "venv" / "bin" / script, f'exec "{bin_dir / script}" "$@"\n')
+    config = tmp_path / "xdg-config"
+    (config / "gimp-inpaint").mkdir(parents=True)
+    (config / "gimp-inpaint" / "daemon.toml").write_text(f"port = {free_port()}\n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": str(tmp_path / "bin" / "python3"),
+           "XDG_CONFIG_HOME": str(config), "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
+           "XDG_DATA_HOME": str(tmp_path / "xdg-data"), "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    runs = []
+    pid = None
+    try:
+        for run, extra in (("first", []), ("second", ["--", "--no-shortcut"])):
+            (tmp_path / run).mkdir()
+            done = subprocess.run(["bash", str(repo / "installer" / "install.sh"), "--demo", "--home", str(home),
+                                   *extra], cwd=tmp_path / run, env=env, capture_output=True, text=True, timeout=90)
+            runs.append(done)
+            started = re.search(r"keeps running \(pid (\d+)\)", done.stdout)
+            pid = pid or (int(started.group(1)) if started else None)
+            assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        if pid is not None:
+            _stop(pid)
+    first, second = runs
+    assert "starting the daemon" in first.stdout and pid is not None
+    assert "already answers: using it" in second.stdout and "starting the daemon" not in second.stdout
+    for run in ("first", "second"):
+        before_after = load_rgba(tmp_path / run / "demo-before-after.png")
+        assert before_after.shape == (512, 1024, 4)
+    plugin = config / "GIMP" / "3.0" / "plug-ins" / "gimp-inpaint"
+    port = (config / "gimp-inpaint" / "daemon.toml").read_text().split("=")[1].strip()
+    assert json.loads((plugin / "connection.json").read_text())["url"] == f"ws://127.0.0.1:{port}"

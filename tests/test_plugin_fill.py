@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from client.connection import ConfigError, DaemonError, DaemonUnavailable
+from client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
 from client.imaging import array_from_plane, plane_from_array
 from plugin_gimp.document import Document, ResultLayer
 from plugin_gimp.fill import NO_SELECTION, FillError, FillParams, fill_crop, layer_name, run_fill
@@ -173,6 +173,8 @@ def test_no_selection_fails_before_connecting():
     (DaemonError(ErrorCode.OUT_OF_MEMORY, "CUDA out of memory"), ErrorCode.OUT_OF_MEMORY, "Select a smaller area"),
     (DaemonError(ErrorCode.CANCELLED, "job 'x' was cancelled"), ErrorCode.CANCELLED, "cancelled"),
     (DaemonError(ErrorCode.JOB_FAILED, "engine 'sd' failed: boom"), ErrorCode.JOB_FAILED, "failed: boom"),
+    (DaemonError(ErrorCode.TOO_LARGE, "… too large for the connection (code 1009: …)."), ErrorCode.TOO_LARGE,
+     "(code 1009: …). Select a smaller area or lower the padding."),
     (DaemonUnavailable("Cannot reach … Start it with `gimp-inpaint-daemon`"), None, "gimp-inpaint-daemon"),
 ])
 def test_daemon_failures_paste_nothing(error, code, words):
@@ -188,7 +190,7 @@ def test_connection_setup_errors_become_fill_errors():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
 
     def factory():
-        raise ConfigError("connection.json is missing. Install the plug-in with `gimp-inpaint-install`")
+        raise ConnectionConfigError("connection.json is missing. Install the plug-in with `gimp-inpaint-install`")
 
     with pytest.raises(FillError, match="gimp-inpaint-install"):
         run_fill(document, factory, FillParams())

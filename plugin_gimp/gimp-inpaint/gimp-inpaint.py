@@ -22,6 +22,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+"""The plug-in's folder (``<plug-ins>/gimp-inpaint`` when installed)."""
+
 _VENDOR = HERE / "vendor"
 sys.path.insert(0, str(_VENDOR if _VENDOR.is_dir() else HERE.parents[1]))  # vendored copies win over GIMP's
 
@@ -38,10 +40,17 @@ from plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from protocol import ErrorCode  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
+"""The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
+
 CONNECTION_FILE = HERE / "connection.json"
+"""The daemon's URL and token, written by the installer (:func:`client.connection.read_connection_config`)."""
+
 CLIENT_NAME = "gimp-inpaint-plugin/0.1"
+"""How the plug-in introduces itself in the Hello (the daemon logs it)."""
+
 _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m installer install) so the plug-in gets the daemon's "
                "current token.")
+"""Added to an ``UNAUTHORIZED`` error."""
 
 
 def _params(config: Gimp.ProcedureConfig) -> FillParams:
@@ -54,12 +63,18 @@ def _params(config: Gimp.ProcedureConfig) -> FillParams:
 
 
 def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
+    """``EXECUTION_ERROR`` return values carrying ``text`` as the GLib.Error message GIMP shows."""
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(text))
 
 
-def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list,
-        config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
-    """The procedure's body: dialog (interactive only), then :func:`run_fill`; never raises."""
+def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
+        config: Gimp.ProcedureConfig, run_data: None) -> Gimp.ValueArray:
+    """The procedure's body: dialog (interactive only), then :func:`run_fill`; never raises.
+
+    The ``Gimp.RunImageFunc`` signature: ``drawables`` are the selected drawables, ``config`` holds the
+    arguments, ``run_data`` is what :meth:`GimpInpaint.do_create_procedure` registered (None).
+    Cancelling from GIMP's progress bar kills this process (see :mod:`plugin_gimp.gimp_document`).
+    """
     try:
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(PROCEDURE)
@@ -91,13 +106,17 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
 class GimpInpaint(Gimp.PlugIn):
     """Registers :data:`PROCEDURE` (arguments and defaults from :class:`FillParams`)."""
 
-    def do_query_procedures(self) -> list:
+    def do_query_procedures(self) -> list[str]:
+        """The procedures this plug-in installs: only :data:`PROCEDURE`."""
         return [PROCEDURE]
 
     def do_set_i18n(self, name: str) -> bool:
+        """False: the plug-in ships no translations (GIMP then does not look for a gettext catalogue)."""
         return False
 
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
+        """Build the ``Gimp.ImageProcedure`` ``name``: menu entry, image types, documentation and the
+        arguments of the shared interface (GIMP names; defaults from :class:`FillParams`), run by :func:`run`."""
         defaults = FillParams()
         flags = GObject.ParamFlags.READWRITE
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
