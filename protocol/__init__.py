@@ -8,8 +8,11 @@ from .codec import DEFAULT_MAX_PIXELS, decode, encode, max_frame_bytes
 from .errors import ErrorCode, ProtocolError
 from .geometry import LATENT_MULTIPLE, Rect, context_crop, feather_reach
 from .messages import (
+    MAX_LORAS,
     MAX_VARIANTS,
+    PROGRESS_STAGES,
     PROTOCOL_VERSION,
+    SCHEDULERS,
     Accepted,
     Cancel,
     EngineInfo,
@@ -25,7 +28,8 @@ from .messages import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "LATENT_MULTIPLE", "MAX_VARIANTS", "PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo",
+    "DEFAULT_MAX_PIXELS", "LATENT_MULTIPLE", "MAX_LORAS", "MAX_VARIANTS", "PROGRESS_STAGES", "PROTOCOL_VERSION",
+    "SCHEDULERS", "Accepted", "Cancel", "EngineInfo",
     "Error", "ErrorCode", "Hello", "InpaintRequest", "Message", "Plane", "Progress", "ProtocolError", "Rect", "Result",
     "Variant", "Welcome", "context_crop", "decode", "encode", "feather_reach", "max_frame_bytes",
 ]

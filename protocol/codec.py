@@ -19,6 +19,7 @@ from .errors import ErrorCode, ProtocolError
 from .messages import (
     MAX_ENGINE_NAME_CHARS,
     MAX_JOB_ID_CHARS,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MESSAGE_TYPES,
     Message,
@@ -31,10 +32,11 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 _UTF8_BYTES_PER_CHAR = 4
 """Most bytes one character takes in UTF-8 (RFC 3629), which msgpack strings use."""
 
-_FRAME_OVERHEAD = (_UTF8_BYTES_PER_CHAR * (2 * MAX_PROMPT_CHARS + MAX_JOB_ID_CHARS + MAX_ENGINE_NAME_CHARS)
-                   + 16 * 1024)
-"""Bytes allowed beyond the pixel payload (49 KiB): the longest prompt, negative prompt, job id and engine name a
-request may carry (:mod:`protocol.messages` caps them in characters, 4 UTF-8 bytes each), plus 16 KiB for field
+_FRAME_OVERHEAD = (_UTF8_BYTES_PER_CHAR * (2 * MAX_PROMPT_CHARS + MAX_JOB_ID_CHARS
+                                          + (1 + MAX_LORAS) * MAX_ENGINE_NAME_CHARS) + 16 * 1024)
+"""Bytes allowed beyond the pixel payload (53 KiB): the longest prompt, negative prompt, job id, engine name and
+LoRA names a request may carry (:mod:`protocol.messages` caps them in characters, 4 UTF-8 bytes each), plus 16 KiB
+for field
 names, numbers, msgpack headers and the per-variant seeds and timings of a result (about 200 bytes a variant)."""
 
 

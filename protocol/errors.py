@@ -20,6 +20,9 @@ class ErrorCode(str, Enum):
     """Well-formed but unusable values: strength out of range, mask size ≠ image size, …"""
     UNKNOWN_ENGINE = "unknown_engine"
     """The request names an engine the daemon does not have."""
+    INCOMPATIBLE = "incompatible"
+    """The request's options do not fit the engine's model: a LoRA made for another family, a refiner or a
+    ControlNet scale where the model has none, a scheduler the model cannot use."""
     ENGINE_UNAVAILABLE = "engine_unavailable"
     """The engine exists but its model could not be loaded (offline, missing, broken)."""
     CANCELLED = "cancelled"

@@ -20,8 +20,9 @@ from typing import ClassVar
 
 from .errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION = 1
-"""Bumped on every incompatible change of the messages below."""
+PROTOCOL_VERSION = 2
+"""Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
+model families and progress stages)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
@@ -41,6 +42,22 @@ MAX_JOB_ID_CHARS = 128
 
 MAX_ENGINE_NAME_CHARS = 128
 """Longest engine name a request may carry (characters); longer names cannot exist in a daemon's configuration."""
+
+SCHEDULERS = ("default", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde_karras",
+              "lms_karras", "unipc")
+"""Values of :attr:`InpaintRequest.scheduler`: ``default`` keeps the model's own scheduler; the others are the
+common set of diffusers' "Schedulers" guide (A1111 names: ``euler_a`` = Euler Ancestral, ``dpmpp_2m_karras`` =
+DPM++ 2M Karras, …). The daemon maps them to diffusers classes (:mod:`daemon.engines.schedulers`)."""
+
+MAX_LORAS = 8
+"""Most LoRAs one request may apply at once."""
+
+LORA_WEIGHT_MAX = 4.0
+"""Largest absolute LoRA weight (diffusers ``set_adapters`` ``adapter_weights``); 1.0 is the LoRA as trained."""
+
+PROGRESS_STAGES = ("download", "load", "inference")
+"""Values of :attr:`Progress.stage`: ``download`` counts bytes of a model being downloaded, ``load`` marks a model
+being loaded (no steps), ``inference`` counts denoising steps."""
 
 MAX_CLIENT_NAME_CHARS = 200
 """Longest :attr:`Hello.client` (characters): the name is logged, and the hello is read before authentication."""
@@ -92,6 +109,12 @@ class EngineInfo:
     ``kind`` is the backend (``"opencv"``, ``"diffusers"``), ``model`` the hub id or path it loads,
     ``available`` false when loading failed (``detail`` then says why), ``uses_prompt`` false for
     engines that ignore the prompt (classical inpainting).
+
+    ``family`` is the model family of the daemon's registry (``sd-inpaint``, ``sdxl-inpaint``,
+    ``kandinsky22-inpaint``, ``sd``, ``sdxl``, ``sd-controlnet-inpaint``; empty for non-diffusion engines),
+    ``loras`` the names of the registry's LoRAs a request to this engine may use
+    (:attr:`InpaintRequest.loras`), ``embeddings`` the textual-inversion tokens it understands in a prompt,
+    ``refiner`` whether :attr:`InpaintRequest.refiner_strength` may be above 0.
     """
 
     name: str
@@ -100,6 +123,10 @@ class EngineInfo:
     available: bool
     uses_prompt: bool
     detail: str = ""
+    family: str = ""
+    loras: list[str] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)
+    refiner: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +187,16 @@ class InpaintRequest:
         num_variants: 1…:data:`MAX_VARIANTS` results from consecutive seeds.
         grow: pixels by which the mask is dilated before inpainting, 0…1024.
         feather: Gaussian blur radius (pixels) of the blend mask's edge, 0…1024 (diffusers ``blur_factor``).
+        scheduler: one of :data:`SCHEDULERS`; ``default`` keeps the model's scheduler.
+        loras: LoRA name (from :attr:`EngineInfo.loras`) → weight in [−:data:`LORA_WEIGHT_MAX`,
+            :data:`LORA_WEIGHT_MAX`], at most :data:`MAX_LORAS` (diffusers ``set_adapters``).
+        refiner_strength: 0 ≤ value < 1, the share of the denoising done by a second, refining pass
+            (0 = none): the model's SDXL refiner where the registry names one (the base stops at
+            ``denoising_end = 1 − refiner_strength``, the refiner starts there), else an image-to-image pass
+            of the same model (``from_pipe``) with ``strength = refiner_strength``. Engines whose
+            :attr:`EngineInfo.refiner` is false refuse a value above 0.
+        controlnet_conditioning_scale: 0…2, the ControlNet's weight (diffusers name); only
+            ``sd-controlnet-inpaint`` engines accept a value other than 1.
 
     Raises:
         ProtocolError(INVALID_REQUEST): any value out of its range, or image/mask shapes that disagree.
@@ -181,6 +218,10 @@ class InpaintRequest:
     num_variants: int = 1
     grow: int = 0
     feather: int = 8
+    scheduler: str = "default"
+    loras: dict[str, float] = field(default_factory=dict)
+    refiner_strength: float = 0.0
+    controlnet_conditioning_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _require(1 <= len(self.job_id) <= MAX_JOB_ID_CHARS, f"job_id must have 1…{MAX_JOB_ID_CHARS} characters")
@@ -202,6 +243,16 @@ class InpaintRequest:
         _require_range("grow", self.grow, 0, 1024)
         _require_range("feather", self.feather, 0, 1024)
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")
+        _require(self.scheduler in SCHEDULERS,
+                 f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        _require(len(self.loras) <= MAX_LORAS, f"{len(self.loras)} LoRAs requested; at most {MAX_LORAS} are allowed")
+        for lora, weight in self.loras.items():
+            _require(1 <= len(lora) <= MAX_ENGINE_NAME_CHARS,
+                     f"LoRA names must have 1…{MAX_ENGINE_NAME_CHARS} characters")
+            _require_range(f"the weight of LoRA {lora!r}", weight, -LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
+        _require(0.0 <= self.refiner_strength < 1.0 and math.isfinite(self.refiner_strength),
+                 f"refiner_strength={self.refiner_strength!r} is outside [0, 1)")
+        _require_range("controlnet_conditioning_scale", self.controlnet_conditioning_scale, 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -215,16 +266,22 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Progress:
-    """Daemon → client: ``step`` of ``total`` units done (denoising steps × variants for diffusion)."""
+    """Daemon → client: ``step`` of ``total`` units of ``stage`` done (:data:`PROGRESS_STAGES`).
+
+    ``inference`` counts denoising steps × variants (refining passes included); ``download`` counts bytes of the
+    model files being downloaded; ``load`` is sent once as ``(0, 0)`` when a model starts loading.
+    """
 
     type: ClassVar[str] = "progress"
     job_id: str
     step: int
     total: int
+    stage: str = "inference"
 
     def __post_init__(self) -> None:
         _require(0 <= self.step <= self.total, f"progress {self.step}/{self.total} is inconsistent",
                  ErrorCode.BAD_MESSAGE)
+        _require(self.stage in PROGRESS_STAGES, f"unknown progress stage {self.stage!r}", ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)

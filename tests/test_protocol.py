@@ -13,6 +13,7 @@ from skimage import data
 
 from protocol import (
     PROTOCOL_VERSION,
+    SCHEDULERS,
     Accepted,
     Cancel,
     EngineInfo,
@@ -31,9 +32,11 @@ from protocol import (
     max_frame_bytes,
 )
 from protocol.messages import (
+    LORA_WEIGHT_MAX,
     MAX_CLIENT_NAME_CHARS,
     MAX_ENGINE_NAME_CHARS,
     MAX_JOB_ID_CHARS,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_VARIANTS,
     SEED_MAX,
@@ -51,6 +54,8 @@ def _photo_request(width: int = 96, height: int = 64) -> InpaintRequest:
         image=Plane(width, height, 4, rgba.tobytes()), mask=Plane(width, height, 1, mask.astype(np.uint8).tobytes()),
         prompt="an astronaut, photo", negative_prompt="blurry", strength=0.8, guidance_scale=6.0,
         num_inference_steps=20, seed=1234, num_variants=2, grow=4, feather=12,
+        scheduler="dpmpp_2m_karras", loras={"pixel-art": 0.8, "film": -0.5}, refiner_strength=0.2,
+        controlnet_conditioning_scale=0.7,
     )
 
 
@@ -75,10 +80,13 @@ def test_every_message_type_round_trips() -> None:
     mask = Plane(2, 1, 1, b"\x00\xff")
     messages = [
         Hello(PROTOCOL_VERSION, "test", "secret"),
-        Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("opencv", "opencv", "telea", True, False)], 1 << 20),
+        Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("opencv", "opencv", "telea", True, False),
+                                                   EngineInfo("xl", "diffusers", "diffusers/sdxl", True, True, "",
+                                                              "sdxl-inpaint", ["film"], ["<cat>"], True)], 1 << 20),
         _photo_request(),
         Accepted("j", 3),
         Progress("j", 2, 5),
+        Progress("j", 1 << 33, 1 << 34, "download"),
         Result("j", [Variant(4, 8, plane, mask, 42, {"inference": 0.5})]),
         Cancel("j"),
         Error(ErrorCode.CANCELLED.value, "cancelled by the user", "j"),
@@ -113,6 +121,16 @@ def test_every_message_type_round_trips() -> None:
         (lambda w: {**w, "job_id": ""}, ErrorCode.INVALID_REQUEST),
         (lambda w: {**w, "image": {**w["image"], "width": 5000, "height": 5000}}, ErrorCode.TOO_LARGE),
         (lambda w: {**w, "image": {**w["image"], "width": 100_000}}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "scheduler": "karras-of-doom"}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "loras": {f"l{i}": 1.0 for i in range(MAX_LORAS + 1)}}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "loras": {"film": LORA_WEIGHT_MAX + 0.5}}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "loras": {"": 1.0}}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "loras": {"film": "strong"}}, ErrorCode.BAD_MESSAGE),
+        (lambda w: {**w, "loras": ["film"]}, ErrorCode.BAD_MESSAGE),
+        (lambda w: {**w, "refiner_strength": 1.0}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "refiner_strength": -0.1}, ErrorCode.INVALID_REQUEST),
+        (lambda w: {**w, "controlnet_conditioning_scale": 2.5}, ErrorCode.INVALID_REQUEST),
+        (lambda w: w.pop("loras") and w.pop("scheduler") and w, None),  # version-1-style requests still decode
     ],
 )
 def test_bad_request_fields_get_their_code(mutate, code: ErrorCode | None) -> None:
@@ -156,7 +174,7 @@ def test_error_codes_are_stable_strings() -> None:
     # the values travel on the wire; renaming one breaks deployed clients
     assert {c.value for c in ErrorCode} == {
         "bad_message", "version_mismatch", "unauthorized", "too_large", "invalid_request", "unknown_engine",
-        "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal",
+        "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal", "incompatible",
     }
     with pytest.raises(ProtocolError):
         Error("no_such_code", "x")
@@ -175,7 +193,9 @@ def test_frame_limit_fits_the_largest_request_and_result() -> None:
         image=Plane(width, height, 4, bytes(max_pixels * 4)), mask=Plane(width, height, 1, bytes(max_pixels)),
         prompt=emoji * MAX_PROMPT_CHARS, negative_prompt=emoji * MAX_PROMPT_CHARS, strength=1 / 3,
         guidance_scale=1 / 7, num_inference_steps=500, seed=SEED_MAX, num_variants=MAX_VARIANTS, grow=1024,
-        feather=1024)
+        feather=1024, scheduler="dpmpp_2m_sde_karras",
+        loras={emoji * (MAX_ENGINE_NAME_CHARS - 1) + str(i): -1 / 3 for i in range(MAX_LORAS)},
+        refiner_strength=1 / 3, controlnet_conditioning_scale=1 / 3)
     frame = encode(request)
     assert len(frame) <= max_frame_bytes(max_pixels)
     assert decode(frame, max_pixels) == request
@@ -194,6 +214,12 @@ def test_text_longer_than_its_cap_is_an_invalid_request(field: str, cap: int) ->
     with pytest.raises(ProtocolError) as caught:
         decode(msgpack.packb(wire, use_bin_type=True))
     assert caught.value.code is ErrorCode.INVALID_REQUEST and str(cap) in caught.value.message
+
+
+def test_progress_stage_must_be_known() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb({**_wire(Progress("j", 1, 2)), "stage": "dreaming"}))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
 
 
 def test_hello_client_name_is_capped() -> None:
@@ -224,6 +250,10 @@ def _requests(draw: st.DrawFn) -> InpaintRequest:
         strength=draw(st.floats(0.001, 1.0)), guidance_scale=draw(st.floats(0.0, 50.0)),
         num_inference_steps=draw(st.integers(1, 500)), seed=draw(st.integers(-1, 2**32 - 1)),
         num_variants=draw(st.integers(1, 16)), grow=draw(st.integers(0, 1024)), feather=draw(st.integers(0, 1024)),
+        scheduler=draw(st.sampled_from(SCHEDULERS)),
+        loras=draw(st.dictionaries(st.text(min_size=1, max_size=20), st.floats(-LORA_WEIGHT_MAX, LORA_WEIGHT_MAX),
+                                   max_size=MAX_LORAS)),
+        refiner_strength=draw(st.floats(0.0, 0.99)), controlnet_conditioning_scale=draw(st.floats(0.0, 2.0)),
     )
 
 
