@@ -1,0 +1,136 @@
+"""The warm pool on its own: LRU order, the memory budget, components shared through ``from_pipe`` counted once.
+
+The daemon-level pool tests (three tiny diffusers models, two fit) are in tests/test_families.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from daemon.pool import ModelPool, component_bytes
+
+
+class FakeTensor:
+    def __init__(self, count: int, size: int = 4) -> None:
+        self.count, self.size = count, size
+
+    def numel(self) -> int:
+        return self.count
+
+    def element_size(self) -> int:
+        return self.size
+
+
+class FakeModule:
+    """Quacks like a torch module: ``parameters()`` and ``buffers()``."""
+
+    def __init__(self, params: int, buffers: int = 0) -> None:
+        self._params, self._buffers = [FakeTensor(params)], [FakeTensor(buffers, 2)]
+
+    def parameters(self) -> list[FakeTensor]:
+        return self._params
+
+    def buffers(self) -> list[FakeTensor]:
+        return self._buffers
+
+
+@dataclass
+class FakePipeline:
+    components: dict[str, object] = field(default_factory=dict)
+
+
+def pipeline(unet: int = 100, vae: int = 50) -> FakePipeline:
+    """A pipeline of ``4 × (unet + vae)`` bytes of parameters, plus a tokenizer that weighs nothing."""
+    return FakePipeline({"unet": FakeModule(unet), "vae": FakeModule(vae), "tokenizer": object(), "safety": None})
+
+
+def test_component_bytes_counts_parameters_and_buffers() -> None:
+    pipe = FakePipeline({"unet": FakeModule(10, buffers=3), "tokenizer": object()})
+    assert component_bytes(pipe) == {id(pipe.components["unet"]): 10 * 4 + 3 * 2}
+
+
+def test_warm_get_loads_nothing_and_keeps_the_object() -> None:
+    pool = ModelPool(10_000, release=lambda: None)
+    loads = []
+
+    def load() -> FakePipeline:
+        loads.append(1)
+        return pipeline()
+
+    first = pool.get("a", load)
+    assert pool.get("a", load) is first
+    assert len(loads) == 1 and pool.load_counts["a"] == 1
+    assert pool.used_bytes() == 4 * 150
+
+
+def test_third_model_evicts_the_least_recently_used() -> None:
+    released = []
+    pool = ModelPool(2 * 600 + 100, release=lambda: released.append(1))  # two 600-byte pipelines fit, not three
+    pool.get("a", pipeline)
+    pool.get("b", pipeline)
+    pool.get("a", pipeline)  # a is now the most recently used
+    pool.get("c", pipeline)
+    assert pool.keys() == ["a", "c"]  # b, the least recently used, went
+    assert released == [1]
+    assert pool.used_bytes() == 1200
+    pool.get("b", pipeline)  # back: loaded again, a goes
+    assert pool.keys() == ["c", "b"] and pool.load_counts == {"a": 1, "b": 2, "c": 1}
+
+
+def test_shared_components_count_once_and_survive_eviction_of_their_sibling() -> None:
+    pool = ModelPool(1000, release=lambda: None)
+    base = pool.get("base", pipeline)
+    # from_pipe: a new pipeline around the same UNet and VAE, plus a new 100-parameter ControlNet
+    derived = pool.get("controlnet", lambda: FakePipeline({**base.components, "controlnet": FakeModule(100)}))
+    assert derived.components["unet"] is base.components["unet"]
+    assert pool.used_bytes() == 4 * 150 + 4 * 100  # not 2 × 600 + 400
+    assert pool.used_bytes(["controlnet"]) == 1000 and pool.used_bytes(["base"]) == 600
+    pool.evict("base")
+    assert pool.used_bytes() == 1000  # the UNet and VAE are still held by the ControlNet pipeline
+
+
+def test_an_object_larger_than_the_budget_stays_alone() -> None:
+    pool = ModelPool(500, release=lambda: None)
+    pool.get("small", lambda: pipeline(unet=10, vae=10))
+    pool.get("huge", pipeline)
+    assert pool.keys() == ["huge"]  # evicted everything else, kept itself (the engine offloads it)
+
+
+def test_make_room_evicts_before_a_load_and_spares_keep() -> None:
+    pool = ModelPool(1300, release=lambda: None)
+    for key in ("a", "b"):
+        pool.get(key, pipeline)
+    pool.make_room(600, keep=["a"])
+    assert pool.keys() == ["a"]
+    pool.make_room(10_000, keep=["a"])
+    assert pool.keys() == ["a"]  # never evicts what is kept, even if the room is not there
+
+
+def test_evict_others_and_a_failed_load() -> None:
+    pool = ModelPool(10_000, release=lambda: None)
+    for key in ("a", "b", "c"):
+        pool.get(key, pipeline)
+    pool.evict_others(keep=["b"])
+    assert pool.keys() == ["b"]
+
+    def broken() -> FakePipeline:
+        raise OSError("no such model")
+
+    with pytest.raises(OSError):
+        pool.get("d", broken)
+    assert pool.keys() == ["b"] and pool.load_counts["d"] == 0
+
+
+def test_budget_function_is_called_once_and_lazily() -> None:
+    calls = []
+
+    def measure() -> int:
+        calls.append(1)
+        return 5000
+
+    pool = ModelPool(measure, release=lambda: None)
+    assert calls == []
+    pool.get("a", pipeline)
+    assert pool.budget_bytes == 5000 and calls == [1]
