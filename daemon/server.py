@@ -381,8 +381,8 @@ class DaemonServer:
         waiting = len(self._queue)
         self._status("busy", f"{pending.engine.name}: job {job_id}" + (f", {waiting} waiting" if waiting else ""))
 
-        def progress(step: int, total: int) -> None:  # worker thread
-            loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total))
+        def progress(step: int, total: int, stage: str) -> None:  # worker thread
+            loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total, stage))
 
         started = time.perf_counter()
         try:

@@ -19,7 +19,11 @@ from protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Res
 from protocol.messages import SEED_MAX
 
 from .compositing import blend_mask, grow_mask, overlay, repaint_mask
-from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled
+
+StageProgress = Callable[[int, int, str], None]
+"""The worker's progress sink: ``progress(step, total, stage)`` with a stage of
+:data:`protocol.messages.PROGRESS_STAGES`; the server turns each call into a :class:`protocol.Progress`."""
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
 
 
-def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback, cancelled: CancelCheck,
+def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
              queued_seconds: float, started: float) -> Result:
     width, height = request.image.width, request.image.height
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
@@ -71,14 +75,17 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
         raise JobCancelled(f"job {request.job_id!r} cancelled")
     load_start = time.perf_counter()
-    engine.load()
+    engine.load(lambda stage, step, total: progress(step, total, stage))
     load_seconds = time.perf_counter() - load_start
 
     jobs = [EngineJob(image=rgb, mask=engine_mask, prompt=request.prompt, negative_prompt=request.negative_prompt,
                       strength=request.strength, guidance_scale=request.guidance_scale,
-                      num_inference_steps=request.num_inference_steps, seed=seed)
+                      num_inference_steps=request.num_inference_steps, seed=seed, scheduler=request.scheduler,
+                      loras=dict(request.loras), refiner_strength=request.refiner_strength,
+                      controlnet_conditioning_scale=request.controlnet_conditioning_scale)
             for seed in variant_seeds(request.seed, request.num_variants)]
-    per_variant = max(1, engine.steps_for(jobs[0]))  # once per job: the variants differ only in their seeds
+    engine.check(jobs[0])  # once per job: the variants differ only in their seeds
+    per_variant = max(1, engine.steps_for(jobs[0]))
     total = per_variant * len(jobs)
     done = -1
 
@@ -86,7 +93,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback
         nonlocal done
         if step > done:
             done = step
-            progress(step, total)
+            progress(step, total, "inference")
 
     advance(0)
 
@@ -120,7 +127,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: ProgressCallback
     return Result(job_id=request.job_id, variants=variants)
 
 
-def run_job(request: InpaintRequest, engine: Engine, progress: ProgressCallback, cancelled: CancelCheck,
+def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
             queued_seconds: float = 0.0) -> Result | Error:
     """Run ``request`` on ``engine`` and composite each variant; never raises for a failed job.
 
@@ -130,13 +137,15 @@ def run_job(request: InpaintRequest, engine: Engine, progress: ProgressCallback,
     where that fade is ≥ 16 % (:func:`daemon.compositing.repaint_mask`); each variant's image is
     the engine's RGB where the blend mask is > 0 and the request's RGBA exactly elsewhere
     (:func:`daemon.compositing.overlay`).
-    Variant ``i`` uses seed ``seed + i`` (:func:`variant_seeds`).
+    Variant ``i`` uses seed ``seed + i`` (:func:`variant_seeds`). The engine loads (reporting ``download`` and
+    ``load`` progress), then :meth:`Engine.check` refuses options it cannot honour before any step runs.
 
     Args:
         request: the validated request; its planes are RGBA and a 1-channel mask of equal size.
         engine: the engine named by ``request.engine``.
-        progress: called as ``progress(step, total)`` with ``total`` = engine steps per variant ×
-            variants; first ``(0, total)`` once the engine is loaded, last ``(total, total)``.
+        progress: called as ``progress(step, total, stage)``: the engine's ``download``/``load`` reports while
+            it loads, then ``inference`` with ``total`` = engine steps per variant × variants, first
+            ``(0, total)`` once the engine is loaded, last ``(total, total)``.
         cancelled: polled before the engine loads, between variants and by the engine between its steps.
         queued_seconds: how long the job waited in the queue (reported in the timings).
 
@@ -175,7 +184,7 @@ class Worker:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gimp-inpaint-worker")
 
-    def submit(self, request: InpaintRequest, engine: Engine, progress: ProgressCallback,
+    def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
                cancelled: Callable[[], bool], queued_seconds: float) -> Future[Result | Error]:
         """Schedule :func:`run_job` on the worker thread; the future's result is never an exception."""
         return self._executor.submit(run_job, request, engine, progress, cancelled, queued_seconds)

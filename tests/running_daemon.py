@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from daemon.config import Settings, ensure_token
-from daemon.engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from daemon.engines.base import (
+    CancelCheck,
+    Engine,
+    EngineJob,
+    EngineLoadError,
+    JobCancelled,
+    LoadProgress,
+    ProgressCallback,
+)
 from daemon.server import DaemonServer
 from protocol import DEFAULT_MAX_PIXELS, EngineInfo
 
@@ -79,7 +87,7 @@ class MissingEngine(BrokenEngine):
         return EngineInfo(name=self.name, kind="test", model="none", available=False, uses_prompt=True,
                           detail="pip install something")
 
-    def load(self) -> None:
+    def load(self, progress: LoadProgress | None = None) -> None:
         raise EngineLoadError("pip install something")
 
 

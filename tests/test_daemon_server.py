@@ -33,7 +33,7 @@ from daemon import server as server_module
 from daemon import worker as worker_module
 from daemon.compositing import blend_mask, grow_mask, repaint_mask
 from daemon.config import Settings
-from daemon.engines.base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
+from daemon.engines.base import CancelCheck, Engine, EngineJob, JobCancelled, LoadProgress, ProgressCallback
 from daemon.engines.opencv_engine import OpenCVEngine
 from daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
 from protocol import (
@@ -88,10 +88,19 @@ class OutOfMemoryError(RuntimeError):
 
 
 class OomEngine(StepEngine):
-    """Runs out of (GPU) memory on every job."""
+    """Runs out of (GPU) memory on every job, with ``error`` (default: an exception named like torch's)."""
+
+    def __init__(self, name: str, error: type[BaseException] = OutOfMemoryError) -> None:
+        super().__init__(name)
+        self.error = error
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def torch_oom() -> type[BaseException]:
+    """torch's own ``OutOfMemoryError`` (``torch.cuda.OutOfMemoryError``), skipping the case without torch."""
+    return pytest.importorskip("torch").OutOfMemoryError
 
 
 # -- harness -----------------------------------------------------------------------------------------------------------
@@ -541,7 +550,7 @@ class SlowLoadEngine(StepEngine):
         self.loading = threading.Event()
         self.release = threading.Event()
 
-    def load(self) -> None:
+    def load(self, progress: LoadProgress | None = None) -> None:
         self.loading.set()
         if not self.release.wait(WAIT):
             raise TimeoutError("the test never released the load")
@@ -615,11 +624,14 @@ def test_non_loopback_host_is_warned_about(tmp_path: Path, caplog: pytest.LogCap
 
 @pytest.mark.parametrize(("engine", "code", "words"), [
     (OomEngine("bad"), ErrorCode.OUT_OF_MEMORY, "out of memory"),
+    (pytest.param("torch-oom", ErrorCode.OUT_OF_MEMORY, "fewer variants", id="torch.OutOfMemoryError")),
     (BrokenEngine("bad"), ErrorCode.JOB_FAILED, "broken on purpose"),
     (MissingEngine("bad"), ErrorCode.ENGINE_UNAVAILABLE, "pip install something"),
 ])
 def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
-                                                           engine: Engine, code: ErrorCode, words: str) -> None:
+                                                           engine: Engine | str, code: ErrorCode, words: str) -> None:
+    if engine == "torch-oom":  # torch imported only for this case
+        engine = OomEngine("bad", torch_oom())
     with daemon([engine, OpenCVEngine()], tmp_path) as server:
         with connected(server.url) as client:
             events, outcome = client.run(make_request(crop, "doomed", engine="bad"))

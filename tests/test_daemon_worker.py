@@ -7,50 +7,79 @@ import numpy as np
 from running_daemon import StepEngine
 from skimage import data
 
-from daemon.engines.base import EngineJob
+from daemon.engines.base import EngineJob, LoadProgress
 from daemon.worker import run_job
-from protocol import ErrorCode, InpaintRequest, Plane, Result
+from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 
 class CountingEngine(StepEngine):
-    """A :class:`StepEngine` that counts its ``load`` and ``steps_for`` calls."""
+    """A :class:`StepEngine` that counts its ``load``, ``check`` and ``steps_for`` calls, reports a download and a
+    load the first time, and refuses LoRAs (as an engine whose model has none would)."""
 
     def __init__(self) -> None:
         super().__init__("counting", steps=3)
         self.loads = 0
+        self.checked: list[EngineJob] = []
         self.step_queries = 0
 
-    def load(self) -> None:
+    def load(self, progress: LoadProgress | None = None) -> None:
         self.loads += 1
+        if progress is not None and self.loads == 1:
+            progress("download", 512, 1024)
+            progress("download", 1024, 1024)
+            progress("load", 0, 0)
+
+    def check(self, job: EngineJob) -> None:
+        self.checked.append(job)
+        if job.loras:
+            raise ProtocolError(ErrorCode.INCOMPATIBLE, "this model takes no LoRA")
 
     def steps_for(self, job: EngineJob) -> int:
         self.step_queries += 1
         return super().steps_for(job)
 
 
-def astronaut_request(num_variants: int = 1) -> InpaintRequest:
+def astronaut_request(num_variants: int = 1, **options: object) -> InpaintRequest:
     """A 64×96 RGBA crop of the astronaut photo with an elliptic mask over her face."""
     rgb = np.ascontiguousarray(data.astronaut()[60:124, 180:276])
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     mask = np.zeros(rgb.shape[:2], np.uint8)
     cv2.ellipse(mask, (48, 32), (20, 14), 0, 0, 360, 255, -1)
     return InpaintRequest(job_id="w", engine="counting", x=0, y=0, image=Plane(96, 64, 4, rgba.tobytes()),
-                          mask=Plane(96, 64, 1, mask.tobytes()), seed=5, num_variants=num_variants)
+                          mask=Plane(96, 64, 1, mask.tobytes()), seed=5, num_variants=num_variants,
+                          **options)  # type: ignore[arg-type]
 
 
 def test_a_job_cancelled_before_it_starts_loads_nothing() -> None:
     engine = CountingEngine()
-    reports: list[tuple[int, int]] = []
-    outcome = run_job(astronaut_request(), engine, lambda step, total: reports.append((step, total)), lambda: True)
+    reports: list[tuple[int, int, str]] = []
+    outcome = run_job(astronaut_request(), engine, lambda *report: reports.append(report), lambda: True)
     assert outcome.code == ErrorCode.CANCELLED.value and outcome.job_id == "w"
     assert (engine.loads, engine.step_queries, engine.seen, reports) == (0, 0, [], [])
 
 
 def test_load_and_steps_for_once_per_job() -> None:
     engine = CountingEngine()
-    reports: list[tuple[int, int]] = []
-    outcome = run_job(astronaut_request(num_variants=3), engine, lambda step, total: reports.append((step, total)),
-                      lambda: False)
+    reports: list[tuple[int, int, str]] = []
+    request = astronaut_request(num_variants=3, scheduler="euler_a", refiner_strength=0.25,
+                                controlnet_conditioning_scale=0.5)
+    outcome = run_job(request, engine, lambda *report: reports.append(report), lambda: False)
     assert isinstance(outcome, Result) and [variant.seed for variant in outcome.variants] == [5, 6, 7]
-    assert (engine.loads, engine.step_queries) == (1, 1)
-    assert reports == [(step, 9) for step in range(10)]  # 3 steps × 3 variants
+    assert (engine.loads, len(engine.checked), engine.step_queries) == (1, 1, 1)
+    # the download and load stages first, then 3 steps × 3 variants
+    assert reports == [(512, 1024, "download"), (1024, 1024, "download"), (0, 0, "load"),
+                       *((step, 9, "inference") for step in range(10))]
+    job = engine.checked[0]
+    assert (job.scheduler, job.refiner_strength, job.controlnet_conditioning_scale, job.seed) == (
+        "euler_a", 0.25, 0.5, 5)
+
+
+def test_check_refuses_before_any_step() -> None:
+    engine = CountingEngine()
+    reports: list[tuple[int, int, str]] = []
+    outcome = run_job(astronaut_request(loras={"pixel-art": 0.7}), engine, lambda *report: reports.append(report),
+                      lambda: False)
+    assert outcome.code == ErrorCode.INCOMPATIBLE.value and "takes no LoRA" in outcome.message
+    assert engine.checked[0].loras == {"pixel-art": 0.7}
+    assert (engine.step_queries, engine.seen) == (0, [])
+    assert all(stage != "inference" for *_, stage in reports)

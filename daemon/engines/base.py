@@ -8,8 +8,8 @@ mask, exact unmasked pixels) is not: :mod:`daemon.compositing` does it for every
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,11 @@ from protocol import EngineInfo
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(step, total)`` from the worker thread, ``0 ≤ step ≤ total``."""
+
+LoadProgress = Callable[[str, int, int], None]
+"""Called as ``progress(stage, step, total)`` while a model loads: stage ``"download"`` counts bytes
+(``0 ≤ step ≤ total``), stage ``"load"`` is reported once as ``(0, 0)`` when loading from disk starts
+(:data:`protocol.messages.PROGRESS_STAGES`)."""
 
 CancelCheck = Callable[[], bool]
 """Returns True once the job has been cancelled; engines poll it between steps."""
@@ -37,8 +42,9 @@ class EngineJob:
     Attributes:
         image: H×W×3 uint8 RGB crop (alpha is not inpainted).
         mask: H×W uint8, 255 = repaint, 0 = keep (already grown, not feathered).
-        prompt, negative_prompt, strength, guidance_scale, num_inference_steps: as in
-            :class:`protocol.InpaintRequest` (diffusers names and meanings).
+        prompt, negative_prompt, strength, guidance_scale, num_inference_steps, scheduler, loras,
+            refiner_strength, controlnet_conditioning_scale: as in :class:`protocol.InpaintRequest` (diffusers
+            names and meanings).
         seed: 0…2³²−1, the seed of this variant.
     """
 
@@ -50,6 +56,10 @@ class EngineJob:
     guidance_scale: float
     num_inference_steps: int
     seed: int
+    scheduler: str = "default"
+    loras: Mapping[str, float] = field(default_factory=dict)
+    refiner_strength: float = 0.0
+    controlnet_conditioning_scale: float = 1.0
 
 
 class Engine(ABC):
@@ -65,8 +75,20 @@ class Engine(ABC):
     def info(self) -> EngineInfo:
         """What the handshake reports about this engine (never loads anything)."""
 
-    def load(self) -> None:  # noqa: B027 - engines without weights need no loading
-        """Load weights if not yet loaded (idempotent). Raises :class:`EngineLoadError`."""
+    def load(self, progress: LoadProgress | None = None) -> None:  # noqa: B027 - engines without weights need none
+        """Load weights if not yet loaded (idempotent), reporting downloads and loading to ``progress``.
+
+        Raises:
+            EngineLoadError: the model cannot be loaded (the message says what to do).
+        """
+
+    def check(self, job: EngineJob) -> None:  # noqa: B027 - engines without options accept every job
+        """Refuse a job whose options this engine cannot honour, before anything runs (called after :meth:`load`).
+
+        Raises:
+            ProtocolError: INCOMPATIBLE (a LoRA of another family, a refiner or ControlNet scale the model lacks, …)
+                or INVALID_REQUEST (values that cannot work, e.g. no denoising step).
+        """
 
     def steps_for(self, job: EngineJob) -> int:
         """Progress units :meth:`inpaint` reports for ``job`` (1 for engines without steps)."""
