@@ -2,7 +2,8 @@
 
 ::
 
-    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--variants N] …
+    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--variants N]
+                 [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R] [--controlnet-scale C] …
     gimp-inpaint demo -o demo.png
     gimp-inpaint status
 
@@ -11,9 +12,11 @@ file-backed :class:`plugin_gimp.document.Document`): only the context crop aroun
 non-zero pixels is sent, and each variant is composed into the whole picture through its blend
 mask (:func:`client.imaging.compose`). With ``--variants N`` > 1 the outputs are ``OUT-1.png`` …
 ``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
-stderr, one line per written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
-``status`` connects, prints the daemon's version, device and engines, and exits 0, or 1 when the
-daemon cannot be reached (scripts use it to check for a running daemon).
+stderr (model download, model load, then steps: :func:`plugin_gimp.fill.progress_text`), one line per
+written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
+``status`` connects, prints the daemon's version and device and a table of its engines (family, model,
+LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon cannot be reached (scripts
+use it to check for a running daemon).
 
 The daemon's URL defaults to the host and port of its ``daemon.toml`` (in ``--config-dir``, or its
 default configuration folder), else ``ws://127.0.0.1:7869``.
@@ -42,8 +45,8 @@ from client.imaging import compose, load_mask, load_rgba, mask_bounds, save_imag
 from client.local_daemon import configured_url
 from daemon.config import APP_NAME, TOKEN_FILE, ConfigError
 from plugin_gimp.document import Document, ResultLayer
-from plugin_gimp.fill import FillError, FillParams, run_fill
-from protocol import ErrorCode, Rect
+from plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill
+from protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
 """How this client introduces itself in the Hello (the daemon logs it)."""
@@ -232,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"blur radius of the blend mask's edge in pixels (default {defaults.feather})")
     fill.add_argument("--padding", type=_non_negative, default=defaults.padding,
                       help=f"pixels of context around the mask sent to the model (default {defaults.padding})")
+    fill.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler,
+                      help="denoising scheduler: " + ", ".join(f"{name} ({label})" for name, label
+                                                               in SCHEDULER_LABELS.items())
+                           + f" (default {defaults.scheduler}: the model's own)")
+    fill.add_argument("--lora", action="append", default=[], metavar="NAME=WEIGHT",
+                      help="apply a LoRA of the daemon's configuration (NAME alone: weight 1.0); repeat for "
+                           "several. `gimp-inpaint status` lists each engine's LoRAs")
+    fill.add_argument("--refiner-strength", type=float, default=defaults.refiner_strength,
+                      help="0 ≤ R < 1: share of the denoising done by a refining pass (the model's SDXL refiner, "
+                           f"else the same model image-to-image; default {defaults.refiner_strength}: none)")
+    fill.add_argument("--controlnet-scale", type=float, default=defaults.controlnet_conditioning_scale,
+                      help="0…2: weight of the ControlNet (controlnet_conditioning_scale; ControlNet engines "
+                           f"only; default {defaults.controlnet_conditioning_scale})")
 
     demo = commands.add_parser("demo", parents=[connection], help="remove a patch from a bundled photo",
                                description="Remove the mission patch from the suit in scikit-image's astronaut "
@@ -241,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--engine", default=DEMO_ENGINE, help=f"daemon engine (default {DEMO_ENGINE})")
 
     commands.add_parser("status", parents=[connection], help="show the running daemon and its engines",
-                        description="Connect to the daemon and print its version, device and engines. Exit "
-                                    "status 1 when it cannot be reached or refuses the token.")
+                        description="Connect to the daemon and print its version, device and a table of its "
+                                    "engines: family, model, LoRAs, embedding tokens, refiner, availability. "
+                                    "Exit status 1 when it cannot be reached or refuses the token.")
     return parser
 
 
@@ -281,8 +298,29 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, params: FillParams)
     return written
 
 
+ENGINE_COLUMNS = ("ENGINE", "FAMILY", "MODEL", "LORAS", "EMBEDDINGS", "REFINER", "STATE")
+"""Header of the ``status`` table (:func:`engine_table`)."""
+
+
+def engine_table(engines: Sequence[EngineInfo]) -> list[str]:
+    """The ``status`` table: a header line (:data:`ENGINE_COLUMNS`), then one line per engine, columns padded
+    to their widest cell. FAMILY is the registry's model family (the engine kind, e.g. ``opencv``, when it has
+    none); LORAS and EMBEDDINGS are comma-separated names and tokens (``-`` for none); REFINER is yes/no;
+    STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), last, so
+    a long detail does not widen the table.
+    """
+    rows = [ENGINE_COLUMNS] + [(
+        engine.name, engine.family or engine.kind, engine.model, ", ".join(engine.loras) or "-",
+        ", ".join(engine.embeddings) or "-", "yes" if engine.refiner else "no",
+        (("available; " if engine.available else "unavailable: ") + engine.detail).rstrip(": ").rstrip("; "),
+    ) for engine in engines]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(ENGINE_COLUMNS) - 1)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]])
+            for row in rows]
+
+
 def _status(args: argparse.Namespace) -> None:
-    """Handshake with the daemon and print what it offers: one line, then one line per engine.
+    """Handshake with the daemon and print what it offers: one line, then :func:`engine_table`.
 
     Raises:
         UsageError: no token.
@@ -293,9 +331,8 @@ def _status(args: argparse.Namespace) -> None:
         welcome = client.welcome
     print(f"gimp-inpaint daemon {welcome.daemon_version} at {args.url} on {welcome.device}, "
           f"up to {welcome.max_pixels} pixels per request")
-    for engine in welcome.engines:
-        state = "available" if engine.available else f"unavailable: {engine.detail or 'no detail'}"
-        print(f"  {engine.name}: {engine.kind} {engine.model} ({state})")
+    for line in engine_table(welcome.engines):
+        print(f"  {line}".rstrip())
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -328,7 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = FillParams(prompt=args.prompt, negative_prompt=args.negative_prompt, engine=args.engine,
                                 strength=args.strength, num_inference_steps=args.steps,
                                 guidance_scale=args.guidance_scale, seed=args.seed, num_variants=args.variants,
-                                grow=args.grow, feather=args.feather, padding=args.padding)
+                                grow=args.grow, feather=args.feather, padding=args.padding,
+                                scheduler=args.scheduler, loras=parse_loras(", ".join(args.lora)),
+                                refiner_strength=args.refiner_strength,
+                                controlnet_conditioning_scale=args.controlnet_scale)
         document = ArrayDocument(image, mask)
         written = _fill(document, args, params)
         if args.command == "demo":

@@ -7,7 +7,8 @@ Typical use::
 
     with InpaintClient.connect(DEFAULT_URL, token, "my-tool/1.0") as client:
         engine = pick_engine(client.welcome, "")
-        result = client.inpaint(InpaintRequest(job_id="1", engine=engine, ...), on_progress=print)
+        result = client.inpaint(InpaintRequest(job_id="1", engine=engine, ...),
+                                on_progress=lambda step, total, stage: print(stage, step, total))
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
+    EngineInfo,
     Error,
     ErrorCode,
     Hello,
@@ -51,10 +53,14 @@ DEFAULT_URL = "ws://127.0.0.1:7869"
 DAEMON_COMMAND = "gimp-inpaint-daemon"
 """The console script that starts the daemon, named in every "cannot reach the daemon" message."""
 
-# The same two aliases exist in daemon.engines.base for the engines; this module is vendored into the
-# plug-in, which has no daemon package, so it cannot import them from there.
-ProgressCallback = Callable[[int, int], None]
-"""``on_progress(step, total)``: ``step`` of ``total`` units done (denoising steps × variants)."""
+ProgressCallback = Callable[[int, int, str], None]
+"""``on_progress(step, total, stage)``: ``step`` of ``total`` units of ``stage`` done, one call per
+:class:`protocol.Progress`: stage ``"download"`` counts bytes of model files, ``"load"`` comes once as
+``(0, 0)`` when a model starts loading, ``"inference"`` counts denoising steps × variants
+(:data:`protocol.PROGRESS_STAGES`)."""
+
+# CancelCheck also exists in daemon.engines.base for the engines; this module is vendored into the
+# plug-in, which has no daemon package, so it cannot import it from there.
 
 CancelCheck = Callable[[], bool]
 """``should_cancel()``: polled every ``poll_interval`` seconds while a job runs; True cancels it."""
@@ -143,7 +149,8 @@ class InpaintClient:
             ConnectionConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
             DaemonUnavailable: nothing listens there, the handshake timed out, or the peer is not
                 a gimp-inpaint daemon.
-            DaemonError: the daemon refused the Hello (``UNAUTHORIZED``, ``VERSION_MISMATCH``).
+            DaemonError: the daemon refused the Hello (``UNAUTHORIZED``; ``VERSION_MISMATCH``, whose message
+                tells the user to restart the daemon after updating: :func:`version_mismatch_message`).
         """
         stack = ExitStack()
         try:
@@ -174,6 +181,8 @@ class InpaintClient:
         if reply is None:
             raise DaemonUnavailable(f"The daemon at {self.url} did not answer the handshake within "
                                     f"{self._timeout:g} s. Restart it with `{DAEMON_COMMAND}`.")
+        if isinstance(reply, Error) and reply.code == ErrorCode.VERSION_MISMATCH.value:
+            raise DaemonError(ErrorCode.VERSION_MISMATCH, version_mismatch_message(self.url, reply.message))
         if isinstance(reply, Error):
             raise DaemonError(ErrorCode(reply.code), reply.message)
         if not isinstance(reply, Welcome):
@@ -216,7 +225,8 @@ class InpaintClient:
 
         Args:
             request: the job; its ``job_id`` identifies the replies (others are ignored).
-            on_progress: called with ``(step, total)`` for every :class:`protocol.Progress`.
+            on_progress: called with ``(step, total, stage)`` for every :class:`protocol.Progress`
+                (:data:`ProgressCallback`).
             should_cancel: polled every ``poll_interval`` seconds; once it returns True a
                 :class:`protocol.Cancel` is sent and the call ends with ``DaemonError(CANCELLED)``,
                 after the daemon confirms or after the connect timeout, even if a result arrives.
@@ -253,7 +263,7 @@ class InpaintClient:
                 return message
             if isinstance(message, Progress):
                 if on_progress is not None:
-                    on_progress(message.step, message.total)
+                    on_progress(message.step, message.total, message.stage)
             elif not isinstance(message, Accepted):
                 raise DaemonError(ErrorCode.BAD_MESSAGE, f"unexpected “{message.type}” message during a job")
 
@@ -269,6 +279,27 @@ class InpaintClient:
         self.close()
 
 
+def version_mismatch_message(url: str, reason: str) -> str:
+    """The user's message when the daemon at ``url`` refused this client's :data:`protocol.PROTOCOL_VERSION`.
+
+    The usual cause is a daemon started before gimp-inpaint was updated (it keeps running the old code), so the
+    message says to restart it; ``reason`` is the daemon's own explanation (which versions each side speaks).
+    """
+    return (f"The gimp-inpaint daemon at {url} speaks another protocol version than this client (protocol "
+            f"{PROTOCOL_VERSION}): {reason}. If you updated gimp-inpaint, restart the daemon after updating (quit "
+            f"it, then start `{DAEMON_COMMAND}` again); otherwise install the same gimp-inpaint version for the "
+            f"daemon and the plug-in.")
+
+
+def describe_engine(engine: EngineInfo) -> str:
+    """``name`` with its model family and, when unavailable, the reason, e.g.
+    ``"sd15-inpaint (sd-inpaint, unavailable: pip install torch)"``; just ``"opencv"`` for an available engine
+    without a family."""
+    notes = ([engine.family] if engine.family else []) + \
+        ([] if engine.available else [f"unavailable: {engine.detail or 'no detail'}"])
+    return f"{engine.name} ({', '.join(notes)})" if notes else engine.name
+
+
 def pick_engine(welcome: Welcome, requested: str) -> str:
     """The engine name to put in a request.
 
@@ -282,14 +313,15 @@ def pick_engine(welcome: Welcome, requested: str) -> str:
 
     Raises:
         DaemonError: ``UNKNOWN_ENGINE`` when ``requested`` is not offered; ``ENGINE_UNAVAILABLE`` for
-            ``""`` when no engine is available. The message lists the daemon's engines.
+            ``""`` when no engine is available. The message lists the daemon's engines with their families
+            (:func:`describe_engine`) and names ``gimp-inpaint status``.
     """
     if any(engine.name == requested for engine in welcome.engines):
         return requested
-    listing = ", ".join(e.name if e.available else f"{e.name} (unavailable: {e.detail or 'no detail'})"
-                        for e in welcome.engines) or "none"
+    listing = ", ".join(describe_engine(e) for e in welcome.engines) or "none"
     if requested:
-        raise DaemonError(ErrorCode.UNKNOWN_ENGINE, f"The daemon has no engine “{requested}”. Engines: {listing}.")
+        raise DaemonError(ErrorCode.UNKNOWN_ENGINE, f"The daemon has no engine “{requested}”. Engines: {listing} "
+                                                    f"(`gimp-inpaint status` shows their LoRAs and options).")
     for engine in welcome.engines:
         if engine.available:
             return engine.name

@@ -9,12 +9,13 @@ the plug-in: imports only the standard library, :mod:`protocol` and :mod:`client
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from client.connection import ClientError, DaemonError, InpaintClient, pick_engine
-from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Rect, context_crop, feather_reach
+from protocol import SCHEDULERS, ErrorCode, InpaintRequest, Plane, ProtocolError, Rect, context_crop, feather_reach
 
 from .document import Document, ResultLayer
 
@@ -27,6 +28,7 @@ _PROMPT_IN_NAME = 48
 _HINTS = {
     ErrorCode.OUT_OF_MEMORY: "Select a smaller area, lower the padding, or ask for fewer variants.",
     ErrorCode.TOO_LARGE: "Select a smaller area or lower the padding.",
+    ErrorCode.INCOMPATIBLE: "`gimp-inpaint status` lists each engine's family, LoRAs and whether it has a refiner.",
 }
 """What the user can do about a daemon error, appended to its message."""
 
@@ -38,6 +40,46 @@ class FillError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+SCHEDULER_LABELS = dict(zip(SCHEDULERS, (
+    "Model default", "DDIM", "Euler", "Euler Ancestral", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE Karras",
+    "LMS Karras", "UniPC"), strict=True))
+"""Readable name of each of :data:`protocol.SCHEDULERS`, in its order (the A1111 names that diffusers'
+"Schedulers" guide maps to its classes), for the GIMP dialog's scheduler list and the CLI's help."""
+
+LoraWeights = tuple[tuple[str, float], ...]
+"""LoRAs to apply: ``(name, weight)`` pairs in the user's order (a tuple, so :class:`FillParams` stays hashable)."""
+
+
+def parse_loras(text: str) -> LoraWeights:
+    """Parse the LoRA field ``"name:weight, name2:weight"`` (``name=weight`` works too; a bare ``name`` means
+    weight 1.0, the LoRA as trained). Empty items are skipped, so ``""`` is no LoRA.
+
+    The weight is diffusers' ``set_adapters`` ``adapter_weights`` value; its range
+    (±:data:`protocol.messages.LORA_WEIGHT_MAX`) and the number of LoRAs are checked by :class:`InpaintRequest`.
+
+    Raises:
+        FillError(INVALID_REQUEST): an item without a name, a weight that is not a finite number, or a LoRA
+            named twice.
+    """
+    pairs: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        cut = max(item.rfind(":"), item.rfind("="))
+        name, weight_text = (item[:cut].strip(), item[cut + 1:].strip()) if cut >= 0 else (item, "1")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            weight = math.nan
+        if not name or not math.isfinite(weight):
+            raise FillError(f"Cannot read the LoRA “{item}”: write name:weight, e.g. “detail:0.8, style:1.2” "
+                            f"(a name alone means weight 1).", ErrorCode.INVALID_REQUEST)
+        if name in pairs:
+            raise FillError(f"The LoRA “{name}” is named twice; give each LoRA once.", ErrorCode.INVALID_REQUEST)
+        pairs[name] = weight
+    return tuple(pairs.items())
 
 
 @dataclass(frozen=True)
@@ -55,6 +97,11 @@ class FillParams:
         grow: pixels the daemon dilates the selection by.
         feather: blur radius (pixels) of the blend mask's edge.
         padding: pixels of context around the grown, feathered selection sent to the model.
+        scheduler: one of :data:`protocol.SCHEDULERS` (``"default"`` keeps the model's own).
+        loras: ``(name, weight)`` pairs (:func:`parse_loras` reads them from text), sent as
+            :attr:`protocol.InpaintRequest.loras`.
+        refiner_strength: 0 ≤ value < 1, share of the denoising done by a refining pass (0 = none).
+        controlnet_conditioning_scale: 0…2, the ControlNet's weight (ControlNet engines only; 1 elsewhere).
     """
 
     prompt: str = ""
@@ -68,6 +115,10 @@ class FillParams:
     grow: int = 4
     feather: int = 12
     padding: int = 64
+    scheduler: str = "default"
+    loras: LoraWeights = ()
+    refiner_strength: float = 0.0
+    controlnet_conditioning_scale: float = 1.0
 
 
 def fill_crop(selection: Rect, image_width: int, image_height: int, params: FillParams) -> Rect:
@@ -89,6 +140,33 @@ def layer_name(params: FillParams, engine: str, seed: int) -> str:
     return f"Generative fill: {label} (seed {seed})"
 
 
+def _bytes_done(done: int, total: int) -> str:
+    """``"1.2 of 2.6 GB"``: decimal GB, or MB when ``total`` is under 1 GB, one decimal."""
+    unit, name = (1e9, "GB") if total >= 10**9 else (1e6, "MB")
+    return f"{done / unit:.1f} of {total / unit:.1f} {name}"
+
+
+def progress_text(step: int, total: int, stage: str, num_variants: int) -> tuple[float, str]:
+    """The progress bar's ``(fraction, text)`` for one :class:`protocol.Progress` of a job of ``num_variants``.
+
+    - ``download`` (bytes): ``"Downloading the model… 45 % (1.2 of 2.6 GB)"``;
+    - ``load``: ``"Loading the model…"`` (fraction 0);
+    - ``inference`` (steps × variants, :class:`protocol.Progress`): ``"Generating… step 3 of 25"``, with several
+      variants ``"Generating… variant 1 of 2, step 3 of 25"`` (steps counted within the variant).
+    """
+    fraction = step / total if total else 0.0
+    if stage == "download":
+        return fraction, f"Downloading the model… {math.floor(100 * fraction)} % ({_bytes_done(step, total)})"
+    if stage == "load":
+        return 0.0, "Loading the model…"
+    per_variant = total // num_variants if num_variants > 1 and total % num_variants == 0 else 0
+    if not per_variant:
+        return fraction, f"Generating… step {step} of {total}"
+    variant = max(1, math.ceil(step / per_variant))
+    return fraction, (f"Generating… variant {variant} of {num_variants}, "
+                      f"step {step - (variant - 1) * per_variant} of {per_variant}")
+
+
 def _daemon_failure(exc: DaemonError) -> FillError:
     if exc.code is ErrorCode.CANCELLED:
         return FillError("Generative fill was cancelled.", exc.code)
@@ -102,8 +180,9 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], pa
 
     Steps: selection bounds → :func:`fill_crop` → read that crop of the source layer and of the
     selection → :class:`protocol.InpaintRequest` → ``client_factory()`` connects → pick the engine →
-    inpaint with progress relayed to ``document.progress`` → one :class:`ResultLayer` per variant,
-    added in one call (one undo step) after the whole result arrived.
+    inpaint with progress relayed to ``document.progress`` (:func:`progress_text`: download, load, steps) →
+    one :class:`ResultLayer` per variant, named with its seed (:func:`layer_name`), in the daemon's variant order
+    (variant 1 first, i.e. on top), added in one call (one undo step) after the whole result arrived.
 
     Args:
         document: the editor.
@@ -129,12 +208,14 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], pa
             prompt=params.prompt, negative_prompt=params.negative_prompt, strength=params.strength,
             guidance_scale=params.guidance_scale, num_inference_steps=params.num_inference_steps,
             seed=params.seed, num_variants=params.num_variants, grow=params.grow, feather=params.feather,
+            scheduler=params.scheduler, loras=dict(params.loras), refiner_strength=params.refiner_strength,
+            controlnet_conditioning_scale=params.controlnet_conditioning_scale,
         )
     except ProtocolError as exc:
         raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
 
-    def relay(step: int, total: int) -> None:
-        document.progress(step / total if total else 0.0, f"Generative fill: step {step} of {total}")
+    def relay(step: int, total: int, stage: str) -> None:
+        document.progress(*progress_text(step, total, stage, params.num_variants))
 
     document.progress(0.0, "Connecting to the inpainting daemon…")
     try:

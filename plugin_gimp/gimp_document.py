@@ -114,7 +114,7 @@ class GimpDocument(Document):
         names = []
         image.undo_group_start()
         try:
-            for result in reversed(layers):  # each insertion lands directly above the source
+            for result in layers:  # each insertion lands directly above the source, below the ones before it
                 area = Gegl.Rectangle.new(0, 0, result.width, result.height)
                 layer = Gimp.Layer.new(image, result.name, result.width, result.height, layer_type, 100.0,
                                        Gimp.LayerMode.NORMAL)
@@ -135,7 +135,7 @@ class GimpDocument(Document):
         finally:
             image.undo_group_end()
         Gimp.displays_flush()
-        return names[::-1]
+        return names
 
     def progress(self, fraction: float, text: str) -> None:
         """GIMP's progress bar: ``Gimp.progress_init`` on the first call, then ``set_text`` and ``update``."""

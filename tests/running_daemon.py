@@ -67,6 +67,25 @@ class StepEngine(Engine):
         return 255 - job.image
 
 
+class LoadingEngine(StepEngine):
+    """Reports a 3 MB download and the load through :meth:`load`'s progress (every job, as if never warm), then
+    3 steps; records every :class:`EngineJob` it runs in :attr:`jobs`."""
+
+    def __init__(self) -> None:
+        super().__init__("loading", steps=3)
+        self.jobs: list[EngineJob] = []
+
+    def load(self, progress: LoadProgress | None = None) -> None:
+        assert progress is not None
+        for done in (0, 1_500_000, 3_000_000):
+            progress("download", done, 3_000_000)
+        progress("load", 0, 0)
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.jobs.append(job)
+        return self.paint(job, progress, cancelled)
+
+
 class BrokenEngine(Engine):
     """Always raises, so the daemon answers JOB_FAILED."""
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from running_daemon import StepEngine, free_port, running_daemon
+from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon
 from skimage import data
 
 from client import cli
 from client.imaging import array_from_plane, compose, load_mask, load_rgba, mask_bounds, plane_from_array, save_image
 from daemon.engines.opencv_engine import OpenCVEngine
-from protocol import Rect
+from protocol import EngineInfo, Rect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -165,7 +165,8 @@ def test_fill_composes_each_variant_into_the_whole_picture(inputs, daemon, tmp_p
     captured = capsys.readouterr()
     assert f"{tmp_path / 'filled-1.png'}: seed 11" in captured.out
     assert f"{tmp_path / 'filled-2.png'}: seed 12" in captured.out
-    assert "Generative fill: step 3 of 6" in captured.err
+    assert "Generating… variant 1 of 2, step 3 of 3" in captured.err
+    assert "Generating… variant 2 of 2, step 3 of 3" in captured.err
     original = load_rgba(inputs[0])
     result = load_rgba(tmp_path / "filled-1.png")
     assert result.shape == original.shape
@@ -219,7 +220,63 @@ def test_status_lists_the_engines_and_finds_the_port_in_daemon_toml(daemon, caps
     assert cli.main(["status", "--config-dir", str(config)]) == 0  # no --url: the port comes from daemon.toml
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("gimp-inpaint daemon ") and f"at {url} on cpu" in out[0]
-    assert out[1:] == ["  opencv: opencv telea (available)", "  invert: test invert (available)"]
+    assert out[1:] == ["  ENGINE  FAMILY  MODEL   LORAS  EMBEDDINGS  REFINER  STATE",
+                       "  opencv  opencv  telea   -      -           no       available; cv2.inpaint (Telea), "
+                       "radius 3 px",
+                       "  invert  test    invert  -      -           no       available"]
+
+
+def test_engine_table_shows_family_loras_embeddings_refiner_and_state():
+    lines = cli.engine_table([
+        EngineInfo("sdxl-inpaint", "diffusers", "diffusers/sdxl-1.0-inpainting-0.1", True, True,
+                   family="sdxl-inpaint", loras=["pixel-art", "detail"], embeddings=["<cat-toy>"], refiner=True),
+        EngineInfo("sd15", "diffusers", "runwayml/sd-inpainting", False, True, "pip install torch",
+                   family="sd-inpaint"),
+    ])
+    assert lines == [
+        "ENGINE        FAMILY        MODEL                              LORAS              EMBEDDINGS  REFINER  STATE",
+        "sdxl-inpaint  sdxl-inpaint  diffusers/sdxl-1.0-inpainting-0.1  pixel-art, detail  <cat-toy>   yes      "
+        "available",
+        "sd15          sd-inpaint    runwayml/sd-inpainting             -                  -           no       "
+        "unavailable: pip install torch",
+    ]
+
+
+def test_fill_options_reach_the_engine_and_every_stage_is_printed(inputs, tmp_path, capsys):
+    engine = LoadingEngine()
+    with running_daemon(tmp_path / "config", [engine]) as (url, token):
+        code = cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--url", url, "--token", token,
+                         "--seed", "3", "--scheduler", "euler_a", "--lora", "detail=0.75", "--lora", "style",
+                         "--refiner-strength", "0.2", "--controlnet-scale", "0.5"])
+    assert code == 0
+    [job] = engine.jobs
+    assert (job.seed, job.scheduler, dict(job.loras), job.refiner_strength, job.controlnet_conditioning_scale) \
+        == (3, "euler_a", {"detail": 0.75, "style": 1.0}, 0.2, 0.5)
+    err = capsys.readouterr().err.splitlines()
+    assert err[err.index("Downloading the model… 0 % (0.0 of 3.0 MB)") + 1:] == [
+        "Downloading the model… 50 % (1.5 of 3.0 MB)", "Downloading the model… 100 % (3.0 of 3.0 MB)",
+        "Loading the model…", *(f"Generating… step {step} of 3" for step in range(4)), "Adding the result layers…"]
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    (["--lora", "detail=lots"], "Cannot read the LoRA “detail=lots”"),
+    (["--lora", "a", "--lora", "a=0.5"], "“a” is named twice"),
+    (["--lora", "a=9"], "the weight of LoRA 'a'=9.0 is outside [-4.0, 4.0]"),
+    (["--refiner-strength", "1"], "refiner_strength=1.0 is outside [0, 1)"),
+    (["--controlnet-scale", "3"], "controlnet_conditioning_scale=3.0 is outside [0.0, 2.0]"),
+])
+def test_bad_options_exit_2_before_connecting(inputs, tmp_path, capsys, options, words):
+    code = cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--token", "t",
+                     "--url", "ws://127.0.0.1:9", *options])
+    assert code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_an_unknown_scheduler_is_refused_by_argparse(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--scheduler", "karras"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'karras'" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(20)

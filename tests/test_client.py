@@ -18,7 +18,7 @@ from http import HTTPStatus
 
 import numpy as np
 import pytest
-from running_daemon import BrokenEngine, MissingEngine, StepEngine, free_port, running_daemon
+from running_daemon import BrokenEngine, LoadingEngine, MissingEngine, StepEngine, free_port, running_daemon
 from skimage import data
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -34,7 +34,7 @@ from client.connection import (
 from client.imaging import array_from_plane, plane_from_array
 from daemon.engines.base import CancelCheck, EngineJob, JobCancelled, ProgressCallback
 from daemon.engines.opencv_engine import OpenCVEngine
-from protocol import EngineInfo, ErrorCode, InpaintRequest, Welcome, encode
+from protocol import EngineInfo, Error, ErrorCode, InpaintRequest, Welcome, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,10 +72,10 @@ def test_inpaint_relays_progress_and_returns_every_variant(daemon):
     request = make_request("steps", num_variants=2)
     progress = []
     with InpaintClient.connect(url, token, "pytest") as client:
-        result = client.inpaint(request, on_progress=lambda step, total: progress.append((step, total)))
+        result = client.inpaint(request, on_progress=lambda *report: progress.append(report))
     assert result.job_id == request.job_id
     assert [v.seed for v in result.variants] == [7, 8]
-    assert progress == [(step, 10) for step in range(11)]
+    assert progress == [(step, 10, "inference") for step in range(11)]
     original = array_from_plane(request.image)
     for variant in result.variants:
         assert (variant.x, variant.y, variant.image.width, variant.image.height) == (100, 80, 64, 48)
@@ -103,7 +103,7 @@ def test_cancel_sends_cancel_and_raises_cancelled_then_the_connection_still_work
         seen = []
         with InpaintClient.connect(url, token, "pytest") as client:
             with pytest.raises(DaemonError) as caught:
-                client.inpaint(make_request("slow"), on_progress=lambda s, t: seen.append(s),
+                client.inpaint(make_request("slow"), on_progress=lambda step, total, stage: seen.append(step),
                                should_cancel=lambda: len(seen) >= 3, poll_interval=0.01)
             assert caught.value.code is ErrorCode.CANCELLED
             assert 3 <= max(seen) < 400
@@ -223,9 +223,41 @@ def test_not_a_websocket_url_is_a_config_error():
         InpaintClient.connect("http://127.0.0.1:7869", "token", "pytest")
 
 
+def test_an_old_daemon_refusing_the_protocol_says_to_restart_it():
+    """A daemon started before an update speaks the old protocol and refuses the hello with VERSION_MISMATCH."""
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.recv()
+        await websocket.send(encode(Error(ErrorCode.VERSION_MISMATCH.value, "the client speaks protocol 2, this "
+                                          "daemon 1; install the same gimp-inpaint version for both")))
+        await websocket.close(1008, "version_mismatch")
+
+    with scripted_peer(handler) as url, pytest.raises(DaemonError) as caught:
+        InpaintClient.connect(url, "token", "pytest")
+    assert caught.value.code is ErrorCode.VERSION_MISMATCH
+    assert "restart the daemon after updating" in caught.value.message
+    assert "this daemon 1" in caught.value.message and url in caught.value.message
+
+
+def test_progress_stages_and_request_options_reach_the_engine(tmp_path):
+    engine = LoadingEngine()
+    request = make_request("loading", num_variants=2, scheduler="dpmpp_2m_karras", loras={"detail": 0.8, "x": -1.0},
+                           refiner_strength=0.25, controlnet_conditioning_scale=1.5)
+    progress = []
+    with running_daemon(tmp_path, [engine]) as (url, token), InpaintClient.connect(url, token, "pytest") as client:
+        client.inpaint(request, on_progress=lambda *report: progress.append(report))
+    assert progress == [(0, 3_000_000, "download"), (1_500_000, 3_000_000, "download"),
+                        (3_000_000, 3_000_000, "download"), (0, 0, "load"),
+                        *((step, 6, "inference") for step in range(7))]
+    assert [(job.seed, job.scheduler, dict(job.loras), job.refiner_strength, job.controlnet_conditioning_scale)
+            for job in engine.jobs] == [(7, "dpmpp_2m_karras", {"detail": 0.8, "x": -1.0}, 0.25, 1.5),
+                                        (8, "dpmpp_2m_karras", {"detail": 0.8, "x": -1.0}, 0.25, 1.5)]
+
+
 def _welcome(*engines: tuple[str, bool]) -> Welcome:
     return Welcome(protocol_version=1, daemon_version="t", device="cpu", max_pixels=100,
-                   engines=[EngineInfo(name, "test", "m", available, True, "no torch") for name, available in engines])
+                   engines=[EngineInfo(name, "test", "m", available, True, "no torch",
+                                       family="sd-inpaint" if name.startswith("sd") else "")
+                            for name, available in engines])
 
 
 def test_pick_engine_prefers_the_first_available_and_lists_engines_on_failure():
@@ -235,7 +267,8 @@ def test_pick_engine_prefers_the_first_available_and_lists_engines_on_failure():
     with pytest.raises(DaemonError) as unknown:
         pick_engine(welcome, "sdxl")
     assert unknown.value.code is ErrorCode.UNKNOWN_ENGINE
-    assert "sd15-inpaint (unavailable: no torch), opencv, other" in unknown.value.message
+    assert "“sdxl”. Engines: sd15-inpaint (sd-inpaint, unavailable: no torch), opencv, other " \
+           "(`gimp-inpaint status`" in unknown.value.message
     assert pick_engine(welcome, "sd15-inpaint") == "sd15-inpaint"  # the daemon retries loading it
     with pytest.raises(DaemonError) as none:
         pick_engine(_welcome(("sd15-inpaint", False)), "")

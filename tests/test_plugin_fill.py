@@ -11,8 +11,18 @@ from skimage import data
 from client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
 from client.imaging import array_from_plane, plane_from_array
 from plugin_gimp.document import Document, ResultLayer
-from plugin_gimp.fill import NO_SELECTION, FillError, FillParams, fill_crop, layer_name, run_fill
-from protocol import EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
+from plugin_gimp.fill import (
+    NO_SELECTION,
+    SCHEDULER_LABELS,
+    FillError,
+    FillParams,
+    fill_crop,
+    layer_name,
+    parse_loras,
+    progress_text,
+    run_fill,
+)
+from protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
 
 
 class FakeDocument(Document):
@@ -66,14 +76,17 @@ class FakeDocument(Document):
         self.messages.append(text)
 
 
-ENGINES = [EngineInfo("sd15-inpaint", "diffusers", "sd15", True, True), EngineInfo("opencv", "opencv", "telea",
-                                                                                    True, False)]
+ENGINES = [EngineInfo("sd15-inpaint", "diffusers", "sd15", True, True, family="sd-inpaint", loras=["detail"]),
+           EngineInfo("opencv", "opencv", "telea", True, False)]
+
+
+INFERENCE_STEPS = ((0, 4, "inference"), (2, 4, "inference"), (4, 4, "inference"))
 
 
 class FakeClient:
     """Answers like the daemon: each variant inverts the request's RGB; the blend mask is the request's mask."""
 
-    def __init__(self, max_pixels: int = 1 << 24, steps: Sequence[tuple[int, int]] = ((0, 4), (2, 4), (4, 4)),
+    def __init__(self, max_pixels: int = 1 << 24, steps: Sequence[tuple[int, int, str]] = INFERENCE_STEPS,
                  error: Exception | None = None, shift: int = 0) -> None:
         self.welcome = Welcome(protocol_version=1, daemon_version="t", device="cpu", engines=ENGINES,
                                max_pixels=max_pixels)
@@ -91,8 +104,8 @@ class FakeClient:
 
     def inpaint(self, request, on_progress=None, should_cancel=None) -> Result:
         self.requests.append(request)
-        for step, total in self.steps:
-            on_progress(step, total)
+        for step, total, stage in self.steps:
+            on_progress(step, total, stage)
         if self.error is not None:
             raise self.error
         image = array_from_plane(request.image).copy()
@@ -152,13 +165,103 @@ def test_pixels_outside_an_offset_layer_are_sent_transparent():
     assert np.array_equal(sent[11:, 21:], document.layer[:21, :11])  # layer pixel (0, 0) sits at image (120, 90)
 
 
-def test_progress_is_relayed_as_fractions():
+def test_progress_is_relayed_per_stage_as_fractions_and_text():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
-    fill(document, FakeClient(steps=[(0, 4), (2, 4), (4, 4)]))
-    relayed = [(f, t) for f, t in document.progress_log if t.startswith("Generative fill: step")]
-    assert relayed == [(0.0, "Generative fill: step 0 of 4"), (0.5, "Generative fill: step 2 of 4"),
-                       (1.0, "Generative fill: step 4 of 4")]
-    assert document.progress_log[-1] == (1.0, "Adding the result layers…")
+    gb = 10**9
+    fill(document, FakeClient(steps=[(0, 2_600_000_000, "download"), (1_200_000_000, 2_600_000_000, "download"),
+                                     (2_600_000_000, 2_600_000_000, "download"), (0, 0, "load"),
+                                     (0, 6, "inference"), (3, 6, "inference"), (4, 6, "inference"),
+                                     (6, 6, "inference")]), num_variants=2)
+    start = next(n for n, (_, text) in enumerate(document.progress_log) if text.startswith("Downloading"))
+    assert document.progress_log[start:] == [
+        (0.0, "Downloading the model… 0 % (0.0 of 2.6 GB)"),
+        (pytest.approx(1.2 * gb / (2.6 * gb)), "Downloading the model… 46 % (1.2 of 2.6 GB)"),
+        (1.0, "Downloading the model… 100 % (2.6 of 2.6 GB)"),
+        (0.0, "Loading the model…"),
+        (0.0, "Generating… variant 1 of 2, step 0 of 3"),
+        (0.5, "Generating… variant 1 of 2, step 3 of 3"),
+        (pytest.approx(4 / 6), "Generating… variant 2 of 2, step 1 of 3"),
+        (1.0, "Generating… variant 2 of 2, step 3 of 3"),
+        (1.0, "Adding the result layers…"),
+    ]
+
+
+@pytest.mark.parametrize(("step", "total", "stage", "variants", "text"), [
+    (0, 4, "inference", 1, "Generating… step 0 of 4"),
+    (5, 7, "inference", 2, "Generating… step 5 of 7"),  # not a whole number of steps per variant
+    (300_000, 800_000, "download", 1, "Downloading the model… 37 % (0.3 of 0.8 MB)"),
+])
+def test_progress_text_edge_cases(step, total, stage, variants, text):
+    assert progress_text(step, total, stage, variants)[1] == text
+
+
+def test_request_options_travel_to_the_daemon():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    client = FakeClient()
+    fill(document, client, scheduler="euler_a", loras=parse_loras("detail:0.5, style"), refiner_strength=0.3,
+         controlnet_conditioning_scale=1.5)
+    (request,) = client.requests
+    assert (request.scheduler, request.loras, request.refiner_strength, request.controlnet_conditioning_scale) \
+        == ("euler_a", {"detail": 0.5, "style": 1.0}, 0.3, 1.5)
+    default = FakeClient()
+    fill(FakeDocument(selection=Rect(10, 10, 20, 20)), default)
+    (plain,) = default.requests
+    assert (plain.scheduler, plain.loras, plain.refiner_strength, plain.controlnet_conditioning_scale) \
+        == ("default", {}, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(("text", "pairs"), [
+    ("", ()),
+    (" , ", ()),
+    ("detail", (("detail", 1.0),)),
+    ("detail:0.8, style=-1.5,", (("detail", 0.8), ("style", -1.5))),
+    (" my lora : 2 ", (("my lora", 2.0),)),
+    ("sdxl:offset:0.5", (("sdxl:offset", 0.5),)),
+])
+def test_parse_loras_reads_name_weight_pairs(text, pairs):
+    assert parse_loras(text) == pairs
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("detail:much", "Cannot read the LoRA “detail:much”"),
+    (":0.5", "Cannot read the LoRA “:0.5”"),
+    ("detail:nan", "name:weight"),
+    ("detail:inf", "name:weight"),
+    ("a:1, b, a:2", "“a” is named twice"),
+])
+def test_parse_loras_errors_say_how_to_write_them(text, words):
+    with pytest.raises(FillError) as caught:
+        parse_loras(text)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"loras": tuple((f"l{k}", 1.0) for k in range(9))}, "9 LoRAs requested; at most 8"),
+    ({"loras": (("detail", 5.0),)}, "the weight of LoRA 'detail'=5.0 is outside [-4.0, 4.0]"),
+    ({"scheduler": "karras"}, "scheduler 'karras' is not one of default, ddim"),
+    ({"refiner_strength": 1.0}, "refiner_strength=1.0 is outside [0, 1)"),
+    ({"controlnet_conditioning_scale": 2.5}, "controlnet_conditioning_scale=2.5 is outside [0.0, 2.0]"),
+])
+def test_out_of_range_options_fail_before_connecting(params, words):
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    with pytest.raises(FillError) as caught:
+        run_fill(document, lambda: pytest.fail("must not connect"), FillParams(**params))
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
+
+
+def test_every_scheduler_has_a_readable_label():
+    assert tuple(SCHEDULER_LABELS) == SCHEDULERS
+    assert SCHEDULER_LABELS["euler_a"] == "Euler Ancestral" and SCHEDULER_LABELS["default"] == "Model default"
+
+
+def test_an_incompatible_option_points_to_the_status_command():
+    document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    error = DaemonError(ErrorCode.INCOMPATIBLE, "LoRA 'xl-style' is made for sdxl, engine 'sd15-inpaint' is sd")
+    with pytest.raises(FillError) as caught:
+        fill(document, FakeClient(error=error), loras=(("xl-style", 1.0),))
+    assert caught.value.code is ErrorCode.INCOMPATIBLE
+    assert "made for sdxl" in caught.value.message and "`gimp-inpaint status`" in caught.value.message
+    assert document.add_calls == 0
 
 
 def test_no_selection_fails_before_connecting():
@@ -229,11 +332,12 @@ def test_named_engine_and_a_note_when_it_ignores_the_prompt():
     assert names == ["Generative fill: a cat (seed 40)"]
 
 
-def test_unknown_engine_lists_the_engines():
+def test_unknown_engine_lists_the_engines_with_their_families():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
     with pytest.raises(FillError) as caught:
         fill(document, FakeClient(), engine="sdxl")
-    assert caught.value.code is ErrorCode.UNKNOWN_ENGINE and "sd15-inpaint, opencv" in caught.value.message
+    assert caught.value.code is ErrorCode.UNKNOWN_ENGINE
+    assert "Engines: sd15-inpaint (sd-inpaint), opencv (`gimp-inpaint status`" in caught.value.message
 
 
 def test_layer_names_use_the_prompt_or_the_engine_and_stay_short():

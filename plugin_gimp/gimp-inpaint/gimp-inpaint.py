@@ -35,7 +35,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 
 from client.connection import InpaintClient, read_connection_config  # noqa: E402
-from plugin_gimp.fill import FillError, FillParams, run_fill  # noqa: E402
+from plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill  # noqa: E402
 from plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from protocol import ErrorCode  # noqa: E402
 
@@ -54,12 +54,18 @@ _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m installer install) so t
 
 
 def _params(config: Gimp.ProcedureConfig) -> FillParams:
-    """The procedure's arguments as :class:`FillParams`."""
+    """The procedure's arguments as :class:`FillParams` (a choice argument reads as its nick, e.g. ``"euler_a"``).
+
+    Raises:
+        FillError: the LoRA text cannot be read (:func:`plugin_gimp.fill.parse_loras`).
+    """
     get = config.get_property
     return FillParams(prompt=get("prompt"), negative_prompt=get("negative-prompt"), engine=get("engine"),
                       strength=get("strength"), num_inference_steps=get("num-inference-steps"),
                       guidance_scale=get("guidance-scale"), seed=get("seed"), num_variants=get("num-variants"),
-                      grow=get("grow"), feather=get("feather"), padding=get("padding"))
+                      grow=get("grow"), feather=get("feather"), padding=get("padding"), scheduler=get("scheduler"),
+                      loras=parse_loras(get("loras")), refiner_strength=get("refiner-strength"),
+                      controlnet_conditioning_scale=get("controlnet-scale"))
 
 
 def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
@@ -135,14 +141,29 @@ class GimpInpaint(Gimp.PlugIn):
                                       "surroundings)", defaults.prompt, flags)
         procedure.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid",
                                       defaults.negative_prompt, flags)
-        procedure.add_string_argument("engine", "_Engine", "Daemon engine, e.g. sd15-inpaint or opencv "
-                                      "(empty: the first available)", defaults.engine, flags)
+        procedure.add_string_argument("engine", "_Engine", "Daemon engine, e.g. sd15-inpaint or opencv (empty: the "
+                                      "first available); `gimp-inpaint status` lists the engines with their model "
+                                      "families, LoRAs and refiners", defaults.engine, flags)
+        schedulers = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(SCHEDULER_LABELS.items()):
+            schedulers.add(nick, index, label, "")
+        procedure.add_choice_argument("scheduler", "Sc_heduler", "Denoising scheduler (Model default: the one the "
+                                      "model was published with)", schedulers, defaults.scheduler, flags)
+        procedure.add_string_argument("loras", "_LoRAs", "LoRAs of the daemon's configuration as name:weight, "
+                                      "separated by commas, e.g. “detail:0.8, style” (a name alone: weight 1; "
+                                      "empty: none)", "", flags)
         procedure.add_double_argument("strength", "_Strength", "How much the selected area may change",
                                       0.01, 1.0, defaults.strength, flags)
         procedure.add_int_argument("num-inference-steps", "S_teps", "Denoising steps",
                                    1, 150, defaults.num_inference_steps, flags)
         procedure.add_double_argument("guidance-scale", "_Guidance scale", "How closely to follow the prompt",
                                       0.0, 30.0, defaults.guidance_scale, flags)
+        procedure.add_double_argument("refiner-strength", "_Refiner strength", "Share of the denoising done by a "
+                                      "refining pass (the model's SDXL refiner, else the same model; 0: none)",
+                                      0.0, 0.99, defaults.refiner_strength, flags)
+        procedure.add_double_argument("controlnet-scale", "_ControlNet scale", "Weight of the ControlNet "
+                                      "(ControlNet engines only)", 0.0, 2.0, defaults.controlnet_conditioning_scale,
+                                      flags)
         procedure.add_int_argument("seed", "See_d", "Random seed (-1: a new one each run)",
                                    -1, 2147483647, defaults.seed, flags)
         procedure.add_int_argument("num-variants", "_Variants", "Results to generate, one layer each",

@@ -6,7 +6,8 @@ started by :meth:`gimp_harness.GimpChroot.run_batch`. ``sys.argv[1]`` is a job f
     {"image": "photo.png",                 # file in the I/O folder
      "ellipse": [x, y, width, height],      # selection in image pixels
      "selection_feather": 8.0,              # Gimp.Selection.feather radius, pixels
-     "arguments": {"prompt": "...", ...}}   # the procedure's own arguments, GIMP names
+     "arguments": {"prompt": "...", ...},   # the procedure's own arguments, GIMP names
+     "repeats": [{"scheduler": "euler"}]}   # optional: run again with these arguments changed, one run each
 
 It opens the photo, selects the feathered ellipse, records the source layer, the layer stack, the
 selection and the undo state, runs the procedure NONINTERACTIVE on the source layer, then writes into
@@ -15,9 +16,12 @@ the I/O folder (raw ``u8`` bytes, row-major):
 - ``selection.raw``: the selection before the run, image-sized, 1 byte per pixel (``Y u8``, 255 = selected);
 - ``source_after.raw``: the source layer after the run, ``R'G'B'A u8``;
 - ``layer_N.raw`` / ``layer_N_mask.raw``: each new layer (``R'G'B'A u8``) and its layer mask (``Y u8``);
-- ``composite.png``: the image as GIMP exports it (visible layers composited);
+- ``composite.png``: the image as GIMP exports it (visible layers composited) after the first run;
+- ``repeat_K_layer_N.raw``: the layers the K-th repeat (0-based) added, ``R'G'B'A u8``. A repeat runs on the
+  same source layer and selection, after the first run's layers were dumped and the composite exported;
 
-and prints one line ``GIMP_INPAINT_SUMMARY {json}`` with statuses, geometry and names (see ``summary`` below).
+and prints one line ``GIMP_INPAINT_SUMMARY {json}`` with statuses, geometry and names (see ``summary`` below;
+``repeats`` holds ``{status, message, new_layers}`` per repeat).
 """
 
 from __future__ import annotations
@@ -55,6 +59,19 @@ def layer_info(image: Gimp.Image, layer: Gimp.Layer) -> dict:
             "width": layer.get_width(), "height": layer.get_height(), "has_alpha": layer.has_alpha(),
             "mode": layer.get_mode().value_nick, "opacity": layer.get_opacity(), "visible": layer.get_visible(),
             "has_mask": layer.get_mask() is not None}
+
+
+def dump_new_layers(image: Gimp.Image, known_ids: list[int], io: Path, prefix: str) -> list[dict]:
+    """Write each layer of ``image`` whose id is not in ``known_ids`` (top first) as ``{prefix}_N.raw`` and its
+    mask as ``{prefix}_N_mask.raw``; returns their :func:`layer_info`."""
+    infos = []
+    for n, layer in enumerate(layer for layer in image.get_layers() if layer.get_id() not in known_ids):
+        (io / f"{prefix}_{n}.raw").write_bytes(read_pixels(layer, RGBA))
+        mask = layer.get_mask()
+        if mask is not None:
+            (io / f"{prefix}_{n}_mask.raw").write_bytes(read_pixels(mask, GRAY))
+        infos.append(layer_info(image, layer))
+    return infos
 
 
 def run_procedure(image: Gimp.Image, layer: Gimp.Layer, arguments: dict) -> tuple[str, str | None, float]:
@@ -108,14 +125,7 @@ def main() -> None:
 
     layers = image.get_layers()
     summary["layers_after"] = [layer_info(image, layer) for layer in layers]
-    new_layers = [layer for layer in layers if layer.get_id() not in before_ids]
-    summary["new_layers"] = []
-    for n, layer in enumerate(new_layers):
-        (io / f"layer_{n}.raw").write_bytes(read_pixels(layer, RGBA))
-        mask = layer.get_mask()
-        if mask is not None:
-            (io / f"layer_{n}_mask.raw").write_bytes(read_pixels(mask, GRAY))
-        summary["new_layers"].append(layer_info(image, layer))
+    summary["new_layers"] = dump_new_layers(image, before_ids, io, "layer")
     (io / "source_after.raw").write_bytes(read_pixels(source, RGBA))
     summary.update(source_unchanged_in_gimp=read_pixels(source, RGBA) == source_before,
                    selection_unchanged=read_pixels(image.get_selection(), GRAY) == selection,
@@ -123,6 +133,12 @@ def main() -> None:
                    selected_layers=[layer.get_id() for layer in image.get_selected_layers()])
     summary["exported"] = Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image,
                                          Gio.File.new_for_path(str(io / "composite.png")), None)
+    summary["repeats"] = []
+    for k, changes in enumerate(job.get("repeats", [])):
+        known = [layer.get_id() for layer in image.get_layers()]
+        status, message, seconds = run_procedure(image, source, {**job["arguments"], **changes})
+        summary["repeats"].append({"status": status, "message": message, "procedure_seconds": round(seconds, 3),
+                                   "new_layers": dump_new_layers(image, known, io, f"repeat_{k}_layer")})
     image.delete()
     print(SUMMARY_PREFIX, json.dumps(summary), flush=True)
 

@@ -4,6 +4,9 @@ Each test starts ``python -m daemon`` on a free port, installs the plug-in into 
 ``python -m installer install --url <that daemon>``, and runs a batch file in GIMP 3 (Debian trixie
 chroot, see :mod:`gimp_harness`) that selects a feathered ellipse on a real photo (the mission patch of
 ``skimage.data.astronaut()``), runs ``python-fu-gimp-inpaint`` NONINTERACTIVE and dumps the result.
+The opencv run asks for one variant; the tiny diffusers run for two (two layers, variant 1 on top, the
+seeds in their names, pixels that differ), then repeats variant 1 with the default scheduler (identical
+pixels) and with Euler (different pixels: the dialog's scheduler reached the pipeline).
 The chroot's Python has no msgpack or websockets: the plug-in runs on what the installer vendors.
 
 Undo: GIMP's procedure database can neither undo nor count undo steps (its image-undo procedures are
@@ -126,12 +129,18 @@ def failure_text(result: RunResult, installed: Installed) -> str:
 def engine_arguments(engine: str) -> dict:
     """The procedure's arguments for ``engine`` (GIMP names). opencv runs with ``grow = feather = 0``, so the
     blend mask may be non-zero only inside the selection (the selection's own feathering is the soft edge);
-    the diffusers run keeps the defaults 4 and 12."""
+    the diffusers run keeps the defaults 4 and 12 and asks for two variants."""
     common = {"engine": engine, "seed": SEED, "padding": 32, "num-variants": 1, "strength": 1.0}
     if engine == "opencv":
         return {**common, "grow": 0, "feather": 0}
     return {**common, "grow": 4, "feather": 12, "num-inference-steps": 2, "guidance-scale": 7.5,
-            "prompt": "orange fabric", "negative-prompt": "text"}
+            "prompt": "orange fabric", "negative-prompt": "text", "num-variants": 2}
+
+
+SCHEDULER_REPEATS = [{"num-variants": 1}, {"num-variants": 1, "scheduler": "euler"}]
+"""The diffusers run's repeats (:mod:`batch_inpaint`): one variant with the same seed, first with the model's
+default scheduler (it must reproduce variant 1: the pipeline is deterministic), then with Euler instead of the
+tiny model's PNDM (it must not: the plug-in's scheduler choice reached the pipeline)."""
 
 
 @pytest.mark.parametrize("engine", ["opencv", pytest.param("tiny", marks=pytest.mark.diffusers)])
@@ -139,8 +148,9 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, tmp_path:
                                  request: pytest.FixtureRequest) -> None:
     models = {"tiny": request.getfixturevalue("tiny_model")} if engine == "tiny" else {}
     arguments = engine_arguments(engine)
+    variants = arguments["num-variants"]
     io = tmp_path / "io"
-    write_job(io, arguments)
+    write_job(io, arguments, repeats=SCHEDULER_REPEATS if engine == "tiny" else [])
     with installed_plugin(tmp_path, models) as installed:
         result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
                                        plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
@@ -150,31 +160,38 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, tmp_path:
         assert summary["procedure_exists"], failure_text(result, installed)
         assert summary["status"] == "success", \
             f"python-fu-gimp-inpaint failed: {summary['message']}\n{failure_text(result, installed)}"
+        for repeat in summary["repeats"]:
+            assert repeat["status"] == "success", f"{repeat['message']}\n{failure_text(result, installed)}"
     print(f"[gimp] {engine}: the procedure ran {summary['procedure_seconds']:.2f} s inside GIMP")
 
-    # the layer stack: exactly one new RGBA layer, directly above the source, with a layer mask
+    # the layer stack: one new RGBA layer per variant, directly above the source, variant 1 (seed SEED) on top,
+    # each with a layer mask
     source = summary["source"]
     assert summary["layers_before"] == 1
-    assert [layer["id"] for layer in summary["layers_after"]][1:] == [source["id"]]
-    [new] = summary["new_layers"]
-    assert summary["layers_after"][0] == new
-    assert (new["parent"], new["position"]) == (source["parent"], source["position"])
-    assert new["has_mask"] and new["has_alpha"] and new["visible"]
-    assert (new["mode"], new["opacity"]) == ("normal", 100.0)
-    assert new["name"] == f"Generative fill: {arguments.get('prompt') or engine} (seed {SEED})"
+    assert [layer["id"] for layer in summary["layers_after"]][variants:] == [source["id"]]
+    new_layers = summary["new_layers"]
+    assert summary["layers_after"][:variants] == new_layers
+    label = arguments.get("prompt") or engine
+    assert [layer["name"] for layer in new_layers] == [f"Generative fill: {label} (seed {SEED + k})"
+                                                       for k in range(variants)]
+    for k, new in enumerate(new_layers):
+        assert (new["parent"], new["position"]) == (source["parent"], source["position"] + k)
+        assert new["has_mask"] and new["has_alpha"] and new["visible"]
+        assert (new["mode"], new["opacity"]) == ("normal", 100.0)
 
-    # geometry: the layer covers the context crop of the selection's bounds (protocol.context_crop with the
+    # geometry: each layer covers the context crop of the selection's bounds (protocol.context_crop with the
     # margin the grown, feathered mask needs)
     width, height = summary["image_width"], summary["image_height"]
     reach = arguments["grow"] + feather_reach(arguments["feather"])
     crop = context_crop(Rect(*summary["selection_bounds"]), width, height, arguments["padding"] + reach)
-    assert (new["x"], new["y"], new["width"], new["height"]) == (crop.x, crop.y, crop.width, crop.height)
+    for new in new_layers:
+        assert (new["x"], new["y"], new["width"], new["height"]) == (crop.x, crop.y, crop.width, crop.height)
 
     # pixels
     original = np.asarray(Image.open(io / "photo.png").convert("RGB"))
     selection = raw(io / "selection.raw", height, width, 1)
-    layer = raw(io / "layer_0.raw", crop.height, crop.width, 4)
-    mask = raw(io / "layer_0_mask.raw", crop.height, crop.width, 1)
+    layers = [raw(io / f"layer_{n}.raw", crop.height, crop.width, 4) for n in range(variants)]
+    masks = [raw(io / f"layer_{n}_mask.raw", crop.height, crop.width, 1) for n in range(variants)]
     composite = np.asarray(Image.open(io / "composite.png").convert("RGBA"))
     assert composite.shape == (height, width, 4) and (composite[..., 3] == 255).all()
     composite = composite[..., :3]
@@ -183,24 +200,44 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, tmp_path:
     np.testing.assert_array_equal(source_after[..., :3], original)     # the source layer is untouched
 
     window = (slice(crop.y, crop.bottom), slice(crop.x, crop.right))
+    mask = masks[0]
+    for other in masks[1:]:
+        np.testing.assert_array_equal(other, mask)                      # one blend mask for every variant
+    for layer in layers:  # each layer is the original, exactly, where its mask is 0, and opaque where it shows
+        np.testing.assert_array_equal(layer[..., :3][mask == 0], original[window][mask == 0])
+        assert (layer[..., 3][mask > 0] == 255).all()
     mask_full = np.zeros((height, width), np.uint8)
     mask_full[window] = mask
     assert (mask_full[selection == 255] > 0).all(), "the layer mask does not cover the whole selection"
-    assert mask.max() == 255 and (layer[..., 3][mask > 0] == 255).all()
+    assert mask.max() == 255
     # outside the layer mask the composite is the original, exactly; the mask reaches at most grow + the
     # feather's reach beyond the selection (with grow = feather = 0: not beyond it at all)
     np.testing.assert_array_equal(composite[mask_full == 0], original[mask_full == 0])
     near = cv2.dilate((selection > 0).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
     assert (mask_full[~near] == 0).all(), f"the layer mask reaches farther than {reach} px beyond the selection"
     np.testing.assert_array_equal(composite[~near], original[~near])
-    # where the mask is full, GIMP shows the layer's pixels; inside the selection the picture changed
+    # where the mask is full, GIMP shows the top layer's pixels (variant 1); inside the selection the picture changed
     full = mask_full == 255
-    np.testing.assert_array_equal(composite[full], layer[..., :3][mask == 255])
+    np.testing.assert_array_equal(composite[full], layers[0][..., :3][mask == 255])
     inside = selection == 255
     changed = (composite[inside] != original[inside]).any(axis=1)
     assert changed.mean() > 0.9, f"only {changed.mean():.0%} of the selected pixels changed"
     diff = np.abs(composite[inside].astype(int) - original[inside].astype(int)).mean()
     assert diff > 10, f"mean change inside the selection is only {diff:.1f} levels"
+    inside_crop = inside[window]
+    for a in range(variants):  # the variants' seeds differ, so do their pixels
+        for b in range(a + 1, variants):
+            differ = (layers[a][inside_crop] != layers[b][inside_crop]).any(axis=1).mean()
+            assert differ > 0.5, f"variants {a + 1} and {b + 1} differ in only {differ:.0%} of the selection"
+
+    if engine == "tiny":  # the scheduler choice reached the pipeline (SCHEDULER_REPEATS)
+        for repeat in summary["repeats"]:  # GIMP makes a repeated name unique: "… (seed 1234) #1"
+            [added] = repeat["new_layers"]
+            assert added["name"].startswith(f"Generative fill: {label} (seed {SEED})")
+        again, euler = (raw(io / f"repeat_{k}_layer_0.raw", crop.height, crop.width, 4) for k in range(2))
+        np.testing.assert_array_equal(again, layers[0])
+        differ = (euler[inside_crop] != layers[0][inside_crop]).any(axis=1).mean()
+        assert differ > 0.5, f"Euler changed only {differ:.0%} of the selection: the scheduler did not reach the model"
 
     # undo, as far as a plug-in can see it (the GUI test below presses Undo for real)
     assert summary["undo_enabled_before"] and summary["undo_enabled_after"]
