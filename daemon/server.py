@@ -346,8 +346,9 @@ class DaemonServer:
         except ProtocolError as exc:
             self._send(client.id, Error(exc.code.value, exc.message, request.job_id))
             return
-        log.info("connection %d: job %s on %s, %d×%d, %d variant(s), position %d", client.id, request.job_id,
-                 engine.name, request.image.width, request.image.height, request.num_variants, position)
+        log.info("connection %d: job %s on %s, %d×%d, %d variant(s), scheduler %s, LoRAs %s, refiner %.2f, "
+                 "position %d", client.id, request.job_id, engine.name, request.image.width, request.image.height,
+                 request.num_variants, request.scheduler, request.loras or "none", request.refiner_strength, position)
         self._send(client.id, Accepted(request.job_id, position))
         self._wake.set()
 
