@@ -47,7 +47,7 @@ SCHEDULERS = ("default", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karra
               "lms_karras", "unipc")
 """Values of :attr:`InpaintRequest.scheduler`: ``default`` keeps the model's own scheduler; the others are the
 common set of diffusers' "Schedulers" guide (A1111 names: ``euler_a`` = Euler Ancestral, ``dpmpp_2m_karras`` =
-DPM++ 2M Karras, …). The daemon maps them to diffusers classes (:mod:`daemon.engines.schedulers`)."""
+DPM++ 2M Karras, …). The daemon maps them to diffusers classes (:mod:`daemon.engines.options`)."""
 
 MAX_LORAS = 8
 """Most LoRAs one request may apply at once."""
