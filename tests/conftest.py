@@ -1,3 +1,14 @@
-"""Shared fixtures. The tiny offline diffusers pipeline is built once per test session."""
+"""Shared fixtures. The tiny offline diffusers models of tests/tiny_pipelines.py are built lazily, once per session."""
 
-from tiny_pipelines import tiny_inpaint_model  # noqa: F401 - session fixture: tiny offline SD inpainting pipeline folder
+from tiny_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_pipelines.py
+    tiny_controlnet_model,
+    tiny_inpaint_model,
+    tiny_kandinsky22_inpaint_model,
+    tiny_sd_embedding,
+    tiny_sd_lora,
+    tiny_sd_model,
+    tiny_sd_single_file,
+    tiny_sdxl_inpaint_model,
+    tiny_sdxl_lora,
+    tiny_sdxl_refiner_model,
+)
