@@ -4,7 +4,7 @@
 
     python -m daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
                      [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
-                     [--max-pixels N] [--log-level info]
+                     [--max-pixels N] [--memory-budget GB] [--log-level info]
 
 Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves, and runs until
 SIGINT/SIGTERM or the tray icon's Quit.
@@ -18,18 +18,21 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .config import LOG_LEVELS, ConfigError, Settings, ensure_token, is_device_name, load_settings
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.opencv_engine import OpenCVEngine
+from .pool import ModelPool
+from .registry import ModelSpec
 from .server import DaemonServer
 from .tray import Tray
 
 log = logging.getLogger("daemon")
 
-DEFAULT_MODELS = {"sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
+DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", family="sd-inpaint"),)
 """Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""
 
 
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch device of the diffusers engines (default auto; cuda:N = the N-th GPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: torch's choice)")
     parser.add_argument("--max-pixels", type=int, help="largest width × height of a request's image")
+    parser.add_argument("--memory-budget", type=float, metavar="GB",
+                        help="memory the warm models may fill, in GB (default: measured from the device)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
     return parser.parse_args(argv)
 
@@ -85,14 +90,26 @@ def configure_logging(settings: Settings) -> None:
 
 
 def build_engines(settings: Settings) -> list[Engine]:
-    """The engines, in handshake order: every configured diffusers model, then ``opencv``.
+    """The engines, in handshake order: every registry model (:mod:`daemon.registry`), then ``opencv``.
 
     With no model configured, :data:`DEFAULT_MODELS` is offered when diffusers is installed.
-    Nothing is loaded here; diffusers models load on their first request and stay warm.
+    Nothing is loaded here; diffusers models load on their first request and stay warm in one shared
+    :class:`daemon.pool.ModelPool`, whose budget is ``memory_budget_gb`` or, when that is 0, measured from the
+    device when the first model loads (:func:`daemon.device.memory_budget_bytes`).
     """
-    models = settings.models or (DEFAULT_MODELS if diffusers_available() else {})
-    engines: list[Engine] = [DiffusersEngine(name, model, device=settings.device, torch_threads=settings.threads)
-                             for name, model in models.items()]
+    registry = settings.registry
+    if not registry.models and diffusers_available():
+        registry = replace(registry, models=DEFAULT_MODELS)
+
+    def measured_budget() -> int:
+        from .device import memory_budget_bytes, resolve_device
+
+        return memory_budget_bytes(resolve_device(settings.device))
+
+    pool = ModelPool(round(settings.memory_budget_gb * 1e9) if settings.memory_budget_gb else measured_budget)
+    engines: list[Engine] = [DiffusersEngine(spec, registry, pool, device=settings.device,
+                                             torch_threads=settings.threads)
+                             for spec in registry.models]
     engines.append(OpenCVEngine())
     return engines
 
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = parse_args(argv)
     overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
-                 "max_pixels": args.max_pixels, "log_level": args.log_level,
+                 "max_pixels": args.max_pixels, "memory_budget_gb": args.memory_budget, "log_level": args.log_level,
                  "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
     try:
         settings = load_settings(args.config_dir, overrides)

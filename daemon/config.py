@@ -10,9 +10,12 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     device = "auto"          # auto | cpu | cuda | cuda:N | mps
     threads = 0              # torch CPU threads, 0 = torch's default
     max_pixels = 16777216    # largest width × height of a request's image
+    memory_budget_gb = 0     # memory the warm models may fill (GB); 0 = measured from the device
 
     [models.sd15-inpaint]
-    model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id or local folder
+    model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, local folder or .safetensors file
+
+plus ``[loras.NAME]`` and ``[embeddings.NAME]`` tables; :mod:`daemon.registry` documents every model key.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any
 import platformdirs
 
 from protocol import DEFAULT_MAX_PIXELS
-from protocol.messages import MAX_ENGINE_NAME_CHARS
+
+from .registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry, RegistryError, model_spec, parse_registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +91,10 @@ class Settings:
             diffusers engines.
         threads: torch CPU threads for the diffusers engines (0 = torch's default).
         max_pixels: largest ``width × height`` of a request's image (pixels).
-        models: engine name → hub id or local folder of a diffusers inpainting model, in order.
+        memory_budget_gb: memory (GB, 10⁹ bytes) the pool of warm models may fill; 0 = measured from the device
+            when the first model loads (:func:`daemon.device.memory_budget_bytes`).
+        models: engine name → :class:`ModelSpec`, in order (``[models.NAME]`` tables, then ``--model``).
+        loras, embeddings: the ``[loras.NAME]`` and ``[embeddings.NAME]`` tables, in order.
         config_dir: folder holding ``token`` and ``daemon.toml``.
         log_file: the daemon's log file.
         log_level: one of :data:`LOG_LEVELS`.
@@ -101,12 +108,22 @@ class Settings:
     device: str = "auto"
     threads: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
-    models: dict[str, str] = field(default_factory=dict)
+    memory_budget_gb: float = 0.0
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    loras: tuple[LoraSpec, ...] = ()
+    embeddings: tuple[EmbeddingSpec, ...] = ()
     log_level: str = "info"
     tray: bool = True
 
+    @property
+    def registry(self) -> Registry:
+        """The models, LoRAs and embeddings as one :class:`Registry`."""
+        return Registry(tuple(self.models.values()), self.loras, self.embeddings)
 
-_TOML_TYPES: dict[str, type] = {"host": str, "port": int, "device": str, "threads": int, "max_pixels": int}
+
+_TOML_TYPES: dict[str, type | tuple[type, ...]] = {"host": str, "port": int, "device": str, "threads": int,
+                                                   "max_pixels": int, "memory_budget_gb": (int, float)}
+_REGISTRY_TABLES = ("models", "loras", "embeddings")
 
 
 def _check(settings: Settings, source: str) -> Settings:
@@ -120,19 +137,18 @@ def _check(settings: Settings, source: str) -> Settings:
         problems.append(f"threads={settings.threads} must be ≥ 0")
     if settings.max_pixels < 1:
         problems.append(f"max_pixels={settings.max_pixels} must be ≥ 1")
+    if not settings.memory_budget_gb >= 0:
+        problems.append(f"memory_budget_gb={settings.memory_budget_gb} must be ≥ 0")
     if settings.log_level not in LOG_LEVELS:
         problems.append(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    for name, model in settings.models.items():
-        if not name or name == "opencv" or len(name) > MAX_ENGINE_NAME_CHARS or not model:
-            problems.append(f"model {name!r} = {model!r}: names must have 1…{MAX_ENGINE_NAME_CHARS} characters "
-                            "and not be 'opencv', models must be non-empty")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    """The keys of ``daemon.toml`` as :class:`Settings` field values (models as a name → model dict)."""
+    """The keys of ``daemon.toml`` as :class:`Settings` field values (the registry tables parsed by
+    :func:`daemon.registry.parse_registry`)."""
     try:
         with path.open("rb") as file:
             data = tomllib.load(file)
@@ -140,22 +156,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "models":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] tables")
-            models = {}
-            for name, table in value.items():
-                if not isinstance(table, dict) or set(table) != {"model"} or not isinstance(table["model"], str):
-                    raise ConfigError(f'{path}: [models.{name}] must contain exactly model = "hub-id-or-path"')
-                models[name] = table["model"]
-            values["models"] = models
-        elif key in _TOML_TYPES:
+        if key in _TOML_TYPES:
             expected = _TOML_TYPES[key]
             if not isinstance(value, expected) or isinstance(value, bool):
-                raise ConfigError(f"{path}: {key} must be of type {expected.__name__}")
+                names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+                raise ConfigError(f"{path}: {key} must be of type {names}")
             values[key] = value
-        else:
-            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join([*_TOML_TYPES, 'models'])})")
+        elif key not in _REGISTRY_TABLES:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join([*_TOML_TYPES, *_REGISTRY_TABLES])})")
+    try:
+        registry = parse_registry(str(path), *(data.get(table) for table in _REGISTRY_TABLES))
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    values.update(models={spec.name: spec for spec in registry.models}, loras=registry.loras,
+                  embeddings=registry.embeddings)
     return values
 
 
@@ -167,7 +181,8 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
             and the log then goes to ``platformdirs.user_log_dir("gimp-inpaint")``; an explicit folder
             also holds the log.
         overrides: :class:`Settings` field values from the command line; None values are ignored.
-            ``models`` entries are added to (or replace same-named) models of the file.
+            ``models`` is a name → hub id, folder or file dict (``--model NAME=…``); its entries are added to
+            (or replace same-named) models of the file, with the family read from the model when it loads.
 
     Raises:
         ConfigError: unreadable TOML, unknown keys, wrong types, or values out of range.
@@ -186,7 +201,12 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
     if unknown:
         raise ConfigError(f"unknown settings {sorted(unknown)}")
     if "models" in given:
-        given["models"] = {**settings.models, **given["models"]}
+        try:
+            added = {name: model_spec("command line", name, {"model": model})
+                     for name, model in given["models"].items()}
+        except RegistryError as exc:
+            raise ConfigError(str(exc)) from None
+        given["models"] = {**settings.models, **added}
     return _check(replace(settings, **given), "command line")
 
 

@@ -13,6 +13,7 @@ from daemon import __main__ as cli
 from daemon.config import ConfigError, Settings, ensure_token, load_settings, token_matches
 from daemon.engines.diffusers_engine import DiffusersEngine
 from daemon.engines.opencv_engine import OpenCVEngine
+from daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec
 from protocol import DEFAULT_MAX_PIXELS
 
 
@@ -41,9 +42,73 @@ def test_toml_then_command_line(tmp_path: Path) -> None:
                                         "tray": False})
     assert (settings.host, settings.port, settings.device, settings.threads) == ("0.0.0.0", 7000, "cpu", 2)
     assert settings.max_pixels == 1_000_000 and not settings.tray
-    assert settings.models == {"sd15": "stable-diffusion-v1-5/stable-diffusion-inpainting", "local": "/elsewhere",
-                               "xl": "a/b"}
+    assert {name: spec.model for name, spec in settings.models.items()} == {
+        "sd15": "stable-diffusion-v1-5/stable-diffusion-inpainting", "local": "/elsewhere", "xl": "a/b"}
     assert list(settings.models) == ["sd15", "local", "xl"]  # file order, then new command-line models
+    assert settings.models["xl"] == ModelSpec("xl", "a/b")  # family read from the model when it loads
+
+
+REGISTRY_TOML = """
+memory_budget_gb = 7.5
+
+[models.sd15-inpaint]
+model = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+family = "sd-inpaint"
+
+[models.xl]
+model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+variant = "fp16"
+refiner = "stabilityai/stable-diffusion-xl-refiner-1.0"
+compile = true
+
+[models.kandinsky]
+model = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
+family = "kandinsky22-inpaint"
+dtype = "bfloat16"
+
+[models.civitai]
+model = "~/models/dreamshaper_8.safetensors"
+family = "sd"
+config = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+[models.sd15-controlnet]
+model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+family = "sd-controlnet-inpaint"
+controlnet = "lllyasviel/control_v11p_sd15_inpaint"
+
+[loras.pixel-art]
+path = "~/loras/pixel-art.safetensors"
+base = "sd"
+
+[loras.xl-film]
+path = "/loras/film-xl.safetensors"
+base = "sdxl"
+
+[embeddings.bad-hands]
+path = "/embeddings/bad-hands.safetensors"
+token = "<bad-hands>"
+base = "sd"
+"""
+
+
+def test_registry_tables(tmp_path: Path) -> None:
+    (tmp_path / "daemon.toml").write_text(REGISTRY_TOML)
+    settings = load_settings(tmp_path)
+    assert settings.memory_budget_gb == 7.5
+    registry = settings.registry
+    assert [spec.name for spec in registry.models] == ["sd15-inpaint", "xl", "kandinsky", "civitai", "sd15-controlnet"]
+    xl = settings.models["xl"]
+    assert (xl.family, xl.variant, xl.refiner, xl.compile, xl.dtype) == (
+        "auto", "fp16", "stabilityai/stable-diffusion-xl-refiner-1.0", True, "auto")
+    assert settings.models["civitai"].single_file and not xl.single_file
+    assert settings.models["sd15-controlnet"].controlnet == "lllyasviel/control_v11p_sd15_inpaint"
+    assert registry.loras_for("sd-controlnet-inpaint") == [
+        LoraSpec("pixel-art", Path.home() / "loras" / "pixel-art.safetensors", "sd")]
+    assert [lora.name for lora in registry.loras_for("sdxl-inpaint")] == ["xl-film"]
+    assert registry.loras_for("kandinsky22-inpaint") == [] and registry.loras_for("auto") == []
+    assert registry.embeddings_for("sd") == [
+        EmbeddingSpec("bad-hands", Path("/embeddings/bad-hands.safetensors"), "<bad-hands>", "sd")]
+    assert registry.embeddings_for("sdxl") == []
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -56,7 +121,22 @@ def test_toml_then_command_line(tmp_path: Path) -> None:
     ("device = 'cuda:x'\n", "device='cuda:x'"),
     ("device = 'cpu:0'\n", "device='cpu:0'"),
     ("models = 3\n", "'models' must be a table"),
-    ("[models.x]\npath = 'a/b'\n", "[models.x] must contain exactly model"),
+    ("[models.x]\npath = 'a/b'\n", "[models.x]: unknown keys ['path']"),
+    ("[models.x]\nfamily = 'sd'\n", "[models.x]: model = \"...\" is required"),
+    ("[models.x]\nmodel = 'a/b'\nfamily = 'sd3'\n", "family = 'sd3' is not one of"),
+    ("[models.x]\nmodel = 'a/b'\ndtype = 'int4'\n", "dtype = 'int4' is not one of"),
+    ("[models.x]\nmodel = 'a/b'\ncompile = 'yes'\n", "compile must be a bool"),
+    ("[models.x]\nmodel = 'a/b'\nfamily = 'sdxl'\ncontrolnet = 'c/n'\n", "a controlnet goes with family"),
+    ("[models.x]\nmodel = 'a/b'\nfamily = 'sd-controlnet-inpaint'\n", "a controlnet goes with family"),
+    ("[models.x]\nmodel = 'a/b'\nfamily = 'sd'\nrefiner = 'r/f'\n", "refiner is for SDXL models"),
+    ("[models.x]\nmodel = 'a/b'\nconfig = 'c/f'\n", "config is only for single-file"),
+    ("[loras.x]\npath = 'x.safetensors'\nbase = 'sd3'\n", "base = 'sd3' is not one of sd, sdxl"),
+    ("[loras.x]\npath = 'x.safetensors'\n", "[loras.x]: base = \"...\" is required"),
+    ("[embeddings.x]\npath = 'x.pt'\nbase = 'sd'\n", "[embeddings.x]: token = \"...\" is required"),
+    ("[embeddings.a]\npath = 'a.pt'\ntoken = '<t>'\nbase = 'sd'\n[embeddings.b]\npath = 'b.pt'\ntoken = '<t>'\n"
+     "base = 'sd'\n", "use the same token"),
+    ("memory_budget_gb = -1\n", "memory_budget_gb=-1 must be ≥ 0"),
+    ("memory_budget_gb = '8'\n", "memory_budget_gb must be of type int or float"),
     ("[models.opencv]\nmodel = 'a/b'\n", "not be 'opencv'"),
     ("port = \n", "daemon.toml"),
 ])
@@ -161,7 +241,8 @@ def test_engines_in_handshake_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     engines = cli.build_engines(settings)
     assert [engine.name for engine in engines] == ["one", "two", "opencv"]
     assert isinstance(engines[0], DiffusersEngine) and isinstance(engines[2], OpenCVEngine)
-    assert (engines[1].model, engines[1].device, engines[1].torch_threads) == ("/models/two", "cpu", 2)
+    assert (engines[1].spec.model, engines[1].device, engines[1].torch_threads) == ("/models/two", "cpu", 2)
+    assert engines[0].pool is engines[1].pool  # one warm pool, one budget, for every model
 
     monkeypatch.setattr(cli, "diffusers_available", lambda: True)
     assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["sd15-inpaint", "opencv"]

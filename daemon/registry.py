@@ -1,0 +1,234 @@
+"""The model registry: what the user declared in ``daemon.toml`` (models, LoRAs, textual-inversion embeddings).
+
+Pure data and validation, no torch: the daemon reads it at start, lists the models in the handshake and hands
+each :class:`ModelSpec` to a :class:`daemon.engines.diffusers_engine.DiffusersEngine`::
+
+    [models.sd15-inpaint]
+    model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, diffusers folder or .safetensors file
+    family = "sd-inpaint"        # optional for hub ids and folders (read from the loaded pipeline)
+    dtype = "auto"               # auto | float16 | bfloat16 | float32
+    variant = "fp16"             # optional: diffusers weight variant to download (hub repos that have one)
+
+    [models.sd15-controlnet]
+    model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    family = "sd-controlnet-inpaint"
+    controlnet = "lllyasviel/control_v11p_sd15_inpaint"
+
+    [models.sdxl-inpaint]
+    model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    refiner = "stabilityai/stable-diffusion-xl-refiner-1.0"      # optional second expert (SDXL families)
+    compile = true               # torch.compile the UNet (CUDA; first run is slow)
+
+    [loras.pixel-art]
+    path = "~/loras/pixel-art.safetensors"
+    base = "sd"                  # sd (SD 1.x/2.x) | sdxl
+
+    [embeddings.bad-hands]
+    path = "~/embeddings/bad-hands.safetensors"
+    token = "<bad-hands>"        # used when it appears in a prompt
+    base = "sd"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.messages import MAX_ENGINE_NAME_CHARS
+
+FAMILIES = ("auto", "sd-inpaint", "sd", "sdxl-inpaint", "sdxl", "kandinsky22-inpaint", "sd-controlnet-inpaint")
+"""Model families. ``sd-inpaint``: a 9-channel Stable Diffusion 1.x/2.x inpainting UNet
+(``StableDiffusionInpaintPipeline``); ``sd``: a plain 4-channel text-to-image checkpoint used for inpainting through
+the same class; ``sdxl-inpaint`` / ``sdxl``: the same for SDXL (``StableDiffusionXLInpaintPipeline``, ~1024²);
+``kandinsky22-inpaint``: ``KandinskyV22InpaintCombinedPipeline``; ``sd-controlnet-inpaint``: an SD 1.5 checkpoint
+with an inpainting ControlNet (``StableDiffusionControlNetInpaintPipeline``); ``auto``: read from the pipeline
+``AutoPipelineForInpainting`` loads (hub ids and folders only)."""
+
+BASES = ("sd", "sdxl")
+"""Base architectures a LoRA or an embedding is made for: ``sd`` (SD 1.x/2.x UNet and CLIP text encoder) or
+``sdxl``."""
+
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+"""Weight dtypes: ``auto`` is float16 on CUDA and float32 on CPU and MPS (see :func:`daemon.device.torch_dtype_for`);
+``bfloat16`` is there for GPUs and models where float16 overflows (it has float32's range)."""
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+"""A model path ending in one of these is a single-file checkpoint loaded with ``from_single_file``."""
+
+
+def base_of(family: str) -> str | None:
+    """The LoRA/embedding base of ``family`` (:data:`BASES`), None for families without LoRA support (Kandinsky)
+    or not yet known (``auto``)."""
+    if family in ("sd-inpaint", "sd", "sd-controlnet-inpaint"):
+        return "sd"
+    if family in ("sdxl-inpaint", "sdxl"):
+        return "sdxl"
+    return None
+
+
+class RegistryError(ValueError):
+    """A ``[models.*]``, ``[loras.*]`` or ``[embeddings.*]`` table is unusable; the message names it and the key."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``[models.NAME]`` entry: a model the daemon offers as an engine named ``name``.
+
+    Attributes:
+        name: the engine name (alias) in the handshake and in requests.
+        model: a Hugging Face Hub id, a local diffusers folder, or a single-file checkpoint
+            (:data:`SINGLE_FILE_SUFFIXES`).
+        family: one of :data:`FAMILIES`.
+        dtype: one of :data:`DTYPES`.
+        variant: diffusers weight variant (``"fp16"``) or empty for the default weights.
+        controlnet: hub id or folder of a ControlNet (``sd-controlnet-inpaint`` only, required there).
+        refiner: hub id or folder of an SDXL refiner (SDXL families only), shared with the base through its
+            VAE and second text encoder.
+        config: for a single-file checkpoint, the hub id or folder of the diffusers config to build it with
+            (``from_single_file(config=...)``); empty lets diffusers infer it (needs the Hub once).
+        compile: ``torch.compile`` the UNet (CUDA only; the first request compiles, minutes).
+    """
+
+    name: str
+    model: str
+    family: str = "auto"
+    dtype: str = "auto"
+    variant: str = ""
+    controlnet: str = ""
+    refiner: str = ""
+    config: str = ""
+    compile: bool = False
+
+    @property
+    def single_file(self) -> bool:
+        """True when :attr:`model` is a single-file checkpoint (``from_single_file``)."""
+        return self.model.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One ``[loras.NAME]`` entry: a LoRA file (diffusers or kohya ``.safetensors``) for models of ``base``."""
+
+    name: str
+    path: Path
+    base: str
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """One ``[embeddings.NAME]`` entry: a textual-inversion file whose ``token`` a prompt may use (``base`` models)."""
+
+    name: str
+    path: Path
+    token: str
+    base: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything ``daemon.toml`` declares about models, in file order."""
+
+    models: tuple[ModelSpec, ...] = ()
+    loras: tuple[LoraSpec, ...] = ()
+    embeddings: tuple[EmbeddingSpec, ...] = ()
+
+    def loras_for(self, family: str) -> list[LoraSpec]:
+        """The LoRAs usable with a model of ``family`` (same :func:`base_of`)."""
+        base = base_of(family)
+        return [lora for lora in self.loras if base is not None and lora.base == base]
+
+    def embeddings_for(self, family: str) -> list[EmbeddingSpec]:
+        """The embeddings usable with a model of ``family`` (same :func:`base_of`)."""
+        base = base_of(family)
+        return [embedding for embedding in self.embeddings if base is not None and embedding.base == base]
+
+
+_MODEL_KEYS: dict[str, type] = {"model": str, "family": str, "dtype": str, "variant": str, "controlnet": str,
+                                "refiner": str, "config": str, "compile": bool}
+"""Keys of a ``[models.NAME]`` table and their TOML types (``model`` is required)."""
+
+_LORA_KEYS: dict[str, type] = {"path": str, "base": str}
+_EMBEDDING_KEYS: dict[str, type] = {"path": str, "token": str, "base": str}
+
+
+def _table(source: str, kind: str, name: str, table: Any, keys: Mapping[str, type],
+           required: tuple[str, ...]) -> dict[str, Any]:
+    """``table`` checked against ``keys`` (types) and ``required``; raises :class:`RegistryError` naming the table."""
+    where = f"{source}: [{kind}.{name}]"
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where} must be a table")
+    if not 1 <= len(name) <= MAX_ENGINE_NAME_CHARS or name == "opencv":
+        raise RegistryError(f"{where}: names must have 1…{MAX_ENGINE_NAME_CHARS} characters and not be 'opencv'")
+    unknown = set(table) - set(keys)
+    if unknown:
+        raise RegistryError(f"{where}: unknown keys {sorted(unknown)} (known: {', '.join(keys)})")
+    for key in required:
+        if not table.get(key):
+            raise RegistryError(f"{where}: {key} = \"...\" is required")
+    for key, value in table.items():
+        if type(value) is not keys[key]:
+            raise RegistryError(f"{where}: {key} must be a {keys[key].__name__}")
+    return table
+
+
+def _choice(source: str, where: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RegistryError(f"{source}: [{where}] {key} = {value!r} is not one of {', '.join(allowed)}")
+
+
+def model_spec(source: str, name: str, table: Any) -> ModelSpec:
+    """One ``[models.NAME]`` table as a validated :class:`ModelSpec`.
+
+    Raises:
+        RegistryError: unknown keys, wrong types, a missing ``model``, an unknown family or dtype, a ControlNet
+            outside ``sd-controlnet-inpaint`` (or that family without one), a refiner outside the SDXL families.
+    """
+    spec = ModelSpec(name=name, **_table(source, "models", name, table, _MODEL_KEYS, ("model",)))
+    where = f"models.{name}"
+    _choice(source, where, "family", spec.family, FAMILIES)
+    _choice(source, where, "dtype", spec.dtype, DTYPES)
+    if (spec.family == "sd-controlnet-inpaint") != bool(spec.controlnet):
+        raise RegistryError(f"{source}: [{where}] a controlnet goes with family = \"sd-controlnet-inpaint\" (SD 1.5 "
+                            "ControlNet inpainting) and that family needs one; diffusers has no inpainting ControlNet "
+                            "pipeline for the other families")
+    if spec.refiner and spec.family not in ("sdxl-inpaint", "sdxl", "auto"):
+        raise RegistryError(f"{source}: [{where}] refiner is for SDXL models (family sdxl-inpaint or sdxl)")
+    if spec.config and not spec.single_file:
+        raise RegistryError(f"{source}: [{where}] config is only for single-file checkpoints (.safetensors, .ckpt)")
+    return spec
+
+
+def parse_registry(source: str, models: Any = None, loras: Any = None, embeddings: Any = None) -> Registry:
+    """The ``models``, ``loras`` and ``embeddings`` tables of ``daemon.toml`` (``source``: its path, for messages).
+
+    Paths of LoRAs and embeddings may start with ``~``; they are checked when used, not here (a file on a drive
+    that is not mounted yet must not stop the daemon).
+
+    Raises:
+        RegistryError: any table that :func:`model_spec` refuses, unknown keys, missing ``path``/``token``, a base
+            outside :data:`BASES`, or two embeddings with one token.
+    """
+    specs = []
+    for kind, tables in (("models", models), ("loras", loras), ("embeddings", embeddings)):
+        if tables is not None and not isinstance(tables, dict):
+            raise RegistryError(f"{source}: '{kind}' must be a table of [{kind}.NAME] tables")
+        specs.append((tables or {}).items())
+    model_tables, lora_tables, embedding_tables = specs
+    parsed_loras = []
+    for name, table in lora_tables:
+        values = _table(source, "loras", name, table, _LORA_KEYS, ("path", "base"))
+        _choice(source, f"loras.{name}", "base", values["base"], BASES)
+        parsed_loras.append(LoraSpec(name, Path(values["path"]).expanduser(), values["base"]))
+    parsed_embeddings = []
+    for name, table in embedding_tables:
+        values = _table(source, "embeddings", name, table, _EMBEDDING_KEYS, ("path", "token", "base"))
+        _choice(source, f"embeddings.{name}", "base", values["base"], BASES)
+        parsed_embeddings.append(EmbeddingSpec(name, Path(values["path"]).expanduser(), values["token"],
+                                               values["base"]))
+    tokens = [(embedding.base, embedding.token) for embedding in parsed_embeddings]
+    if len(set(tokens)) != len(tokens):
+        raise RegistryError(f"{source}: two [embeddings.*] of one base use the same token")
+    return Registry(models=tuple(model_spec(source, name, table) for name, table in model_tables),
+                    loras=tuple(parsed_loras), embeddings=tuple(parsed_embeddings))
