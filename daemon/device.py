@@ -6,6 +6,7 @@ engine calls, when it loads (``import torch`` takes seconds).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .config import DEVICES
@@ -63,19 +64,67 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def torch_dtype_for(device: torch.device) -> torch.dtype:
-    """The weights' dtype on ``device``.
+def torch_dtype_for(device: torch.device, dtype: str = "auto", family: str = "auto") -> torch.dtype:
+    """The weights' dtype on ``device`` for a model declared with ``dtype`` (:data:`daemon.registry.DTYPES`).
 
-    - CUDA: ``float16``, what diffusers' documentation loads SD pipelines with on NVIDIA GPUs. It
-      runs at full speed on every CUDA GPU, whereas ``bfloat16`` is unsupported or emulated
-      before Ampere (T4, V100, GTX/RTX 20xx); the SD 1.x/2.x VAEs are fp16-safe.
-    - MPS: ``float32``, as in diffusers' "Metal Performance Shaders (MPS)" guide (fp16 on MPS has
-      had dtype-mismatch failures, diffusers issue #2521).
+    An explicit ``"float16"``, ``"bfloat16"`` or ``"float32"`` is used as given. ``"auto"``:
+
+    - CUDA: ``float16`` for every family (``family`` is accepted so that a family needing another dtype can be
+      added here). It is what diffusers' documentation loads each of them with on NVIDIA GPUs — SD 1.x/2.x,
+      SDXL (its VAE overflows in float16, but the SDXL pipelines upcast it to float32 for decoding because the
+      VAE's config says ``force_upcast``), Kandinsky 2.2 and the SD ControlNets — and it runs at full speed on
+      every CUDA GPU, whereas ``bfloat16`` is unsupported or emulated before Ampere (T4, V100, GTX/RTX 20xx).
+    - MPS: ``float32``, as in diffusers' "Metal Performance Shaders (MPS)" guide (fp16 on MPS has had
+      dtype-mismatch failures, diffusers issue #2521).
     - CPU: ``float32`` (half precision is slow or unsupported in CPU kernels).
+
+    Raises:
+        ValueError: ``dtype`` is not one of ``auto``, ``float16``, ``bfloat16``, ``float32``.
     """
     import torch
 
+    if dtype != "auto":
+        if dtype not in ("float16", "bfloat16", "float32"):
+            raise ValueError(f"unknown dtype {dtype!r}; expected auto, float16, bfloat16 or float32")
+        return getattr(torch, dtype)
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+CUDA_RESERVE_FRACTION = 0.2
+"""Share of a GPU's memory kept out of the model budget for activations (the UNet's attention and the VAE
+decode of a 1024² SDXL image need a few GB), the CUDA context and other programs. A chosen margin, not a
+measured constant: ``memory_budget_gb`` in daemon.toml overrides the whole budget."""
+
+
+def memory_budget_bytes(device: torch.device) -> int:
+    """Bytes of weights the pool of warm models may keep on ``device``.
+
+    - CUDA: the GPU's total memory (``torch.cuda.mem_get_info``) minus :data:`CUDA_RESERVE_FRACTION` of it.
+    - MPS: ``torch.mps.recommended_max_memory()`` (Metal's recommended working set; weights and activations
+      share it with the rest of macOS).
+    - CPU: half of the physical RAM (``psutil.virtual_memory().total`` when psutil is installed, else
+      ``os.sysconf("SC_PAGE_SIZE") × os.sysconf("SC_PHYS_PAGES")``; 16 GB where neither tells).
+    """
+    import torch
+
+    if device.type == "cuda":
+        _, total = torch.cuda.mem_get_info(device)
+        return int(total * (1 - CUDA_RESERVE_FRACTION))
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory())
+    return physical_memory_bytes() // 2
+
+
+def physical_memory_bytes() -> int:
+    """This machine's RAM in bytes (psutil if installed, else ``os.sysconf``; 16 GB when neither tells)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+            return 16 * 10**9
+    return int(psutil.virtual_memory().total)
 
 
 def set_torch_threads(threads: int) -> None:

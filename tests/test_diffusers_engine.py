@@ -21,6 +21,8 @@ from skimage import data
 
 from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
 from daemon.engines.diffusers_engine import INSTALL_HINT, SAFETY_CHECKER_MESSAGE, DiffusersEngine, scaled_size
+from daemon.pool import ModelPool
+from daemon.registry import ModelSpec, Registry
 from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +47,13 @@ def request_for(job: EngineJob, job_id: str = "j1", **fields: object) -> Inpaint
                           num_inference_steps=job.num_inference_steps, strength=job.strength, **fields)
 
 
-def no_progress(step: int, total: int) -> None:
-    """A progress callback that ignores the report."""
+def make_engine(name: str, model: str, device: str = "auto", **spec: object) -> DiffusersEngine:
+    """A :class:`DiffusersEngine` for ``ModelSpec(name, model, **spec)``, no LoRAs, in its own 100 GB pool."""
+    return DiffusersEngine(ModelSpec(name, model, **spec), Registry(), ModelPool(100 * 10**9), device=device)
+
+
+def no_progress(step: int, total: int, stage: str = "inference") -> None:
+    """A progress callback (engine or worker) that ignores the report."""
 
 
 def never() -> bool:
@@ -56,7 +63,7 @@ def never() -> bool:
 
 @pytest.fixture
 def engine(tiny_inpaint_model: Path) -> DiffusersEngine:
-    return DiffusersEngine("tiny", str(tiny_inpaint_model), device="cpu")
+    return make_engine("tiny", str(tiny_inpaint_model), device="cpu")
 
 
 @pytest.fixture
@@ -91,7 +98,7 @@ def test_scaled_size_keeps_aspect_ratio_on_the_latent_grid(width: int, height: i
 
 def test_without_diffusers_info_says_how_to_install_and_load_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("daemon.engines.diffusers_engine.diffusers_available", lambda: False)
-    engine = DiffusersEngine("sd", "owner/model")
+    engine = make_engine("sd", "owner/model")
     info = engine.info()
     assert (info.available, info.kind, info.model, info.uses_prompt) == (False, "diffusers", "owner/model", True)
     assert INSTALL_HINT in info.detail
@@ -107,7 +114,7 @@ def test_modules_import_without_torch() -> None:
 
 
 def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
-    engine = DiffusersEngine("sd", "/nonexistent/model")
+    engine = make_engine("sd", "/nonexistent/model")
     with pytest.raises(ProtocolError, match="no denoising step") as caught:
         engine.steps_for(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
     assert caught.value.code is ErrorCode.INVALID_REQUEST  # the worker answers with this code
@@ -197,7 +204,7 @@ def test_progress_counts_the_steps_actually_run(engine: DiffusersEngine, strengt
     reports: list[tuple[int, int]] = []
     engine.inpaint(job, lambda step, total: reports.append((step, total)), never)
     total = engine.steps_for(job)
-    ran = engine._pipeline.num_timesteps  # the pipeline's own count of its denoising loop
+    ran = engine.pipeline.num_timesteps  # the pipeline's own count of its denoising loop
     assert total == ran
     assert reports == [(step, total) for step in range(1, total + 1)]
 
@@ -235,7 +242,7 @@ def test_pipeline_is_loaded_once_for_many_requests(engine: DiffusersEngine, coun
 def test_missing_local_folder_fails_clearly_and_a_later_load_retries(tmp_path: Path, count_loads: list[str],
                                                                      tiny_inpaint_model: Path) -> None:
     folder = tmp_path / "models" / "sd-inpaint"
-    engine = DiffusersEngine("local", str(folder), device="cpu")
+    engine = make_engine("local", str(folder), device="cpu")
     with pytest.raises(EngineLoadError, match=f"model folder {folder} does not exist"):
         engine.inpaint(astronaut_job(), no_progress, never)
     info = engine.info()
@@ -250,7 +257,7 @@ def test_missing_local_folder_fails_clearly_and_a_later_load_retries(tmp_path: P
 @pytest.mark.diffusers
 def test_folder_that_is_not_a_pipeline_fails_clearly(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
-    engine = DiffusersEngine("empty", str(tmp_path), device="cpu")
+    engine = make_engine("empty", str(tmp_path), device="cpu")
     with pytest.raises(EngineLoadError, match=r"could not load .*model_index\.json"):
         engine.load()
     assert not engine.info().available
@@ -259,7 +266,7 @@ def test_folder_that_is_not_a_pipeline_fails_clearly(tmp_path: Path) -> None:
 @pytest.mark.diffusers
 def test_unknown_device_fails_as_a_load_error(tiny_inpaint_model: Path) -> None:
     pytest.importorskip("torch")
-    engine = DiffusersEngine("tiny", str(tiny_inpaint_model), device="tpu")
+    engine = make_engine("tiny", str(tiny_inpaint_model), device="tpu")
     with pytest.raises(EngineLoadError, match="unknown device 'tpu'"):
         engine.load()
     assert "unknown device" in engine.info().detail
@@ -270,15 +277,18 @@ OFFLINE_SCRIPT = textwrap.dedent("""
     import numpy as np
     from daemon.engines.base import EngineJob, EngineLoadError
     from daemon.engines.diffusers_engine import DiffusersEngine
+    from daemon.pool import ModelPool
+    from daemon.registry import ModelSpec, Registry
 
     result = {}
-    missing = DiffusersEngine("missing", "nobody/not-downloaded-inpainting", device="cpu")
+    pool = ModelPool(10**11)
+    missing = DiffusersEngine(ModelSpec("missing", "nobody/not-downloaded-inpainting"), Registry(), pool, device="cpu")
     try:
         missing.load()
     except EngineLoadError as error:
         result["missing_error"] = str(error)
     result["missing_info"] = [missing.info().available, missing.info().detail]
-    cached = DiffusersEngine("cached", "tiny/inpaint", device="cpu")
+    cached = DiffusersEngine(ModelSpec("cached", "tiny/inpaint"), Registry(), pool, device="cpu")
     image = np.full((64, 80, 3), 128, np.uint8)
     mask = np.zeros((64, 80), np.uint8)
     mask[16:48, 20:60] = 255
@@ -326,10 +336,18 @@ def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngin
     height, width = job.mask.shape
     request = request_for(job, seed=41, num_variants=2, grow=2, feather=4)
     reports: list[tuple[int, int]] = []
-    result = run_job(request, engine, lambda step, total: reports.append((step, total)), never)
+    stages: list[str] = []
+
+    def record(step: int, total: int, stage: str) -> None:
+        stages.append(stage)
+        if stage == "inference":
+            reports.append((step, total))
+
+    result = run_job(request, engine, record, never)
     assert isinstance(result, Result), result
     per_variant = engine.steps_for(job)
     assert reports[0] == (0, 2 * per_variant) and reports[-1] == (2 * per_variant, 2 * per_variant)
+    assert stages[0] == "load" and stages.count("load") == 1  # the model loaded once, from a local folder
     assert [variant.seed for variant in result.variants] == [41, 42]
     images = [np.frombuffer(v.image.data, np.uint8).reshape(height, width, 4) for v in result.variants]
     blend = np.frombuffer(result.variants[0].mask.data, np.uint8).reshape(height, width)
@@ -342,7 +360,7 @@ def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngin
 def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) -> None:
     from daemon.worker import run_job
 
-    engine = DiffusersEngine("gone", str(tmp_path / "gone"), device="cpu")
+    engine = make_engine("gone", str(tmp_path / "gone"), device="cpu")
     job = astronaut_job()
     height, width = job.mask.shape
     request = InpaintRequest(job_id="j2", engine="gone", x=0, y=0,
@@ -354,11 +372,12 @@ def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) ->
 
 @pytest.mark.diffusers
 def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Counting the steps asks a fresh scheduler once per (steps, strength), not once per variant or job."""
+    """Counting the steps asks a fresh scheduler once per (steps, strength), not once per variant or job (the
+    model's own scheduler, restored by scheduler "default", is built once more, at the first request)."""
     from daemon.worker import run_job
 
     engine.load()
-    scheduler_class = type(engine._pipeline.scheduler)
+    scheduler_class = type(engine.pipeline.scheduler)
     built: list[type] = []
     from_config = scheduler_class.from_config.__func__
 
@@ -370,10 +389,10 @@ def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, mon
     job = astronaut_job(num_inference_steps=4)
     for job_id in ("first", "second"):
         assert isinstance(run_job(request_for(job, job_id, seed=3, num_variants=3), engine, no_progress, never), Result)
-    assert built == [scheduler_class]
+    assert built == [scheduler_class] * 2  # "default" built once, the step count once
     six_steps = astronaut_job(num_inference_steps=6)
     assert engine.steps_for(six_steps) == engine.steps_for(six_steps) == 7  # PNDM runs one timestep more
-    assert built == [scheduler_class] * 2
+    assert built == [scheduler_class] * 3
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +424,7 @@ def flagging_model(tiny_inpaint_model: Path, tmp_path_factory: pytest.TempPathFa
 def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_model: Path) -> None:
     from daemon.worker import run_job
 
-    engine = DiffusersEngine("checked", str(flagging_model), device="cpu")
+    engine = make_engine("checked", str(flagging_model), device="cpu")
     with pytest.raises(ProtocolError) as caught:
         engine.inpaint(astronaut_job(seed=7), no_progress, never)
     assert caught.value.code is ErrorCode.JOB_FAILED
@@ -419,7 +438,7 @@ def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_
     import torch
 
     with torch.no_grad():  # thresholds above any similarity: the same checker now flags nothing
-        engine._pipeline.safety_checker.concept_embeds_weights.fill_(2.0)
+        engine.pipeline.safety_checker.concept_embeds_weights.fill_(2.0)
     job = astronaut_job(seed=7)
     out = engine.inpaint(job, no_progress, never)
     assert out[job.mask == 255].mean() > 10  # the generated pixels, not the black image

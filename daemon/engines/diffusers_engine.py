@@ -1,14 +1,18 @@
-"""Generative inpainting with a warm diffusers pipeline (Stable Diffusion family, UNet-based).
+"""Generative inpainting with warm diffusers pipelines of every family of :data:`daemon.registry.FAMILIES`.
 
 Importing this module is cheap: torch, diffusers and huggingface_hub are imported by
 :meth:`DiffusersEngine.load`, on the first request, so the daemon starts and serves other engines
-without them.
+without them. What differs between families (pipeline class, native size, call arguments, refining pass) lives
+in :mod:`daemon.engines.families`; downloads and placement on the device in :mod:`daemon.engines.loading`;
+per-request options (scheduler, LoRAs, embeddings, prompt weighting) in :mod:`daemon.engines.options`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +22,26 @@ from PIL import Image
 from protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
 
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
-from .base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, ProgressCallback
+from ..pool import ModelPool, release_device_memory
+from ..registry import ModelSpec, Registry
+from ..worker import is_out_of_memory
+from . import options
+from .base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, LoadProgress, ProgressCallback
+from .families import (
+    FAMILY_STRATEGIES,
+    ControlNetFamily,
+    Family,
+    SDXLFamily,
+    family_of_single_file,
+    incompatible,
+    resolve_family,
+)
+from .loading import fetch, new_bytes, offload, place
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "gimp-inpaint[diffusers]"'
 """How to get torch and diffusers (see pyproject.toml's ``diffusers`` extra)."""
@@ -30,192 +50,375 @@ SAFETY_CHECKER_MESSAGE = ("the model's safety checker blanked this result (seed 
                           "try another prompt or seed")
 """The JOB_FAILED message when the model's safety checker replaced the image with a black one (``{seed}``: its seed)."""
 
+_PIPELINE_STATE: weakref.WeakKeyDictionary[Any, PipelineState] = weakref.WeakKeyDictionary()
+"""Per loaded pipeline (shared by every engine that uses it): what :mod:`daemon.engines.options` needs."""
+
+
+class PipelineState:
+    """Options bookkeeping of one pipeline: its own scheduler config (captured right after loading), the LoRA
+    adapters and embedding tokens loaded into it."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.scheduler_config = options.default_scheduler_config(pipeline)
+        self.loras: set[str] = set()
+        self.embeddings: set[str] = set()
+
+
+def _state(pipeline: Any) -> PipelineState:
+    """The :class:`PipelineState` of ``pipeline``, created (scheduler config captured) on first sight."""
+    state = _PIPELINE_STATE.get(pipeline)
+    if state is None:
+        state = _PIPELINE_STATE[pipeline] = PipelineState(pipeline)
+    return state
+
 
 def diffusers_available() -> bool:
     """True when torch, diffusers and transformers are installed (checked without importing them)."""
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "diffusers", "transformers"))
 
 
-def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+def scaled_size(width: int, height: int, long_side: int, multiple: int = LATENT_MULTIPLE) -> tuple[int, int]:
     """The ``(width, height)`` in pixels at which a ``width × height`` crop is sent to the model.
 
     The crop's longer side becomes ``long_side`` (the model's native resolution, 512 for SD 1.5),
-    the shorter keeps the aspect ratio; both are rounded to multiples of
-    :data:`protocol.LATENT_MULTIPLE` (8, the VAE's downsampling) and are at least 8. Small crops
-    are scaled up, large ones down: SD models draw best at the size they were trained at.
+    the shorter keeps the aspect ratio; both are rounded to multiples of ``multiple`` (default
+    :data:`protocol.LATENT_MULTIPLE`, 8, the VAE's downsampling; 64 for Kandinsky 2.2) and are at least
+    ``multiple``. Small crops are scaled up, large ones down: models draw best at the size they were trained at.
     """
 
     def side(length: int) -> int:
-        return max(LATENT_MULTIPLE, round(length * long_side / max(width, height) / LATENT_MULTIPLE) * LATENT_MULTIPLE)
+        return max(multiple, round(length * long_side / max(width, height) / multiple) * multiple)
 
     return side(width), side(height)
 
 
-def _local_folder(model: str) -> Path | None:
-    """``model`` as a local folder, or None when it is a Hugging Face Hub id (``owner/name``).
+def count_steps(scheduler: Any, num_inference_steps: int, strength: float = 1.0,
+                denoising_start: float | None = None, denoising_end: float | None = None) -> int:
+    """Denoising steps a pipeline with ``scheduler`` (a template: a fresh copy is made) runs, i.e. the number of
+    its ``callback_on_step_end`` calls.
 
-    Raises:
-        EngineLoadError: ``model`` is written as a path (absolute, ``./``, ``~``, or more than one
-            ``/``) but nothing is there.
+    Without ``denoising_start``: ``int(num_inference_steps × strength)`` of the scheduler's steps, each
+    ``scheduler.order`` timesteps (some schedulers have more timesteps than steps: PNDM one more), as
+    ``get_timesteps`` of the SD pipelines does. ``denoising_start`` (SDXL refiner): the timesteps below the
+    cutoff, one more for an even count on a 2nd-order scheduler; ``denoising_end`` (SDXL base): the timesteps at
+    or above the cutoff (``StableDiffusionXLInpaintPipeline.get_timesteps`` and ``__call__``).
     """
-    path = Path(model).expanduser()
-    if path.exists():
-        return path
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1 or "\\" in model:
-        raise EngineLoadError(
-            f"model folder {path} does not exist: point the model at a diffusers pipeline folder "
-            "(one with model_index.json, e.g. written by save_pretrained) or at a Hugging Face Hub id such as "
-            "stable-diffusion-v1-5/stable-diffusion-inpainting")
-    return None
-
-
-def _hub_model_hint(model: str) -> str:
-    """Check that the hub model ``model`` can be loaded at all; return the advice for a failed load.
-
-    ``HF_HUB_OFFLINE=1`` forbids downloads, so a model that is not in the Hugging Face cache cannot load.
-
-    Raises:
-        EngineLoadError: offline mode is on and ``model``'s ``model_index.json`` is not cached.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    download = ("start the daemon once with network access and without HF_HUB_OFFLINE to download it, "
-                "or point the model at a local folder that holds it")
-    if not constants.HF_HUB_OFFLINE:
-        return "check the network connection and the model id, or point the model at a local folder"
-    if not isinstance(try_to_load_from_cache(model, "model_index.json"), str):
-        raise EngineLoadError(
-            f"model {model!r} is not downloaded (not in the Hugging Face cache {constants.HF_HUB_CACHE}) and "
-            f"offline mode is on (HF_HUB_OFFLINE=1): {download}")
-    return f"offline mode is on (HF_HUB_OFFLINE=1) and the download may be incomplete: {download}"
+    scheduler = type(scheduler).from_config(scheduler.config)
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps
+    train_steps = scheduler.config.num_train_timesteps
+    if denoising_start is None:
+        denoising = min(int(num_inference_steps * strength), num_inference_steps)
+        timesteps = timesteps[(num_inference_steps - denoising) * scheduler.order:]
+    else:
+        cutoff = round(train_steps - denoising_start * train_steps)
+        count = int((timesteps < cutoff).sum())
+        if scheduler.order == 2 and count % 2 == 0:
+            count += 1
+        timesteps = timesteps[len(timesteps) - count:]
+    if denoising_end is not None:
+        cutoff = round(train_steps - denoising_end * train_steps)
+        timesteps = [t for t in timesteps if t >= cutoff]
+    return len(timesteps)
 
 
 class DiffusersEngine(Engine):
-    """A diffusers inpainting pipeline (``AutoPipelineForInpainting``), loaded once and kept warm.
+    """One registry model (:class:`daemon.registry.ModelSpec`) as an engine: its pipelines are loaded on first use
+    into the shared :class:`daemon.pool.ModelPool` and stay warm until the pool evicts them.
 
-    The crop is scaled so its long side is the model's native resolution (``scaled_size``), run
-    through the pipeline with the job's prompt, strength, guidance_scale, num_inference_steps and
-    seed, and the result is scaled back to the crop's size (Pillow, Lanczos). Compositing is left
-    to :mod:`daemon.compositing`.
+    The crop is scaled so its long side is the model's native resolution (:func:`scaled_size`, on the family's
+    size multiple), run through the pipeline with the job's prompt (Compel-weighted or plain), strength,
+    guidance_scale, num_inference_steps, seed, scheduler and LoRAs, optionally refined (``refiner_strength``:
+    the SDXL refiner of ``spec.refiner``, else a second pass of the same model), and the result is scaled back to
+    the crop's size (Pillow, Lanczos). Compositing is left to :mod:`daemon.compositing`.
 
-    Load failures are remembered: :meth:`info` reports ``available=False`` with the error as
-    ``detail`` until a later :meth:`load` succeeds. Every request retries the load, so a model that
-    was downloaded or a network that came back is picked up without restarting the daemon.
+    Pool keys: the base pipeline of a model source lives under ``source:MODEL:VARIANT:DTYPE``, so engines on the
+    same source (plain SD and its ControlNet variant) share it; a ControlNet pipeline (``from_pipe`` of that base,
+    its modules the same objects) under ``NAME:controlnet``; an SDXL refiner under ``refiner:REFINER:BASE KEY``.
+
+    Load failures are remembered: :meth:`info` reports ``available=False`` with the error as ``detail`` until a
+    later :meth:`load` succeeds. Every request retries the load, so a model that was downloaded or a network
+    that came back is picked up without restarting the daemon.
 
     Args:
-        name: the engine name offered in the handshake.
-        model: a Hugging Face Hub id (downloaded to the Hugging Face cache on first load) or a local
-            diffusers pipeline folder, as ``AutoPipelineForInpainting.from_pretrained`` takes it.
+        spec: the model (hub id, diffusers folder or single file; family, dtype, variant, controlnet, refiner,
+            config, compile).
+        registry: the LoRAs and embeddings offered for the model's family.
+        pool: where the pipelines stay warm, within its memory budget.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :mod:`daemon.device`).
         torch_threads: CPU threads torch may use; 0 keeps torch's default.
     """
 
-    def __init__(self, name: str, model: str, *, device: str = "auto", torch_threads: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, registry: Registry, pool: ModelPool, *, device: str = "auto",
+                 torch_threads: int = 0) -> None:
         if torch_threads < 0:
             raise ValueError(f"torch_threads must be ≥ 0, got {torch_threads}")
-        self.name = name
-        self.model = model
+        self.spec = spec
+        self.name = spec.name
+        self.model = spec.model
+        self.registry = registry
+        self.pool = pool
         self.device = device
         self.torch_threads = torch_threads
-        self._pipeline: Any = None
-        self._step_counts: dict[tuple[int, int], int] = {}  # (num_inference_steps, denoising steps) → steps_for
+        self._family: Family | None = None  # resolved at load
+        self._device: torch.device | None = None
+        self._offloaded = False
+        self._step_counts: dict[tuple[Any, ...], int] = {}
         self._device_description = ""
         self._load_error = ""
         self._load_lock = threading.Lock()
+        self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
+        self.main_key = f"{spec.name}:controlnet" if spec.controlnet else self.base_key
+        self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
+
+    # --- what the handshake shows ---
+
+    @property
+    def family(self) -> str:
+        """The resolved family once loaded, else the declared one (possibly ``auto``)."""
+        return self._family.name if self._family is not None else self.spec.family
+
+    @property
+    def keys(self) -> list[str]:
+        """This engine's pool keys (the base's is shared with engines on the same model source)."""
+        return [key for key in dict.fromkeys((self.base_key, self.main_key, self.refiner_key)) if key]
+
+    @property
+    def pipeline(self) -> Any:
+        """The warm pipeline that runs the first pass, or None (never loads)."""
+        return self.pool.peek(self.main_key)
 
     def info(self) -> EngineInfo:
-        """Availability without loading: False when torch/diffusers are missing or the last load failed."""
+        """Availability without loading or blocking: False when torch/diffusers are missing or the last load
+        failed; the LoRAs and embedding tokens of the registry for the model's family."""
         if not diffusers_available():
             available, detail = False, f"torch and diffusers are not installed: {INSTALL_HINT}"
         elif self._load_error:
             available, detail = False, self._load_error
-        elif self._pipeline is not None:
+        elif self.pipeline is not None:
             available, detail = True, f"loaded on {self._device_description}"
+            if self._offloaded:
+                detail += ", offloaded (model CPU offload, VAE tiling)"
         else:
             available, detail = True, "loads on first use"
+        family = self.family
         return EngineInfo(name=self.name, kind="diffusers", model=self.model, available=available,
-                          uses_prompt=True, detail=detail)
+                          uses_prompt=True, detail=detail, family=family,
+                          loras=[lora.name for lora in self.registry.loras_for(family)],
+                          embeddings=[embedding.token for embedding in self.registry.embeddings_for(family)],
+                          refiner=family != "kandinsky22-inpaint")
 
-    def load(self) -> None:
-        """Load the pipeline onto the device unless it is loaded (idempotent, thread-safe).
+    # --- loading ---
+
+    def load(self, progress: LoadProgress | None = None) -> None:
+        """Load the model's pipelines into the pool unless they are warm (idempotent, thread-safe).
+
+        Reports ``("download", bytes done, bytes total)`` while a hub model downloads and ``("load", 0, 0)`` when
+        loading from disk starts.
 
         Raises:
-            EngineLoadError: torch/diffusers are missing, the device is unavailable, the model folder
-                does not exist, the model is not downloaded and offline mode is on, the download
-                failed, or the files are not a diffusers inpainting pipeline. The message says what
-                to do; :meth:`info` reports it until a load succeeds.
+            EngineLoadError: torch/diffusers are missing, the device is unavailable, the model path does not
+                exist, the model is not downloaded and offline mode is on, the download failed, or the files are
+                not a pipeline of a supported family (or not of the declared one). The message says what to do;
+                :meth:`info` reports it until a load succeeds.
         """
         with self._load_lock:
-            if self._pipeline is not None:
-                return
             try:
-                self._pipeline = self._load_pipeline()
+                self._pipelines(progress)
             except EngineLoadError as error:
                 self._load_error = str(error)
                 raise
             self._load_error = ""
 
-    def _load_pipeline(self) -> Any:
+    def _pipelines(self, progress: LoadProgress | None = None) -> tuple[Any, Any]:
+        """``(first-pass pipeline, SDXL refiner or None)`` from the pool, loading what is not warm (each becomes
+        the most recently used)."""
+        started = False
+
+        def report(stage: str, step: int, total: int) -> None:  # "load" once, however many models load
+            nonlocal started
+            if progress is not None and (stage != "load" or not started):
+                progress(stage, step, total)
+            started |= stage == "load"
+
+        main = self.pool.get(self.main_key, lambda: self._load_main(report))
+        if self._family is None:  # warm in the pool through another engine on the same source
+            self._family = resolve_family(self.spec.family, main)
+        if not self.refiner_key:
+            return main, None
+        return main, self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report))
+
+    def _prepare_device(self) -> torch.device:
         if not diffusers_available():
             raise EngineLoadError(f"torch and diffusers are not installed: {INSTALL_HINT}")
-        from diffusers import AutoPipelineForInpainting
+        if self._device is None:
+            try:
+                self._device = resolve_device(self.device)
+            except (ValueError, DeviceUnavailableError) as error:
+                raise EngineLoadError(str(error)) from error
+            set_torch_threads(self.torch_threads)
+            self._device_description = describe_device(self._device)
+        return self._device
 
+    def _dtype(self) -> torch.dtype:
+        return torch_dtype_for(self._prepare_device(), self.spec.dtype, self.spec.family)
+
+    def _load_main(self, progress: LoadProgress) -> Any:
+        """The first-pass pipeline: the base, or for a ControlNet model ``from_pipe`` of the shared base."""
+        if not self.spec.controlnet:
+            return self._load_base(progress)
+        base = self.pool.get(self.base_key, lambda: self._load_base(progress))
+        family = self._family = resolve_family(self.spec.family, base)  # raises unless base is SD 1.x/2.x
+        assert isinstance(family, ControlNetFamily)
+        from diffusers import ControlNetModel
+
+        source, hint = fetch(self.spec.controlnet, self.spec.variant, progress, pipeline=False)
+        progress("load", 0, 0)
         try:
-            device = resolve_device(self.device)
-        except (ValueError, DeviceUnavailableError) as error:
-            raise EngineLoadError(str(error)) from error
-        set_torch_threads(self.torch_threads)
-        folder = _local_folder(self.model)
-        hint = ("the folder must hold a diffusers inpainting pipeline (model_index.json and its components)"
-                if folder is not None else _hub_model_hint(self.model))
-        try:
-            # torch_dtype: newer diffusers call it dtype (and warn), older ones know only torch_dtype
-            pipeline = AutoPipelineForInpainting.from_pretrained(
-                str(folder or self.model), torch_dtype=torch_dtype_for(device))
-            pipeline = pipeline.to(device)
-        except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
-            raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
-        if device.type == "mps":
-            pipeline.enable_attention_slicing()  # diffusers' MPS guide, for machines with < 64 GB of RAM
-        pipeline.set_progress_bar_config(disable=True)
-        self._device_description = describe_device(device)
+            controlnet = ControlNetModel.from_pretrained(source, torch_dtype=self._dtype())
+        except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
+            raise EngineLoadError(
+                f"could not load the ControlNet {self.spec.controlnet!r}: {error} ({hint})") from error
+        pipeline = family.attach(base, controlnet)
+        self._place(pipeline, new_bytes(controlnet), label=f"{self.name} (ControlNet)")
+        _state(pipeline)
         return pipeline
 
-    def steps_for(self, job: EngineJob) -> int:
-        """Denoising steps the pipeline runs for ``job``: the number of progress reports of :meth:`inpaint`.
+    def _load_base(self, progress: LoadProgress) -> Any:
+        """The model source's pipeline, on the device (or offloaded)."""
+        self._prepare_device()
+        declared = self.spec.family
+        if self.spec.single_file:
+            source = str(Path(self.spec.model).expanduser())
+            if not Path(source).is_file():
+                raise EngineLoadError(f"checkpoint file {source} does not exist")
+            if declared == "auto":
+                family = family_of_single_file(Path(source))
+            else:  # a ControlNet model's base is a plain SD checkpoint
+                family = FAMILY_STRATEGIES["sd" if declared == "sd-controlnet-inpaint" else declared]
+            hint = ("the file must be an original-format (LDM) SD/SDXL checkpoint; set config to the model's "
+                    "diffusers folder or hub id to load it offline")
+        else:
+            source, hint = fetch(self.spec.model, self.spec.variant, progress)
+            family = FAMILY_STRATEGIES["sd"]  # folders load through AutoPipelineForInpainting whatever the family
+        progress("load", 0, 0)
+        try:
+            pipeline = family.load(source, single_file=self.spec.single_file, config=self.spec.config,
+                                   torch_dtype=self._dtype(), variant=self.spec.variant)
+        except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
+            raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
+        self._family = resolve_family(declared, pipeline)
+        self._place(pipeline, new_bytes(pipeline), label=self.name)
+        _state(pipeline)
+        return pipeline
 
-        diffusers runs ``int(num_inference_steps × strength)`` of the scheduler's steps; some
-        schedulers have more timesteps than steps (PNDM: one more), so the scheduler is asked, as
-        ``StableDiffusionInpaintPipeline.get_timesteps`` does. The answer is cached per
-        ``(num_inference_steps, denoising steps)``: a fresh scheduler is built only the first time
-        (the pipeline, hence its scheduler, never changes once loaded). Loads the pipeline if needed.
+    def _load_refiner(self, base: Any, progress: LoadProgress) -> Any:
+        """The SDXL refiner of ``spec.refiner``, sharing ``base``'s ``text_encoder_2`` and ``vae``."""
+        family = self._family
+        if not isinstance(family, SDXLFamily):
+            raise EngineLoadError(f"a refiner is for SDXL models; {self.model!r} is {self.family}")
+        source, hint = fetch(self.spec.refiner, self.spec.variant, progress)
+        progress("load", 0, 0)
+        try:
+            refiner = family.load_refiner(source, base, torch_dtype=self._dtype(), variant=self.spec.variant)
+        except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
+            raise EngineLoadError(f"could not load the refiner {self.spec.refiner!r}: {error} ({hint})") from error
+        self._place(refiner, new_bytes(refiner, shared_with=[base]), label=f"{self.name} (refiner)")
+        _state(refiner)
+        return refiner
+
+    def _place(self, pipeline: Any, size: int, label: str) -> None:
+        device = self._prepare_device()
+        self._offloaded |= place(pipeline, device, self.pool, size=size, keep=self.keys,
+                                 compile_unet=self.spec.compile, label=label)
+
+    # --- per request ---
+
+    def _prepare(self, job: EngineJob, main: Any, refiner: Any) -> None:
+        """Apply the job's scheduler (both pipelines), LoRAs and embeddings (first pass) through
+        :mod:`daemon.engines.options`; raises its ProtocolErrors."""
+        family = self._family
+        assert family is not None
+        self._set_scheduler(job, main, refiner)
+        if family.lora_base is None:
+            return
+        state = _state(main)
+        options.apply_loras(main, job.loras, {lora.name: lora for lora in self.registry.loras_for(family.name)},
+                            state.loras, all_loras={lora.name: lora for lora in self.registry.loras})
+        options.load_embeddings(main, [job.prompt, job.negative_prompt], self.registry.embeddings_for(family.name),
+                                state.embeddings)
+
+    @staticmethod
+    def _set_scheduler(job: EngineJob, main: Any, refiner: Any) -> None:
+        """The job's scheduler on both pipelines (:func:`daemon.engines.options.set_scheduler`)."""
+        for pipeline in (main, refiner) if refiner is not None else (main,):
+            options.set_scheduler(pipeline, job.scheduler, _state(pipeline).scheduler_config)
+
+    def check(self, job: EngineJob) -> None:
+        """Refuse options the model cannot honour, and apply the others (scheduler, LoRAs, embeddings), before
+        anything runs. Loads the model if needed.
 
         Raises:
             EngineLoadError: as :meth:`load`.
-            ProtocolError(INVALID_REQUEST): ``strength × num_inference_steps`` < 1, so no step would run.
+            ProtocolError: INCOMPATIBLE from the family (ControlNet scale without ControlNet; Kandinsky: strength
+                < 1, LoRAs, refining) or from :mod:`daemon.engines.options` (scheduler, LoRA, embedding, prompt
+                weighting); INVALID_REQUEST as :meth:`steps_for`.
+        """
+        self.load()
+        family = self._family
+        assert family is not None
+        family.check(job)
+        if job.refiner_strength > 0 and not family.refinable:
+            raise incompatible(f"a {family.name} model has no refining pass: use refiner_strength 0")
+        self._prepare(job, *self._pipelines())
+
+    def steps_for(self, job: EngineJob) -> int:
+        """Denoising steps :meth:`inpaint` runs for ``job`` (both passes): the number of its progress reports
+        (:func:`count_steps` with the scheduler the job uses; cached per scheduler, steps, strength and
+        refiner_strength). Loads the pipelines if needed.
+
+        Raises:
+            EngineLoadError: as :meth:`load`.
+            ProtocolError(INVALID_REQUEST): ``strength × num_inference_steps`` < 1, so no step would run, or the
+                refining pass would run none.
         """
         steps = job.num_inference_steps
-        denoising = min(int(steps * job.strength), steps)
-        if denoising < 1:
+        if min(int(steps * job.strength), steps) < 1:
             raise ProtocolError(
                 ErrorCode.INVALID_REQUEST,
                 f"strength {job.strength} × {steps} steps runs no denoising step (diffusers runs "
                 f"int(num_inference_steps × strength)): raise strength to ≥ {1 / steps:.3g} "
                 f"or num_inference_steps to ≥ {int(np.ceil(1 / job.strength))}")
         self.load()
-        key = (steps, denoising)
+        main, refiner = self._pipelines()
+        key = (job.scheduler, steps, job.strength, job.refiner_strength)
         if key not in self._step_counts:
-            scheduler = type(self._pipeline.scheduler).from_config(self._pipeline.scheduler.config)
-            scheduler.set_timesteps(steps)
-            self._step_counts[key] = len(scheduler.timesteps[(steps - denoising) * scheduler.order:])
+            self._set_scheduler(job, main, refiner)  # the count depends on it (PNDM runs one timestep more)
+            self._step_counts[key] = self._count(main, refiner, job)
         return self._step_counts[key]
+
+    def _count(self, main: Any, refiner: Any, job: EngineJob) -> int:
+        steps, share = job.num_inference_steps, job.refiner_strength
+        if share == 0:
+            return count_steps(main.scheduler, steps, job.strength)
+        if refiner is not None:
+            first = count_steps(main.scheduler, steps, job.strength, denoising_end=1 - share)
+            second = count_steps(refiner.scheduler, steps, denoising_start=1 - share)
+        else:
+            first = count_steps(main.scheduler, steps, job.strength)
+            second = count_steps(main.scheduler, steps, share)
+        if second < 1:
+            raise ProtocolError(ErrorCode.INVALID_REQUEST,
+                                f"refiner_strength {share} × {steps} steps runs no refining step: raise either")
+        return first + second
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
         """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 RGB, mask H×W uint8, 255 = repaint).
 
-        Progress is ``(i, total)`` after each denoising step, ``total`` = :meth:`steps_for`.
-        Cancel is checked after each step: the pipeline is interrupted (diffusers' ``_interrupt``
-        flag, its documented way to stop early) and :class:`JobCancelled` raised.
+        Progress is ``(i, total)`` after each denoising step of either pass, ``total`` = :meth:`steps_for`.
+        Cancel is checked after each step: the pipeline is interrupted (diffusers' ``_interrupt`` flag, its
+        documented way to stop early; Kandinsky's pipelines lack it, so the callback raises there) and
+        :class:`JobCancelled` raised.
 
         The noise comes from a CPU ``torch.Generator`` seeded with ``job.seed``, as diffusers'
         "Reproducible pipelines" guide recommends: a seed gives the same picture on every device
@@ -225,51 +428,110 @@ class DiffusersEngine(Engine):
         flags with a black one and say so in the output's ``nsfw_content_detected``; that black
         image is never returned.
 
+        Out of memory (torch's ``OutOfMemoryError`` or ``MemoryError``, :func:`daemon.worker.is_out_of_memory`):
+        once per call, every other model is evicted from the pool, memory released, on CUDA this model's
+        pipelines switch to model CPU offload, and the variant runs again; a second one propagates.
+
         Returns:
             H×W×3 uint8 RGB, the crop's size.
 
         Raises:
             JobCancelled: ``cancelled()`` became True.
             EngineLoadError: as :meth:`load`.
-            ProtocolError: as :meth:`steps_for`; JOB_FAILED (:data:`SAFETY_CHECKER_MESSAGE`) when the
-                model's safety checker blanked the image.
+            ProtocolError: as :meth:`check` and :meth:`steps_for`; JOB_FAILED (:data:`SAFETY_CHECKER_MESSAGE`)
+                when the model's safety checker blanked the image.
         """
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
         total = self.steps_for(job)
+        try:
+            return self._generate(job, progress, cancelled, total)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            log.warning("%s: out of memory (%s); evicting the other models and retrying once", self.name, error)
+            self._free_memory()
+        return self._generate(job, progress, cancelled, total)
+
+    def _free_memory(self) -> None:
+        """Evict every other model, release cached memory, and on CUDA offload this model's pipelines."""
+        self.pool.evict_others(keep=self.keys)
+        release_device_memory()
+        if self._device is not None and self._device.type == "cuda" and not self._offloaded:
+            for pipeline in self._pipelines():
+                if pipeline is not None:
+                    offload(pipeline, self._device)
+            self._offloaded = True
+            log.info("%s: model CPU offload enabled after running out of memory", self.name)
+
+    def _generate(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck, total: int) -> np.ndarray:
         import torch
 
-        pipeline = self._pipeline
+        main, refiner = self._pipelines()
+        self._prepare(job, main, refiner)
+        family = self._family
+        assert family is not None
         height, width = job.image.shape[:2]
-        native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-        model_width, model_height = scaled_size(width, height, native)
+        model_width, model_height = scaled_size(width, height, family.native_size(main), family.size_multiple)
         image = Image.fromarray(job.image).resize((model_width, model_height), Image.Resampling.LANCZOS)
         mask = Image.fromarray(job.mask).resize((model_width, model_height), Image.Resampling.LANCZOS)
+        done = 0
 
         def on_step_end(pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]) -> dict[str, Any]:
-            progress(step + 1, total)
+            nonlocal done
+            done += 1
+            progress(done, total)
             if cancelled():
+                if not family.interruptible:
+                    raise JobCancelled(f"{self.name}: cancelled")
                 pipe._interrupt = True
             return tensors
 
-        output = pipeline(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            image=image,
-            mask_image=mask,  # diffusers' convention, like ours: white (255) = repaint
-            height=model_height,  # without these, diffusers would resize to the native square
-            width=model_width,
-            strength=job.strength,
-            guidance_scale=job.guidance_scale,
-            num_inference_steps=job.num_inference_steps,
-            generator=torch.Generator("cpu").manual_seed(job.seed),
-            output_type="pil",
-            callback_on_step_end=on_step_end,
-        )
+        common = {
+            "mask_image": mask,  # diffusers' convention, like ours: white (255) = repaint
+            "height": model_height,  # without these, diffusers would resize to the native square
+            "width": model_width,
+            "guidance_scale": job.guidance_scale,
+            "num_inference_steps": job.num_inference_steps,
+            "generator": torch.Generator("cpu").manual_seed(job.seed),
+            "callback_on_step_end": on_step_end,
+        }
+        prompts = options.prompt_kwargs(main, family.name, job.prompt, job.negative_prompt)
+        first = {**prompts, **common, "image": image, **family.call_kwargs(job, image, mask)}
+        share = job.refiner_strength
+        if share == 0:
+            result = self._images(main(**first, output_type="pil"), job, cancelled)
+        elif refiner is not None:  # diffusers' SDXL guide: base stops at denoising_end, the refiner starts there
+            latents = self._images(main(**first, denoising_end=1 - share, output_type="latent"), job, cancelled)
+            # the refiner has only the second text encoder, which options' Compel conditioning does not fit
+            result = self._images(refiner(prompt=job.prompt, negative_prompt=job.negative_prompt, **common,
+                                          image=latents, denoising_start=1 - share, output_type="pil"),
+                                  job, cancelled)
+        else:
+            second_pass = family.refine_pipeline(main)
+            if second_pass is main:  # inpainting UNet: a second inpainting pass over the first one's pixels
+                image_1 = self._images(main(**first, output_type="pil"), job, cancelled)
+                result = self._images(main(**{**first, "image": image_1, "strength": share}, output_type="pil"),
+                                      job, cancelled)
+            else:  # image-to-image pass of the same modules over the first pass's latents
+                latents = self._images(main(**first, output_type="latent"), job, cancelled)
+                result = self._images(second_pass(**prompts, **{k: v for k, v in common.items() if k != "mask_image"},
+                                                  image=latents, strength=share, output_type="pil"),
+                                      job, cancelled)
+        return np.asarray(result.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+
+    def _images(self, output: Any, job: EngineJob, cancelled: CancelCheck) -> Any:
+        """The first image (PIL) or latents (1×C×h×w tensor) of a pipeline ``output``.
+
+        Raises:
+            JobCancelled: ``cancelled()`` is True (the pipeline was interrupted).
+            ProtocolError(JOB_FAILED): the safety checker flagged it (:data:`SAFETY_CHECKER_MESSAGE`).
+        """
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
         flagged = getattr(output, "nsfw_content_detected", None)  # None: no safety checker (or an SDXL pipeline)
         if flagged is not None and bool(flagged[0]):
             raise ProtocolError(ErrorCode.JOB_FAILED, SAFETY_CHECKER_MESSAGE.format(seed=job.seed))
-        image = output.images[0]
-        return np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+        images = output.images
+        return images if not isinstance(images, list) else images[0]
+

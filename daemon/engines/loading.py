@@ -1,0 +1,197 @@
+"""Getting weights onto the device: downloads with byte progress, and placement within the pool's budget.
+
+Importing this module is cheap: huggingface_hub, diffusers and torch are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+from ..pool import ModelPool, component_bytes
+from .base import EngineLoadError, LoadProgress
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_BYTES_BAR = "huggingface_hub.snapshot_download"
+"""The ``name`` huggingface_hub (2.x, ``_snapshot_download.py``) gives the progress bar that ``snapshot_download``
+creates with its ``tqdm_class`` and feeds with the bytes every file download writes to disk (its ``total`` grows
+by each file's size as the file's download starts). The other bars it makes with that class count files
+(``Fetching N files``) or network bytes of Xet transfers (``…snapshot_download.transfer``)."""
+
+
+def byte_progress_class(progress: LoadProgress) -> type:
+    """A ``tqdm_class`` for ``huggingface_hub.snapshot_download`` that reports its byte bar as
+    ``progress("download", bytes done, bytes total)`` and draws nothing.
+
+    It subclasses huggingface_hub's ``tqdm``, so ``snapshot_download`` hands it the bar's ``name``
+    (:data:`SNAPSHOT_BYTES_BAR`); bars of other names are silent. Thread-safe: the files download in parallel.
+    """
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class ByteProgress(hf_tqdm):
+        _lock_counts = threading.Lock()
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._reports = kwargs.get("name") == SNAPSHOT_BYTES_BAR
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            with self._lock_counts:  # a disabled tqdm counts nothing itself
+                self.n += n or 0
+                done, total = int(self.n), int(self.total or 0)
+            if self._reports:
+                progress("download", min(done, total), total)
+            return None
+
+    return ByteProgress
+
+
+def download_pipeline(model: str, variant: str, progress: LoadProgress) -> str:
+    """The local folder of the hub pipeline ``model``, downloading what is missing with byte progress.
+
+    The file selection is diffusers' own: ``DiffusionPipeline.download`` (pipelines/pipeline_utils.py) computes
+    the allow/ignore patterns (safetensors of ``variant``, configs, tokenizer and scheduler files; no other
+    weight formats) and returns the cached snapshot at once when every expected file is there. Only its call of
+    ``huggingface_hub.snapshot_download`` is given :func:`byte_progress_class` as ``tqdm_class`` (diffusers
+    passes none), so nothing of the selection logic is copied here. Offline (``HF_HUB_OFFLINE=1``) it returns
+    the cached snapshot or raises.
+
+    Raises:
+        OSError (and huggingface_hub's errors): the download failed or the model is not cached offline.
+    """
+    from diffusers import DiffusionPipeline
+    from diffusers.pipelines import pipeline_utils
+
+    with mock.patch.object(pipeline_utils, "snapshot_download",
+                           functools.partial(pipeline_utils.snapshot_download,
+                                             tqdm_class=byte_progress_class(progress))):
+        return str(DiffusionPipeline.download(model, variant=variant or None))
+
+
+def download_model(model: str, variant: str, progress: LoadProgress) -> str:
+    """The local folder of the hub model repo ``model`` (a ControlNet: ``config.json`` and its safetensors
+    weights of ``variant``), downloaded by ``huggingface_hub.snapshot_download`` with byte progress.
+
+    Raises:
+        OSError (and huggingface_hub's errors): the download failed or the model is not cached offline.
+    """
+    from huggingface_hub import snapshot_download
+
+    weights = f"diffusion_pytorch_model.{variant}.safetensors" if variant else "diffusion_pytorch_model.safetensors"
+    return str(snapshot_download(model, allow_patterns=["config.json", weights],
+                                 tqdm_class=byte_progress_class(progress)))
+
+
+def new_bytes(pipeline: Any, shared_with: Iterable[Any] = ()) -> int:
+    """Bytes of ``pipeline``'s modules (:func:`daemon.pool.component_bytes`) that none of ``shared_with``
+    (pipelines or modules already in the pool) holds."""
+    known: set[int] = set()
+    for other in shared_with:
+        known.update(component_bytes(other))
+    return sum(size for key, size in component_bytes(pipeline).items() if key not in known)
+
+
+def place(pipeline: Any, device: torch.device, pool: ModelPool, *, size: int, keep: Iterable[str],
+          compile_unet: bool, label: str) -> bool:
+    """Move ``pipeline`` (loaded on the CPU) onto ``device`` within ``pool``'s budget; True when offloaded.
+
+    ``pool.make_room(size, keep)`` first evicts least-recently-used models. On CUDA a pipeline larger than the
+    whole budget is not moved but gets ``enable_model_cpu_offload`` (each model moves to the GPU only while it
+    runs) and VAE tiling (diffusers' "Reduce memory usage" guide). ``compile_unet``: ``unet.compile()`` (in
+    place, so shared modules keep their identity) on CUDA; refused with a log line elsewhere.
+
+    Attention needs nothing here: on torch 2 diffusers' models use ``AttnProcessor2_0``
+    (``torch.nn.functional.scaled_dot_product_attention``, memory-efficient/flash kernels) by default.
+    """
+    pool.make_room(size, keep=keep)
+    offloaded = device.type == "cuda" and size > pool.budget_bytes
+    if offloaded:
+        log.info("%s: %.2f GB do not fit the %.2f GB budget: model CPU offload and VAE tiling", label,
+                 size / 1e9, pool.budget_bytes / 1e9)
+        offload(pipeline, device)
+    elif device.type != "cpu":  # loaded there
+        pipeline.to(device)
+    if device.type == "mps":
+        pipeline.enable_attention_slicing()  # diffusers' MPS guide, for machines with < 64 GB of RAM
+    if compile_unet:
+        if device.type == "cuda" and getattr(pipeline, "unet", None) is not None:
+            pipeline.unet.compile()
+        else:
+            log.warning("%s: compile is for CUDA devices only, not %s: running uncompiled", label, device)
+    pipeline.set_progress_bar_config(disable=True)
+    return offloaded
+
+
+def offload(pipeline: Any, device: torch.device) -> None:
+    """``enable_model_cpu_offload(device=device)`` and VAE tiling where the pipeline has a VAE."""
+    pipeline.enable_model_cpu_offload(device=device)
+    vae = getattr(pipeline, "vae", None)
+    if vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+
+
+def local_folder(model: str) -> Path | None:
+    """``model`` as a local folder or file, or None when it is a Hugging Face Hub id (``owner/name``).
+
+    Raises:
+        EngineLoadError: ``model`` is written as a path (absolute, ``./``, ``~``, a file suffix, or more than
+            one ``/``) but nothing is there.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1 or "\\" in model:
+        raise EngineLoadError(
+            f"model folder {path} does not exist: point the model at a diffusers pipeline folder "
+            "(one with model_index.json, e.g. written by save_pretrained), a .safetensors checkpoint or a "
+            "Hugging Face Hub id such as stable-diffusion-v1-5/stable-diffusion-inpainting")
+    return None
+
+
+def hub_model_hint(model: str, index_file: str = "model_index.json") -> str:
+    """Check that the hub model ``model`` can be loaded at all; return the advice for a failed load.
+
+    ``HF_HUB_OFFLINE=1`` forbids downloads, so a model that is not in the Hugging Face cache cannot load.
+
+    Raises:
+        EngineLoadError: offline mode is on and ``model``'s ``index_file`` is not cached.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    download = ("start the daemon once with network access and without HF_HUB_OFFLINE to download it, "
+                "or point the model at a local folder that holds it")
+    if not constants.HF_HUB_OFFLINE:
+        return "check the network connection and the model id, or point the model at a local folder"
+    if not isinstance(try_to_load_from_cache(model, index_file), str):
+        raise EngineLoadError(
+            f"model {model!r} is not downloaded (not in the Hugging Face cache {constants.HF_HUB_CACHE}) and "
+            f"offline mode is on (HF_HUB_OFFLINE=1): {download}")
+    return f"offline mode is on (HF_HUB_OFFLINE=1) and the download may be incomplete: {download}"
+
+
+def fetch(model: str, variant: str, progress: LoadProgress, *, pipeline: bool = True) -> tuple[str, str]:
+    """``(local path, advice for a failed load)`` of ``model``: a local folder or file as it is, a hub id
+    downloaded (:func:`download_pipeline` for pipelines, :func:`download_model` for single models).
+
+    Raises:
+        EngineLoadError: a path that does not exist; offline and not cached; the download failed.
+    """
+    folder = local_folder(model)
+    if folder is not None:
+        return str(folder), ("the folder must hold a diffusers pipeline (model_index.json and its components)"
+                             if pipeline else "the folder must hold a diffusers model (config.json and weights)")
+    hint = hub_model_hint(model, "model_index.json" if pipeline else "config.json")
+    try:
+        return (download_pipeline if pipeline else download_model)(model, variant, progress), hint
+    except Exception as error:  # HTTP errors, OSError, offline-mode errors: "cannot download"
+        raise EngineLoadError(f"could not download {model!r}: {error} ({hint})") from error

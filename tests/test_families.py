@@ -1,0 +1,418 @@
+"""Every model family of issue 3 through the real daemon, on tiny random-weight pipelines (tests/tiny_pipelines.py).
+
+Each family runs one request through the websocket daemon (:func:`running_daemon.running_daemon` +
+:class:`client.connection.InpaintClient`) on a crop of skimage's astronaut: the result has the request's size,
+keeps unmasked pixels exactly, repeats itself for a seed, and its two variants differ. Then what the families
+share (the pool's modules), refuse (INCOMPATIBLE options) and add (refining passes), and the engine's loading
+helpers: byte progress of downloads, single-file detection, placement, the memory budget, the out-of-memory retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from skimage import data
+
+from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
+from daemon.engines.diffusers_engine import DiffusersEngine
+from daemon.pool import ModelPool
+from daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
+from protocol import ErrorCode, InpaintRequest, Plane, Result
+
+pytestmark = pytest.mark.diffusers
+
+STEPS = 3
+"""Denoising steps of every request (the tiny models draw noise anyway)."""
+
+
+def astronaut_crop() -> tuple[np.ndarray, np.ndarray]:
+    """A 96×120 RGB crop of skimage's astronaut (H×W×3 uint8) and a mask (H×W uint8) repainting a rectangle."""
+    image = np.ascontiguousarray(data.astronaut()[40:232:2, 120:360:2])
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[24:72, 30:90] = 255
+    return image, mask
+
+
+def request(engine: str, seed: int = 11, job_id: str = "job", **fields: Any) -> InpaintRequest:
+    """An inpaint request on :func:`astronaut_crop` (opaque RGBA) with ``fields`` over two-variant defaults."""
+    image, mask = astronaut_crop()
+    height, width = mask.shape
+    rgba = np.dstack([image, np.full((height, width), 255, np.uint8)])
+    values: dict[str, Any] = {"prompt": "a red balloon", "num_inference_steps": STEPS, "num_variants": 2,
+                              "grow": 0, "feather": 4, **fields}
+    return InpaintRequest(job_id=job_id, engine=engine, x=5, y=7, image=Plane(width, height, 4, rgba.tobytes()),
+                          mask=Plane(width, height, 1, mask.tobytes()), seed=seed, **values)
+
+
+def pixels(result: Result) -> list[np.ndarray]:
+    """The variants' RGBA images (H×W×4 uint8)."""
+    return [np.frombuffer(v.image.data, np.uint8).reshape(v.image.height, v.image.width, 4) for v in result.variants]
+
+
+@pytest.fixture(scope="module")
+def pool() -> ModelPool:
+    """One pool for all the module's engines (100 GB: nothing is evicted unless a test asks)."""
+    return ModelPool(100 * 10**9)
+
+
+@pytest.fixture(scope="module")
+def engines(pool: ModelPool, tiny_inpaint_model: Path, tiny_sd_model: Path, tiny_sd_single_file: Path,
+            tiny_sdxl_inpaint_model: Path, tiny_sdxl_refiner_model: Path, tiny_kandinsky22_inpaint_model: Path,
+            tiny_controlnet_model: Path) -> dict[str, DiffusersEngine]:
+    """One engine per family, by name; family left to ``auto`` where the model says it."""
+    specs = [
+        ModelSpec("sd-inpaint", str(tiny_inpaint_model)),
+        ModelSpec("sd", str(tiny_sd_model), family="sd"),
+        ModelSpec("sd-file", str(tiny_sd_single_file), config=str(tiny_sd_model)),
+        ModelSpec("sdxl-inpaint", str(tiny_sdxl_inpaint_model)),
+        ModelSpec("sdxl-refined", str(tiny_sdxl_inpaint_model), family="sdxl-inpaint",
+                  refiner=str(tiny_sdxl_refiner_model)),
+        ModelSpec("kandinsky", str(tiny_kandinsky22_inpaint_model)),
+        ModelSpec("controlnet", str(tiny_sd_model), family="sd-controlnet-inpaint",
+                  controlnet=str(tiny_controlnet_model)),
+    ]
+    return {spec.name: DiffusersEngine(spec, Registry(models=tuple(specs)), pool, device="cpu") for spec in specs}
+
+
+@pytest.fixture(scope="module")
+def daemon(engines: dict[str, DiffusersEngine], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``(url, token)`` of the real daemon serving :func:`engines`."""
+    from running_daemon import running_daemon
+
+    with running_daemon(tmp_path_factory.mktemp("config"), list(engines.values())) as served:
+        yield served
+
+
+def run(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Result:
+    """Send ``inpaint_request`` through a fresh client connection; the result (or the client's DaemonError)."""
+    from client.connection import InpaintClient
+
+    url, token = daemon
+    with InpaintClient.connect(url, token, "pytest", timeout=30) as client:
+        return client.inpaint(inpaint_request)
+
+
+def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Any:
+    """The DaemonError the daemon answers ``inpaint_request`` with."""
+    from client.connection import DaemonError
+
+    with pytest.raises(DaemonError) as caught:
+        run(daemon, inpaint_request)
+    return caught.value
+
+
+@pytest.mark.parametrize(("engine", "fields", "family"), [
+    ("sd-inpaint", {}, "sd-inpaint"),
+    ("sd", {}, "sd"),
+    ("sd-file", {}, "sd"),
+    ("sdxl-inpaint", {}, "sdxl-inpaint"),
+    ("sdxl-refined", {"refiner_strength": 0.4}, "sdxl-inpaint"),
+    ("kandinsky", {}, "kandinsky22-inpaint"),
+    ("controlnet", {"controlnet_conditioning_scale": 0.8}, "sd-controlnet-inpaint"),
+])
+def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[str, DiffusersEngine], engine: str,
+                                        fields: dict[str, Any], family: str) -> None:
+    first = run(daemon, request(engine, **fields))
+    again = run(daemon, request(engine, job_id="again", **fields))
+    image, mask = astronaut_crop()
+    rgba = np.dstack([image, np.full(mask.shape, 255, np.uint8)])
+    variants, repeated = pixels(first), pixels(again)
+    blend = np.frombuffer(first.variants[0].mask.data, np.uint8).reshape(mask.shape)
+    assert [v.shape for v in variants] == [rgba.shape] * 2
+    for variant in variants:
+        np.testing.assert_array_equal(variant[blend == 0], rgba[blend == 0])  # unmasked pixels exactly the request's
+    for variant, same in zip(variants, repeated, strict=True):
+        np.testing.assert_array_equal(variant, same)  # same seed, same pixels
+    assert np.abs(variants[0][mask == 255].astype(int) - variants[1][mask == 255]).mean() > 1  # the seeds differ
+    info = engines[engine].info()
+    assert (info.family, info.available, info.detail.startswith("loaded on cpu")) == (family, True, True)
+    assert info.refiner == (family != "kandinsky22-inpaint")
+
+
+def test_controlnet_and_plain_sd_share_the_base_modules(daemon: tuple[str, str], engines: dict[str, DiffusersEngine],
+                                                        pool: ModelPool) -> None:
+    from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
+
+    for name in ("sd", "controlnet"):
+        run(daemon, request(name, num_variants=1))
+    plain, controlnet = engines["sd"].pipeline, engines["controlnet"].pipeline
+    assert type(plain) is StableDiffusionInpaintPipeline
+    assert type(controlnet) is StableDiffusionControlNetInpaintPipeline
+    for module in ("unet", "vae", "text_encoder"):
+        assert getattr(controlnet, module) is getattr(plain, module)
+    assert engines["sd"].base_key == engines["controlnet"].base_key
+    stages: list[str] = []
+    engines["controlnet"].load(lambda stage, step, total: stages.append(stage))
+    assert stages == []  # warm: nothing loads, nothing is reported
+    assert pool.load_counts[engines["sd"].base_key] == 1  # the source loaded once for both engines
+    both = pool.used_bytes([engines["sd"].base_key, engines["controlnet"].main_key])
+    assert both == pool.used_bytes([engines["sd"].base_key]) + sum(
+        p.numel() * p.element_size() for p in [*controlnet.controlnet.parameters(), *controlnet.controlnet.buffers()])
+
+
+def test_refiner_shares_vae_and_second_text_encoder(daemon: tuple[str, str], engines: dict[str, DiffusersEngine],
+                                                   pool: ModelPool) -> None:
+    run(daemon, request("sdxl-refined", num_variants=1, refiner_strength=0.5))
+    engine = engines["sdxl-refined"]
+    base, refiner = engine.pipeline, pool.peek(engine.refiner_key)
+    assert refiner.vae is base.vae and refiner.text_encoder_2 is base.text_encoder_2
+    assert refiner.unet is not base.unet and refiner.text_encoder is None
+
+
+@pytest.mark.parametrize("engine", ["sd-inpaint", "sd", "sdxl-refined", "controlnet"])
+def test_refining_pass_changes_pixels_and_is_counted(engines: dict[str, DiffusersEngine], engine: str) -> None:
+    """``refiner_strength`` adds a pass (SDXL refiner, img2img of a 4-channel model, a second inpainting pass of
+    a 9-channel one); its steps are in :meth:`steps_for` and reported."""
+    image, mask = astronaut_crop()
+    results = {}
+    for share in (0.0, 0.5):
+        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 4, seed=3, refiner_strength=share)
+        reports: list[tuple[int, int]] = []
+        results[share] = engines[engine].inpaint(job, lambda step, total, r=reports: r.append((step, total)),
+                                                 lambda: False)
+        total = engines[engine].steps_for(job)
+        assert reports == [(step, total) for step in range(1, total + 1)]
+    assert np.abs(results[0.0][mask == 255].astype(int) - results[0.5][mask == 255]).mean() > 1
+
+
+def test_kandinsky_reports_its_decoder_steps(engines: dict[str, DiffusersEngine]) -> None:
+    image, mask = astronaut_crop()
+    job = EngineJob(image, mask, "a red balloon", "", 1.0, 4.0, 5, seed=1)
+    reports: list[tuple[int, int]] = []
+    out = engines["kandinsky"].inpaint(job, lambda step, total: reports.append((step, total)), lambda: False)
+    assert out.shape == image.shape and engines["kandinsky"].steps_for(job) == 5
+    assert reports == [(step, 5) for step in range(1, 6)]
+    reports.clear()  # its pipelines ignore _interrupt: the step callback raises instead
+    with pytest.raises(JobCancelled):
+        engines["kandinsky"].inpaint(job, lambda step, total: reports.append((step, total)), lambda: bool(reports))
+    assert reports == [(1, 5)]
+
+
+@pytest.mark.parametrize(("engine", "fields", "needle"), [
+    ("sd-inpaint", {"controlnet_conditioning_scale": 0.5}, "ControlNet"),
+    ("kandinsky", {"strength": 0.6}, "strength"),
+    ("kandinsky", {"refiner_strength": 0.3}, "refin"),
+    ("kandinsky", {"loras": {"any": 1.0}}, "LoRA"),
+])
+def test_options_the_model_cannot_honour_are_incompatible(daemon: tuple[str, str], engine: str,
+                                                          fields: dict[str, Any], needle: str) -> None:
+    error = daemon_error(daemon, request(engine, **fields))
+    assert error.code is ErrorCode.INCOMPATIBLE and needle in str(error)
+
+
+def test_single_file_family_is_read_from_the_header(tiny_sd_single_file: Path, tiny_inpaint_model: Path,
+                                                     tmp_path: Path) -> None:
+    from daemon.engines.families import family_of_single_file
+
+    assert family_of_single_file(tiny_sd_single_file).name == "sd"
+    for name in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        with pytest.raises(EngineLoadError, match="none of the supported families"):  # diffusers-layout keys
+            family_of_single_file(tiny_inpaint_model / name)
+    not_safetensors = tmp_path / "broken.safetensors"
+    not_safetensors.write_bytes(b"not a header")
+    with pytest.raises(EngineLoadError, match="cannot read the checkpoint"):
+        family_of_single_file(not_safetensors)
+
+
+def test_controlnet_on_an_sdxl_model_is_a_clear_load_error(tiny_sdxl_inpaint_model: Path,
+                                                           tiny_controlnet_model: Path) -> None:
+    engine = DiffusersEngine(ModelSpec("xl-cn", str(tiny_sdxl_inpaint_model), family="sd-controlnet-inpaint",
+                                       controlnet=str(tiny_controlnet_model)), Registry(), ModelPool(10**11),
+                             device="cpu")
+    with pytest.raises(EngineLoadError, match=r"ControlNet pipeline is for SD 1\.x/2\.x"):
+        engine.load()
+    assert not engine.info().available
+
+
+def test_out_of_memory_evicts_the_others_and_retries_once(tiny_inpaint_model: Path, tiny_sd_model: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    class OutOfMemoryError(RuntimeError):
+        """Named like torch's, which is how the worker and the engine recognise it."""
+
+    pool = ModelPool(10**11)
+    engine = DiffusersEngine(ModelSpec("a", str(tiny_inpaint_model)), Registry(), pool, device="cpu")
+    other = DiffusersEngine(ModelSpec("b", str(tiny_sd_model)), Registry(), pool, device="cpu")
+    other.load()
+    engine.load()
+    original = StableDiffusionInpaintPipeline.__call__
+    failures = [OutOfMemoryError("CUDA out of memory"), None]
+
+    def failing_once(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        failure = failures.pop(0) if failures else None
+        if failure is not None:
+            raise failure
+        return original(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionInpaintPipeline, "__call__", failing_once)
+    image, mask = astronaut_crop()
+    job = EngineJob(image, mask, "", "", 1.0, 5.0, 2, seed=1)
+    assert engine.inpaint(job, lambda step, total: None, lambda: False).shape == image.shape
+    assert pool.keys() == [engine.base_key]  # the other model was evicted
+    failures[:] = [OutOfMemoryError("again"), OutOfMemoryError("and again")]
+    with pytest.raises(OutOfMemoryError, match="and again"):
+        engine.inpaint(job, lambda step, total: None, lambda: False)
+
+
+class FakePipeline:
+    """Records what :func:`daemon.engines.loading.place` does to it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.vae = self
+
+    def to(self, device: Any) -> None:
+        self.calls.append(f"to {device}")
+
+    def enable_model_cpu_offload(self, device: Any) -> None:
+        self.calls.append(f"offload {device}")
+
+    def enable_tiling(self) -> None:
+        self.calls.append("tiling")
+
+    def set_progress_bar_config(self, disable: bool) -> None:
+        self.calls.append("quiet")
+
+
+@pytest.mark.parametrize(("size", "expected"), [(50, ["to cuda:0", "quiet"]),
+                                                 (1000, ["offload cuda:0", "tiling", "quiet"])])
+def test_a_pipeline_larger_than_the_budget_is_offloaded(size: int, expected: list[str]) -> None:
+    torch = pytest.importorskip("torch")
+    from daemon.engines.loading import place
+
+    evicted: list[str] = []
+    pool = ModelPool(100, measure=lambda obj: {id(obj): 60}, release=lambda: evicted.append("released"))
+    pool.get("old", object)
+    pipeline = FakePipeline()
+    offloaded = place(pipeline, torch.device("cuda", 0), pool, size=size, keep=["mine"], compile_unet=False,
+                      label="test")
+    assert pipeline.calls == expected and offloaded == (size > 100)
+    assert pool.keys() == [] and evicted == ["released"]  # make_room evicted the older model either way
+
+
+def test_download_progress_reaches_the_load_callback_in_bytes(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's real ``snapshot_download`` with our ``tqdm_class``; only the network is faked: the repo's
+    file listing is a cached tree of a commit, and each file's download (``hf_hub_download``) writes 100-byte
+    chunks through the per-file bar ``snapshot_download`` hands it, as the real one does."""
+    from huggingface_hub import _snapshot_download, constants
+    from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
+    from huggingface_hub.file_download import repo_folder_name
+
+    from daemon.engines.loading import byte_progress_class
+
+    sizes = {"model_index.json": 300, "unet/diffusion_pytorch_model.safetensors": 200}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    write_tree_cache(str(tmp_path / repo_folder_name(repo_id="owner/model", repo_type="model")), commit,
+                     {name: TreeCacheEntry(size=size, blob_id=name) for name, size in sizes.items()})
+
+    def fake_download(repo_id: str, filename: str, *, tqdm_class: Any, **kwargs: Any) -> str:
+        with tqdm_class(total=sizes[filename], initial=0) as bar:
+            for _ in range(sizes[filename] // 100):
+                bar.update(100)
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(_snapshot_download, "hf_hub_download", fake_download)
+    reports: list[tuple[str, int, int]] = []
+    _snapshot_download.snapshot_download("owner/model", revision=commit, cache_dir=tmp_path, max_workers=1,
+                                         tqdm_class=byte_progress_class(lambda *report: reports.append(report)))
+    assert [stage for stage, _, _ in reports] == ["download"] * 5
+    assert [done for _, done, _ in reports] == [100, 200, 300, 400, 500]  # bytes, over both files
+    assert reports[-1] == ("download", 500, 500)  # the total grew to the sum of the sizes
+
+
+def test_memory_budget_on_the_cpu_is_half_the_ram() -> None:
+    torch = pytest.importorskip("torch")
+    from daemon.device import memory_budget_bytes, physical_memory_bytes
+
+    assert memory_budget_bytes(torch.device("cpu")) == physical_memory_bytes() // 2 > 10**8
+
+
+def test_dtype_choice() -> None:
+    torch = pytest.importorskip("torch")
+    from daemon.device import torch_dtype_for
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert [torch_dtype_for(cuda, "auto", family) for family in ("sd", "sdxl-inpaint", "kandinsky22-inpaint")] == \
+        [torch.float16] * 3
+    assert torch_dtype_for(cpu) == torch.float32 and torch_dtype_for(cpu, "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        torch_dtype_for(cpu, "float8")
+
+
+def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model: Path, tiny_sd_lora: Path,
+                                    tiny_sdxl_lora: Path, tiny_sd_embedding: tuple[Path, str]) -> None:
+    """Scheduler, LoRAs, embeddings and prompt weighting reach the pipeline (daemon/engines/options.py), with
+    :meth:`check` refusing what does not fit and :meth:`steps_for` counting the chosen scheduler's steps."""
+    from protocol import ProtocolError
+
+    embedding, token = tiny_sd_embedding
+    registry = Registry(loras=(LoraSpec("sd-lora", tiny_sd_lora, "sd"), LoraSpec("xl-lora", tiny_sdxl_lora, "sdxl")),
+                        embeddings=(EmbeddingSpec("emb", embedding, token, "sd"),))
+    pool = ModelPool(10**11)
+    sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model)), registry, pool, device="cpu")
+    xl = DiffusersEngine(ModelSpec("xl", str(tiny_sdxl_inpaint_model)), registry, pool, device="cpu")
+    assert (sd.info().family, sd.info().loras) == ("auto", [])  # nothing known before the model loads
+    image, mask = astronaut_crop()
+
+    def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
+        job = EngineJob(image, mask, fields.pop("prompt", "a red balloon"), "", 1.0, 5.0, 4, seed=5, **fields)
+        engine.check(job)
+        reports: list[int] = []
+        out = engine.inpaint(job, lambda step, total: reports.append(step), lambda: False)
+        assert len(reports) == engine.steps_for(job)
+        return out[mask == 255].astype(int)
+
+    plain = generate(sd)
+    info = sd.info()
+    assert (info.family, info.loras, info.embeddings) == ("sd", ["sd-lora"], [token])
+    assert xl.info().loras == [] and xl.load() is None and xl.info().loras == ["xl-lora"]
+    for fields in ({"scheduler": "euler_a"}, {"loras": {"sd-lora": 1.0}}, {"prompt": f"a {token} balloon"},
+                   {"prompt": "a (red)1.6 balloon"}):
+        assert np.abs(generate(sd, **fields) - plain).mean() > 0.5, fields
+    np.testing.assert_array_equal(generate(sd), plain)  # back to the defaults: the model's own output
+    assert generate(xl, prompt="a red++ balloon", loras={"xl-lora": 0.5}).size
+    for engine, fields in ((sd, {"loras": {"xl-lora": 1.0}}), (xl, {"loras": {"sd-lora": 1.0}}),
+                           (sd, {"loras": {"nope": 1.0}})):
+        with pytest.raises(ProtocolError) as caught:
+            engine.check(EngineJob(image, mask, "", "", 1.0, 5.0, 4, 1, **fields))
+        assert caught.value.code is ErrorCode.INCOMPATIBLE
+
+
+def test_loading_several_models_reports_load_once(tiny_sdxl_inpaint_model: Path, tiny_sdxl_refiner_model: Path) -> None:
+    pool = ModelPool(10**11)
+    engine = DiffusersEngine(ModelSpec("xl", str(tiny_sdxl_inpaint_model), refiner=str(tiny_sdxl_refiner_model)),
+                             Registry(), pool, device="cpu")
+    reports: list[tuple[str, int, int]] = []
+    engine.load(lambda *report: reports.append(report))
+    assert reports == [("load", 0, 0)]  # local folders: no download
+    assert pool.keys() == [engine.base_key, engine.refiner_key]
+    shared = pool.used_bytes([engine.base_key]) + pool.used_bytes([engine.refiner_key]) - pool.used_bytes()
+    refiner = pool.peek(engine.refiner_key)
+    assert shared == sum(t.numel() * t.element_size() for module in (refiner.vae, refiner.text_encoder_2)
+                         for t in [*module.parameters(), *module.buffers()])  # counted once
+
+
+@pytest.mark.parametrize(("scheduler", "expected"), [("default", 5), ("dpmpp_2m", 4), ("default", 5)])
+def test_steps_follow_the_requested_scheduler(engines: dict[str, DiffusersEngine], scheduler: str,
+                                              expected: int) -> None:
+    """4 steps are 5 timesteps of the model's PNDM scheduler, 4 of DPM++ 2M; counted before the run switches."""
+    image, mask = astronaut_crop()
+    job = EngineJob(image, mask, "", "", 1.0, 5.0, 4, seed=2, scheduler=scheduler)
+    reports: list[int] = []
+    engines["sd-inpaint"].inpaint(job, lambda step, total: reports.append(total), lambda: False)
+    assert reports == [expected] * expected and engines["sd-inpaint"].steps_for(job) == expected
+
+
+def test_missing_single_file_fails_clearly(tmp_path: Path) -> None:
+    engine = DiffusersEngine(ModelSpec("file", str(tmp_path / "gone.safetensors")), Registry(), ModelPool(10**9),
+                             device="cpu")
+    with pytest.raises(EngineLoadError, match=r"gone\.safetensors does not exist"):
+        engine.load()
+    assert "does not exist" in engine.info().detail
