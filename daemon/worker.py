@@ -19,7 +19,7 @@ from protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Res
 from protocol.messages import SEED_MAX
 
 from .compositing import blend_mask, grow_mask, overlay, repaint_mask
-from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled
+from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, is_out_of_memory
 
 StageProgress = Callable[[int, int, str], None]
 """The worker's progress sink: ``progress(step, total, stage)`` with a stage of
@@ -54,12 +54,6 @@ def check_request(request: InpaintRequest) -> None:
     if int(request_mask(request).max()) < MASK_THRESHOLD:
         raise ProtocolError(ErrorCode.INVALID_REQUEST,
                             f"the mask selects nothing (no pixel ≥ {MASK_THRESHOLD}); select the area to fill first")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for :class:`MemoryError` and for torch's ``OutOfMemoryError`` (recognised by class name,
-    so torch need not be imported: ``torch.OutOfMemoryError``, ``torch.cuda.OutOfMemoryError``)."""
-    return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
 
 
 def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,

@@ -27,6 +27,12 @@ CancelCheck = Callable[[], bool]
 """Returns True once the job has been cancelled; engines poll it between steps."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for :class:`MemoryError` and for torch's ``OutOfMemoryError`` (recognised by class name,
+    so torch need not be imported: ``torch.OutOfMemoryError``, ``torch.cuda.OutOfMemoryError``)."""
+    return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
 class JobCancelled(Exception):
     """Raised by an engine that saw :data:`CancelCheck` return True; the job ends without a result."""
 

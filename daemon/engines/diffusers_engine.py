@@ -24,9 +24,17 @@ from protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
 from ..pool import ModelPool, release_device_memory
 from ..registry import ModelSpec, Registry
-from ..worker import is_out_of_memory
 from . import options
-from .base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, LoadProgress, ProgressCallback
+from .base import (
+    CancelCheck,
+    Engine,
+    EngineJob,
+    EngineLoadError,
+    JobCancelled,
+    LoadProgress,
+    ProgressCallback,
+    is_out_of_memory,
+)
 from .families import (
     FAMILY_STRATEGIES,
     ControlNetFamily,
@@ -428,7 +436,7 @@ class DiffusersEngine(Engine):
         flags with a black one and say so in the output's ``nsfw_content_detected``; that black
         image is never returned.
 
-        Out of memory (torch's ``OutOfMemoryError`` or ``MemoryError``, :func:`daemon.worker.is_out_of_memory`):
+        Out of memory (torch's ``OutOfMemoryError`` or ``MemoryError``, :func:`daemon.engines.base.is_out_of_memory`):
         once per call, every other model is evicted from the pool, memory released, on CUDA this model's
         pipelines switch to model CPU offload, and the variant runs again; a second one propagates.
 

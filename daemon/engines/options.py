@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from protocol import ErrorCode, ProtocolError
 
 from ..registry import EmbeddingSpec, LoraSpec, base_of
+from .base import is_out_of_memory
 
 
 class SchedulerChoice(NamedTuple):
@@ -89,12 +90,6 @@ def _reason(error: BaseException) -> str:
     """``error``'s message on one line, at most :data:`MESSAGE_REASON_CHARS` characters."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= MESSAGE_REASON_CHARS else text[:MESSAGE_REASON_CHARS] + "…"
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    """True for torch's ``OutOfMemoryError`` (a RuntimeError) and MemoryError: those are not the file's fault and
-    must reach the worker, which reports them as ``out_of_memory``."""
-    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
 
 
 _LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError)
@@ -198,7 +193,7 @@ def _load_lora(pipeline: Any, spec: LoraSpec) -> None:
     try:
         pipeline.load_lora_weights(str(spec.path), adapter_name=spec.name)
     except _LOAD_ERRORS as error:
-        if _is_out_of_memory(error):
+        if is_out_of_memory(error):
             raise
         # diffusers 0.42 removes the adapter when the UNet part fails, but leaves it in the UNet and the text
         # encoder when the text encoder part fails: delete what is left so that the pipeline runs as before.
@@ -292,7 +287,7 @@ def _load_embedding(pipeline: Any, spec: EmbeddingSpec) -> None:
                                             text_encoder=text_encoder)
             done.append((tokenizer, text_encoder))
     except _LOAD_ERRORS as error:
-        if _is_out_of_memory(error):
+        if is_out_of_memory(error):
             raise
         for tokenizer, text_encoder in done:
             pipeline.unload_textual_inversion(spec.token, tokenizer=tokenizer, text_encoder=text_encoder)
