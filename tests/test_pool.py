@@ -134,3 +134,52 @@ def test_budget_function_is_called_once_and_lazily() -> None:
     assert calls == []
     pool.get("a", pipeline)
     assert pool.budget_bytes == 5000 and calls == [1]
+
+
+# ---------------------------------------------------------------- through the daemon, on tiny diffusers models
+
+@pytest.mark.diffusers
+def test_daemon_keeps_two_of_three_models_warm_within_the_budget(tiny_inpaint_model, tmp_path) -> None:
+    """Three copies of the tiny model (three sources, ~equal size) and a budget for two and a half: the third
+    model's load evicts the least recently used; a request to a warm model loads nothing."""
+    import shutil
+
+    from running_daemon import running_daemon
+    from test_families import request
+
+    from client.connection import InpaintClient
+    from daemon.engines.diffusers_engine import DiffusersEngine
+    from daemon.registry import ModelSpec, Registry
+
+    folders = {}
+    for name in ("a", "b", "c"):
+        folders[name] = tmp_path / name
+        shutil.copytree(tiny_inpaint_model, folders[name])
+    specs = tuple(ModelSpec(name, str(folder)) for name, folder in folders.items())
+    sizes = []
+
+    def measure(pipeline: object) -> dict[int, int]:
+        sizes.append(sum(component_bytes(pipeline).values()))
+        return component_bytes(pipeline)
+
+    pool = ModelPool(lambda: int(2.5 * sizes[0]), measure=measure)
+    engines = {spec.name: DiffusersEngine(spec, Registry(models=specs), pool, device="cpu") for spec in specs}
+    keys = {name: engine.main_key for name, engine in engines.items()}
+
+    with running_daemon(tmp_path / "config", list(engines.values())) as (url, token), \
+            InpaintClient.connect(url, token, "pytest", timeout=30) as client:
+        def fill(name: str) -> None:
+            client.inpaint(request(name, num_variants=1, job_id=f"job-{name}-{len(pool.keys())}"))
+
+        fill("a")
+        fill("b")
+        assert pool.keys() == [keys["a"], keys["b"]] and pool.used_bytes() == sizes[0] + sizes[1]
+        fill("a")  # warm: nothing loads, a becomes the most recently used
+        assert pool.load_counts == {keys["a"]: 1, keys["b"]: 1} and pool.keys() == [keys["b"], keys["a"]]
+        fill("c")  # does not fit beside both: b, the least recently used, goes
+        assert pool.keys() == [keys["a"], keys["c"]]
+        assert pool.used_bytes() <= pool.budget_bytes
+        assert engines["b"].info().detail == "loads on first use"  # the handshake shows it is cold again
+        fill("b")  # loads again, evicting a
+        assert pool.load_counts == {keys["a"]: 1, keys["b"]: 2, keys["c"]: 1}
+        assert pool.keys() == [keys["c"], keys["b"]]
