@@ -416,3 +416,26 @@ def test_missing_single_file_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(EngineLoadError, match=r"gone\.safetensors does not exist"):
         engine.load()
     assert "does not exist" in engine.info().detail
+
+
+def test_a_lora_on_one_engine_does_not_leak_into_an_engine_sharing_its_unet(
+        tiny_sd_model: Path, tiny_controlnet_model: Path, tiny_sd_lora: Path) -> None:
+    """The ControlNet engine's pipeline is ``from_pipe`` of the plain SD engine's: one UNet. A LoRA one request
+    switched on for the SD engine must be off for the next request to the ControlNet engine that names none."""
+    registry = Registry(loras=(LoraSpec("sd-lora", tiny_sd_lora, "sd"),))
+    pool = ModelPool(10**11)
+    sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model)), registry, pool, device="cpu")
+    controlnet = DiffusersEngine(ModelSpec("cn", str(tiny_sd_model), family="sd-controlnet-inpaint",
+                                           controlnet=str(tiny_controlnet_model)), registry, pool, device="cpu")
+    image, mask = astronaut_crop()
+
+    def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
+        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 3, seed=5, **fields)
+        engine.check(job)
+        return engine.inpaint(job, lambda step, total: None, lambda: False)
+
+    without = generate(controlnet)
+    assert controlnet.pipeline.unet is sd.pipeline.unet
+    assert not np.array_equal(generate(sd, loras={"sd-lora": 1.0}), generate(sd))  # the LoRA does something
+    generate(sd, loras={"sd-lora": 1.0})  # left switched on by the last SD request
+    np.testing.assert_array_equal(generate(controlnet), without)
