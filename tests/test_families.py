@@ -204,6 +204,12 @@ def test_options_the_model_cannot_honour_are_incompatible(daemon: tuple[str, str
     assert error.code is ErrorCode.INCOMPATIBLE and needle in str(error)
 
 
+def test_a_refining_pass_without_steps_says_what_to_raise(daemon: tuple[str, str]) -> None:
+    error = daemon_error(daemon, request("sd", refiner_strength=0.3))  # int(3 × 0.3) = 0 refining steps
+    assert error.code is ErrorCode.INVALID_REQUEST
+    assert "refiner_strength to ≥ 0.333" in str(error) and "num_inference_steps to ≥ 4" in str(error)
+
+
 def test_single_file_family_is_read_from_the_header(tiny_sd_single_file: Path, tiny_inpaint_model: Path,
                                                      tmp_path: Path) -> None:
     from daemon.engines.families import family_of_single_file

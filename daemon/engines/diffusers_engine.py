@@ -415,9 +415,11 @@ class DiffusersEngine(Engine):
         else:
             first = count_steps(main.scheduler, steps, job.strength)
             second = count_steps(main.scheduler, steps, share)
-        if second < 1:
-            raise ProtocolError(ErrorCode.INVALID_REQUEST,
-                                f"refiner_strength {share} × {steps} steps runs no refining step: raise either")
+        if second < 1 or int(steps * share) < 1:  # as for strength: diffusers runs int(steps × share) steps
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"refiner_strength {share} × {steps} steps runs no refining step: raise refiner_strength to "
+                f"≥ {1 / steps:.3g} or num_inference_steps to ≥ {int(np.ceil(1 / share))}, or set it to 0")
         return first + second
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
