@@ -114,11 +114,11 @@ def test_modules_import_without_torch() -> None:
 
 
 def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
-    engine = make_engine("sd", "/nonexistent/model")
+    engine = make_engine("sd", "nobody/nonexistent-model")  # a hub id: no local path to check
     with pytest.raises(ProtocolError, match="no denoising step") as caught:
         engine.steps_for(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
     assert caught.value.code is ErrorCode.INVALID_REQUEST  # the worker answers with this code
-    assert engine.info().available  # nothing was loaded, nothing failed
+    assert engine.info().detail == "loads on first use"  # nothing was loaded, nothing failed
 
 
 # --- device selection ---

@@ -204,6 +204,37 @@ def test_options_the_model_cannot_honour_are_incompatible(daemon: tuple[str, str
     assert error.code is ErrorCode.INCOMPATIBLE and needle in str(error)
 
 
+def test_handshake_knows_families_before_anything_loads(engines: dict[str, DiffusersEngine], tmp_path: Path,
+                                                        tiny_sdxl_inpaint_model: Path) -> None:
+    """An ``auto`` model's family comes from its folder's JSON files (no torch work), or from a cached hub
+    snapshot; a local path with nothing there is reported unavailable up front."""
+    import shutil
+
+    from daemon.engines.families import family_from_index
+
+    expected = {"sd-inpaint": "sd-inpaint", "sd": "sd", "sdxl-inpaint": "sdxl-inpaint",
+                "kandinsky": "kandinsky22-inpaint"}
+    for name, family in expected.items():
+        assert family_from_index(Path(engines[name].spec.model)) == family
+        fresh = DiffusersEngine(engines[name].spec, Registry(), ModelPool(1), device="cpu")
+        assert fresh.info().family == family and fresh.pool.keys() == []
+    assert family_from_index(tmp_path) is None  # no model_index.json
+    missing = DiffusersEngine(ModelSpec("gone", str(tmp_path / "gone")), Registry(), ModelPool(1), device="cpu")
+    assert not missing.info().available and "does not exist" in missing.info().detail
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-xl" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_sdxl_inpaint_model, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    from unittest import mock
+
+    from huggingface_hub import constants
+
+    with mock.patch.object(constants, "HF_HUB_CACHE", str(tmp_path / "hub")):
+        hub = DiffusersEngine(ModelSpec("xl", "someone/tiny-xl"), Registry(), ModelPool(1), device="cpu")
+    assert hub.info().family == "sdxl-inpaint"
+
+
 def test_a_refining_pass_without_steps_says_what_to_raise(daemon: tuple[str, str]) -> None:
     error = daemon_error(daemon, request("sd", refiner_strength=0.3))  # int(3 × 0.3) = 0 refining steps
     assert error.code is ErrorCode.INVALID_REQUEST
@@ -364,7 +395,8 @@ def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model
     pool = ModelPool(10**11)
     sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model)), registry, pool, device="cpu")
     xl = DiffusersEngine(ModelSpec("xl", str(tiny_sdxl_inpaint_model)), registry, pool, device="cpu")
-    assert (sd.info().family, sd.info().loras) == ("auto", [])  # nothing known before the model loads
+    # read from the folder's model_index.json and unet/config.json before anything loads
+    assert (sd.info().family, sd.info().loras, pool.keys()) == ("sd", ["sd-lora"], [])
     image, mask = astronaut_crop()
 
     def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
@@ -378,7 +410,7 @@ def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model
     plain = generate(sd)
     info = sd.info()
     assert (info.family, info.loras, info.embeddings) == ("sd", ["sd-lora"], [token])
-    assert xl.info().loras == [] and xl.load() is None and xl.info().loras == ["xl-lora"]
+    assert xl.info().loras == ["xl-lora"] and xl.load() is None and xl.info().loras == ["xl-lora"]
     for fields in ({"scheduler": "euler_a"}, {"loras": {"sd-lora": 1.0}}, {"prompt": f"a {token} balloon"},
                    {"prompt": "a (red)1.6 balloon"}):
         assert np.abs(generate(sd, **fields) - plain).mean() > 0.5, fields

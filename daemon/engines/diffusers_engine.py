@@ -40,11 +40,12 @@ from .families import (
     ControlNetFamily,
     Family,
     SDXLFamily,
+    family_from_index,
     family_of_single_file,
     incompatible,
     resolve_family,
 )
-from .loading import fetch, new_bytes, offload, place
+from .loading import cached_folder, fetch, local_folder, new_bytes, offload, place
 
 if TYPE_CHECKING:
     import torch
@@ -178,13 +179,29 @@ class DiffusersEngine(Engine):
         self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
         self.main_key = f"{spec.name}:controlnet" if spec.controlnet else self.base_key
         self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
+        self._found_family = self._read_family()
+
+    def _read_family(self) -> str | None:
+        """The family of an ``auto`` model read from its folder (or cached hub snapshot) without loading it
+        (:func:`daemon.engines.families.family_from_index`), so the handshake lists its family and LoRAs before
+        the first request; None for single files, declared families and models not on disk."""
+        if self.spec.family != "auto" or self.spec.single_file:
+            return None
+        try:
+            folder = local_folder(self.spec.model) or cached_folder(self.spec.model)
+        except EngineLoadError:  # a path with nothing there: info() says so
+            return None
+        return family_from_index(folder) if folder is not None else None
 
     # --- what the handshake shows ---
 
     @property
     def family(self) -> str:
-        """The resolved family once loaded, else the declared one (possibly ``auto``)."""
-        return self._family.name if self._family is not None else self.spec.family
+        """The resolved family once loaded, else the one read from the model's folder at start, else the declared
+        one (possibly ``auto``)."""
+        if self._family is not None:
+            return self._family.name
+        return self._found_family or self.spec.family
 
     @property
     def keys(self) -> list[str]:
@@ -197,8 +214,9 @@ class DiffusersEngine(Engine):
         return self.pool.peek(self.main_key)
 
     def info(self) -> EngineInfo:
-        """Availability without loading or blocking: False when torch/diffusers are missing or the last load
-        failed; the LoRAs and embedding tokens of the registry for the model's family."""
+        """Availability without loading or blocking: False when torch/diffusers are missing, the last load
+        failed or the model's local path does not exist (a request still retries: the user may have put it there
+        since); the LoRAs and embedding tokens of the registry for the model's family."""
         if not diffusers_available():
             available, detail = False, f"torch and diffusers are not installed: {INSTALL_HINT}"
         elif self._load_error:
@@ -208,7 +226,11 @@ class DiffusersEngine(Engine):
             if self._offloaded:
                 detail += ", offloaded (model CPU offload, VAE tiling)"
         else:
-            available, detail = True, "loads on first use"
+            try:
+                local_folder(self.spec.model)
+                available, detail = True, "loads on first use"
+            except EngineLoadError as error:
+                available, detail = False, str(error)
         family = self.family
         return EngineInfo(name=self.name, kind="diffusers", model=self.model, available=available,
                           uses_prompt=True, detail=detail, family=family,

@@ -10,6 +10,7 @@ convention) and "Load pipelines" (``from_pipe``, ``from_single_file``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,36 @@ def family_of_pipeline(pipeline: Any) -> Family:
         return FAMILY_STRATEGIES["sdxl-inpaint" if nine_channels else "sdxl"]
     raise EngineLoadError(f"the model loads as a {name}, which is none of the supported families "
                           "(sd-inpaint, sd, sdxl-inpaint, sdxl, kandinsky22-inpaint)")
+
+
+INDEX_CLASS_FAMILIES: Mapping[str, tuple[str, str]] = {
+    "StableDiffusionPipeline": ("sd-inpaint", "sd"),
+    "StableDiffusionInpaintPipeline": ("sd-inpaint", "sd"),
+    "StableDiffusionXLPipeline": ("sdxl-inpaint", "sdxl"),
+    "StableDiffusionXLInpaintPipeline": ("sdxl-inpaint", "sdxl"),
+    "KandinskyV22Pipeline": ("kandinsky22-inpaint", "kandinsky22-inpaint"),
+    "KandinskyV22InpaintPipeline": ("kandinsky22-inpaint", "kandinsky22-inpaint"),
+    "KandinskyV22InpaintCombinedPipeline": ("kandinsky22-inpaint", "kandinsky22-inpaint"),
+}
+"""``(family with a 9-channel UNet, family with a 4-channel one)`` of each ``model_index.json`` class that
+``AutoPipelineForInpainting`` turns into a pipeline of a supported family."""
+
+
+def family_from_index(folder: Path) -> str | None:
+    """The family of the diffusers pipeline folder ``folder``, read from its ``model_index.json`` class and its
+    ``unet/config.json`` ``in_channels`` (two small JSON files: no torch, no weights), as :func:`family_of_pipeline`
+    would find it after loading. None when the files are missing, unreadable or of no supported family.
+    """
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        families = INDEX_CLASS_FAMILIES.get(index.get("_class_name", ""))
+        if families is None:
+            return None
+        unet = folder / "unet" / "config.json"
+        in_channels = json.loads(unet.read_text(encoding="utf-8")).get("in_channels", 4) if unet.is_file() else 4
+    except (OSError, ValueError, AttributeError):
+        return None
+    return families[0] if in_channels == 9 else families[1]
 
 
 def resolve_family(declared: str, pipeline: Any) -> Family:

@@ -158,6 +158,17 @@ def local_folder(model: str) -> Path | None:
     return None
 
 
+def cached_folder(model: str, index_file: str = "model_index.json") -> Path | None:
+    """The folder of hub model ``model``'s snapshot in the Hugging Face cache when its ``index_file`` is there
+    (``huggingface_hub.try_to_load_from_cache``: no network), else None (also without huggingface_hub)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(model, index_file)
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def hub_model_hint(model: str, index_file: str = "model_index.json") -> str:
     """Check that the hub model ``model`` can be loaded at all; return the advice for a failed load.
 
