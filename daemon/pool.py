@@ -93,11 +93,13 @@ class ModelPool:
             return list(self._entries)
 
     def used_bytes(self, keys: Iterable[str] | None = None) -> int:
-        """Bytes of the union of the components of ``keys`` (default: every entry); shared modules count once."""
+        """Bytes of the union of the components of ``keys`` (default: every entry; keys not in the pool count 0);
+        shared modules count once."""
         with self._lock:
             union: dict[int, int] = {}
             for key in self._entries if keys is None else keys:
-                union.update(self._entries[key][1])
+                if key in self._entries:
+                    union.update(self._entries[key][1])
             return sum(union.values())
 
     def peek(self, key: str) -> Any | None:
@@ -106,11 +108,12 @@ class ModelPool:
             entry = self._entries.get(key)
             return None if entry is None else entry[0]
 
-    def get(self, key: str, load: Callable[[], Any]) -> Any:
+    def get(self, key: str, load: Callable[[], Any], keep: Iterable[str] = ()) -> Any:
         """The warm object of ``key``, or ``load()``'s result, registered; either way the most recently used.
 
-        After a load, least-recently-used other entries are evicted until the pool fits its budget; an object
-        larger than the whole budget stays, alone (the engine offloads it). Exceptions of ``load`` propagate and
+        After a load, least-recently-used entries other than ``key`` and ``keep`` (what the caller needs with
+        it: an SDXL base and its refiner) are evicted until the pool fits its budget; what is kept stays even
+        over budget (the engine offloads it). Exceptions of ``load`` propagate and
         register nothing. The lock is not held while ``load`` runs (minutes for a download), so readers such as
         :meth:`peek` never wait for a load; loads themselves come from the single worker thread.
         """
@@ -125,7 +128,7 @@ class ModelPool:
             self.load_counts[key] += 1
             log.info("loaded %s into the pool (%.2f GB in use of %.2f GB)", key, self.used_bytes() / 1e9,
                      self.budget_bytes / 1e9)
-            self._evict_until(lambda: self.used_bytes() <= self.budget_bytes, keep={key})
+            self._evict_until(lambda: self.used_bytes() <= self.budget_bytes, keep={key, *keep})
             return loaded
 
     def make_room(self, size_bytes: int, keep: Iterable[str] = ()) -> None:

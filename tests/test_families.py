@@ -197,6 +197,7 @@ def test_kandinsky_reports_its_decoder_steps(engines: dict[str, DiffusersEngine]
     ("kandinsky", {"strength": 0.6}, "strength"),
     ("kandinsky", {"refiner_strength": 0.3}, "refin"),
     ("kandinsky", {"loras": {"any": 1.0}}, "LoRA"),
+    ("kandinsky", {"prompt": "a (red)1.5 balloon"}, "weighting"),
 ])
 def test_options_the_model_cannot_honour_are_incompatible(daemon: tuple[str, str], engine: str,
                                                           fields: dict[str, Any], needle: str) -> None:
@@ -297,11 +298,14 @@ def test_out_of_memory_evicts_the_others_and_retries_once(tiny_inpaint_model: Pa
 
 
 class FakePipeline:
-    """Records what :func:`daemon.engines.loading.place` does to it."""
+    """Records what :func:`daemon.engines.loading.place` does to it; ``hooked``: one of its modules carries an
+    accelerate offload hook (it shares an offloaded base's modules)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooked: bool = False) -> None:
         self.calls: list[str] = []
         self.vae = self
+        module = type("Module", (), {"_hf_hook": object()} if hooked else {})()
+        self.components = {"unet": module}
 
     def to(self, device: Any) -> None:
         self.calls.append(f"to {device}")
@@ -316,20 +320,32 @@ class FakePipeline:
         self.calls.append("quiet")
 
 
-@pytest.mark.parametrize(("size", "expected"), [(50, ["to cuda:0", "quiet"]),
-                                                 (1000, ["offload cuda:0", "tiling", "quiet"])])
-def test_a_pipeline_larger_than_the_budget_is_offloaded(size: int, expected: list[str]) -> None:
+ON_GPU, OFFLOADED = ["to cuda:0", "quiet"], ["offload cuda:0", "tiling", "quiet"]
+
+
+@pytest.mark.parametrize(("size", "kept", "hooked", "expected"), [
+    (50, 0, False, ON_GPU),
+    (1000, 0, False, OFFLOADED),  # larger than the whole budget
+    (50, 60, False, OFFLOADED),  # fits alone, not beside the base the engine keeps (an SDXL refiner)
+    (30, 60, False, ON_GPU),
+    (50, 0, True, OFFLOADED),  # a ControlNet pipeline over an offloaded base
+])
+def test_placement_offloads_what_does_not_fit(size: int, kept: int, hooked: bool, expected: list[str]) -> None:
     torch = pytest.importorskip("torch")
     from daemon.engines.loading import place
 
     evicted: list[str] = []
-    pool = ModelPool(100, measure=lambda obj: {id(obj): 60}, release=lambda: evicted.append("released"))
+    pool = ModelPool(100, measure=lambda obj: {id(obj): obj if isinstance(obj, int) else 60},
+                     release=lambda: evicted.append("released"))
     pool.get("old", object)
-    pipeline = FakePipeline()
-    offloaded = place(pipeline, torch.device("cuda", 0), pool, size=size, keep=["mine"], compile_unet=False,
+    if kept:
+        pool.get("base", lambda: kept)  # evicts "old" at once when both do not fit
+    pipeline = FakePipeline(hooked)
+    offloaded = place(pipeline, torch.device("cuda", 0), pool, size=size, keep=["mine", "base"], compile_unet=False,
                       label="test")
-    assert pipeline.calls == expected and offloaded == (size > 100)
-    assert pool.keys() == [] and evicted == ["released"]  # make_room evicted the older model either way
+    assert pipeline.calls == expected and offloaded == (expected == OFFLOADED)
+    assert evicted == ["released"]  # the older model went either way (next line: only "base" may stay)
+    assert pool.keys() == (["base"] if kept else [])
 
 
 def test_download_progress_reaches_the_load_callback_in_bytes(tmp_path: Path,
@@ -477,3 +493,62 @@ def test_a_lora_on_one_engine_does_not_leak_into_an_engine_sharing_its_unet(
     assert not np.array_equal(generate(sd, loras={"sd-lora": 1.0}), generate(sd))  # the LoRA does something
     generate(sd, loras={"sd-lora": 1.0})  # left switched on by the last SD request
     np.testing.assert_array_equal(generate(controlnet), without)
+
+
+def test_a_controlnet_engine_keeps_its_own_default_scheduler_and_the_base_dtype(
+        tiny_sd_model: Path, tiny_controlnet_model: Path) -> None:
+    """``from_pipe`` hands over the base's scheduler of the moment and, without a dtype, casts the shared modules
+    to float32: the ControlNet engine's "default" stays the model's own scheduler, the base keeps its dtype."""
+    import torch
+
+    from daemon.engines.diffusers_engine import _state
+
+    pool = ModelPool(10**11)
+    sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model), dtype="bfloat16"), Registry(), pool, device="cpu")
+    controlnet = DiffusersEngine(ModelSpec("cn", str(tiny_sd_model), family="sd-controlnet-inpaint", dtype="bfloat16",
+                                           controlnet=str(tiny_controlnet_model)), Registry(), pool, device="cpu")
+    image, mask = astronaut_crop()
+    job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 3, seed=5, scheduler="euler")
+    sd.check(job)  # the shared base now runs Euler
+    controlnet.load()
+    assert type(sd.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert _state(controlnet.pipeline).scheduler_config["_class_name"] == "PNDMScheduler"  # the model's own
+    assert sd.pipeline.unet.dtype == controlnet.pipeline.controlnet.dtype == torch.bfloat16
+
+
+def test_an_sdxl_base_and_refiner_that_only_fit_together_over_budget_stay_warm(
+        tiny_sdxl_inpaint_model: Path, tiny_sdxl_refiner_model: Path) -> None:
+    """Each fits the budget, both do not: the engine keeps both (placed or offloaded) instead of evicting its own
+    base to load its refiner and back, request after request."""
+    spec = ModelSpec("xl", str(tiny_sdxl_inpaint_model), refiner=str(tiny_sdxl_refiner_model))
+    measuring = ModelPool(10**11)
+    DiffusersEngine(spec, Registry(), measuring, device="cpu").load()
+    pool = ModelPool(measuring.used_bytes() - 1)
+    engine = DiffusersEngine(spec, Registry(), pool, device="cpu")
+    image, mask = astronaut_crop()
+    for _ in range(2):
+        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 4, seed=5, refiner_strength=0.5)
+        engine.check(job)
+        engine.inpaint(job, lambda step, total: None, lambda: False)
+    assert pool.load_counts == {engine.base_key: 1, engine.refiner_key: 1}
+    assert pool.keys() == [engine.base_key, engine.refiner_key]
+
+
+@pytest.mark.parametrize(("strength", "share"), [(1.0, 0.6), (0.5, 0.6), (0.6, 0.5)])
+def test_the_refiner_takes_its_share_of_the_steps_strength_runs(engines: dict[str, DiffusersEngine], strength: float,
+                                                                 share: float) -> None:
+    """The base hands over at 1 − strength × refiner_strength: together base and refiner run about the steps a
+    plain job of that strength runs, the refiner about refiner_strength of them."""
+    from daemon.engines.diffusers_engine import count_steps, handover
+
+    engine = engines["sdxl-refined"]
+    image, mask = astronaut_crop()
+    job = EngineJob(image, mask, "", "", strength, 5.0, 20, seed=1, scheduler="euler", refiner_strength=share)
+    assert handover(job) == pytest.approx(1 - strength * share)
+    engine.check(job)
+    main, refiner = engine._pipelines()
+    plain = count_steps(main.scheduler, 20, strength)
+    base = count_steps(main.scheduler, 20, strength, denoising_end=handover(job))
+    second = count_steps(refiner.scheduler, 20, denoising_start=handover(job))
+    assert base >= 1 and abs(base + second - plain) <= 1 and abs(second - round(plain * share)) <= 1
+    assert engine.steps_for(job) == base + second

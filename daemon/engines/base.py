@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocol import EngineInfo
+from protocol import EngineInfo, ErrorCode, ProtocolError
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(step, total)`` from the worker thread, ``0 ≤ step ≤ total``."""
@@ -31,6 +31,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """True for :class:`MemoryError` and for torch's ``OutOfMemoryError`` (recognised by class name,
     so torch need not be imported: ``torch.OutOfMemoryError``, ``torch.cuda.OutOfMemoryError``)."""
     return isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
+def incompatible(message: str) -> ProtocolError:
+    """A :class:`protocol.ProtocolError` with code INCOMPATIBLE: the request's options do not fit the model."""
+    return ProtocolError(ErrorCode.INCOMPATIBLE, message)
 
 
 class JobCancelled(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from .base import (
     JobCancelled,
     LoadProgress,
     ProgressCallback,
+    incompatible,
     is_out_of_memory,
 )
 from .families import (
@@ -42,7 +42,6 @@ from .families import (
     SDXLFamily,
     family_from_index,
     family_of_single_file,
-    incompatible,
     resolve_family,
 )
 from .loading import cached_folder, fetch, local_folder, new_bytes, offload, place
@@ -64,20 +63,24 @@ _PIPELINE_STATE: weakref.WeakKeyDictionary[Any, PipelineState] = weakref.WeakKey
 
 
 class PipelineState:
-    """Options bookkeeping of one pipeline: its own scheduler config (captured right after loading), the LoRA
-    adapters and embedding tokens loaded into it."""
+    """Bookkeeping of one loaded pipeline, living and dying with it: its own scheduler config (captured right
+    after loading, or inherited from the pipeline it was made from), the LoRA adapters and embedding tokens
+    loaded into it, whether it runs with model CPU offload, and its cached image-to-image refining pipeline."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.scheduler_config = options.default_scheduler_config(pipeline)
+    def __init__(self, pipeline: Any, scheduler_config: dict[str, Any] | None = None) -> None:
+        self.scheduler_config = scheduler_config or options.default_scheduler_config(pipeline)
         self.loras: set[str] = set()
         self.embeddings: set[str] = set()
+        self.offloaded = False
+        self.refine: Any = None
 
 
-def _state(pipeline: Any) -> PipelineState:
-    """The :class:`PipelineState` of ``pipeline``, created (scheduler config captured) on first sight."""
+def _state(pipeline: Any, scheduler_config: dict[str, Any] | None = None) -> PipelineState:
+    """The :class:`PipelineState` of ``pipeline``, created on first sight (with ``scheduler_config`` as its
+    default scheduler, else the one it has now)."""
     state = _PIPELINE_STATE.get(pipeline)
     if state is None:
-        state = _PIPELINE_STATE[pipeline] = PipelineState(pipeline)
+        state = _PIPELINE_STATE[pipeline] = PipelineState(pipeline, scheduler_config)
     return state
 
 
@@ -131,6 +134,16 @@ def count_steps(scheduler: Any, num_inference_steps: int, strength: float = 1.0,
     return len(timesteps)
 
 
+def handover(job: EngineJob) -> float:
+    """Where the SDXL base hands over to the refiner, as a fraction of the whole noise schedule (diffusers'
+    ``denoising_end`` of the base = ``denoising_start`` of the refiner): ``1 − strength × refiner_strength``.
+
+    The base starts at ``strength`` of the schedule (its ``strength``), so the refiner does ``refiner_strength``
+    of the denoising actually run; with ``strength`` 1 this is the guide's ``high_noise_frac`` = 1 − share.
+    """
+    return 1 - job.strength * job.refiner_strength
+
+
 class DiffusersEngine(Engine):
     """One registry model (:class:`daemon.registry.ModelSpec`) as an engine: its pipelines are loaded on first use
     into the shared :class:`daemon.pool.ModelPool` and stay warm until the pool evicts them.
@@ -171,11 +184,9 @@ class DiffusersEngine(Engine):
         self.torch_threads = torch_threads
         self._family: Family | None = None  # resolved at load
         self._device: torch.device | None = None
-        self._offloaded = False
         self._step_counts: dict[tuple[Any, ...], int] = {}
         self._device_description = ""
         self._load_error = ""
-        self._load_lock = threading.Lock()
         self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
         self.main_key = f"{spec.name}:controlnet" if spec.controlnet else self.base_key
         self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
@@ -223,7 +234,7 @@ class DiffusersEngine(Engine):
             available, detail = False, self._load_error
         elif self.pipeline is not None:
             available, detail = True, f"loaded on {self._device_description}"
-            if self._offloaded:
+            if self._offloaded():
                 detail += ", offloaded (model CPU offload, VAE tiling)"
         else:
             try:
@@ -232,16 +243,22 @@ class DiffusersEngine(Engine):
             except EngineLoadError as error:
                 available, detail = False, str(error)
         family = self.family
+        strategy = FAMILY_STRATEGIES.get(family)
         return EngineInfo(name=self.name, kind="diffusers", model=self.model, available=available,
                           uses_prompt=True, detail=detail, family=family,
                           loras=[lora.name for lora in self.registry.loras_for(family)],
                           embeddings=[embedding.token for embedding in self.registry.embeddings_for(family)],
-                          refiner=family != "kandinsky22-inpaint")
+                          refiner=strategy is None or strategy.refinable)
+
+    def _offloaded(self) -> bool:
+        """True when a warm pipeline of this engine runs with model CPU offload (never loads, never blocks)."""
+        warm = (self.pool.peek(key) for key in (self.main_key, self.refiner_key) if key)
+        return any(_state(pipeline).offloaded for pipeline in warm if pipeline is not None)
 
     # --- loading ---
 
     def load(self, progress: LoadProgress | None = None) -> None:
-        """Load the model's pipelines into the pool unless they are warm (idempotent, thread-safe).
+        """Load the model's pipelines into the pool unless they are warm (idempotent; worker thread only).
 
         Reports ``("download", bytes done, bytes total)`` while a hub model downloads and ``("load", 0, 0)`` when
         loading from disk starts.
@@ -252,13 +269,12 @@ class DiffusersEngine(Engine):
                 not a pipeline of a supported family (or not of the declared one). The message says what to do;
                 :meth:`info` reports it until a load succeeds.
         """
-        with self._load_lock:
-            try:
-                self._pipelines(progress)
-            except EngineLoadError as error:
-                self._load_error = str(error)
-                raise
-            self._load_error = ""
+        try:
+            self._pipelines(progress)
+        except EngineLoadError as error:
+            self._load_error = str(error)
+            raise
+        self._load_error = ""
 
     def _pipelines(self, progress: LoadProgress | None = None) -> tuple[Any, Any]:
         """``(first-pass pipeline, SDXL refiner or None)`` from the pool, loading what is not warm (each becomes
@@ -271,12 +287,12 @@ class DiffusersEngine(Engine):
                 progress(stage, step, total)
             started |= stage == "load"
 
-        main = self.pool.get(self.main_key, lambda: self._load_main(report))
+        main = self.pool.get(self.main_key, lambda: self._load_main(report), keep=self.keys)
         if self._family is None:  # warm in the pool through another engine on the same source
             self._family = resolve_family(self.spec.family, main)
         if not self.refiner_key:
             return main, None
-        return main, self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report))
+        return main, self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report), keep=self.keys)
 
     def _prepare_device(self) -> torch.device:
         if not diffusers_available():
@@ -297,7 +313,7 @@ class DiffusersEngine(Engine):
         """The first-pass pipeline: the base, or for a ControlNet model ``from_pipe`` of the shared base."""
         if not self.spec.controlnet:
             return self._load_base(progress)
-        base = self.pool.get(self.base_key, lambda: self._load_base(progress))
+        base = self.pool.get(self.base_key, lambda: self._load_base(progress), keep=self.keys)
         family = self._family = resolve_family(self.spec.family, base)  # raises unless base is SD 1.x/2.x
         assert isinstance(family, ControlNetFamily)
         from diffusers import ControlNetModel
@@ -305,13 +321,15 @@ class DiffusersEngine(Engine):
         source, hint = fetch(self.spec.controlnet, self.spec.variant, progress, pipeline=False)
         progress("load", 0, 0)
         try:
-            controlnet = ControlNetModel.from_pretrained(source, torch_dtype=self._dtype())
+            controlnet = ControlNetModel.from_pretrained(source, torch_dtype=self._dtype(),
+                                                         variant=self.spec.variant or None)
         except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
             raise EngineLoadError(
                 f"could not load the ControlNet {self.spec.controlnet!r}: {error} ({hint})") from error
         pipeline = family.attach(base, controlnet)
+        # from_pipe hands over the base's scheduler of the moment: the default stays the base's own
+        _state(pipeline, scheduler_config=_state(base).scheduler_config)
         self._place(pipeline, new_bytes(controlnet), label=f"{self.name} (ControlNet)")
-        _state(pipeline)
         return pipeline
 
     def _load_base(self, progress: LoadProgress) -> Any:
@@ -338,8 +356,8 @@ class DiffusersEngine(Engine):
         except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
             raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
         self._family = resolve_family(declared, pipeline)
-        self._place(pipeline, new_bytes(pipeline), label=self.name)
         _state(pipeline)
+        self._place(pipeline, new_bytes(pipeline), label=self.name)
         return pipeline
 
     def _load_refiner(self, base: Any, progress: LoadProgress) -> Any:
@@ -353,14 +371,14 @@ class DiffusersEngine(Engine):
             refiner = family.load_refiner(source, base, torch_dtype=self._dtype(), variant=self.spec.variant)
         except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
             raise EngineLoadError(f"could not load the refiner {self.spec.refiner!r}: {error} ({hint})") from error
-        self._place(refiner, new_bytes(refiner, shared_with=[base]), label=f"{self.name} (refiner)")
         _state(refiner)
+        self._place(refiner, new_bytes(refiner, shared_with=[base]), label=f"{self.name} (refiner)")
         return refiner
 
     def _place(self, pipeline: Any, size: int, label: str) -> None:
         device = self._prepare_device()
-        self._offloaded |= place(pipeline, device, self.pool, size=size, keep=self.keys,
-                                 compile_unet=self.spec.compile, label=label)
+        _state(pipeline).offloaded = place(pipeline, device, self.pool, size=size, keep=self.keys,
+                                           compile_unet=self.spec.compile, label=label)
 
     # --- per request ---
 
@@ -398,8 +416,9 @@ class DiffusersEngine(Engine):
         family = self._family
         assert family is not None
         family.check(job)
-        if job.refiner_strength > 0 and not family.refinable:
-            raise incompatible(f"a {family.name} model has no refining pass: use refiner_strength 0")
+        if self.spec.compile and job.loras and self._device is not None and self._device.type == "cuda":
+            raise incompatible("LoRAs change the UNet that compile = true compiled (every request would recompile): "
+                               "set compile = false for this model in daemon.toml to use LoRAs")
         self._prepare(job, *self._pipelines())
 
     def steps_for(self, job: EngineJob) -> int:
@@ -432,8 +451,8 @@ class DiffusersEngine(Engine):
         if share == 0:
             return count_steps(main.scheduler, steps, job.strength)
         if refiner is not None:
-            first = count_steps(main.scheduler, steps, job.strength, denoising_end=1 - share)
-            second = count_steps(refiner.scheduler, steps, denoising_start=1 - share)
+            first = count_steps(main.scheduler, steps, job.strength, denoising_end=handover(job))
+            second = count_steps(refiner.scheduler, steps, denoising_start=handover(job))
         else:
             first = count_steps(main.scheduler, steps, job.strength)
             second = count_steps(main.scheduler, steps, share)
@@ -488,13 +507,14 @@ class DiffusersEngine(Engine):
     def _free_memory(self) -> None:
         """Evict every other model, release cached memory, and on CUDA offload this model's pipelines."""
         self.pool.evict_others(keep=self.keys)
-        release_device_memory()
-        if self._device is not None and self._device.type == "cuda" and not self._offloaded:
-            for pipeline in self._pipelines():
-                if pipeline is not None:
-                    offload(pipeline, self._device)
-            self._offloaded = True
-            log.info("%s: model CPU offload enabled after running out of memory", self.name)
+        release_device_memory()  # also when nothing was evicted: torch's cache may hold freed blocks
+        if self._device is None or self._device.type != "cuda":
+            return
+        for pipeline in self._pipelines():
+            if pipeline is not None and not _state(pipeline).offloaded:
+                offload(pipeline, self._device)
+                _state(pipeline).offloaded = True
+                log.info("%s: model CPU offload enabled after running out of memory", self.name)
 
     def _generate(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck, total: int) -> np.ndarray:
         import torch
@@ -534,13 +554,17 @@ class DiffusersEngine(Engine):
         if share == 0:
             result = self._images(main(**first, output_type="pil"), job, cancelled)
         elif refiner is not None:  # diffusers' SDXL guide: base stops at denoising_end, the refiner starts there
-            latents = self._images(main(**first, denoising_end=1 - share, output_type="latent"), job, cancelled)
+            latents = self._images(main(**first, denoising_end=handover(job), output_type="latent"), job, cancelled)
             # the refiner has only the second text encoder, which options' Compel conditioning does not fit
             result = self._images(refiner(prompt=job.prompt, negative_prompt=job.negative_prompt, **common,
-                                          image=latents, denoising_start=1 - share, output_type="pil"),
+                                          image=latents, denoising_start=handover(job), output_type="pil"),
                                   job, cancelled)
         else:
-            second_pass = family.refine_pipeline(main)
+            state = _state(main)
+            if state.refine is None:
+                state.refine = family.refine_pipeline(main)
+            second_pass = state.refine
+            second_pass.scheduler = main.scheduler  # the job's scheduler, set on main by _prepare
             if second_pass is main:  # inpainting UNet: a second inpainting pass over the first one's pixels
                 image_1 = self._images(main(**first, output_type="pil"), job, cancelled)
                 result = self._images(main(**{**first, "image": image_1, "strength": share}, output_type="pil"),

@@ -11,6 +11,7 @@ convention) and "Load pipelines" (``from_pipe``, ``from_single_file``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from protocol import ErrorCode, ProtocolError
-
 from ..registry import base_of
-from .base import EngineJob, EngineLoadError
+from .base import EngineJob, EngineLoadError, incompatible
+from .options import uses_weighting
 
 if TYPE_CHECKING:
     import torch
-
-
-def incompatible(message: str) -> ProtocolError:
-    """A :class:`ProtocolError` with code INCOMPATIBLE (the request's options do not fit the model)."""
-    return ProtocolError(ErrorCode.INCOMPATIBLE, message)
 
 
 def make_inpaint_condition(image: Image.Image, mask: Image.Image) -> torch.Tensor:
@@ -92,7 +87,7 @@ class Family:
 
         if single_file:
             return getattr(diffusers, self.pipeline_class).from_single_file(
-                source, config=str(Path(config).expanduser()) if config else None, torch_dtype=torch_dtype)
+                source, config=os.path.expanduser(config) if config else None, torch_dtype=torch_dtype)
         return diffusers.AutoPipelineForInpainting.from_pretrained(source, torch_dtype=torch_dtype,
                                                                    variant=variant or None)
 
@@ -128,7 +123,9 @@ class Family:
             return pipeline
         from diffusers import AutoPipelineForImage2Image
 
-        return AutoPipelineForImage2Image.from_pipe(pipeline)
+        refine = AutoPipelineForImage2Image.from_pipe(pipeline, torch_dtype=pipeline.dtype)
+        refine.set_progress_bar_config(disable=True)
+        return refine
 
 
 @dataclass(frozen=True)
@@ -154,11 +151,14 @@ class ControlNetFamily(Family):
     ``from_pipe`` from the plain SD inpainting pipeline of the same checkpoint, whose modules it shares."""
 
     def attach(self, base: Any, controlnet: Any) -> Any:
-        """``StableDiffusionControlNetInpaintPipeline.from_pipe(base, controlnet=controlnet)`` (``base``: an SD
-        1.x/2.x inpainting pipeline, checked by :func:`resolve_family`)."""
-        from diffusers import StableDiffusionControlNetInpaintPipeline
+        """``StableDiffusionControlNetInpaintPipeline.from_pipe(base, controlnet=controlnet)`` in ``base``'s dtype
+        (``base``: an SD 1.x/2.x inpainting pipeline, checked by :func:`resolve_family`). ``from_pipe`` casts the
+        new pipeline, shared modules included, to its ``torch_dtype`` (float32 when none is given), so the
+        base's dtype must be passed or the base's float16 modules would become float32."""
+        import diffusers
 
-        return StableDiffusionControlNetInpaintPipeline.from_pipe(base, controlnet=controlnet)
+        cls = getattr(diffusers, self.pipeline_class)
+        return cls.from_pipe(base, controlnet=controlnet, torch_dtype=base.dtype)
 
     def check(self, job: EngineJob) -> None:
         """Every option of the SD family, and any ControlNet scale (the request validates its range)."""
@@ -199,6 +199,8 @@ class KandinskyFamily(Family):
             raise incompatible("Kandinsky 2.2 models take no LoRA")
         if job.refiner_strength > 0:
             raise incompatible("Kandinsky 2.2 models have no refining pass: use refiner_strength 0")
+        if uses_weighting(job.prompt) or uses_weighting(job.negative_prompt):
+            raise incompatible("prompt weighting needs an SD or SDXL model; write the Kandinsky prompt plainly")
 
     def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
         """No family-specific arguments (the prior keeps diffusers' defaults)."""
@@ -212,7 +214,7 @@ FAMILY_STRATEGIES: Mapping[str, Family] = {family.name: family for family in (
     SDXLFamily("sdxl", "StableDiffusionXLInpaintPipeline", inpaint_unet=False),
     KandinskyFamily("kandinsky22-inpaint", "KandinskyV22InpaintCombinedPipeline", inpaint_unet=False,
                     size_multiple=64, refinable=False, interruptible=False),
-    ControlNetFamily("sd-controlnet-inpaint", "StableDiffusionInpaintPipeline", inpaint_unet=False),
+    ControlNetFamily("sd-controlnet-inpaint", "StableDiffusionControlNetInpaintPipeline", inpaint_unet=False),
 )}
 """The strategy of each family of :data:`daemon.registry.FAMILIES` but ``auto``."""
 

@@ -105,19 +105,24 @@ def place(pipeline: Any, device: torch.device, pool: ModelPool, *, size: int, ke
           compile_unet: bool, label: str) -> bool:
     """Move ``pipeline`` (loaded on the CPU) onto ``device`` within ``pool``'s budget; True when offloaded.
 
-    ``pool.make_room(size, keep)`` first evicts least-recently-used models. On CUDA a pipeline larger than the
-    whole budget is not moved but gets ``enable_model_cpu_offload`` (each model moves to the GPU only while it
-    runs) and VAE tiling (diffusers' "Reduce memory usage" guide). ``compile_unet``: ``unet.compile()`` (in
-    place, so shared modules keep their identity) on CUDA; refused with a log line elsewhere.
+    ``pool.make_room(size, keep)`` first evicts least-recently-used models. On CUDA a pipeline that does not fit
+    the budget together with the kept entries already there, or one whose modules carry offload hooks already
+    (a ControlNet pipeline over an offloaded base), is not moved but gets ``enable_model_cpu_offload`` (each model
+    moves to the GPU only while it runs) and VAE tiling (diffusers' "Reduce memory usage" guide).
+    ``compile_unet``: ``unet.compile()`` (in place, so shared modules keep their identity) on CUDA; refused with
+    a log line elsewhere.
 
     Attention needs nothing here: on torch 2 diffusers' models use ``AttnProcessor2_0``
     (``torch.nn.functional.scaled_dot_product_attention``, memory-efficient/flash kernels) by default.
     """
+    keep = list(keep)
     pool.make_room(size, keep=keep)
-    offloaded = device.type == "cuda" and size > pool.budget_bytes
+    needed = size + pool.used_bytes(keep)  # with what the engine keeps beside it (an SDXL base for its refiner)
+    hooked = any(hasattr(module, "_hf_hook") for module in pipeline.components.values())  # shares offloaded ones
+    offloaded = device.type == "cuda" and (needed > pool.budget_bytes or hooked)
     if offloaded:
-        log.info("%s: %.2f GB do not fit the %.2f GB budget: model CPU offload and VAE tiling", label,
-                 size / 1e9, pool.budget_bytes / 1e9)
+        log.info("%s: %.2f GB with what it needs beside it do not fit the %.2f GB budget, or it shares offloaded "
+                 "modules: model CPU offload and VAE tiling", label, needed / 1e9, pool.budget_bytes / 1e9)
         offload(pipeline, device)
     elif device.type != "cpu":  # loaded there
         pipeline.to(device)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from protocol import ErrorCode, ProtocolError
 
 from ..registry import EmbeddingSpec, LoraSpec, base_of
-from .base import is_out_of_memory
+from .base import incompatible, is_out_of_memory
 
 
 class SchedulerChoice(NamedTuple):
@@ -82,10 +82,6 @@ _compels: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 """Per pipeline: its ``compel.CompelForSD`` / ``CompelForSDXL`` (holding only a weak proxy of the pipeline)."""
 
 
-def _incompatible(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INCOMPATIBLE, message)
-
-
 def _reason(error: BaseException) -> str:
     """``error``'s message on one line, at most :data:`MESSAGE_REASON_CHARS` characters."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -101,7 +97,7 @@ embedding width, unknown state-dict layout, a token already taken), ``KeyError``
 def _require_package(package: str, needed_for: str) -> None:
     """Raises INCOMPATIBLE naming the pip package when ``package`` is not importable."""
     if importlib.util.find_spec(package) is None:
-        raise _incompatible(f"{needed_for} needs the Python package {package}: pip install {package}")
+        raise incompatible(f"{needed_for} needs the Python package {package}: pip install {package}")
 
 
 def default_scheduler_config(pipeline: Any) -> dict[str, Any]:
@@ -158,7 +154,7 @@ def _build_scheduler(pipeline: Any, name: str, default_config: Mapping[str, Any]
         raise ProtocolError(ErrorCode.INVALID_REQUEST, f"unknown scheduler {name!r}")
     if choice.needs_input_scaling and type(pipeline).__name__.startswith("Kandinsky"):
         usable = [key for key, value in SCHEDULER_CHOICES.items() if not value.needs_input_scaling]
-        raise _incompatible(f"scheduler {name!r} needs a pipeline that scales the model input each step, which "
+        raise incompatible(f"scheduler {name!r} needs a pipeline that scales the model input each step, which "
                             f"Kandinsky 2.2 does not; use one of: {', '.join([DEFAULT_SCHEDULER, *usable])}")
     package = SCHEDULER_PACKAGES.get(choice.class_name)
     if package is not None:
@@ -181,15 +177,15 @@ def _lora_spec(name: str, available: Mapping[str, LoraSpec], all_loras: Mapping[
         return available[name]
     usable = ", ".join(sorted(available)) or "none"
     if name in all_loras:
-        raise _incompatible(f"LoRA {name!r} is made for {all_loras[name].base} models and does not fit this model "
+        raise incompatible(f"LoRA {name!r} is made for {all_loras[name].base} models and does not fit this model "
                             f"(LoRAs for it: {usable})")
-    raise _incompatible(f"LoRA {name!r} is not in the daemon's registry (LoRAs for this model: {usable})")
+    raise incompatible(f"LoRA {name!r} is not in the daemon's registry (LoRAs for this model: {usable})")
 
 
 def _load_lora(pipeline: Any, spec: LoraSpec) -> None:
     """Load ``spec``'s file as adapter ``spec.name``; on failure remove whatever part got in, raise INCOMPATIBLE."""
     if not spec.path.is_file():
-        raise _incompatible(f"LoRA {spec.name!r}: file {spec.path} does not exist")
+        raise incompatible(f"LoRA {spec.name!r}: file {spec.path} does not exist")
     try:
         pipeline.load_lora_weights(str(spec.path), adapter_name=spec.name)
     except _LOAD_ERRORS as error:
@@ -199,7 +195,7 @@ def _load_lora(pipeline: Any, spec: LoraSpec) -> None:
         # encoder when the text encoder part fails: delete what is left so that the pipeline runs as before.
         if spec.name in _adapter_names(pipeline):
             pipeline.delete_adapters(spec.name)
-        raise _incompatible(f"LoRA {spec.name!r} ({spec.path}) does not fit this model: {_reason(error)}") from error
+        raise incompatible(f"LoRA {spec.name!r} ({spec.path}) does not fit this model: {_reason(error)}") from error
 
 
 def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mapping[str, LoraSpec], loaded: set[str],
@@ -269,7 +265,7 @@ def _embedding_parts(pipeline: Any, spec: EmbeddingSpec) -> list[tuple[Any, Any,
     sdxl = _sdxl_embedding(spec.path)
     if (sdxl is not None) != (len(encoders) == 2):
         made_for, model = ("SDXL", "SD") if sdxl is not None else ("SD", "SDXL")
-        raise _incompatible(f"embedding {spec.name!r} ({spec.path}) is made for {made_for} models, this model is "
+        raise incompatible(f"embedding {spec.name!r} ({spec.path}) is made for {made_for} models, this model is "
                             f"{model} (SDXL embeddings hold {' and '.join(SDXL_EMBEDDING_KEYS)} tensors)")
     if sdxl is None:
         return [(str(spec.path), *encoders[0])]
@@ -279,7 +275,7 @@ def _embedding_parts(pipeline: Any, spec: EmbeddingSpec) -> list[tuple[Any, Any,
 def _load_embedding(pipeline: Any, spec: EmbeddingSpec) -> None:
     """Load ``spec`` under its token into every text encoder of ``pipeline``, all or nothing (INCOMPATIBLE)."""
     if not spec.path.is_file():
-        raise _incompatible(f"embedding {spec.name!r}: file {spec.path} does not exist")
+        raise incompatible(f"embedding {spec.name!r}: file {spec.path} does not exist")
     done: list[tuple[Any, Any]] = []
     try:
         for embedding, tokenizer, text_encoder in _embedding_parts(pipeline, spec):
@@ -291,7 +287,7 @@ def _load_embedding(pipeline: Any, spec: EmbeddingSpec) -> None:
             raise
         for tokenizer, text_encoder in done:
             pipeline.unload_textual_inversion(spec.token, tokenizer=tokenizer, text_encoder=text_encoder)
-        raise _incompatible(f"embedding {spec.name!r} ({spec.path}) does not fit this model: "
+        raise incompatible(f"embedding {spec.name!r} ({spec.path}) does not fit this model: "
                             f"{_reason(error)}") from error
 
 
@@ -373,7 +369,7 @@ def prompt_kwargs(pipeline: Any, family: str, prompt: str, negative_prompt: str)
         return {"prompt": prompt, "negative_prompt": negative_prompt}
     base = base_of(family)
     if base is None:
-        raise _incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family} (remove the "
+        raise incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family} (remove the "
                             "weighting syntax: word+, word-, (words)1.3, .blend(, .and()")
     conditioning = _compel(pipeline, base)(prompt, negative_prompt=negative_prompt)
     kwargs = {"prompt_embeds": conditioning.embeds, "negative_prompt_embeds": conditioning.negative_embeds}
