@@ -202,9 +202,9 @@ def test_kandinsky_swaps_the_decoder_scheduler_only(tiny_kandinsky22_inpaint_mod
     options.set_scheduler(pipeline, "default", default)
     assert np.array_equal(_run(pipeline, prior_num_inference_steps=STEPS), before)
     # the engine calls the other options for every request too; Kandinsky takes no LoRAs and no embeddings
-    options.apply_loras(pipeline, {}, {}, set())
+    options.apply_loras(pipeline, {}, {})
     options.load_embeddings(pipeline, ["a ball"], [], set())
-    assert "LoRAs for this model: none" in _incompatible(lambda: options.apply_loras(pipeline, {"x": 1.0}, {}, set()))
+    assert "LoRAs for this model: none" in _incompatible(lambda: options.apply_loras(pipeline, {"x": 1.0}, {}))
 
 
 def test_caches_do_not_keep_pipelines_alive(tiny_inpaint_model: Path) -> None:
@@ -246,20 +246,18 @@ def test_lora_changes_pixels_and_weight_zero_or_none_gives_them_back(
         sd_pipeline: Any, loras: dict[str, LoraSpec], monkeypatch: pytest.MonkeyPatch) -> None:
     available = {"sd-lora": loras["sd-lora"]}
     loads = _counting(monkeypatch, sd_pipeline, "load_lora_weights")
-    loaded: set[str] = set()
     plain = _run(sd_pipeline)
-    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available, loaded)
-    assert loaded == {"sd-lora"}
+    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available)
     with_lora = _run(sd_pipeline)
     assert np.abs(with_lora - plain).max() > 0.01
-    options.apply_loras(sd_pipeline, {"sd-lora": 0.0}, available, loaded)
+    options.apply_loras(sd_pipeline, {"sd-lora": 0.0}, available)
     assert np.array_equal(_run(sd_pipeline), plain)
-    options.apply_loras(sd_pipeline, {"sd-lora": 0.5}, available, loaded)
+    options.apply_loras(sd_pipeline, {"sd-lora": 0.5}, available)
     half = _run(sd_pipeline)
     assert not np.array_equal(half, plain) and not np.array_equal(half, with_lora)
-    options.apply_loras(sd_pipeline, {}, available, loaded)
+    options.apply_loras(sd_pipeline, {}, available)
     assert np.array_equal(_run(sd_pipeline), plain)
-    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available, loaded)
+    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available)
     assert np.array_equal(_run(sd_pipeline), with_lora)
     assert len(loads) == 1
     assert sd_pipeline.get_list_adapters() == {"unet": ["sd-lora"], "text_encoder": ["sd-lora"]}
@@ -267,15 +265,13 @@ def test_lora_changes_pixels_and_weight_zero_or_none_gives_them_back(
 
 def test_lora_of_another_base_or_unknown_name_is_incompatible(sd_pipeline: Any, loras: dict[str, LoraSpec]) -> None:
     available = {"sd-lora": loras["sd-lora"]}
-    loaded: set[str] = set()
     message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"sd-lora": 1.0, "xl-lora": 1.0}, available,
-                                                        loaded, all_loras=loras))
+                                                        all_loras=loras))
     assert "'xl-lora' is made for sdxl" in message and "sd-lora" in message
-    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"nope": 1.0}, available, loaded,
+    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"nope": 1.0}, available,
                                                         all_loras=loras))
     assert "'nope' is not in the daemon's registry" in message
-    assert loaded == set()  # names are checked before anything loads
-    assert not any(sd_pipeline.get_list_adapters().values())
+    assert not any(sd_pipeline.get_list_adapters().values())  # names are checked before anything loads
 
 
 def test_sdxl_lora_file_on_sd_fails_cleanly(sd_pipeline: Any, loras: dict[str, LoraSpec]) -> None:
@@ -283,15 +279,13 @@ def test_sdxl_lora_file_on_sd_fails_cleanly(sd_pipeline: Any, loras: dict[str, L
     plain = _run(sd_pipeline)
     mislabelled = LoraSpec("xl-lora", loras["xl-lora"].path, "sd")
     available = {"sd-lora": loras["sd-lora"], "xl-lora": mislabelled}
-    loaded: set[str] = set()
-    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available, loaded)
+    options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, available)
     with_lora = _run(sd_pipeline)
-    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"xl-lora": 1.0}, available, loaded))
+    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"xl-lora": 1.0}, available))
     assert str(mislabelled.path) in message and "size mismatch" in message
-    assert loaded == {"sd-lora"}
     assert sd_pipeline.get_list_adapters() == {"unet": ["sd-lora"], "text_encoder": ["sd-lora"]}
     assert np.array_equal(_run(sd_pipeline), with_lora)  # the request failed, the earlier adapters are untouched
-    options.apply_loras(sd_pipeline, {}, available, loaded)
+    options.apply_loras(sd_pipeline, {}, available)
     assert np.array_equal(_run(sd_pipeline), plain)
 
 
@@ -307,10 +301,9 @@ def test_lora_whose_text_encoder_part_fails_leaves_no_unet_adapter(
     save_file(state, tmp_path / "broken.safetensors")
     spec = LoraSpec("broken", tmp_path / "broken.safetensors", "sd")
     plain = _run(sd_pipeline)
-    loaded: set[str] = set()
-    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"broken": 1.0}, {"broken": spec}, loaded))
+    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"broken": 1.0}, {"broken": spec}))
     assert "broken.safetensors" in message
-    assert loaded == set() and not any(sd_pipeline.get_list_adapters().values())
+    assert not any(sd_pipeline.get_list_adapters().values())
     assert np.array_equal(_run(sd_pipeline), plain)
 
 
@@ -318,25 +311,23 @@ def test_lora_file_missing_or_not_a_lora(sd_pipeline: Any, tmp_path: Path) -> No
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     for path in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
         spec = LoraSpec("x", path, "sd")
-        assert str(path) in _incompatible(lambda spec=spec: options.apply_loras(sd_pipeline, {"x": 1.0}, {"x": spec},
-                                                                                set()))
+        assert str(path) in _incompatible(lambda spec=spec: options.apply_loras(sd_pipeline, {"x": 1.0}, {"x": spec}))
     assert not any(sd_pipeline.get_list_adapters().values())
 
 
 def test_loras_without_peft_ask_for_it(sd_pipeline: Any, loras: dict[str, LoraSpec],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     _without_package(monkeypatch, "peft")
-    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, loras, set()))
+    message = _incompatible(lambda: options.apply_loras(sd_pipeline, {"sd-lora": 1.0}, loras))
     assert "pip install peft" in message
-    options.apply_loras(sd_pipeline, {}, loras, set())  # nothing requested, nothing loaded: no peft needed
+    options.apply_loras(sd_pipeline, {}, loras)  # nothing requested, nothing loaded: no peft needed
 
 
 def test_sdxl_lora_on_sdxl(sdxl_pipeline: Any, loras: dict[str, LoraSpec]) -> None:
     plain = _run(sdxl_pipeline)
-    loaded: set[str] = set()
-    options.apply_loras(sdxl_pipeline, {"xl-lora": 1.0}, {"xl-lora": loras["xl-lora"]}, loaded)
+    options.apply_loras(sdxl_pipeline, {"xl-lora": 1.0}, {"xl-lora": loras["xl-lora"]})
     assert not np.array_equal(_run(sdxl_pipeline), plain)
-    options.apply_loras(sdxl_pipeline, {}, {"xl-lora": loras["xl-lora"]}, loaded)
+    options.apply_loras(sdxl_pipeline, {}, {"xl-lora": loras["xl-lora"]})
     assert np.array_equal(_run(sdxl_pipeline), plain)
 
 

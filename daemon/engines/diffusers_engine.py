@@ -64,12 +64,12 @@ _PIPELINE_STATE: weakref.WeakKeyDictionary[Any, PipelineState] = weakref.WeakKey
 
 class PipelineState:
     """Bookkeeping of one loaded pipeline, living and dying with it: its own scheduler config (captured right
-    after loading, or inherited from the pipeline it was made from), the LoRA adapters and embedding tokens
-    loaded into it, whether it runs with model CPU offload, and its cached image-to-image refining pipeline."""
+    after loading, or inherited from the pipeline it was made from), the embedding tokens loaded into it, whether
+    it runs with model CPU offload, and its cached image-to-image refining pipeline. (LoRA adapters need no
+    bookkeeping: the pipeline lists them.)"""
 
     def __init__(self, pipeline: Any, scheduler_config: dict[str, Any] | None = None) -> None:
         self.scheduler_config = scheduler_config or options.default_scheduler_config(pipeline)
-        self.loras: set[str] = set()
         self.embeddings: set[str] = set()
         self.offloaded = False
         self.refine: Any = None
@@ -392,7 +392,7 @@ class DiffusersEngine(Engine):
             return
         state = _state(main)
         options.apply_loras(main, job.loras, {lora.name: lora for lora in self.registry.loras_for(family.name)},
-                            state.loras, all_loras={lora.name: lora for lora in self.registry.loras})
+                            all_loras={lora.name: lora for lora in self.registry.loras})
         options.load_embeddings(main, [job.prompt, job.negative_prompt], self.registry.embeddings_for(family.name),
                                 state.embeddings)
 

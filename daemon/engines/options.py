@@ -198,7 +198,7 @@ def _load_lora(pipeline: Any, spec: LoraSpec) -> None:
         raise incompatible(f"LoRA {spec.name!r} ({spec.path}) does not fit this model: {_reason(error)}") from error
 
 
-def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mapping[str, LoraSpec], loaded: set[str],
+def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mapping[str, LoraSpec],
                 *, all_loras: Mapping[str, LoraSpec] | None = None) -> None:
     """Activate exactly the LoRAs of ``requested`` on ``pipeline``, at their weights.
 
@@ -207,8 +207,6 @@ def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mappin
         requested: registry LoRA name → weight (``set_adapters``' ``adapter_weights``; 0 gives the pixels of no
             LoRA, 1 the LoRA as trained). Empty: all LoRAs are switched off (``disable_lora``).
         available: the registry's LoRAs for this model's base, by name.
-        loaded: names of the adapters this function loaded into ``pipeline``; updated in place. Adapters stay
-            loaded (one ``load_lora_weights`` per name and pipeline) and are only activated or not.
         all_loras: every registry LoRA by name, only to word the error for a LoRA of another base.
 
     Raises:
@@ -216,16 +214,15 @@ def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mappin
             is missing or does not load (the pipeline keeps working as before the call), or peft is not installed.
     """
     if not requested:
-        if loaded or _adapter_names(pipeline):
+        if _adapter_names(pipeline):
             pipeline.disable_lora()
         return
     _require_package("peft", "LoRAs")
     specs = [_lora_spec(name, available, all_loras or {}) for name in requested]
     present = _adapter_names(pipeline)
     for spec in specs:
-        if spec.name not in present:
+        if spec.name not in present:  # adapters stay loaded (one load_lora_weights per name and UNet)
             _load_lora(pipeline, spec)
-        loaded.add(spec.name)
     pipeline.enable_lora()  # set_adapters does not undo an earlier disable_lora
     pipeline.set_adapters(list(requested), adapter_weights=[float(weight) for weight in requested.values()])
 
