@@ -192,8 +192,9 @@ class InpaintRequest:
             :data:`LORA_WEIGHT_MAX`], at most :data:`MAX_LORAS` (diffusers ``set_adapters``).
         refiner_strength: 0 ≤ value < 1, the share of the denoising done by a second, refining pass
             (0 = none): the model's SDXL refiner where the registry names one (the base stops at
-            ``denoising_end = 1 − refiner_strength``, the refiner starts there), else an image-to-image pass
-            of the same model (``from_pipe``) with ``strength = refiner_strength``. Engines whose
+            ``denoising_end = 1 − strength × refiner_strength``, the refiner starts there), else a second pass
+            of the same model with ``strength = refiner_strength`` (image-to-image through ``from_pipe`` on the
+            latents for 4-channel UNets, inpainting again on the pixels for 9-channel ones). Engines whose
             :attr:`EngineInfo.refiner` is false refuse a value above 0.
         controlnet_conditioning_scale: 0…2, the ControlNet's weight (diffusers name); only
             ``sd-controlnet-inpaint`` engines accept a value other than 1.
