@@ -409,13 +409,14 @@ class DiffusersEngine(Engine):
         Raises:
             EngineLoadError: as :meth:`load`.
             ProtocolError: INCOMPATIBLE from the family (ControlNet scale without ControlNet; Kandinsky: strength
-                < 1, LoRAs, refining) or from :mod:`daemon.engines.options` (scheduler, LoRA, embedding, prompt
-                weighting); INVALID_REQUEST as :meth:`steps_for`.
+                < 1, LoRAs, refining), for LoRAs on a UNet compiled on CUDA, or from :mod:`daemon.engines.options`
+                (prompt weighting, scheduler, LoRA, embedding).
         """
         self.load()
         family = self._family
         assert family is not None
         family.check(job)
+        options.check_weighting(family.name, job.prompt, job.negative_prompt)
         if self.spec.compile and job.loras and self._device is not None and self._device.type == "cuda":
             raise incompatible("LoRAs change the UNet that compile = true compiled (every request would recompile): "
                                "set compile = false for this model in daemon.toml to use LoRAs")

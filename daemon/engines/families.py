@@ -22,7 +22,6 @@ from PIL import Image
 
 from ..registry import base_of
 from .base import EngineJob, EngineLoadError, incompatible
-from .options import uses_weighting
 
 if TYPE_CHECKING:
     import torch
@@ -199,8 +198,6 @@ class KandinskyFamily(Family):
             raise incompatible("Kandinsky 2.2 models take no LoRA")
         if job.refiner_strength > 0:
             raise incompatible("Kandinsky 2.2 models have no refining pass: use refiner_strength 0")
-        if uses_weighting(job.prompt) or uses_weighting(job.negative_prompt):
-            raise incompatible("prompt weighting needs an SD or SDXL model; write the Kandinsky prompt plainly")
 
     def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
         """No family-specific arguments (the prior keeps diffusers' defaults)."""

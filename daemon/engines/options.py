@@ -335,6 +335,22 @@ def uses_weighting(text: str) -> bool:
     return WEIGHTING_SYNTAX.search(text) is not None
 
 
+def check_weighting(family: str, prompt: str, negative_prompt: str) -> bool:
+    """True when ``prompt`` or ``negative_prompt`` uses :data:`WEIGHTING_SYNTAX` (so :func:`prompt_kwargs` will
+    encode them with Compel); called before a job runs, so a model that cannot take it is refused up front.
+
+    Raises:
+        ProtocolError: INCOMPATIBLE for weighting syntax on a family without a CLIP prompt encoder Compel supports
+            (Kandinsky 2.2: :func:`daemon.registry.base_of` is None).
+    """
+    if not (uses_weighting(prompt) or uses_weighting(negative_prompt)):
+        return False
+    if base_of(family) is None:
+        raise incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family} (remove the "
+                           "weighting syntax: word+, word-, (words)1.3, .blend(, .and()")
+    return True
+
+
 def _compel(pipeline: Any, base: str) -> Any:
     """The cached Compel wrapper of ``pipeline``: ``CompelForSD`` (base ``sd``) or ``CompelForSDXL`` (``sdxl``:
     both encoders, penultimate non-normalised hidden states, pooled output of the second), with long prompts split
@@ -359,15 +375,11 @@ def prompt_kwargs(pipeline: Any, family: str, prompt: str, negative_prompt: str)
     ``"pooled_prompt_embeds"``/``"negative_pooled_prompt_embeds"`` (1×1280) for SDXL families.
 
     Raises:
-        ProtocolError: INCOMPATIBLE for weighting syntax on a family without a CLIP prompt encoder Compel supports
-            (Kandinsky 2.2: :func:`daemon.registry.base_of` is None).
+        ProtocolError: INCOMPATIBLE as :func:`check_weighting`.
     """
-    if not (uses_weighting(prompt) or uses_weighting(negative_prompt)):
+    if not check_weighting(family, prompt, negative_prompt):
         return {"prompt": prompt, "negative_prompt": negative_prompt}
     base = base_of(family)
-    if base is None:
-        raise incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family} (remove the "
-                            "weighting syntax: word+, word-, (words)1.3, .blend(, .and()")
     conditioning = _compel(pipeline, base)(prompt, negative_prompt=negative_prompt)
     kwargs = {"prompt_embeds": conditioning.embeds, "negative_prompt_embeds": conditioning.negative_embeds}
     if base == "sdxl":
