@@ -27,11 +27,10 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from gimp_inpaint.client.connection import InpaintClient
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.protocol import InpaintRequest, Plane, encode, max_frame_bytes
 from running_daemon import running_daemon
-
-from client.connection import InpaintClient
-from daemon.engines.opencv_engine import OpenCVEngine
-from protocol import InpaintRequest, Plane, encode, max_frame_bytes
 
 
 def photo_request(side: int) -> InpaintRequest:

@@ -39,14 +39,13 @@ from typing import TextIO
 
 import numpy as np
 import platformdirs
-
-from client.connection import DEFAULT_URL, ClientError, InpaintClient
-from client.imaging import compose, load_mask, load_rgba, mask_bounds, save_image
-from client.local_daemon import configured_url
-from daemon.config import APP_NAME, TOKEN_FILE, ConfigError
-from plugin_gimp.document import Document, ResultLayer
-from plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill
-from protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
+from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, InpaintClient
+from gimp_inpaint.client.imaging import compose, load_mask, load_rgba, mask_bounds, save_image
+from gimp_inpaint.client.local_daemon import configured_url
+from gimp_inpaint.daemon.config import APP_NAME, TOKEN_FILE, ConfigError
+from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
+from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill
+from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
 """How this client introduces itself in the Hello (the daemon logs it)."""

@@ -21,11 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.frames import CloseCode
-from websockets.sync.client import ClientConnection, connect
-
-from protocol import (
+from gimp_inpaint.protocol import (
     DEFAULT_MAX_PIXELS,
     MAX_VARIANTS,
     PROTOCOL_VERSION,
@@ -45,6 +41,9 @@ from protocol import (
     encode,
     max_frame_bytes,
 )
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
+from websockets.sync.client import ClientConnection, connect
 
 DEFAULT_URL = "ws://127.0.0.1:7869"
 """Where ``gimp-inpaint-daemon`` listens unless configured otherwise."""
@@ -341,7 +340,7 @@ def read_connection_config(path: Path) -> tuple[str, str]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConnectionConfigError(f"{path} is missing. Install the plug-in with `gimp-inpaint-install` "
-                                    f"(python -m installer install).") from None
+                                    f"(python -m gimp_inpaint.installer install).") from None
     except (OSError, ValueError) as exc:
         raise ConnectionConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
     url, token = (data.get(key) if isinstance(data, dict) else None for key in ("url", "token"))

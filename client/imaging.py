@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from gimp_inpaint.protocol import Plane, Rect
 from PIL import Image, ImageMode
-
-from protocol import Plane, Rect
 
 _EIGHT_BIT_TYPES = ("u1", "b1")
 """NumPy type codes (without byte order) of Pillow modes with at most 8 bits per channel

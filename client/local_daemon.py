@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from daemon.config import CONFIG_FILE, ConfigError, load_settings
+from gimp_inpaint.daemon.config import CONFIG_FILE, ConfigError, load_settings
 
 
 def client_host(host: str) -> str:

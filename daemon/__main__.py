@@ -1,8 +1,8 @@
-"""``gimp-inpaint-daemon`` / ``python -m daemon``: start the inpainting daemon.
+"""``gimp-inpaint-daemon`` / ``python -m gimp_inpaint.daemon``: start the inpainting daemon.
 
 ::
 
-    python -m daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
+    python -m gimp_inpaint.daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
                      [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
                      [--max-pixels N] [--memory-budget GB] [--log-level info]
 
@@ -30,7 +30,7 @@ from .registry import ModelSpec
 from .server import DaemonServer
 from .tray import Tray
 
-log = logging.getLogger("daemon")
+log = logging.getLogger("gimp_inpaint.daemon")
 
 DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", family="sd-inpaint"),)
 """Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""

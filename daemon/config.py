@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-
-from protocol import DEFAULT_MAX_PIXELS
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS
 
 from .registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry, RegistryError, model_spec, parse_registry
 

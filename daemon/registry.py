@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol.messages import MAX_ENGINE_NAME_CHARS
+from gimp_inpaint.protocol.messages import MAX_ENGINE_NAME_CHARS
 
 FAMILIES = ("auto", "sd-inpaint", "sd", "sdxl-inpaint", "sdxl", "kandinsky22-inpaint", "sd-controlnet-inpaint")
 """Model families. ``sd-inpaint``: a 9-channel Stable Diffusion 1.x/2.x inpainting UNet

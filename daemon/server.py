@@ -30,10 +30,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-
-from protocol import (
+from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
@@ -50,6 +47,8 @@ from protocol import (
     encode,
     max_frame_bytes,
 )
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from .config import Settings, token_matches
 from .engines.base import Engine

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-
-from protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Result, Variant
-from protocol.messages import SEED_MAX
+from gimp_inpaint.protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Result, Variant
+from gimp_inpaint.protocol.messages import SEED_MAX
 
 from .compositing import blend_mask, grow_mask, overlay, repaint_mask
 from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, is_out_of_memory

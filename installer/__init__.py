@@ -1,4 +1,4 @@
-"""Installs the GIMP 3 plug-in: ``python -m installer install`` / ``uninstall`` (console script
+"""Installs the GIMP 3 plug-in: ``python -m gimp_inpaint.installer install`` / ``uninstall`` (console script
 ``gimp-inpaint-install``).
 
 :mod:`installer.locations` finds GIMP's folders, :mod:`installer.shortcuts` edits ``shortcutsrc``,

@@ -1,10 +1,10 @@
-"""``python -m installer install|uninstall`` (console script ``gimp-inpaint-install``).
+"""``python -m gimp_inpaint.installer install|uninstall`` (console script ``gimp-inpaint-install``).
 
 ::
 
-    python -m installer install [--plugin-dir DIR] [--config-dir DIR] [--url URL]
+    python -m gimp_inpaint.installer install [--plugin-dir DIR] [--config-dir DIR] [--url URL]
                                 [--shortcut ACCEL | --no-shortcut] [--gimp-config-dir DIR]
-    python -m installer uninstall [--plugin-dir DIR]
+    python -m gimp_inpaint.installer uninstall [--plugin-dir DIR]
 
 ``--url`` defaults to the host and port that the daemon's ``daemon.toml`` (in ``--config-dir``) sets,
 else ``ws://127.0.0.1:7869``.
@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
-
-from client.connection import DEFAULT_URL
-from client.local_daemon import configured_url
-from daemon.config import APP_NAME, ConfigError
+from gimp_inpaint.client.connection import DEFAULT_URL
+from gimp_inpaint.client.local_daemon import configured_url
+from gimp_inpaint.daemon.config import APP_NAME, ConfigError
 
 from .bundle import DEFAULT_SHORTCUT, InstallError, install, uninstall
 from .locations import gimp_config_dir, plugin_dir

@@ -8,7 +8,8 @@ when it is executable)::
         connection.json      {"url", "token"}, mode 0600
         install.json         what this install did (versions, the shortcut it added), for uninstall
         vendor/              put first on sys.path by the entry file
-            protocol/  client/{__init__,connection}.py  plugin_gimp/{__init__,document,fill,gimp_document}.py
+            gimp_inpaint/        the same layout as the installed package, only what the plug-in imports:
+                protocol/  client/{__init__,connection}.py  plugin_gimp/{__init__,document,fill,gimp_document}.py
             msgpack/  websockets/   only their .py files: msgpack falls back to msgpack.fallback without
                                     its C extension, websockets to pure Python without its speedups
             licenses/            the license files of msgpack and websockets
@@ -26,8 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypedDict
 
-from client.connection import write_connection_config
-from daemon.config import TOKEN_FILE, ensure_token
+from gimp_inpaint.client.connection import write_connection_config
+from gimp_inpaint.daemon.config import TOKEN_FILE, ensure_token
 
 from .shortcuts import add_shortcut, remove_shortcut
 
@@ -53,9 +54,9 @@ THIRD_PARTY = ("msgpack", "websockets")
 """Pure-Python copies of these distributions (import name = distribution name) go into ``vendor/``."""
 
 OWN_PACKAGES = {
-    "protocol": None,  # the whole package
-    "client": ("__init__.py", "connection.py"),
-    "plugin_gimp": ("__init__.py", "document.py", "fill.py", "gimp_document.py"),
+    "gimp_inpaint.protocol": None,  # the whole package
+    "gimp_inpaint.client": ("__init__.py", "connection.py"),
+    "gimp_inpaint.plugin_gimp": ("__init__.py", "document.py", "fill.py", "gimp_document.py"),
 }
 """This project's code the plug-in imports; ``None`` = every module of the package."""
 
@@ -133,13 +134,13 @@ def vendor_packages(target: Path) -> dict[str, str]:
     """
     versions = {}
     for name, modules in OWN_PACKAGES.items():
-        source = _package_dir(name)
+        source, folder = _package_dir(name), target.joinpath(*name.split("."))
         if modules is None:
-            _copy_python_files(source, target / name)
+            _copy_python_files(source, folder)
         else:
-            (target / name).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             for module in modules:
-                shutil.copyfile(source / module, target / name / module)
+                shutil.copyfile(source / module, folder / module)
         versions[name] = "source"
     for name in THIRD_PARTY:
         _copy_python_files(_package_dir(name), target / name)
@@ -150,7 +151,7 @@ def vendor_packages(target: Path) -> dict[str, str]:
 
 
 def _entry_file() -> Path:
-    return _package_dir("plugin_gimp") / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
+    return _package_dir("gimp_inpaint.plugin_gimp") / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
 
 
 def _read_manifest(folder: Path) -> Manifest:

@@ -10,7 +10,7 @@
 #                     its default build: install the one for your GPU first if you need another)
 #   --home DIR        where the virtual environment lives (default: $GIMP_INPAINT_HOME or
 #                     ~/.local/share/gimp-inpaint)
-#   INSTALLER-ARGS    passed to `python -m installer install` (e.g. --plugin-dir DIR, --no-shortcut);
+#   INSTALLER-ARGS    passed to `python -m gimp_inpaint.installer install` (e.g. --plugin-dir DIR, --no-shortcut);
 #                     a --config-dir among them is also given to the demo's daemon and client
 #
 # Runs on bash 3.2 (macOS): an empty array is expanded as ${a[@]+"${a[@]}"}, which `set -u` accepts there.
@@ -38,10 +38,10 @@ python="${PYTHON:-python3}"
 
 echo "==> virtual environment: $home/venv"
 "$python" -m venv "$home/venv"
-"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$repo$extra"
+"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/requirements/lock.txt" "$repo$extra"
 
 echo "==> GIMP 3 plug-in"
-"$home/venv/bin/python" -m installer install ${installer_args[@]+"${installer_args[@]}"}
+"$home/venv/bin/python" -m gimp_inpaint.installer install ${installer_args[@]+"${installer_args[@]}"}
 
 if [ "$demo" = 1 ]; then
   config_args=()  # the installer's --config-dir, if given, for the daemon and the client too

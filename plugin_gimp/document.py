@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from protocol import Rect
+from gimp_inpaint.protocol import Rect
 
 
 @dataclass(frozen=True)

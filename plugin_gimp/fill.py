@@ -14,8 +14,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.connection import ClientError, DaemonError, InpaintClient, pick_engine
-from protocol import SCHEDULERS, ErrorCode, InpaintRequest, Plane, ProtocolError, Rect, context_crop, feather_reach
+from gimp_inpaint.client.connection import ClientError, DaemonError, InpaintClient, pick_engine
+from gimp_inpaint.protocol import (
+    SCHEDULERS,
+    ErrorCode,
+    InpaintRequest,
+    Plane,
+    ProtocolError,
+    Rect,
+    context_crop,
+    feather_reach,
+)
 
 from .document import Document, ResultLayer
 

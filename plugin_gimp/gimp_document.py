@@ -37,8 +37,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402 - gi.require_version must come first
-
-from protocol import Rect  # noqa: E402
+from gimp_inpaint.protocol import Rect  # noqa: E402
 
 from .document import Document, ResultLayer  # noqa: E402
 from .fill import FillError  # noqa: E402

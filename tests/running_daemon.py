@@ -15,9 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-
-from daemon.config import Settings, ensure_token
-from daemon.engines.base import (
+from gimp_inpaint.daemon.config import Settings, ensure_token
+from gimp_inpaint.daemon.engines.base import (
     CancelCheck,
     Engine,
     EngineJob,
@@ -26,8 +25,8 @@ from daemon.engines.base import (
     LoadProgress,
     ProgressCallback,
 )
-from daemon.server import DaemonServer
-from protocol import DEFAULT_MAX_PIXELS, EngineInfo
+from gimp_inpaint.daemon.server import DaemonServer
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, EngineInfo
 
 WAIT = 20.0
 """Seconds a test waits for the daemon to start, stop or answer (only reached when something is broken)."""

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gimp_inpaint.client import cli
+from gimp_inpaint.client.imaging import (
+    array_from_plane,
+    compose,
+    load_mask,
+    load_rgba,
+    mask_bounds,
+    plane_from_array,
+    save_image,
+)
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.protocol import EngineInfo, Rect
 from PIL import Image
 from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon
 from skimage import data
-
-from client import cli
-from client.imaging import array_from_plane, compose, load_mask, load_rgba, mask_bounds, plane_from_array, save_image
-from daemon.engines.opencv_engine import OpenCVEngine
-from protocol import EngineInfo, Rect
 
 pytestmark = pytest.mark.timeout(120)
 

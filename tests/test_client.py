@@ -18,11 +18,7 @@ from http import HTTPStatus
 
 import numpy as np
 import pytest
-from running_daemon import BrokenEngine, LoadingEngine, MissingEngine, StepEngine, free_port, running_daemon
-from skimage import data
-from websockets.asyncio.server import ServerConnection, serve
-
-from client.connection import (
+from gimp_inpaint.client.connection import (
     ConnectionConfigError,
     DaemonError,
     DaemonUnavailable,
@@ -31,10 +27,13 @@ from client.connection import (
     read_connection_config,
     write_connection_config,
 )
-from client.imaging import array_from_plane, plane_from_array
-from daemon.engines.base import CancelCheck, EngineJob, JobCancelled, ProgressCallback
-from daemon.engines.opencv_engine import OpenCVEngine
-from protocol import EngineInfo, Error, ErrorCode, InpaintRequest, Welcome, encode
+from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
+from gimp_inpaint.daemon.engines.base import CancelCheck, EngineJob, JobCancelled, ProgressCallback
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.protocol import EngineInfo, Error, ErrorCode, InpaintRequest, Welcome, encode
+from running_daemon import BrokenEngine, LoadingEngine, MissingEngine, StepEngine, free_port, running_daemon
+from skimage import data
+from websockets.asyncio.server import ServerConnection, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -347,8 +346,8 @@ class HoldEngine(StepEngine):
 
 KILLED_CLIENT = textwrap.dedent("""
     import sys
-    from client.connection import InpaintClient
-    from protocol import InpaintRequest, Plane
+    from gimp_inpaint.client.connection import InpaintClient
+    from gimp_inpaint.protocol import InpaintRequest, Plane
     with InpaintClient.connect(sys.argv[1], sys.argv[2], "to-be-killed") as client:
         client.inpaint(InpaintRequest("j", "hold", 0, 0, Plane(8, 8, 4, bytes(256)), Plane(8, 8, 1, b"\\xff" * 64)))
 """)

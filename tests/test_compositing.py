@@ -5,11 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from gimp_inpaint.daemon.compositing import GROW_STEP, blend_mask, grow_mask, overlay, repaint_mask
+from gimp_inpaint.protocol import feather_reach
 from PIL import Image, ImageFilter
 from skimage import data
-
-from daemon.compositing import GROW_STEP, blend_mask, grow_mask, overlay, repaint_mask
-from protocol import feather_reach
 
 
 @pytest.fixture(scope="module")

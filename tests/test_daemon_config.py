@@ -8,13 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from daemon import __main__ as cli
-from daemon.config import ConfigError, Settings, ensure_token, load_settings, token_matches
-from daemon.engines.diffusers_engine import DiffusersEngine
-from daemon.engines.opencv_engine import OpenCVEngine
-from daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec
-from protocol import DEFAULT_MAX_PIXELS
+from gimp_inpaint.daemon import __main__ as cli
+from gimp_inpaint.daemon.config import ConfigError, Settings, ensure_token, load_settings, token_matches
+from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:

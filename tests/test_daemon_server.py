@@ -24,19 +24,21 @@ import cv2
 import msgpack
 import numpy as np
 import pytest
-from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, serving
-from skimage import data
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
-
-from daemon import server as server_module
-from daemon import worker as worker_module
-from daemon.compositing import blend_mask, grow_mask, repaint_mask
-from daemon.config import Settings
-from daemon.engines.base import CancelCheck, Engine, EngineJob, JobCancelled, LoadProgress, ProgressCallback
-from daemon.engines.opencv_engine import OpenCVEngine
-from daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
-from protocol import (
+from gimp_inpaint.daemon import server as server_module
+from gimp_inpaint.daemon import worker as worker_module
+from gimp_inpaint.daemon.compositing import blend_mask, grow_mask, repaint_mask
+from gimp_inpaint.daemon.config import Settings
+from gimp_inpaint.daemon.engines.base import (
+    CancelCheck,
+    Engine,
+    EngineJob,
+    JobCancelled,
+    LoadProgress,
+    ProgressCallback,
+)
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
+from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
@@ -53,7 +55,11 @@ from protocol import (
     decode,
     encode,
 )
-from protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS
+from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS
+from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, serving
+from skimage import data
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 TOKEN = "0123456789abcdef" * 4
 
@@ -613,7 +619,7 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 
 
 def test_non_loopback_host_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="daemon.server"):
+    with caplog.at_level(logging.WARNING, logger="gimp_inpaint.daemon.server"):
         with daemon([OpenCVEngine()], tmp_path):
             pass
         assert "not a loopback address" not in caplog.text
@@ -648,7 +654,7 @@ def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop:
 def test_daemon_command_line(tmp_path: Path) -> None:
     config_dir = tmp_path / "config"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)],
+        [sys.executable, "-m", "gimp_inpaint.daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:

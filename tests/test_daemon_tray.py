@@ -9,8 +9,7 @@ import types
 from typing import Any
 
 import pytest
-
-from daemon.tray import ICON_SIZE, STATE_COLOURS, TITLE_LIMIT, Tray, draw_icon, status_title
+from gimp_inpaint.daemon.tray import ICON_SIZE, STATE_COLOURS, TITLE_LIMIT, Tray, draw_icon, status_title
 
 
 @pytest.mark.parametrize("state", STATE_COLOURS)
@@ -75,7 +74,7 @@ def test_no_display_means_no_tray_and_a_warning(monkeypatch: pytest.MonkeyPatch,
     for module in [name for name in sys.modules if name == "pystray" or name.startswith("pystray.")]:
         monkeypatch.delitem(sys.modules, module)
     tray = Tray(on_quit=lambda: None)
-    with caplog.at_level(logging.WARNING, logger="daemon.tray"):
+    with caplog.at_level(logging.WARNING, logger="gimp_inpaint.daemon.tray"):
         assert not tray.start("ws://127.0.0.1:7869")
     assert "no tray icon" in caplog.text
     tray.set_status("busy", "still fine")
@@ -93,9 +92,9 @@ def test_no_tray_on_macos(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCap
     fake = types.SimpleNamespace(Icon=record, Menu=lambda *items: list(items),
                                  MenuItem=lambda text, action: (text, action))
     monkeypatch.setitem(sys.modules, "pystray", fake)
-    monkeypatch.setattr("daemon.tray.sys.platform", "darwin")
+    monkeypatch.setattr("gimp_inpaint.daemon.tray.sys.platform", "darwin")
     tray = Tray(on_quit=lambda: None)
-    with caplog.at_level(logging.INFO, logger="daemon.tray"):
+    with caplog.at_level(logging.INFO, logger="gimp_inpaint.daemon.tray"):
         assert not tray.start("ws://127.0.0.1:7869")
     assert icons == []  # pystray was never asked for an icon
     assert "no tray icon on macOS" in caplog.text and "main thread" in caplog.text

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from gimp_inpaint.daemon.engines.base import EngineJob, LoadProgress
+from gimp_inpaint.daemon.worker import run_job
+from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 from running_daemon import StepEngine
 from skimage import data
-
-from daemon.engines.base import EngineJob, LoadProgress
-from daemon.worker import run_job
-from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 
 class CountingEngine(StepEngine):

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
+from gimp_inpaint.daemon.engines.diffusers_engine import (
+    INSTALL_HINT,
+    SAFETY_CHECKER_MESSAGE,
+    DiffusersEngine,
+    scaled_size,
+)
+from gimp_inpaint.daemon.pool import ModelPool
+from gimp_inpaint.daemon.registry import ModelSpec, Registry
+from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 from skimage import data
-
-from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
-from daemon.engines.diffusers_engine import INSTALL_HINT, SAFETY_CHECKER_MESSAGE, DiffusersEngine, scaled_size
-from daemon.pool import ModelPool
-from daemon.registry import ModelSpec, Registry
-from protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +101,7 @@ def test_scaled_size_keeps_aspect_ratio_on_the_latent_grid(width: int, height: i
 
 
 def test_without_diffusers_info_says_how_to_install_and_load_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("daemon.engines.diffusers_engine.diffusers_available", lambda: False)
+    monkeypatch.setattr("gimp_inpaint.daemon.engines.diffusers_engine.diffusers_available", lambda: False)
     engine = make_engine("sd", "owner/model")
     info = engine.info()
     assert (info.available, info.kind, info.model, info.uses_prompt) == (False, "diffusers", "owner/model", True)
@@ -107,7 +111,7 @@ def test_without_diffusers_info_says_how_to_install_and_load_fails(monkeypatch: 
 
 
 def test_modules_import_without_torch() -> None:
-    code = ("import sys, daemon.engines.diffusers_engine, daemon.device; "
+    code = ("import sys, gimp_inpaint.daemon.engines.diffusers_engine, gimp_inpaint.daemon.device; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -127,7 +131,7 @@ def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
 @pytest.mark.diffusers
 def test_device_selection_on_this_machine() -> None:
     torch = pytest.importorskip("torch")
-    from daemon.device import DeviceUnavailableError, describe_device, resolve_device, torch_dtype_for
+    from gimp_inpaint.daemon.device import DeviceUnavailableError, describe_device, resolve_device, torch_dtype_for
 
     cpu = resolve_device("cpu")
     assert cpu.type == "cpu" and torch_dtype_for(cpu) == torch.float32
@@ -148,7 +152,7 @@ def test_device_selection_on_this_machine() -> None:
 @pytest.mark.diffusers
 def test_set_torch_threads() -> None:
     torch = pytest.importorskip("torch")
-    from daemon.device import set_torch_threads
+    from gimp_inpaint.daemon.device import set_torch_threads
 
     before = torch.get_num_threads()
     try:
@@ -275,10 +279,10 @@ def test_unknown_device_fails_as_a_load_error(tiny_inpaint_model: Path) -> None:
 OFFLINE_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from daemon.engines.base import EngineJob, EngineLoadError
-    from daemon.engines.diffusers_engine import DiffusersEngine
-    from daemon.pool import ModelPool
-    from daemon.registry import ModelSpec, Registry
+    from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError
+    from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+    from gimp_inpaint.daemon.pool import ModelPool
+    from gimp_inpaint.daemon.registry import ModelSpec, Registry
 
     result = {}
     pool = ModelPool(10**11)
@@ -329,7 +333,7 @@ def test_offline_mode_loads_cached_hub_models_and_explains_missing_ones(tmp_path
 
 @pytest.mark.diffusers
 def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngine) -> None:
-    from daemon.worker import run_job
+    from gimp_inpaint.daemon.worker import run_job
 
     job = astronaut_job(num_inference_steps=5)
     rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
@@ -358,7 +362,7 @@ def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngin
 
 @pytest.mark.diffusers
 def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) -> None:
-    from daemon.worker import run_job
+    from gimp_inpaint.daemon.worker import run_job
 
     engine = make_engine("gone", str(tmp_path / "gone"), device="cpu")
     job = astronaut_job()
@@ -374,7 +378,7 @@ def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) ->
 def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting the steps asks a fresh scheduler once per (steps, strength), not once per variant or job (the
     model's own scheduler, restored by scheduler "default", is built once more, at the first request)."""
-    from daemon.worker import run_job
+    from gimp_inpaint.daemon.worker import run_job
 
     engine.load()
     scheduler_class = type(engine.pipeline.scheduler)
@@ -422,7 +426,7 @@ def flagging_model(tiny_inpaint_model: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.mark.diffusers
 def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_model: Path) -> None:
-    from daemon.worker import run_job
+    from gimp_inpaint.daemon.worker import run_job
 
     engine = make_engine("checked", str(flagging_model), device="cpu")
     with pytest.raises(ProtocolError) as caught:

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from daemon.engines import options
-from daemon.registry import EmbeddingSpec, LoraSpec
-from protocol import ErrorCode, ProtocolError
-from protocol.messages import SCHEDULERS
+from gimp_inpaint.daemon.engines import options
+from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec
+from gimp_inpaint.protocol import ErrorCode, ProtocolError
+from gimp_inpaint.protocol.messages import SCHEDULERS
 
 SIZE = 64
 """Side of the test images (pixels): 8×8 latents on the tiny pipelines."""
@@ -49,7 +48,8 @@ WEIGHTED_PROMPTS = [
 
 
 def test_importing_options_does_not_import_torch() -> None:
-    code = "import sys, daemon.engines.options; sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)"
+    code = ("import sys, gimp_inpaint.daemon.engines.options; "
+            "sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], check=False).returncode == 0
 
 

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
+from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+from gimp_inpaint.daemon.pool import ModelPool
+from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
+from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, Result
 from skimage import data
-
-from daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
-from daemon.engines.diffusers_engine import DiffusersEngine
-from daemon.pool import ModelPool
-from daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
-from protocol import ErrorCode, InpaintRequest, Plane, Result
 
 pytestmark = pytest.mark.diffusers
 
@@ -89,7 +88,7 @@ def daemon(engines: dict[str, DiffusersEngine], tmp_path_factory: pytest.TempPat
 
 def run(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Result:
     """Send ``inpaint_request`` through a fresh client connection; the result (or the client's DaemonError)."""
-    from client.connection import InpaintClient
+    from gimp_inpaint.client.connection import InpaintClient
 
     url, token = daemon
     with InpaintClient.connect(url, token, "pytest", timeout=30) as client:
@@ -98,7 +97,7 @@ def run(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Result:
 
 def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Any:
     """The DaemonError the daemon answers ``inpaint_request`` with."""
-    from client.connection import DaemonError
+    from gimp_inpaint.client.connection import DaemonError
 
     with pytest.raises(DaemonError) as caught:
         run(daemon, inpaint_request)
@@ -211,7 +210,7 @@ def test_handshake_knows_families_before_anything_loads(engines: dict[str, Diffu
     snapshot; a local path with nothing there is reported unavailable up front."""
     import shutil
 
-    from daemon.engines.families import family_from_index
+    from gimp_inpaint.daemon.engines.families import family_from_index
 
     expected = {"sd-inpaint": "sd-inpaint", "sd": "sd", "sdxl-inpaint": "sdxl-inpaint",
                 "kandinsky": "kandinsky22-inpaint"}
@@ -244,7 +243,7 @@ def test_a_refining_pass_without_steps_says_what_to_raise(daemon: tuple[str, str
 
 def test_single_file_family_is_read_from_the_header(tiny_sd_single_file: Path, tiny_inpaint_model: Path,
                                                      tmp_path: Path) -> None:
-    from daemon.engines.families import family_of_single_file
+    from gimp_inpaint.daemon.engines.families import family_of_single_file
 
     assert family_of_single_file(tiny_sd_single_file).name == "sd"
     for name in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
@@ -332,7 +331,7 @@ ON_GPU, OFFLOADED = ["to cuda:0", "quiet"], ["offload cuda:0", "tiling", "quiet"
 ])
 def test_placement_offloads_what_does_not_fit(size: int, kept: int, hooked: bool, expected: list[str]) -> None:
     torch = pytest.importorskip("torch")
-    from daemon.engines.loading import place
+    from gimp_inpaint.daemon.engines.loading import place
 
     evicted: list[str] = []
     pool = ModelPool(100, measure=lambda obj: {id(obj): obj if isinstance(obj, int) else 60},
@@ -353,11 +352,10 @@ def test_download_progress_reaches_the_load_callback_in_bytes(tmp_path: Path,
     """huggingface_hub's real ``snapshot_download`` with our ``tqdm_class``; only the network is faked: the repo's
     file listing is a cached tree of a commit, and each file's download (``hf_hub_download``) writes 100-byte
     chunks through the per-file bar ``snapshot_download`` hands it, as the real one does."""
+    from gimp_inpaint.daemon.engines.loading import byte_progress_class
     from huggingface_hub import _snapshot_download, constants
     from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
     from huggingface_hub.file_download import repo_folder_name
-
-    from daemon.engines.loading import byte_progress_class
 
     sizes = {"model_index.json": 300, "unet/diffusion_pytorch_model.safetensors": 200}
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -382,14 +380,14 @@ def test_download_progress_reaches_the_load_callback_in_bytes(tmp_path: Path,
 
 def test_memory_budget_on_the_cpu_is_half_the_ram() -> None:
     torch = pytest.importorskip("torch")
-    from daemon.device import memory_budget_bytes, physical_memory_bytes
+    from gimp_inpaint.daemon.device import memory_budget_bytes, physical_memory_bytes
 
     assert memory_budget_bytes(torch.device("cpu")) == physical_memory_bytes() // 2 > 10**8
 
 
 def test_dtype_choice() -> None:
     torch = pytest.importorskip("torch")
-    from daemon.device import torch_dtype_for
+    from gimp_inpaint.daemon.device import torch_dtype_for
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert [torch_dtype_for(cuda, "auto", family) for family in ("sd", "sdxl-inpaint", "kandinsky22-inpaint")] == \
@@ -403,7 +401,7 @@ def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model
                                     tiny_sdxl_lora: Path, tiny_sd_embedding: tuple[Path, str]) -> None:
     """Scheduler, LoRAs, embeddings and prompt weighting reach the pipeline (daemon/engines/options.py), with
     :meth:`check` refusing what does not fit and :meth:`steps_for` counting the chosen scheduler's steps."""
-    from protocol import ProtocolError
+    from gimp_inpaint.protocol import ProtocolError
 
     embedding, token = tiny_sd_embedding
     registry = Registry(loras=(LoraSpec("sd-lora", tiny_sd_lora, "sd"), LoraSpec("xl-lora", tiny_sdxl_lora, "sdxl")),
@@ -500,8 +498,7 @@ def test_a_controlnet_engine_keeps_its_own_default_scheduler_and_the_base_dtype(
     """``from_pipe`` hands over the base's scheduler of the moment and, without a dtype, casts the shared modules
     to float32: the ControlNet engine's "default" stays the model's own scheduler, the base keeps its dtype."""
     import torch
-
-    from daemon.engines.diffusers_engine import _state
+    from gimp_inpaint.daemon.engines.diffusers_engine import _state
 
     pool = ModelPool(10**11)
     sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model), dtype="bfloat16"), Registry(), pool, device="cpu")
@@ -539,7 +536,7 @@ def test_the_refiner_takes_its_share_of_the_steps_strength_runs(engines: dict[st
                                                                  share: float) -> None:
     """The base hands over at 1 − strength × refiner_strength: together base and refiner run about the steps a
     plain job of that strength runs, the refiner about refiner_strength of them."""
-    from daemon.engines.diffusers_engine import count_steps, handover
+    from gimp_inpaint.daemon.engines.diffusers_engine import count_steps, handover
 
     engine = engines["sdxl-refined"]
     image, mask = astronaut_crop()

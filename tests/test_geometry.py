@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from gimp_inpaint.protocol import Rect, context_crop
 from hypothesis import given
 from hypothesis import strategies as st
-
-from protocol import Rect, context_crop
 
 
 def test_padding_and_rounding_in_the_middle_of_the_image() -> None:

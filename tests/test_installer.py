@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+from gimp_inpaint.client.imaging import load_rgba
+from gimp_inpaint.client.local_daemon import client_host
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.installer.__main__ import main
+from gimp_inpaint.installer.bundle import PROCEDURE, install, uninstall
+from gimp_inpaint.installer.locations import gimp_config_dir
+from gimp_inpaint.installer.shortcuts import HEADER, add_shortcut, check_accelerator, remove_shortcut
 from running_daemon import free_port, running_daemon
-
-from client.imaging import load_rgba
-from client.local_daemon import client_host
-from daemon.engines.opencv_engine import OpenCVEngine
-from installer.__main__ import main
-from installer.bundle import PROCEDURE, install, uninstall
-from installer.locations import gimp_config_dir
-from installer.shortcuts import HEADER, add_shortcut, check_accelerator, remove_shortcut
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,9 +54,9 @@ def test_layout_and_file_modes(installed, capsys):
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     assert json.loads((folder / "connection.json").read_text()) == {"url": "ws://127.0.0.1:7999", "token": token}
     vendor = folder / "vendor"
-    assert sorted(p.name for p in vendor.iterdir()) == ["client", "licenses", "msgpack", "plugin_gimp", "protocol",
-                                                        "websockets"]
-    assert sorted(p.name for p in (vendor / "client").iterdir()) == ["__init__.py", "connection.py"]
+    assert sorted(p.name for p in vendor.iterdir()) == ["gimp_inpaint", "licenses", "msgpack", "websockets"]
+    assert sorted(p.name for p in (vendor / "gimp_inpaint").iterdir()) == ["client", "plugin_gimp", "protocol"]
+    assert sorted(p.name for p in (vendor / "gimp_inpaint" / "client").iterdir()) == ["__init__.py", "connection.py"]
     assert not list(vendor.rglob("*.so")) and not list(vendor.rglob("__pycache__"))
     assert (vendor / "msgpack" / "fallback.py").is_file() and (vendor / "websockets" / "sync" / "client.py").is_file()
     assert {p.name for p in (vendor / "licenses").iterdir()} >= {"websockets-LICENSE"}
@@ -72,12 +71,14 @@ def test_entry_file_registers_the_procedure_the_installer_binds():
 ISOLATED = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    import msgpack, websockets, protocol, client.connection, plugin_gimp.fill
+    import msgpack, websockets, gimp_inpaint.client.connection, gimp_inpaint.plugin_gimp.fill
+    from gimp_inpaint import protocol
     from websockets.sync.client import connect
     assert msgpack.Packer.__module__ == "msgpack.fallback", msgpack.Packer.__module__
-    for name in ("msgpack", "websockets", "protocol", "client", "plugin_gimp"):
+    for name in ("msgpack", "websockets", "gimp_inpaint.protocol", "gimp_inpaint.client", "gimp_inpaint.plugin_gimp"):
         assert sys.modules[name].__file__.startswith(sys.argv[1]), sys.modules[name].__file__
-    assert not {"numpy", "PIL", "platformdirs", "daemon"} & {m.split(".")[0] for m in sys.modules}
+    assert not {"numpy", "PIL", "platformdirs"} & {m.split(".")[0] for m in sys.modules}
+    assert "gimp_inpaint.daemon" not in sys.modules
     frame = protocol.encode(protocol.Cancel(job_id="abc"))
     assert protocol.decode(frame) == protocol.Cancel(job_id="abc")
     print("isolated ok")
@@ -97,8 +98,8 @@ ISOLATED_FILL = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from client.connection import InpaintClient, pick_engine, read_connection_config
-    from protocol import InpaintRequest, Plane
+    from gimp_inpaint.client.connection import InpaintClient, pick_engine, read_connection_config
+    from gimp_inpaint.protocol import InpaintRequest, Plane
     url, token = read_connection_config(Path(sys.argv[2]))
     with InpaintClient.connect(sys.argv[3], token, "isolated") as client:
         engine = pick_engine(client.welcome, "")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from daemon.jobs import CancelOutcome, DuplicateJob, JobQueue
+from gimp_inpaint.daemon.jobs import CancelOutcome, DuplicateJob, JobQueue
 
 
 def test_fifo_order_and_positions() -> None:

@@ -6,12 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from skimage import data
-
-from client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
-from client.imaging import array_from_plane, plane_from_array
-from plugin_gimp.document import Document, ResultLayer
-from plugin_gimp.fill import (
+from gimp_inpaint.client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
+from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
+from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
+from gimp_inpaint.plugin_gimp.fill import (
     NO_SELECTION,
     SCHEDULER_LABELS,
     FillError,
@@ -22,7 +20,8 @@ from plugin_gimp.fill import (
     progress_text,
     run_fill,
 )
-from protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
+from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
+from skimage import data
 
 
 class FakeDocument(Document):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-
-from daemon.pool import ModelPool, component_bytes
+from gimp_inpaint.daemon.pool import ModelPool, component_bytes
 
 
 class FakeTensor:
@@ -144,12 +143,11 @@ def test_daemon_keeps_two_of_three_models_warm_within_the_budget(tiny_inpaint_mo
     model's load evicts the least recently used; a request to a warm model loads nothing."""
     import shutil
 
+    from gimp_inpaint.client.connection import InpaintClient
+    from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+    from gimp_inpaint.daemon.registry import ModelSpec, Registry
     from running_daemon import running_daemon
     from test_families import request
-
-    from client.connection import InpaintClient
-    from daemon.engines.diffusers_engine import DiffusersEngine
-    from daemon.registry import ModelSpec, Registry
 
     folders = {}
     for name in ("a", "b", "c"):

@@ -7,11 +7,7 @@ import dataclasses
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from skimage import data
-
-from protocol import (
+from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
     SCHEDULERS,
     Accepted,
@@ -31,7 +27,7 @@ from protocol import (
     encode,
     max_frame_bytes,
 )
-from protocol.messages import (
+from gimp_inpaint.protocol.messages import (
     LORA_WEIGHT_MAX,
     MAX_CLIENT_NAME_CHARS,
     MAX_ENGINE_NAME_CHARS,
@@ -41,6 +37,9 @@ from protocol.messages import (
     MAX_VARIANTS,
     SEED_MAX,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage import data
 
 
 def _photo_request(width: int = 96, height: int = 64) -> InpaintRequest:

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from protocol import EngineInfo, ErrorCode, ProtocolError
+from gimp_inpaint.protocol import EngineInfo, ErrorCode, ProtocolError
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(step, total)`` from the worker thread, ``0 ≤ step ≤ total``."""

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from gimp_inpaint.protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
 from PIL import Image
-
-from protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
 
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
 from ..pool import ModelPool, release_device_memory

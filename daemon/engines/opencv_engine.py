@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from protocol import EngineInfo
+from gimp_inpaint.protocol import EngineInfo
 
 from .base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from protocol import ErrorCode, ProtocolError
+from gimp_inpaint.protocol import ErrorCode, ProtocolError
 
 from ..registry import EmbeddingSpec, LoraSpec, base_of
 from .base import incompatible, is_out_of_memory

@@ -7,14 +7,11 @@ done by :func:`plugin_gimp.fill.run_fill`; this file registers the procedure, sh
 (INTERACTIVE runs; *Repeat* and the keyboard shortcut reuse the last values) and turns every
 failure into an ``EXECUTION_ERROR`` with a message (GIMP drops the message of an uncaught exception).
 
-Installed layout (``python -m installer install``)::
+Installed layout (``python -m gimp_inpaint.installer install``)::
 
     <plug-ins>/gimp-inpaint/gimp-inpaint.py   this file, executable
     <plug-ins>/gimp-inpaint/connection.json   daemon URL and token
-    <plug-ins>/gimp-inpaint/vendor/           protocol, client, plugin_gimp, msgpack, websockets
-
-Run from a source checkout (no ``vendor/`` folder), the repository root is used instead, and
-GIMP's Python must then provide msgpack and websockets itself.
+    <plug-ins>/gimp-inpaint/vendor/           gimp_inpaint/{protocol,client,plugin_gimp}, msgpack, websockets
 """
 
 import sys
@@ -24,8 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 """The plug-in's folder (``<plug-ins>/gimp-inpaint`` when installed)."""
 
-_VENDOR = HERE / "vendor"
-sys.path.insert(0, str(_VENDOR if _VENDOR.is_dir() else HERE.parents[1]))  # vendored copies win over GIMP's
+sys.path.insert(0, str(HERE / "vendor"))  # the vendored copies win over any of GIMP's
 
 import gi  # noqa: E402 - the vendored packages must be on sys.path first
 
@@ -33,11 +29,10 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
-
-from client.connection import InpaintClient, read_connection_config  # noqa: E402
-from plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill  # noqa: E402
-from plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
-from protocol import ErrorCode  # noqa: E402
+from gimp_inpaint.client.connection import InpaintClient, read_connection_config  # noqa: E402
+from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill  # noqa: E402
+from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
+from gimp_inpaint.protocol import ErrorCode  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
 """The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
@@ -48,8 +43,8 @@ CONNECTION_FILE = HERE / "connection.json"
 CLIENT_NAME = "gimp-inpaint-plugin/0.1"
 """How the plug-in introduces itself in the Hello (the daemon logs it)."""
 
-_TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m installer install) so the plug-in gets the daemon's "
-               "current token.")
+_TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer install) so the plug-in gets "
+               "the daemon's current token.")
 """Added to an ``UNAUTHORIZED`` error."""
 
 

@@ -1,7 +1,7 @@
 """The plug-in in a real GIMP 3.0: installed by the project's installer, talking to a real daemon.
 
-Each test starts ``python -m daemon`` on a free port, installs the plug-in into a fresh folder with
-``python -m installer install --url <that daemon>``, and runs a batch file in GIMP 3 (Debian trixie
+Each test starts ``python -m gimp_inpaint.daemon`` on a free port, installs the plug-in into a fresh folder with
+``python -m gimp_inpaint.installer install --url <that daemon>``, and runs a batch file in GIMP 3 (Debian trixie
 chroot, see :mod:`gimp_harness`) that selects a feathered ellipse on a real photo (the mission patch of
 ``skimage.data.astronaut()``), runs ``python-fu-gimp-inpaint`` NONINTERACTIVE and dumps the result.
 The opencv run asks for one variant; the tiny diffusers run for two (two layers, variant 1 on top, the
@@ -37,9 +37,8 @@ import numpy as np
 import pytest
 import skimage.data
 from gimp_harness import GimpChroot, RunResult, press_keys, read_line_within, xvfb
+from gimp_inpaint.protocol import Rect, context_crop, feather_reach
 from PIL import Image, ImageDraw, ImageFont
-
-from protocol import Rect, context_crop, feather_reach
 
 pytestmark = pytest.mark.gimp
 
@@ -75,12 +74,12 @@ class Installed:
 
 @contextmanager
 def installed_plugin(tmp_path: Path, models: dict[str, Path]) -> Iterator[Installed]:
-    """Start ``python -m daemon --no-tray --port 0`` serving ``models`` (plus opencv), read its URL from the
-    listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end."""
+    """Start ``python -m gimp_inpaint.daemon --no-tray --port 0`` serving ``models`` (plus opencv), read its URL
+    from the listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     log = tmp_path / "daemon.stderr"
-    argv = [sys.executable, "-m", "daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)]
+    argv = [sys.executable, "-m", "gimp_inpaint.daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)]
     for name, folder in models.items():
         argv += ["--model", f"{name}={folder}"]
     with log.open("w") as stderr:
@@ -91,8 +90,9 @@ def installed_plugin(tmp_path: Path, models: dict[str, Path]) -> Iterator[Instal
         assert line.startswith(prefix), f"the daemon printed {line!r}; stderr:\n{log.read_text()}"
         url = line[len(prefix):].strip()
         plugin_dir = tmp_path / "plug-ins"
-        done = subprocess.run([sys.executable, "-m", "installer", "install", "--plugin-dir", str(plugin_dir),
-                               "--config-dir", str(config_dir), "--url", url, "--no-shortcut"],
+        done = subprocess.run([sys.executable, "-m", "gimp_inpaint.installer", "install",
+                               "--plugin-dir", str(plugin_dir), "--config-dir", str(config_dir), "--url", url,
+                               "--no-shortcut"],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"the installer failed:\n{done.stdout}{done.stderr}"
         yield Installed(plugin_dir, url, log)
