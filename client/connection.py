@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from gimp_inpaint.protocol import (
     DEFAULT_MAX_PIXELS,
@@ -327,14 +328,28 @@ def pick_engine(welcome: Welcome, requested: str) -> str:
     raise DaemonError(ErrorCode.ENGINE_UNAVAILABLE, f"The daemon has no usable engine. Engines: {listing}.")
 
 
-def read_connection_config(path: Path) -> tuple[str, str]:
-    """Read ``connection.json`` (``{"url": "ws://…", "token": "…"}``), which the installer writes.
+class ConnectionConfig(NamedTuple):
+    """What ``connection.json`` holds (:func:`read_connection_config`, :func:`write_connection_config`).
 
-    Returns:
-        ``(url, token)``.
+    Attributes:
+        url: the daemon's WebSocket URL, ``ws://host:port``.
+        token: the daemon's token (its ``token`` file when the installer ran).
+        daemon_command: the argument vector that starts the daemon (e.g. ``[".../python", "-m",
+            "gimp_inpaint.daemon"]``), for :func:`connect_or_start`; None when the installer did not record one.
+    """
+
+    url: str
+    token: str
+    daemon_command: tuple[str, ...] | None = None
+
+
+def read_connection_config(path: Path) -> ConnectionConfig:
+    """Read ``connection.json`` (``{"url": "ws://…", "token": "…", "daemon_command": ["…", …]}``, the last
+    field optional), which the installer writes.
 
     Raises:
-        ConnectionConfigError: the file is missing, unreadable, not JSON, or lacks a string ``url`` or ``token``.
+        ConnectionConfigError: the file is missing, unreadable, not JSON, lacks a string ``url`` or ``token``, or
+            has a ``daemon_command`` that is not a non-empty list of strings.
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -343,21 +358,36 @@ def read_connection_config(path: Path) -> tuple[str, str]:
                                     f"(python -m gimp_inpaint.installer install).") from None
     except (OSError, ValueError) as exc:
         raise ConnectionConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
-    url, token = (data.get(key) if isinstance(data, dict) else None for key in ("url", "token"))
+    url, token, command = (data.get(key) if isinstance(data, dict) else None
+                           for key in ("url", "token", "daemon_command"))
     if not isinstance(url, str) or not isinstance(token, str):
         raise ConnectionConfigError(f"{path} needs string fields “url” and “token”. Re-run `gimp-inpaint-install`.")
-    return url, token
+    if command is not None and not (isinstance(command, list) and command
+                                    and all(isinstance(arg, str) for arg in command)):
+        raise ConnectionConfigError(f"{path}: “daemon_command” must be a list of strings, the daemon's command "
+                                    f"line. Re-run `gimp-inpaint-install`.")
+    return ConnectionConfig(url, token, None if command is None else tuple(command))
 
 
-def write_connection_config(path: Path, url: str, token: str) -> None:
+def write_connection_config(path: Path, url: str, token: str, daemon_command: Sequence[str] | None = None) -> None:
     """Write ``connection.json`` for :func:`read_connection_config`, readable by its owner only (mode 0600).
+
+    Args:
+        path: the file to (over)write.
+        url: the daemon's WebSocket URL.
+        token: the daemon's token.
+        daemon_command: the daemon's command line (program first), which the plug-in runs when nothing answers
+            at a loopback ``url`` (:func:`connect_or_start`); None leaves it out.
 
     Raises:
         OSError: the file cannot be written.
     """
+    data: dict[str, object] = {"url": url, "token": token}
+    if daemon_command is not None:
+        data["daemon_command"] = list(daemon_command)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         if os.name == "posix":  # O_CREAT's mode does not apply to an existing file: tighten it before writing
             os.fchmod(descriptor, 0o600)  # (Windows has no such modes, nor os.fchmod before Python 3.13)
-        json.dump({"url": url, "token": token}, file, indent=2)
+        json.dump(data, file, indent=2)
         file.write("\n")

@@ -19,6 +19,7 @@ from http import HTTPStatus
 import numpy as np
 import pytest
 from gimp_inpaint.client.connection import (
+    ConnectionConfig,
     ConnectionConfigError,
     DaemonError,
     DaemonUnavailable,
@@ -290,7 +291,14 @@ def test_connection_config_round_trip_is_private(tmp_path, monkeypatch):
     assert modes_when_written == [0o600]  # the old 0644 file is tightened before the token goes in
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"url": "ws://127.0.0.1:9999", "token": "s3cret"}
-    assert read_connection_config(path) == ("ws://127.0.0.1:9999", "s3cret")
+    assert read_connection_config(path) == ConnectionConfig("ws://127.0.0.1:9999", "s3cret", None)
+
+
+def test_connection_config_keeps_the_daemon_command(tmp_path):
+    path = tmp_path / "connection.json"
+    write_connection_config(path, "ws://127.0.0.1:9999", "s3cret", daemon_command=["/venv/python", "-m", "x"])
+    assert json.loads(path.read_text())["daemon_command"] == ["/venv/python", "-m", "x"]
+    assert read_connection_config(path).daemon_command == ("/venv/python", "-m", "x")
 
 
 @pytest.mark.parametrize(("content", "words"), [
@@ -298,6 +306,8 @@ def test_connection_config_round_trip_is_private(tmp_path, monkeypatch):
     ("{not json", "Cannot read"),
     ('{"url": "ws://x:1"}', "“token”"),
     ("[1, 2]", "“url”"),
+    ('{"url": "ws://x:1", "token": "t", "daemon_command": "gimp-inpaint-daemon"}', "list of strings"),
+    ('{"url": "ws://x:1", "token": "t", "daemon_command": []}', "list of strings"),
 ])
 def test_bad_connection_config_is_a_config_error(tmp_path, content, words):
     path = tmp_path / "connection.json"

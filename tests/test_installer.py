@@ -100,7 +100,7 @@ ISOLATED_FILL = textwrap.dedent("""
     from pathlib import Path
     from gimp_inpaint.client.connection import InpaintClient, pick_engine, read_connection_config
     from gimp_inpaint.protocol import InpaintRequest, Plane
-    url, token = read_connection_config(Path(sys.argv[2]))
+    url, token, _command = read_connection_config(Path(sys.argv[2]))
     with InpaintClient.connect(sys.argv[3], token, "isolated") as client:
         engine = pick_engine(client.welcome, "")
         image = Plane(16, 16, 4, bytes(range(256)) * 4)

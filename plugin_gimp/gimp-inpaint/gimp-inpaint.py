@@ -89,8 +89,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
         server_url = config.get_property("server-url")
 
         def connect() -> InpaintClient:
-            url, token = read_connection_config(CONNECTION_FILE)
-            return InpaintClient.connect(server_url or url, token, CLIENT_NAME)
+            connection = read_connection_config(CONNECTION_FILE)
+            return InpaintClient.connect(server_url or connection.url, connection.token, CLIENT_NAME)
 
         try:
             run_fill(document, connect, _params(config))
