@@ -13,14 +13,17 @@ Typical use::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from gimp_inpaint.protocol import (
     DEFAULT_MAX_PIXELS,
@@ -81,6 +84,11 @@ class DaemonUnavailable(ClientError):
     """
 
 
+class DaemonNotRunning(DaemonUnavailable):
+    """Nothing listens at the daemon's address (the connection was refused): the daemon is not running, so
+    :func:`connect_or_start` may start it."""
+
+
 class DaemonError(ClientError):
     """The daemon answered with an :class:`protocol.Error` (or sent something this client cannot use).
 
@@ -106,8 +114,8 @@ class ConnectionConfigError(ClientError):
     """
 
 
-def _unreachable(url: str, reason: str) -> DaemonUnavailable:
-    return DaemonUnavailable(
+def _unreachable(url: str, reason: str, kind: type[DaemonUnavailable] = DaemonUnavailable) -> DaemonUnavailable:
+    return kind(
         f"Cannot reach the gimp-inpaint daemon at {url} ({reason}). "
         f"Start it with `{DAEMON_COMMAND}` and try again."
     )
@@ -147,7 +155,8 @@ class InpaintClient:
 
         Raises:
             ConnectionConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
-            DaemonUnavailable: nothing listens there, the handshake timed out, or the peer is not
+            DaemonNotRunning: nothing listens there (a :class:`DaemonUnavailable`).
+            DaemonUnavailable: the handshake timed out, the host cannot be reached, or the peer is not
                 a gimp-inpaint daemon.
             DaemonError: the daemon refused the Hello (``UNAUTHORIZED``; ``VERSION_MISMATCH``, whose message
                 tells the user to restart the daemon after updating: :func:`version_mismatch_message`).
@@ -165,6 +174,8 @@ class InpaintClient:
         except InvalidHandshake as exc:
             raise DaemonUnavailable(f"{url} answered, but not as a gimp-inpaint daemon ({exc}). "
                                     f"Check the URL, and start the daemon with `{DAEMON_COMMAND}`.") from None
+        except ConnectionRefusedError as exc:
+            raise _unreachable(url, exc.strerror or str(exc), DaemonNotRunning) from None
         except OSError as exc:
             raise _unreachable(url, exc.strerror or str(exc)) from None
         client = cls(websocket, stack, url, timeout)
@@ -391,3 +402,137 @@ def write_connection_config(path: Path, url: str, token: str, daemon_command: Se
             os.fchmod(descriptor, 0o600)  # (Windows has no such modes, nor os.fchmod before Python 3.13)
         json.dump(data, file, indent=2)
         file.write("\n")
+
+
+LOOPBACK_NAMES = ("localhost",)
+"""Host names :func:`is_loopback_url` accepts besides loopback addresses (127.0.0.0/8, ::1)."""
+
+START_TIMEOUT = 60.0
+"""Seconds :func:`connect_or_start` waits for a daemon it started to answer."""
+
+_POLL_INTERVAL = 0.25
+"""Seconds between connection attempts while a started daemon comes up."""
+
+_OUTPUT_TAIL = 2000
+"""Characters of a failed daemon's output quoted in the error (the end of it, where the error is)."""
+
+StatusCallback = Callable[[str], None]
+"""``on_status(text)``: a line for the user while :func:`connect_or_start` starts the daemon, e.g.
+``"Starting the gimp-inpaint daemon… (3 s)"``."""
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is this machine: ``localhost`` or a loopback address (127.0.0.0/8, ``::1``).
+
+    Only such a daemon is started by :func:`connect_or_start`; a URL without a host, or a malformed one, is False.
+    """
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_daemon(command: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` detached from the caller: its output (stdout and stderr) appended to ``log_file``.
+
+    On POSIX it runs in a new session (``setsid``), so a signal to the caller's process group (GIMP SIGKILLs
+    the plug-in's group when the user cancels) does not reach it; on Windows it gets its own process group and
+    no console (``CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS``). Its stdin is the null device, no other
+    descriptor is inherited, and ``PYTHONHOME`` / ``PYTHONPATH`` are dropped from its environment: they belong to
+    the Python running the caller (GIMP's own in its Windows and macOS builds), while the command names the
+    daemon's interpreter, which finds its packages in its own virtual environment.
+
+    Raises:
+        OSError: the program cannot be run, or ``log_file`` cannot be opened.
+    """
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
+    detach: dict[str, object] = (
+        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS} if os.name == "nt"
+        else {"start_new_session": True})
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                close_fds=True, env=environment, **detach)
+
+
+def _output_since(log_file: Path, offset: int) -> str:
+    """The last :data:`_OUTPUT_TAIL` characters ``log_file`` gained after byte ``offset``, stripped."""
+    try:
+        with open(log_file, "rb") as file:
+            file.seek(offset)
+            text = file.read().decode("utf-8", "replace").strip()
+    except OSError as exc:
+        return f"(cannot read {log_file}: {exc.strerror or exc})"
+    return text if len(text) <= _OUTPUT_TAIL else "…" + text[-_OUTPUT_TAIL:]
+
+
+def connect_or_start(config: ConnectionConfig, client_name: str, log_file: Path, url: str | None = None,
+                     timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
+                     on_status: StatusCallback | None = None) -> InpaintClient:
+    """Connect to the daemon; when nothing listens at a loopback URL, start it with ``config.daemon_command``
+    (:func:`start_daemon`) and connect once it answers.
+
+    Args:
+        config: ``connection.json`` (:func:`read_connection_config`): URL, token and the daemon's command line.
+        client_name: sent in the Hello (:meth:`InpaintClient.connect`).
+        log_file: where the started daemon's output goes (appended); quoted when it fails to come up.
+        url: the daemon's URL when not ``config.url`` (the plug-in's *Server URL* argument).
+        timeout: seconds for each connection attempt (:meth:`InpaintClient.connect`).
+        start_timeout: seconds to wait for a started daemon to answer, polling every 0.25 s.
+        on_status: called with a line to show (:data:`StatusCallback`) before each attempt while the daemon starts.
+
+    Only a daemon on this machine is started (:func:`is_loopback_url`); for any other URL, and for every failure
+    other than "nothing listens" (:class:`DaemonNotRunning`), the error of the first attempt is raised. A daemon
+    started here keeps running after the caller exits, also when it did not answer in time.
+
+    Raises:
+        DaemonUnavailable: as :meth:`InpaintClient.connect`; or nothing listens and ``connection.json`` has no
+            command; or the command cannot be run, exited (its exit code and the end of its output in the
+            message), or did not answer within ``start_timeout`` seconds.
+        DaemonError, ConnectionConfigError: as :meth:`InpaintClient.connect`.
+    """
+    url = url or config.url
+    try:
+        return InpaintClient.connect(url, config.token, client_name, timeout)
+    except DaemonNotRunning as exc:
+        if not is_loopback_url(url):
+            raise
+        if config.daemon_command is None:
+            raise DaemonUnavailable(f"Nothing answers at {url}, and connection.json names no command to start the "
+                                    f"daemon: start it with `{DAEMON_COMMAND}`, or re-run `gimp-inpaint-install` "
+                                    f"so that the plug-in can start it.") from None
+        refused = exc
+    command = " ".join(config.daemon_command)
+    try:
+        offset = log_file.stat().st_size if log_file.exists() else 0
+        process = start_daemon(config.daemon_command, log_file)
+    except OSError as exc:
+        raise DaemonUnavailable(f"{refused.message} Starting it with `{command}` failed: "
+                                f"{exc.strerror or exc}. Re-run `gimp-inpaint-install`.") from None
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        if on_status is not None:
+            on_status(f"Starting the gimp-inpaint daemon… ({elapsed:.0f} s)")
+        exit_code = process.poll()
+        try:  # after an exit too: a daemon started at the same time by another caller may be the one listening
+            return InpaintClient.connect(url, config.token, client_name, timeout)
+        except DaemonNotRunning:
+            pass
+        if exit_code is not None:
+            raise DaemonUnavailable(f"The gimp-inpaint daemon started with `{command}` exited with code {exit_code} "
+                                    f"before answering at {url}. Its output ({log_file}):\n"
+                                    f"{_output_since(log_file, offset) or '(none)'}")
+        if elapsed > start_timeout:
+            raise DaemonUnavailable(f"The gimp-inpaint daemon started with `{command}` (process {process.pid}) did "
+                                    f"not answer at {url} within {start_timeout:g} s; it may still be starting. "
+                                    f"Try again in a moment, or see its output in {log_file}.")
+        time.sleep(_POLL_INTERVAL)

@@ -29,7 +29,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
-from gimp_inpaint.client.connection import InpaintClient, read_connection_config  # noqa: E402
+from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
 from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill  # noqa: E402
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from gimp_inpaint.protocol import ErrorCode  # noqa: E402
@@ -38,7 +38,12 @@ PROCEDURE = "python-fu-gimp-inpaint"
 """The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
 
 CONNECTION_FILE = HERE / "connection.json"
-"""The daemon's URL and token, written by the installer (:func:`client.connection.read_connection_config`)."""
+"""The daemon's URL, token and start command, written by the installer
+(:func:`client.connection.read_connection_config`)."""
+
+DAEMON_OUTPUT = Path(GLib.get_user_cache_dir(), "gimp-inpaint", "daemon-start.log")
+"""Where a daemon the plug-in starts writes its output (:func:`client.connection.connect_or_start`): the user's
+cache folder, not the plug-in's, which the installer replaces while that daemon may still hold the file open."""
 
 CLIENT_NAME = "gimp-inpaint-plugin/0.1"
 """How the plug-in introduces itself in the Hello (the daemon logs it)."""
@@ -74,7 +79,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
 
     The ``Gimp.RunImageFunc`` signature: ``drawables`` are the selected drawables, ``config`` holds the
     arguments, ``run_data`` is what :meth:`GimpInpaint.do_create_procedure` registered (None).
-    Cancelling from GIMP's progress bar kills this process (see :mod:`plugin_gimp.gimp_document`).
+    Cancelling from GIMP's progress bar kills this process (see :mod:`plugin_gimp.gimp_document`); a daemon it
+    started runs on in its own session.
     """
     try:
         if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -88,9 +94,9 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
         document = GimpDocument(image, source_layer(drawables))
         server_url = config.get_property("server-url")
 
-        def connect() -> InpaintClient:
-            connection = read_connection_config(CONNECTION_FILE)
-            return InpaintClient.connect(server_url or connection.url, connection.token, CLIENT_NAME)
+        def connect() -> InpaintClient:  # starts the daemon when none answers on this machine
+            return connect_or_start(read_connection_config(CONNECTION_FILE), CLIENT_NAME, DAEMON_OUTPUT,
+                                    url=server_url or None, on_status=lambda text: document.progress(0.0, text))
 
         try:
             run_fill(document, connect, _params(config))
@@ -127,9 +133,9 @@ class GimpInpaint(Gimp.PlugIn):
         procedure.add_menu_path("<Image>/Filters/Generative")
         procedure.set_documentation(
             "Fill the selection with generated pixels",
-            "Sends the selection and the pixels around it to the gimp-inpaint daemon (start it with "
-            "`gimp-inpaint-daemon`) and adds each result as a new layer above the selected layer, masked by the "
-            "feathered selection. Undo removes all of them in one step.",
+            "Sends the selection and the pixels around it to the gimp-inpaint daemon (started on this machine "
+            "when none answers, with the command the installer recorded) and adds each result as a new layer "
+            "above the selected layer, masked by the feathered selection. Undo removes all of them in one step.",
             name)
         procedure.set_attribution("gimp-inpaint authors", "gimp-inpaint authors", "2026")
         procedure.add_string_argument("prompt", "_Prompt", "What to paint in the selection (empty: fill from the "
