@@ -5,7 +5,7 @@ when it is executable)::
 
     <plugin_dir>/gimp-inpaint/
         gimp-inpaint.py      the entry file, mode 0755
-        connection.json      {"url", "token"}, mode 0600
+        connection.json      {"url", "token", "daemon_command"}, mode 0600
         install.json         what this install did (versions, the shortcut it added), for uninstall
         vendor/              put first on sys.path by the entry file
             gimp_inpaint/        the same layout as the installed package, only what the plug-in imports:
@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -30,10 +31,8 @@ from typing import TypedDict
 from gimp_inpaint.client.connection import write_connection_config
 from gimp_inpaint.daemon.config import TOKEN_FILE, ensure_token
 
+from .locations import PLUGIN_NAME
 from .shortcuts import add_shortcut, remove_shortcut
-
-PLUGIN_NAME = "gimp-inpaint"
-"""Folder and entry-file name of the plug-in."""
 
 PROCEDURE = "python-fu-gimp-inpaint"
 """The procedure the entry file registers (its ``PROCEDURE``); also its shortcut action name."""
@@ -182,7 +181,7 @@ def _update_shortcut(shortcut_file: Path, accelerator: str, previous: Manifest) 
 
 
 def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
-            gimp_config_dir: Path) -> InstallReport:
+            gimp_config_dir: Path, daemon_command: Sequence[str] | None = None) -> InstallReport:
     """Install (or reinstall over) the plug-in into ``plugin_dir/gimp-inpaint``.
 
     Args:
@@ -192,6 +191,8 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         url: the daemon's WebSocket URL for ``connection.json``.
         shortcut: GTK accelerator to bind to the procedure in ``gimp_config_dir/shortcutsrc``, or None.
         gimp_config_dir: GIMP's configuration folder (for ``shortcutsrc``).
+        daemon_command: the command line starting the daemon (:func:`installer.autostart.daemon_command`),
+            written into ``connection.json`` for the plug-in to start the daemon itself; None leaves it out.
 
     Raises:
         InstallError: a package to vendor is missing.
@@ -209,7 +210,7 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         shutil.copyfile(_entry_file(), entry)
         entry.chmod(0o755)
         vendored = vendor_packages(staging / VENDOR)
-        write_connection_config(staging / CONNECTION_FILE, url, token)
+        write_connection_config(staging / CONNECTION_FILE, url, token, daemon_command)
         shortcut_file = gimp_config_dir / "shortcutsrc" if shortcut else None
         owned, detail = (None, "left alone (--no-shortcut)")
         if shortcut_file is not None:

@@ -19,7 +19,6 @@ from gimp_inpaint.client.local_daemon import client_host
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
 from gimp_inpaint.installer.__main__ import main
 from gimp_inpaint.installer.bundle import PROCEDURE, install, uninstall
-from gimp_inpaint.installer.locations import gimp_config_dir
 from gimp_inpaint.installer.shortcuts import HEADER, add_shortcut, check_accelerator, remove_shortcut
 from running_daemon import free_port, running_daemon
 
@@ -31,6 +30,16 @@ LINE = '(action "python-fu-gimp-inpaint" "<Primary><Alt>i")'
 def run_install(tmp_path: Path, *extra: str) -> int:
     return main(["install", "--plugin-dir", str(tmp_path / "plug-ins"), "--config-dir", str(tmp_path / "config"),
                  "--gimp-config-dir", str(tmp_path / "gimp"), *extra])
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch) -> Path:
+    """A temporary home, so that nothing reaches the user's GIMP folders or autostart entries."""
+    home = tmp_path / "home"
+    for name, value in {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "APPDATA": home / "AppData"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("GIMP3_DIRECTORY", raising=False)
+    return home
 
 
 def mode(path: Path) -> int:
@@ -52,7 +61,9 @@ def test_layout_and_file_modes(installed, capsys):
     assert mode(installed / "config" / "token") == 0o600
     token = (installed / "config" / "token").read_text().strip()
     assert re.fullmatch(r"[0-9a-f]{64}", token)
-    assert json.loads((folder / "connection.json").read_text()) == {"url": "ws://127.0.0.1:7999", "token": token}
+    assert json.loads((folder / "connection.json").read_text()) == {
+        "url": "ws://127.0.0.1:7999", "token": token,
+        "daemon_command": [sys.executable, "-m", "gimp_inpaint.daemon", "--config-dir", str(installed / "config")]}
     vendor = folder / "vendor"
     assert sorted(p.name for p in vendor.iterdir()) == ["gimp_inpaint", "licenses", "msgpack", "websockets"]
     assert sorted(p.name for p in (vendor / "gimp_inpaint").iterdir()) == ["client", "plugin_gimp", "protocol"]
@@ -237,25 +248,6 @@ def test_remove_shortcut_leaves_changed_lines():
     assert added.changed and added.text == f"{HEADER}\n{LINE}\n"
 
 
-@pytest.mark.parametrize(("environ", "platform", "expected"), [
-    ({"GIMP3_DIRECTORY": "/custom/gimp"}, "linux", "/custom/gimp"),
-    ({}, "linux", "{home}/.config/GIMP/3.0"),
-    ({"XDG_CONFIG_HOME": "/xdg"}, "linux", "/xdg/GIMP/3.0"),
-    ({"APPDATA": "C:/Users/u/AppData/Roaming"}, "win32", "C:/Users/u/AppData/Roaming/GIMP/3.0"),
-    ({}, "darwin", "{home}/Library/Application Support/GIMP/3.0"),
-])
-def test_gimp_config_dir_per_platform(tmp_path, environ, platform, expected):
-    assert gimp_config_dir(environ, platform, tmp_path) == Path(expected.format(home=tmp_path))
-
-
-def test_gimp_config_dir_finds_the_flatpak_when_only_it_exists(tmp_path):
-    flatpak = tmp_path / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0"
-    flatpak.mkdir(parents=True)
-    assert gimp_config_dir({}, "linux", tmp_path) == flatpak
-    (tmp_path / ".config" / "GIMP" / "3.0").mkdir(parents=True)
-    assert gimp_config_dir({}, "linux", tmp_path) == tmp_path / ".config" / "GIMP" / "3.0"
-
-
 def _stub(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/bin/sh\n" + text)
@@ -311,6 +303,8 @@ def test_install_sh_demo_twice_reuses_the_running_daemon(tmp_path):
     for run in ("first", "second"):
         before_after = load_rgba(tmp_path / run / "demo-before-after.png")
         assert before_after.shape == (512, 1024, 4)
-    plugin = config / "GIMP" / "3.0" / "plug-ins" / "gimp-inpaint"
+    assert "no GIMP 3 configuration or installation found: assuming GIMP 3.2" in first.stdout
+    assert "every GIMP 3 configuration found" in second.stdout  # the first run created GIMP/3.2
+    plugin = config / "GIMP" / "3.2" / "plug-ins" / "gimp-inpaint"
     port = (config / "gimp-inpaint" / "daemon.toml").read_text().split("=")[1].strip()
     assert json.loads((plugin / "connection.json").read_text())["url"] == f"ws://127.0.0.1:{port}"
