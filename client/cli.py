@@ -6,6 +6,7 @@
                  [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R] [--controlnet-scale C] …
     gimp-inpaint demo -o demo.png
     gimp-inpaint status
+    gimp-inpaint doctor [--config-dir DIR]
 
 ``fill`` does exactly what the GIMP procedure does (:func:`plugin_gimp.fill.run_fill` on a
 file-backed :class:`plugin_gimp.document.Document`): only the context crop around the mask's
@@ -17,6 +18,8 @@ written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
 ``status`` connects, prints the daemon's version and device and a table of its engines (family, model,
 LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon cannot be reached (scripts
 use it to check for a running daemon).
+``doctor`` checks each link from GIMP to the GPU and prints one line per check (ok, warning or broken, with the
+fix): :mod:`installer.doctor`; exit status 1 when something is broken.
 
 The daemon's URL defaults to the host and port of its ``daemon.toml`` (in ``--config-dir``, or its
 default configuration folder), else ``ws://127.0.0.1:7869``.
@@ -193,7 +196,7 @@ def _non_negative(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``gimp-inpaint`` argument parser (subcommands ``fill`` and ``demo``)."""
+    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``demo``, ``status`` and ``doctor``)."""
     defaults = FillParams()
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("daemon connection")
@@ -259,7 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Connect to the daemon and print its version, device and a table of its "
                                     "engines: family, model, LoRAs, embedding tokens, refiner, availability. "
                                     "Exit status 1 when it cannot be reached or refuses the token.")
+
+    doctor = commands.add_parser("doctor", help="check the installation and say what to fix",
+                                 description="Check Python, the environment, torch against the GPU, GIMP, the "
+                                             "plug-in and its connection.json, the daemon, its engines, the models "
+                                             "and the free disk space; one line per check (ok, warning, broken "
+                                             "→ fix). Exit status 1 when something is broken.")
+    doctor.add_argument("--config-dir", type=Path,
+                        help="the daemon's configuration folder (default: "
+                             f"{platformdirs.user_config_dir(APP_NAME)})")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Run :func:`installer.doctor.run_checks`, printing each line to stdout; 1 when one is broken, else 0.
+
+    The installer package is imported here, not at module level: the command line is where the client and the
+    installer meet (the client's modules never import the installer), and ``gimp-inpaint --help`` stays fast.
+    """
+    from gimp_inpaint.installer.doctor import doctor, run_checks
+
+    return doctor(run_checks(args.config_dir), sys.stdout)
 
 
 def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -351,6 +374,8 @@ def _url(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gimp-inpaint``; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     try:
         args.url = _url(args)
         if args.command == "status":
