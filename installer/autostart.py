@@ -145,9 +145,17 @@ def _tell(run: Runner, commands: Sequence[Sequence[str]]) -> str:
     return f"ran `{' '.join(commands[-1])}`"
 
 
+def _defaults(platform: str | None, home: Path | None, environ: Mapping[str, str] | None, run: Runner | None,
+              which: Callable[[str], str | None] | None
+              ) -> tuple[str, Path, Mapping[str, str], Runner, Callable[[str], str | None]]:
+    return (sys.platform if platform is None else platform, Path.home() if home is None else home,
+            os.environ if environ is None else environ, run_command if run is None else run,
+            shutil.which if which is None else which)
+
+
 def enable(command: Sequence[str], platform: str | None = None, home: Path | None = None,
-           environ: Mapping[str, str] | None = None, run: Runner = run_command,
-           which: Callable[[str], str | None] = shutil.which) -> AutostartReport:
+           environ: Mapping[str, str] | None = None, run: Runner | None = None,
+           which: Callable[[str], str | None] | None = None) -> AutostartReport:
     """Register ``command`` (:func:`daemon_command`) to start at login, replacing an earlier entry.
 
     Linux: the unit gets ``--no-tray`` (a user service starts outside the graphical session), then
@@ -158,14 +166,12 @@ def enable(command: Sequence[str], platform: str | None = None, home: Path | Non
     Args:
         command: the daemon's command line.
         platform, home, environ: default ``sys.platform``, ``Path.home()``, ``os.environ``.
-        run, which: run a command, find a program (injected in tests).
+        run, which: run a command, find a program; default :func:`run_command`, ``shutil.which``.
 
     Raises:
         OSError: the file cannot be written.
     """
-    platform = sys.platform if platform is None else platform
-    home = Path.home() if home is None else home
-    environ = os.environ if environ is None else environ
+    platform, home, environ, run, which = _defaults(platform, home, environ, run, which)
     path = autostart_file(platform, home, environ)
     path.parent.mkdir(parents=True, exist_ok=True)
     manager = _manager(platform, which)
@@ -188,15 +194,15 @@ def enable(command: Sequence[str], platform: str | None = None, home: Path | Non
 
 
 def disable(platform: str | None = None, home: Path | None = None, environ: Mapping[str, str] | None = None,
-            run: Runner = run_command, which: Callable[[str], str | None] = shutil.which) -> AutostartReport:
+            run: Runner | None = None, which: Callable[[str], str | None] | None = None) -> AutostartReport:
     """Remove the autostart entry (stopping the service it started, on Linux and macOS), if there is one.
+
+    Args: as for :func:`enable`.
 
     Raises:
         OSError: the file cannot be removed.
     """
-    platform = sys.platform if platform is None else platform
-    home = Path.home() if home is None else home
-    environ = os.environ if environ is None else environ
+    platform, home, environ, run, which = _defaults(platform, home, environ, run, which)
     path = autostart_file(platform, home, environ)
     if not path.exists():
         return AutostartReport(path, "none registered")

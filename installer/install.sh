@@ -2,12 +2,16 @@
 # One command: set up the daemon's environment, install the GIMP 3 plug-in, and (with --demo) start the
 # daemon and fill a bundled photo on the OpenCV engine, which needs no GPU and no download.
 #
-#   bash installer/install.sh [--demo] [--with-diffusers] [--home DIR] [-- INSTALLER-ARGS...]
+#   bash installer/install.sh [--demo] [--with-diffusers [--torch BUILD]] [--autostart] [--home DIR]
+#                             [-- INSTALLER-ARGS...]
 #
 #   --demo            start the daemon (headless) unless one already answers, and write demo.png and
 #                     demo-before-after.png here
-#   --with-diffusers  also install torch + diffusers for the generative engines (several GB; torch picks
-#                     its default build: install the one for your GPU first if you need another)
+#   --with-diffusers  also install torch + diffusers for the generative engines (several GB), torch in the
+#                     build for this machine (`gimp-inpaint-install env` prints which and why)
+#   --torch BUILD     auto (default: CUDA by the NVIDIA driver, ROCm, MPS on Apple silicon, else CPU), cpu,
+#                     cuda, rocm or mps
+#   --autostart       start the daemon at every login (systemd user unit on Linux, LaunchAgent on macOS)
 #   --home DIR        where the virtual environment lives (default: $GIMP_INPAINT_HOME or
 #                     ~/.local/share/gimp-inpaint)
 #   INSTALLER-ARGS    passed to `python -m gimp_inpaint.installer install` (e.g. --plugin-dir DIR, --no-shortcut);
@@ -18,15 +22,17 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 home="${GIMP_INPAINT_HOME:-$HOME/.local/share/gimp-inpaint}"
-demo=0 extra=""
-installer_args=()
+demo=0 diffusers=0 torch=auto
+installer_args=() autostart_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --demo) demo=1 ;;
-    --with-diffusers) extra="[diffusers]" ;;
+    --with-diffusers) diffusers=1 ;;
+    --torch) torch="$2"; shift ;;
+    --autostart) autostart_args=(--autostart) ;;
     --home) home="$2"; shift ;;
     --) shift; installer_args=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -38,10 +44,16 @@ python="${PYTHON:-python3}"
 
 echo "==> virtual environment: $home/venv"
 "$python" -m venv "$home/venv"
-"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/requirements/lock.txt" "$repo$extra"
+"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/requirements/lock.txt" "$repo"
+if [ "$diffusers" = 1 ]; then
+  echo "==> torch and diffusers"
+  "$home/venv/bin/python" -m gimp_inpaint.installer env --with-diffusers --torch "$torch" \
+    --python "$home/venv/bin/python"
+fi
 
 echo "==> GIMP 3 plug-in"
-"$home/venv/bin/python" -m gimp_inpaint.installer install ${installer_args[@]+"${installer_args[@]}"}
+"$home/venv/bin/python" -m gimp_inpaint.installer install ${autostart_args[@]+"${autostart_args[@]}"} \
+  ${installer_args[@]+"${installer_args[@]}"}
 
 if [ "$demo" = 1 ]; then
   config_args=()  # the installer's --config-dir, if given, for the daemon and the client too

@@ -17,9 +17,11 @@ import pytest
 from gimp_inpaint.client.imaging import load_rgba
 from gimp_inpaint.client.local_daemon import client_host
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.installer import autostart
 from gimp_inpaint.installer.__main__ import main
 from gimp_inpaint.installer.bundle import PROCEDURE, install, uninstall
 from gimp_inpaint.installer.shortcuts import HEADER, add_shortcut, check_accelerator, remove_shortcut
+from gimp_inpaint.installer.torch_select import REQUIREMENTS, pinned_torch
 from running_daemon import free_port, running_daemon
 
 pytestmark = pytest.mark.timeout(120)
@@ -308,3 +310,96 @@ def test_install_sh_demo_twice_reuses_the_running_daemon(tmp_path):
     plugin = config / "GIMP" / "3.2" / "plug-ins" / "gimp-inpaint"
     port = (config / "gimp-inpaint" / "daemon.toml").read_text().split("=")[1].strip()
     assert json.loads((plugin / "connection.json").read_text())["url"] == f"ws://127.0.0.1:{port}"
+
+
+def test_install_goes_into_every_gimp_configuration_and_uninstall_removes_every_copy(own_home, tmp_path, capsys):
+    native = own_home / ".config" / "GIMP" / "3.0"
+    flatpak = own_home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.2"
+    native.mkdir(parents=True)
+    flatpak.mkdir(parents=True)
+    assert main(["install", "--config-dir", str(tmp_path / "config")]) == 0
+    out = capsys.readouterr().out
+    assert "GIMP: every GIMP 3 configuration found" in out
+    for gimp, label in ((flatpak, "GIMP 3.2 (Flatpak)"), (native, "GIMP 3.0 (native)")):
+        assert f"for {label} into {gimp / 'plug-ins' / 'gimp-inpaint'}" in out
+        assert mode(gimp / "plug-ins" / "gimp-inpaint" / "gimp-inpaint.py") == 0o755
+        assert (gimp / "shortcutsrc").read_text() == f"{HEADER}\n{LINE}\n"
+    assert main(["uninstall"]) == 0
+    out = capsys.readouterr().out
+    for gimp in (flatpak, native):
+        assert not (gimp / "plug-ins" / "gimp-inpaint").exists()
+        assert (gimp / "shortcutsrc").read_text() == f"{HEADER}\n"
+        assert f"Removed {gimp / 'plug-ins' / 'gimp-inpaint'}" in out
+    assert "Autostart: " in out and "none registered" in out
+
+
+def test_a_version_restricted_install_also_updates_a_copy_that_gimp_32_inherited(own_home, tmp_path, capsys):
+    gimp30, gimp32 = own_home / ".config" / "GIMP" / "3.0", own_home / ".config" / "GIMP" / "3.2"
+    stale = gimp30 / "plug-ins" / "gimp-inpaint"
+    stale.mkdir(parents=True)
+    (stale / "gimp-inpaint.py").write_text("# an old version\n")
+    gimp32.mkdir(parents=True)
+    assert main(["install", "--gimp-version", "3.2", "--config-dir", str(tmp_path / "config"), "--no-shortcut"]) == 0
+    assert "already installed elsewhere" in capsys.readouterr().out
+    for gimp in (gimp30, gimp32):
+        assert "PROCEDURE" in (gimp / "plug-ins" / "gimp-inpaint" / "gimp-inpaint.py").read_text()
+
+
+def test_install_autostart_writes_the_unit_and_uninstall_removes_it(own_home, tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(autostart, "run_command", lambda command: calls.append(list(command)) or (0, ""))
+    monkeypatch.setattr(autostart.shutil, "which", lambda name: f"/bin/{name}")
+    assert run_install(tmp_path, "--autostart") == 0
+    unit = own_home / ".config" / "systemd" / "user" / "gimp-inpaint-daemon.service"
+    expected = f"ExecStart={sys.executable} -m gimp_inpaint.daemon --config-dir {tmp_path / 'config'} --no-tray\n"
+    assert expected in unit.read_text()
+    assert f"Autostart: {unit}: ran `/bin/systemctl --user enable --now gimp-inpaint-daemon.service`" in \
+        capsys.readouterr().out
+    assert main(["uninstall", "--plugin-dir", str(tmp_path / "plug-ins")]) == 0
+    assert not unit.exists()
+    assert calls[-2:] == [["/bin/systemctl", "--user", "disable", "--now", "gimp-inpaint-daemon.service"],
+                          ["/bin/systemctl", "--user", "daemon-reload"]]
+
+
+def test_env_prints_the_torch_choice_and_the_pip_commands(capsys):
+    assert main(["env", "--with-diffusers", "--torch", "cpu", "--python", "/venv/bin/python", "--dry-run"]) == 0
+    pin, repo = pinned_torch(), REQUIREMENTS.parent
+    pip = "/venv/bin/python -m pip install --disable-pip-version-check"
+    assert capsys.readouterr().out.splitlines() == [
+        f"torch {pin}, cpu build: --torch cpu", "  from https://download.pytorch.org/whl/cpu",
+        f"$ {pip} torch=={pin} --index-url https://download.pytorch.org/whl/cpu",
+        f"$ {pip} -c {repo / 'requirements' / 'lock.txt'} '{repo}[diffusers]'"]
+    assert main(["env", "--python", "/venv/bin/python", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"$ {pip} -c {repo / 'requirements' / 'lock.txt'} {repo}"]
+    with pytest.raises(SystemExit) as caught:
+        main(["env", "--torch", "vulkan"])
+    assert caught.value.code == 2
+
+
+def test_install_sh_with_diffusers_installs_the_chosen_torch_then_the_lock(tmp_path):
+    """install.sh --with-diffusers --torch cpu --autostart: the pip command lines (recorded by a stub venv
+    python), the systemctl calls (a stub systemctl) and where the plug-in went."""
+    repo = Path(__file__).parents[1]
+    home, log = tmp_path / "gimp-inpaint-home", tmp_path / "calls.log"
+    _stub(tmp_path / "bin" / "python3", f'[ "$1 $2" = "-m venv" ] && exit 0\nexec "{sys.executable}" "$@"\n')
+    _stub(home / "venv" / "bin" / "python",
+          f'[ "$1 $2" = "-m pip" ] && {{ echo "pip $*" >> "{log}"; exit 0; }}\nexec "{sys.executable}" "$@"\n')
+    _stub(tmp_path / "bin" / "systemctl", f'echo "systemctl $*" >> "{log}"\n')
+    config = tmp_path / "xdg-config"
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
+           "PYTHON": str(tmp_path / "bin" / "python3"), "XDG_CONFIG_HOME": str(config)}
+    done = subprocess.run(["bash", str(repo / "installer" / "install.sh"), "--with-diffusers", "--torch", "cpu",
+                           "--autostart", "--home", str(home), "--", "--no-shortcut"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lock, pin = repo / "requirements" / "lock.txt", pinned_torch()
+    venv = "pip -m pip install"
+    assert log.read_text().splitlines() == [
+        f"{venv} --quiet --disable-pip-version-check -c {lock} {repo}",
+        f"{venv} --disable-pip-version-check torch=={pin} --index-url https://download.pytorch.org/whl/cpu",
+        f"{venv} --disable-pip-version-check -c {lock} {repo}[diffusers]",
+        "systemctl --user daemon-reload", "systemctl --user enable --now gimp-inpaint-daemon.service"]
+    assert f"torch {pin}, cpu build: --torch cpu" in done.stdout
+    assert (config / "GIMP" / "3.2" / "plug-ins" / "gimp-inpaint" / "gimp-inpaint.py").is_file()
+    unit = (config / "systemd" / "user" / "gimp-inpaint-daemon.service").read_text()
+    assert f"ExecStart={sys.executable} -m gimp_inpaint.daemon --no-tray\n" in unit
