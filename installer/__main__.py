@@ -15,8 +15,8 @@ already installed are still updated), ``--plugin-dir`` / ``--gimp-config-dir`` n
 ``uninstall`` removes every copy and the autostart entry. ``--url`` defaults to the host and port that the
 daemon's ``daemon.toml`` (in ``--config-dir``) sets, else ``ws://127.0.0.1:7869``.
 
-``env`` installs this environment's packages from ``requirements/lock.txt``: with ``--with-diffusers`` first
-``torch==<the pin in requirements/lock-constraints.in>`` from the index of the backend chosen for this
+``env`` installs this environment's packages from ``installer/requirements/lock.txt``: with ``--with-diffusers`` first
+``torch==<the pin in installer/requirements/lock-constraints.in>`` from the index of the backend chosen for this
 machine (:mod:`installer.torch_select`), printing what it chose and why.
 
 Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also torch and the diffusers engines (several GB)")
     env.add_argument("--python", default=sys.executable,
                      help="the environment's interpreter to install into (default: %(default)s)")
+    env.add_argument("--source", type=Path, default=_checkout(),
+                     help="the gimp-inpaint source folder to install (default: this installer's own checkout, "
+                          "when it runs from one: %(default)s)")
     env.add_argument("--dry-run", action="store_true", help="print the pip commands without running them")
     return parser
 
@@ -154,13 +157,21 @@ def _uninstall(args: argparse.Namespace) -> None:
     print(f"Autostart: {stopped.path}: {stopped.detail}")
 
 
+def _checkout() -> Path | None:
+    """The source checkout this installer runs from (an editable install), or None (installed from a wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
 def _env(args: argparse.Namespace) -> None:
+    if args.source is None:
+        raise InstallError("this installer was installed from a wheel: pass --source <the gimp-inpaint folder>")
     choice = None
     if args.with_diffusers:
         choice = choose_torch(detect_hardware(), args.torch)
         print(f"torch {choice.version}, {choice.backend} build: {choice.reason}")
         print(f"  from {choice.index_url or 'PyPI'}")
-    for command in pip_commands(args.python, choice):
+    for command in pip_commands(args.python, choice, args.source):
         print(f"$ {shlex.join(command)}")
         if not args.dry_run:
             subprocess.run(command, check=True)

@@ -18,7 +18,7 @@ the daemon and fill a bundled photo on the OpenCV engine, which needs no GPU and
     INSTALLER-ARGS  passed to `python -m gimp_inpaint.installer install` (e.g. --gimp-version 3.2,
                     --no-shortcut); a --config-dir among them is also given to the demo's daemon and client
 
-The same steps as installer/install.sh: a venv, `pip install -c requirements\lock.txt`, the torch choice,
+The same steps as installer/install.sh: a venv, `pip install -c installer\requirements\lock.txt`, the torch choice,
 the plug-in into every GIMP 3 configuration under %APPDATA%\GIMP. Python 3.11+ is found as $env:PYTHON,
 else the `py -3` launcher, else `python`. Runs on Windows PowerShell 5.1 and PowerShell 7.
 #>
@@ -55,11 +55,11 @@ $venvPython = Join-Path $venv "Scripts\python.exe"
 Write-Host "==> virtual environment: $venv"
 Invoke-Checked $python ($pythonArgs + @("-m", "venv", $venv))
 Invoke-Checked $venvPython @("-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-    "-c", (Join-Path $repo "requirements\lock.txt"), $repo)
+    "-c", (Join-Path $repo "installer\requirements\lock.txt"), $repo)
 if ($WithDiffusers) {
     Write-Host "==> torch and diffusers"
     Invoke-Checked $venvPython @("-m", "gimp_inpaint.installer", "env", "--with-diffusers", "--torch", $Torch,
-        "--python", $venvPython)
+        "--python", $venvPython, "--source", $repo)
 }
 
 Write-Host "==> GIMP 3 plug-in"

@@ -44,11 +44,11 @@ python="${PYTHON:-python3}"
 
 echo "==> virtual environment: $home/venv"
 "$python" -m venv "$home/venv"
-"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/requirements/lock.txt" "$repo"
+"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$repo/installer/requirements/lock.txt" "$repo"
 if [ "$diffusers" = 1 ]; then
   echo "==> torch and diffusers"
   "$home/venv/bin/python" -m gimp_inpaint.installer env --with-diffusers --torch "$torch" \
-    --python "$home/venv/bin/python"
+    --python "$home/venv/bin/python" --source "$repo"
 fi
 
 echo "==> GIMP 3 plug-in"

@@ -2,12 +2,12 @@
 
 :func:`choose_torch` is pure (tested on recorded ``nvidia-smi`` / ``rocminfo`` output); :func:`detect_hardware`
 is the thin adapter that runs those tools. The torch version is the pin in
-``requirements/lock-constraints.in`` (:func:`pinned_torch`), installed from its backend's index:
+``installer/requirements/lock-constraints.in`` (:func:`pinned_torch`), installed from its backend's index:
 ``https://download.pytorch.org/whl/<tag>`` on Linux and Windows, PyPI on macOS (whose wheels carry MPS).
 
 Wheel tags assumed for that torch (2.13.0 when written): CUDA ``cu126``, ``cu128``, ``cu130`` (Linux x86_64
 and Windows; PyPI's Linux default is the CUDA 13 build, as the ``nvidia-*-cu13`` names in
-``requirements/torch-runtime.txt`` show), ROCm ``rocm7.1`` (Linux x86_64 only), ``cpu`` (Linux and Windows),
+``installer/requirements/torch-runtime.txt`` show), ROCm ``rocm7.1`` (Linux x86_64 only), ``cpu`` (Linux and Windows),
 no Intel-Mac wheels since torch 2.3. This set follows the pattern of torch 2.9–2.10's published indexes; it
 was NOT verified against download.pytorch.org for 2.13 from here (no network to it): check
 ``https://download.pytorch.org/whl/torch/`` when the pin moves, and update :data:`CUDA_TAGS` / :data:`ROCM_TAG`.
@@ -41,8 +41,8 @@ PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 OVERRIDES = ("cpu", "cuda", "rocm", "mps")
 """The values of ``--torch`` besides ``auto``."""
 
-REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
-"""The repository's lock folder (lock.txt, lock-constraints.in) in a source checkout or editable install."""
+REQUIREMENTS = Path(__file__).resolve().parent / "requirements"
+"""The lock's folder (lock.txt, lock-constraints.in), shipped inside the installer package."""
 
 
 class TorchChoiceError(Exception):
@@ -104,7 +104,7 @@ def pinned_torch(constraints: Path = REQUIREMENTS / "lock-constraints.in") -> st
         text = constraints.read_text(encoding="utf-8")
     except OSError as exc:
         raise TorchChoiceError(f"cannot read the torch pin from {constraints}: {exc} "
-                               f"(run the installer from a gimp-inpaint source checkout)") from exc
+                               f"(reinstall gimp-inpaint: the file ships with its installer)") from exc
     match = re.search(r"^torch==([^\s#;]+)", text, re.MULTILINE)
     if match is None:
         raise TorchChoiceError(f"{constraints} pins no torch (expected a line torch==X.Y.Z)")
@@ -266,7 +266,7 @@ def detect_hardware(run: Runner = run_tool, platform: str | None = None, machine
     return Hardware(platform, machine, names, driver, cuda, parse_rocminfo(rocminfo or ""), rocm)
 
 
-def pip_commands(python: str, choice: TorchChoice | None, source: Path = REQUIREMENTS.parent,
+def pip_commands(python: str, choice: TorchChoice | None, source: Path,
                  lock: Path = REQUIREMENTS / "lock.txt") -> list[list[str]]:
     """The ``pip install`` commands that set up the daemon's environment from the lock.
 
@@ -278,7 +278,7 @@ def pip_commands(python: str, choice: TorchChoice | None, source: Path = REQUIRE
         python: the environment's interpreter.
         choice: the torch build, or None for the OpenCV engine only.
         source: the gimp-inpaint source tree (holding pyproject.toml).
-        lock: ``requirements/lock.txt``.
+        lock: ``installer/requirements/lock.txt``.
     """
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     package = [*pip, "-c", str(lock), f"{source}[diffusers]" if choice else str(source)]

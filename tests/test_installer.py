@@ -363,14 +363,14 @@ def test_install_autostart_writes_the_unit_and_uninstall_removes_it(own_home, tm
 
 def test_env_prints_the_torch_choice_and_the_pip_commands(capsys):
     assert main(["env", "--with-diffusers", "--torch", "cpu", "--python", "/venv/bin/python", "--dry-run"]) == 0
-    pin, repo = pinned_torch(), REQUIREMENTS.parent
+    pin, repo, lock = pinned_torch(), Path(__file__).parents[1], REQUIREMENTS / "lock.txt"
     pip = "/venv/bin/python -m pip install --disable-pip-version-check"
     assert capsys.readouterr().out.splitlines() == [
         f"torch {pin}, cpu build: --torch cpu", "  from https://download.pytorch.org/whl/cpu",
         f"$ {pip} torch=={pin} --index-url https://download.pytorch.org/whl/cpu",
-        f"$ {pip} -c {repo / 'requirements' / 'lock.txt'} '{repo}[diffusers]'"]
+        f"$ {pip} -c {lock} '{repo}[diffusers]'"]
     assert main(["env", "--python", "/venv/bin/python", "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"$ {pip} -c {repo / 'requirements' / 'lock.txt'} {repo}"]
+    assert capsys.readouterr().out.splitlines() == [f"$ {pip} -c {lock} {repo}"]
     with pytest.raises(SystemExit) as caught:
         main(["env", "--torch", "vulkan"])
     assert caught.value.code == 2
@@ -392,7 +392,7 @@ def test_install_sh_with_diffusers_installs_the_chosen_torch_then_the_lock(tmp_p
                            "--autostart", "--home", str(home), "--", "--no-shortcut"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
-    lock, pin = repo / "requirements" / "lock.txt", pinned_torch()
+    lock, pin = repo / "installer" / "requirements" / "lock.txt", pinned_torch()
     venv = "pip -m pip install"
     assert log.read_text().splitlines() == [
         f"{venv} --quiet --disable-pip-version-check -c {lock} {repo}",

@@ -1,6 +1,6 @@
-"""requirements/lock.txt against pyproject.toml: every dependency and extra is pinned, inside its range, for every
-Python the project supports, and torch with its CUDA wheels stays out (each backend's index brings its own).
-A change of ranges without ``bash requirements/refresh`` fails here, before a fresh clone's CI does."""
+"""installer/requirements/lock.txt against pyproject.toml: every dependency and extra is pinned, inside its
+range, for every Python the project supports, and torch with its CUDA wheels stays out (its index brings them).
+A change of ranges without ``bash installer/requirements/refresh`` fails here, before a fresh clone's CI does."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomllib backport
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIREMENTS = REPO / "requirements"
+REQUIREMENTS = REPO / "installer" / "requirements"
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 """The Python versions the lock must cover (``requires-python >= 3.10``)."""
 
@@ -58,7 +58,7 @@ def test_every_declared_dependency_is_pinned_inside_its_range(python: str) -> No
         name = canonicalize_name(requirement.name)
         if name == "torch":
             continue
-        assert name in pins, f"{requirement} is not in requirements/lock.txt: run bash requirements/refresh"
+        assert name in pins, f"{requirement} is not in the lock: run bash installer/requirements/refresh"
         assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} ∉ {requirement}"
 
 

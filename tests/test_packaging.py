@@ -42,7 +42,9 @@ def test_the_wheel_carries_every_package_and_the_files_used_at_run_time(wheel: z
         assert f"gimp_inpaint/{package}/__init__.py" in names
     assert "gimp_inpaint/__init__.py" not in names  # a namespace package: nothing of ours at the top but the folder
     assert {"gimp_inpaint/plugin_gimp/gimp-inpaint/gimp-inpaint.py", "gimp_inpaint/client/assets/astronaut.png",
-            "gimp_inpaint/client/assets/astronaut-patch-mask.png", "gimp_inpaint/installer/install.sh"} <= names
+            "gimp_inpaint/client/assets/astronaut-patch-mask.png", "gimp_inpaint/installer/install.sh",
+            "gimp_inpaint/installer/install.ps1", "gimp_inpaint/installer/requirements/lock.txt",
+            "gimp_inpaint/installer/requirements/lock-constraints.in"} <= names
     assert not any(name.startswith("gimp_inpaint/tests/") or "/__pycache__/" in name for name in names)
 
 

@@ -83,7 +83,7 @@ def recorded(driver: str, cuda: str, gpu: str) -> Hardware:
 
 
 def test_the_pin_is_read_from_the_lock_constraints(tmp_path):
-    constraints = Path(__file__).parents[1] / "requirements" / "lock-constraints.in"
+    constraints = Path(__file__).parents[1] / "installer" / "requirements" / "lock-constraints.in"
     assert f"torch=={PIN} " in constraints.read_text()
     (tmp_path / "c.in").write_text("# torch==9\ntransformers<5\n")
     with pytest.raises(TorchChoiceError, match="pins no torch"):
