@@ -56,10 +56,19 @@ _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer 
 def _params(config: Gimp.ProcedureConfig) -> FillParams:
     """The procedure's arguments as :class:`FillParams` (a choice argument reads as its nick, e.g. ``"euler_a"``).
 
+    An argument that reads as ``None`` gets its default from this plug-in's own registration (the config's param
+    spec, made by :meth:`GimpInpaint.do_create_procedure`): on every GIMP start after the one that followed the
+    install, GIMP registers the procedure from its cached ``pluginrc``, which hands empty-string defaults over as
+    ``None``, so a scripted call that leaves such an argument unset passes ``None``.
+
     Raises:
         FillError: the LoRA text cannot be read (:func:`plugin_gimp.fill.parse_loras`).
     """
-    get = config.get_property
+
+    def get(name: str) -> object:
+        value = config.get_property(name)
+        return config.find_property(name).get_default_value() if value is None else value
+
     return FillParams(prompt=get("prompt"), negative_prompt=get("negative-prompt"), engine=get("engine"),
                       strength=get("strength"), num_inference_steps=get("num-inference-steps"),
                       guidance_scale=get("guidance-scale"), seed=get("seed"), num_variants=get("num-variants"),

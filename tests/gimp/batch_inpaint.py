@@ -1,7 +1,8 @@
 """GIMP batch file: run ``python-fu-gimp-inpaint`` on a real photo inside GIMP 3 and dump the evidence.
 
-Runs inside ``gimp-console-3.0``'s ``python-fu-eval`` (the chroot's Python 3.13 with PyGObject, no NumPy),
-started by :meth:`gimp_harness.GimpChroot.run_batch`. ``sys.argv[1]`` is a job file (JSON) in the I/O folder::
+Runs inside ``gimp-console``'s ``python-fu-eval`` (the chroot's Python, 3.13 with GIMP 3.0 in trixie, 3.14 with
+GIMP 3.2 in forky; PyGObject, no NumPy), started by :meth:`gimp_harness.GimpChroot.run_batch`. ``sys.argv[1]``
+is a job file (JSON) in the I/O folder::
 
     {"image": "photo.png",                 # file in the I/O folder
      "ellipse": [x, y, width, height],      # selection in image pixels
@@ -20,8 +21,10 @@ the I/O folder (raw ``u8`` bytes, row-major):
 - ``repeat_K_layer_N.raw``: the layers the K-th repeat (0-based) added, ``R'G'B'A u8``. A repeat runs on the
   same source layer and selection, after the first run's layers were dumped and the composite exported;
 
-and prints one line ``GIMP_INPAINT_SUMMARY {json}`` with statuses, geometry and names (see ``summary`` below;
-``repeats`` holds ``{status, message, new_layers}`` per repeat).
+and prints one line ``GIMP_INPAINT_SUMMARY {json}`` with GIMP's version, statuses, geometry and names (see
+``summary`` below; ``repeats`` holds ``{status, message, new_layers}`` per repeat; ``unset_strings`` holds, for
+each string argument with an empty default that the job leaves unset, what a fresh config of the procedure holds:
+``""`` when GIMP registered the procedure from the plug-in, ``None`` when from its cached ``pluginrc``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402  (gi.require_version must come first)
+from gi.repository import Gegl, Gimp, Gio, GObject  # noqa: E402  (gi.require_version must come first)
 from gimp_harness import SUMMARY_PREFIX  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
@@ -102,7 +105,13 @@ def main() -> None:
     if not summary["procedure_exists"]:
         print(SUMMARY_PREFIX, json.dumps(summary), flush=True)
         return
-    summary["procedure_arguments"] = [a.name for a in pdb.lookup_procedure(PROCEDURE).get_arguments()]
+    procedure = pdb.lookup_procedure(PROCEDURE)
+    specs = procedure.get_arguments()
+    summary["procedure_arguments"] = [spec.name for spec in specs]
+    unset = procedure.create_config()
+    summary["unset_strings"] = {spec.name: unset.get_property(spec.name) for spec in specs
+                                if spec.value_type == GObject.TYPE_STRING and not spec.get_default_value()
+                                and spec.name not in job["arguments"]}
 
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(str(io / job["image"])))
     source = image.get_layers()[0]

@@ -2,9 +2,9 @@
 
 GIMP offers no procedure that undoes, nor one that counts undo steps (the PDB's image-undo group is
 group-start/-end, freeze/thaw, enable/disable, is-enabled), so a plug-in cannot check its own undo step.
-The real Edit ▸ Undo is an action of the GUI: this batch runs in ``gimp-3.0`` on an X display, while the
-test on the host presses Ctrl+Z and later Ctrl+Y with ``xdotool`` once each, when told to through files in
-the I/O folder:
+The real Edit ▸ Undo is an action of the GUI: this batch runs in the GUI binary (``gimp-3.0``, ``gimp-3.2``) on
+an X display, while the test on the host presses Ctrl+Z and later Ctrl+Y with ``xdotool`` once each, when told
+to through files in the I/O folder:
 
 1. open the photo in a display, select the feathered ellipse, run the procedure NONINTERACTIVE,
    record the layers, write ``ready-undo``;
@@ -61,7 +61,7 @@ def main() -> None:
     Gimp.Selection.feather(image, job["selection_feather"])
     image.set_selected_layers([source])
     Gimp.displays_flush()
-    summary: dict = {"before": stack(image)}
+    summary: dict = {"gimp_version": Gimp.version(), "before": stack(image)}
     before = (read_pixels(image.get_selection(), GRAY), read_pixels(source, RGBA))
 
     status, message, seconds = run_procedure(image, source, job["arguments"])

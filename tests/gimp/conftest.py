@@ -1,4 +1,4 @@
-"""Fixtures for the real-GIMP tests: the chroot, the GUI tools, the tiny diffusers model.
+"""Fixtures for the real-GIMP tests: the chroots (GIMP 3.0 and 3.2), the GUI tools, the tiny diffusers model.
 
 A missing prerequisite (not root, no debootstrap, no mirror, no diffusers) skips these tests on a
 developer machine, but fails them in CI (``CI=true``), where they must really run.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from gimp_harness import GimpChroot, GimpUnavailable, ensure_host_tools
+from gimp_harness import RELEASES, GimpChroot, GimpUnavailable, ensure_host_tools
 
 TINY_PIPELINES = Path(__file__).resolve().parents[1] / "tiny_pipelines.py"
 
@@ -27,11 +27,13 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def gimp_chroot() -> GimpChroot:
-    """The Debian trixie chroot with GIMP 3, built on first use (one to two minutes, 730 MB)."""
+@pytest.fixture(scope="session", params=list(RELEASES), ids=lambda release: f"gimp{RELEASES[release]}-{release}")
+def gimp_chroot(request: pytest.FixtureRequest) -> GimpChroot:
+    """A Debian chroot with GIMP 3, once per release of :data:`gimp_harness.RELEASES` (trixie: GIMP 3.0, forky:
+    GIMP 3.2; the test id names both), built on first use (one to two minutes, 750 MB each) and shared by the
+    session's tests."""
     try:
-        chroot = GimpChroot()
+        chroot = GimpChroot(request.param)
         seconds = chroot.ensure_built()
     except (GimpUnavailable, ValueError) as exc:
         unavailable(str(exc))

@@ -1,11 +1,18 @@
-"""Run the real GIMP 3 headless from tests: a Debian trixie chroot, built on demand, and ``gimp-console-3.0``.
+"""Run the real GIMP 3 headless from tests: a Debian chroot per release, built on demand, and ``gimp-console``.
 
-Debian 12 ships GIMP 2.10, so the tests run GIMP 3.0 from Debian trixie inside a chroot made with
-``debootstrap --variant=minbase trixie`` plus ``apt-get install --no-install-recommends gimp
-gir1.2-gimp-3.0 python3-gi`` (about 730 MB; one to two minutes on two cores with a nearby mirror). The chroot
-deliberately has no ``python3-websockets`` / ``python3-msgpack``: the plug-in must run on what the
-installer vendors. It lives outside any git work tree, at :data:`DEFAULT_ROOT` or ``$GIMP_INPAINT_CHROOT``,
-is built once (marker files record each finished stage) and reused afterwards.
+Debian 12 ships GIMP 2.10, so the tests run GIMP 3 from a newer Debian release inside a chroot made with
+``debootstrap --variant=minbase RELEASE`` plus ``apt-get install --no-install-recommends gimp
+gir1.2-gimp-3.0 python3-gi`` (about 750 MB; one to two minutes on two cores with a nearby mirror): ``trixie``
+has GIMP 3.0, ``forky`` GIMP 3.2 (:data:`RELEASES`). The chroot deliberately has no ``python3-websockets`` /
+``python3-msgpack``: the plug-in must run on what the installer vendors. Each release's chroot lives outside
+any git work tree, at ``<folder>/<release>-gimp3`` where the folder is :data:`DEFAULT_FOLDER` or
+``$GIMP_INPAINT_CHROOTS``, is built once (marker files record each finished stage) and reused afterwards.
+The GIMP binaries' names (``gimp-console-3.0``, ``gimp-3.2``, …) come from the GIMP version installed in the
+chroot.
+
+A release this host's debootstrap has no script for yet (bookworm's has none for ``forky``) is bootstrapped
+with its ``sid`` script, which serves testing and unstable alike. ``apt-get update`` in the chroot ignores the
+Release files' ``Valid-Until``: a snapshot mirror's testing Release can be past it.
 
 Every run happens in a private mount namespace (``unshare --mount --propagation private``): the mounts
 (``/proc``, ``/dev``, the I/O folder, the plug-in folders) exist only for that process tree and vanish with
@@ -24,9 +31,12 @@ that file on exit and a file without its ``config-version`` makes GIMP query all
 
 Command line (as root), for trying things by hand::
 
-    python tests/gimp/gimp_harness.py build
-    python tests/gimp/gimp_harness.py run BATCH.py [--io DIR] [--plugin-dir DIR]... [ARG...]
-    python tests/gimp/gimp_harness.py exec CMD [ARG...]
+    python tests/gimp/gimp_harness.py [--release forky] build
+    python tests/gimp/gimp_harness.py [--release forky] run [--io DIR] [--plugin-dir DIR]... BATCH.py [ARG...]
+    python tests/gimp/gimp_harness.py [--release forky] exec CMD [ARG...]
+
+``--release`` defaults to ``trixie`` (GIMP 3.0). ``run``'s options come before ``BATCH.py``: everything after it
+is the batch's own arguments.
 """
 
 from __future__ import annotations
@@ -49,10 +59,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-ROOT_ENV = "GIMP_INPAINT_CHROOT"
-DEFAULT_ROOT = Path("/var/tmp/gimp-inpaint/trixie-gimp3")
-SUITE = "trixie"
-"""The first Debian release with GIMP 3 (3.0.4)."""
+FOLDER_ENV = "GIMP_INPAINT_CHROOTS"
+DEFAULT_FOLDER = Path("/var/tmp/gimp-inpaint")
+"""Where the chroots live (``<release>-gimp3`` each) unless ``$GIMP_INPAINT_CHROOTS`` names another folder."""
+RELEASES = {"trixie": "3.0", "forky": "3.2"}
+"""The Debian releases the tests run GIMP from, each with the GIMP series it carries: trixie (Debian 13) has
+GIMP 3.0, forky (testing) GIMP 3.2. The tests check the series; the harness reads the version from the chroot."""
+DEFAULT_RELEASE = "trixie"
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 PACKAGES = ("gimp", "gir1.2-gimp-3.0", "python3-gi")
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -184,16 +198,19 @@ class GimpChroot:
     """A Debian chroot with GIMP 3, and the means to run GIMP (or any command) inside it.
 
     Args:
-        root: the chroot folder; default ``$GIMP_INPAINT_CHROOT`` or :data:`DEFAULT_ROOT`. Must not be
-            inside a git work tree (it would add 730 MB of untracked files).
+        release: the Debian release (suite name) to bootstrap, e.g. a key of :data:`RELEASES`.
+        root: the chroot folder; default ``<$GIMP_INPAINT_CHROOTS or DEFAULT_FOLDER>/<release>-gimp3``. Must not
+            be inside a git work tree (it would add 750 MB of untracked files).
         mirror: Debian mirror for debootstrap; default :func:`host_mirror`.
 
     Raises:
         ValueError: ``root`` is ``/`` or inside a git work tree.
     """
 
-    def __init__(self, root: Path | None = None, mirror: str | None = None) -> None:
-        self.root = Path(root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).resolve()
+    def __init__(self, release: str = DEFAULT_RELEASE, root: Path | None = None, mirror: str | None = None) -> None:
+        self.release = release
+        folder = Path(os.environ.get(FOLDER_ENV) or DEFAULT_FOLDER)
+        self.root = Path(root or folder / f"{release}-gimp3").resolve()
         if self.root == Path("/") or len(self.root.parts) < 3:
             raise ValueError(f"refusing chroot path {self.root}")
         if _inside_git_work_tree(self.root):
@@ -239,12 +256,15 @@ class GimpChroot:
         if shutil.which("debootstrap") is None or not KEYRING.is_file():
             self._say(log, "installing debootstrap and debian-archive-keyring on the host")
             self._host_apt_install("debootstrap", "debian-archive-keyring")
-        if not Path(f"/usr/share/debootstrap/scripts/{SUITE}").exists():
-            raise GimpUnavailable(f"this host's debootstrap does not know the suite {SUITE!r}; update debootstrap")
+        argv = ["debootstrap", "--variant=minbase", f"--keyring={KEYRING}", self.release, str(self.root),
+                self.mirror]
+        if not (DEBOOTSTRAP_SCRIPTS / self.release).exists():
+            # a release newer than this debootstrap (bookworm's knows no forky): testing and unstable share
+            # the sid script, which works for it
+            argv.append(str(DEBOOTSTRAP_SCRIPTS / "sid"))
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self._say(log, f"debootstrap --variant=minbase {SUITE} {self.root} {self.mirror}")
-        result = _run_limited(["debootstrap", "--variant=minbase", f"--keyring={KEYRING}", SUITE, str(self.root),
-                               self.mirror], timeout=1800)
+        self._say(log, shlex.join(argv[:2] + argv[3:]))
+        result = _run_limited(argv, timeout=1800)
         if result.returncode != 0:
             raise GimpUnavailable(f"debootstrap failed ({result.returncode}): {_tail(result.stdout + result.stderr)}")
         (self.root / DEBOOTSTRAP_MARKER).touch()
@@ -265,7 +285,9 @@ class GimpChroot:
         with contextlib.suppress(OSError):
             shutil.copyfile("/etc/resolv.conf", self.root / "etc/resolv.conf")
         install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
-        script = " && ".join(shlex.join(c) for c in (["apt-get", "update", "-qq"], install, ["apt-get", "clean"]))
+        # a snapshot mirror's testing Release can be past its Valid-Until ("Release file ... is expired")
+        update = ["apt-get", "-o", "Acquire::Check-Valid-Until=false", "update", "-qq"]
+        script = " && ".join(shlex.join(c) for c in (update, install, ["apt-get", "clean"]))
         self._say(log, f"{shlex.join(install)} (inside the chroot)")
         result = self.run_command(["sh", "-c", script], timeout=1800)
         if result.returncode != 0:
@@ -286,6 +308,19 @@ class GimpChroot:
             if fields.get("Package") == "gimp" and fields.get("Status", "").endswith(" installed"):
                 return fields["Version"].split(":")[-1].split("-")[0]
         raise LookupError(f"gimp is not installed in {self.root}")
+
+    def gimp_binary(self, gui: bool = False) -> str:
+        """The chroot's GIMP command for its GIMP version: ``gimp-console-3.0`` (``gimp-3.0`` with ``gui``) for
+        GIMP 3.0.x, ``gimp-console-3.2`` for 3.2.x, and so on.
+
+        Raises:
+            LookupError: gimp is not installed, or the chroot has no binary of that name.
+        """
+        series = ".".join(self.gimp_version().split(".")[:2])
+        name = f"gimp-{series}" if gui else f"gimp-console-{series}"
+        if not (self.root / "usr/bin" / name).exists():
+            raise LookupError(f"{self.root} has GIMP {self.gimp_version()} but no /usr/bin/{name}")
+        return name
 
     # ------------------------------------------------------------------ running
     def _base_mounts(self) -> list[list[str]]:
@@ -332,7 +367,7 @@ class GimpChroot:
                 read-only at ``/mnt/plug-ins/N`` and put first in GIMP's ``plug-in-path``.
             timeout: seconds before GIMP and its plug-ins are killed (the result then has status 124).
             display: an X display (``":99"``; its socket must be in the host's ``/tmp/.X11-unix``) to run the
-                GUI binary ``gimp-3.0`` instead of ``gimp-console-3.0``.
+                GUI binary (``gimp-3.0``) instead of the console one (``gimp-console-3.0``); see :meth:`gimp_binary`.
             fresh_config: start from an empty configuration folder (a cold start, ~8 s).
 
         Returns:
@@ -376,8 +411,8 @@ class GimpChroot:
         code = (f"import json, os, sys; sys.argv = [{path!r}] + json.loads(os.environ[{BATCH_ARGS_ENV!r}]); "
                 f"sys.path.insert(0, {BATCH_MOUNT!r}); sys.dont_write_bytecode = True; "
                 f"exec(compile(open({path!r}).read(), {path!r}, 'exec'), {{'__name__': '__main__'}})")
-        binary = "gimp-3.0" if display else "gimp-console-3.0"
-        argv = [binary, *gimp_args, "--batch-interpreter=python-fu-eval", "-b", code, "--quit"]
+        argv = [self.gimp_binary(gui=display is not None), *gimp_args, "--batch-interpreter=python-fu-eval",
+                "-b", code, "--quit"]
         with _locked(Path(f"{host_config}.lock")):
             try:
                 return self._in_namespace(mounts, argv, env, timeout)
@@ -466,6 +501,8 @@ def _tail(text: str, lines: int = 25) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``build``, ``run BATCH [ARG...]`` or ``exec CMD [ARG...]`` (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--release", default=DEFAULT_RELEASE,
+                        help=f"Debian release of the chroot (default {DEFAULT_RELEASE}; tested: {', '.join(RELEASES)})")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build the chroot if it is missing or incomplete")
     run = sub.add_parser("run", help="run a batch file in gimp-console")
@@ -479,10 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex = sub.add_parser("exec", help="run a command inside the chroot")
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
-    chroot = GimpChroot()
+    chroot = GimpChroot(ns.release)
     spent = chroot.ensure_built()
     if ns.command == "build":
-        print(f"{chroot.root}: complete ({spent:.1f} s spent building)")
+        print(f"{chroot.root}: GIMP {chroot.gimp_version()}, complete ({spent:.1f} s spent building)")
         return 0
     if ns.command == "exec":
         result = chroot.run_command(ns.argv)

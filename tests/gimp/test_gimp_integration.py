@@ -1,12 +1,18 @@
-"""The plug-in in a real GIMP 3.0: installed by the project's installer, talking to a real daemon.
+"""The plug-in in a real GIMP 3.0 and 3.2: installed by the project's installer, talking to a real daemon.
 
+Every test runs once per chroot of :data:`gimp_harness.RELEASES` (Debian trixie: GIMP 3.0, forky: GIMP 3.2; the
+test id says which, e.g. ``[gimp3.2-forky-opencv]``) and checks the GIMP version the batch reports.
 Each test starts ``python -m gimp_inpaint.daemon`` on a free port, installs the plug-in into a fresh folder with
-``python -m gimp_inpaint.installer install --url <that daemon>``, and runs a batch file in GIMP 3 (Debian trixie
-chroot, see :mod:`gimp_harness`) that selects a feathered ellipse on a real photo (the mission patch of
+``python -m gimp_inpaint.installer install --url <that daemon>``, and runs a batch file in GIMP 3 (see
+:mod:`gimp_harness`) that selects a feathered ellipse on a real photo (the mission patch of
 ``skimage.data.astronaut()``), runs ``python-fu-gimp-inpaint`` NONINTERACTIVE and dumps the result.
 The opencv run asks for one variant; the tiny diffusers run for two (two layers, variant 1 on top, the
 seeds in their names, pixels that differ), then repeats variant 1 with the default scheduler (identical
 pixels) and with Euler (different pixels: the dialog's scheduler reached the pipeline).
+The cached-start run starts GIMP twice on one install, the way a user's GIMP runs every day after the day of the
+install: the first start registers the procedure from the plug-in and writes ``pluginrc``, the second takes the
+registration from ``pluginrc``, which hands the empty-string defaults over as ``None``. It sets no string
+argument (prompt, negative prompt, engine, LoRAs), so the plug-in must read those as their defaults.
 The chroot's Python has no msgpack or websockets: the plug-in runs on what the installer vendors.
 
 Undo: GIMP's procedure database can neither undo nor count undo steps (its image-undo procedures are
@@ -36,7 +42,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from gimp_harness import GimpChroot, RunResult, press_keys, read_line_within, xvfb
+from gimp_harness import RELEASES, GimpChroot, RunResult, press_keys, read_line_within, xvfb
 from gimp_inpaint.protocol import Rect, context_crop, feather_reach
 from PIL import Image, ImageDraw, ImageFont
 
@@ -62,6 +68,12 @@ DOCS_REGION = (0, 192, 320, 320)
 DOCS_SIDE = 384
 """Pixels per half of the README picture (before | after: 2 × 384 wide)."""
 
+DAEMON_WITHOUT_DIFFUSERS = ("import runpy, sys; sys.modules['diffusers'] = None; "
+                            "runpy.run_module('gimp_inpaint.daemon', run_name='__main__', alter_sys=True)")
+"""``python -c`` code running the daemon as if the diffusers extra were not installed: with ``diffusers`` blocked in
+``sys.modules``, :func:`daemon.engines.diffusers_engine.diffusers_available` is false, so the daemon offers no
+default model and opencv is its only engine, the one an empty ``engine`` argument gets."""
+
 
 @dataclass(frozen=True)
 class Installed:
@@ -73,13 +85,16 @@ class Installed:
 
 
 @contextmanager
-def installed_plugin(tmp_path: Path, models: dict[str, Path]) -> Iterator[Installed]:
+def installed_plugin(tmp_path: Path, models: dict[str, Path], diffusers: bool = True) -> Iterator[Installed]:
     """Start ``python -m gimp_inpaint.daemon --no-tray --port 0`` serving ``models`` (plus opencv), read its URL
-    from the listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end."""
+    from the listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end.
+
+    Without ``diffusers`` the daemon runs as :data:`DAEMON_WITHOUT_DIFFUSERS`: opencv is its only engine."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     log = tmp_path / "daemon.stderr"
-    argv = [sys.executable, "-m", "gimp_inpaint.daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)]
+    daemon_module = ["-m", "gimp_inpaint.daemon"] if diffusers else ["-c", DAEMON_WITHOUT_DIFFUSERS]
+    argv = [sys.executable, *daemon_module, "--no-tray", "--port", "0", "--config-dir", str(config_dir)]
     for name, folder in models.items():
         argv += ["--model", f"{name}={folder}"]
     with log.open("w") as stderr:
@@ -126,6 +141,14 @@ def failure_text(result: RunResult, installed: Installed) -> str:
     return f"{result.describe()}\n--- daemon stderr ---\n{installed.daemon_log.read_text()}"
 
 
+def assert_gimp_version(chroot: GimpChroot, summary: dict) -> None:
+    """The batch ran in the chroot's GIMP: ``Gimp.version()`` (``summary["gimp_version"]``) is the installed
+    package's version, of the series the chroot's release carries (:data:`gimp_harness.RELEASES`)."""
+    seen = summary["gimp_version"]
+    assert seen == chroot.gimp_version(), f"the batch ran GIMP {seen}, the chroot has {chroot.gimp_version()}"
+    assert seen.startswith(RELEASES[chroot.release] + "."), f"{chroot.release} ran GIMP {seen}"
+
+
 def engine_arguments(engine: str) -> dict:
     """The procedure's arguments for ``engine`` (GIMP names). opencv runs with ``grow = feather = 0``, so the
     blend mask may be non-zero only inside the selection (the selection's own feathering is the soft edge);
@@ -143,25 +166,39 @@ default scheduler (it must reproduce variant 1: the pipeline is deterministic), 
 tiny model's PNDM (it must not: the plug-in's scheduler choice reached the pipeline)."""
 
 
-@pytest.mark.parametrize("engine", ["opencv", pytest.param("tiny", marks=pytest.mark.diffusers)])
-def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, tmp_path: Path,
+@pytest.mark.parametrize(("engine", "starts"), [
+    pytest.param("opencv", 1, id="opencv"),
+    pytest.param("tiny", 1, id="tiny", marks=pytest.mark.diffusers),
+    pytest.param("opencv", 2, id="opencv-cached-start"),
+])
+def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: int, tmp_path: Path,
                                  request: pytest.FixtureRequest) -> None:
+    """Run the procedure in ``starts`` GIMP starts on one install; the last run's result is checked in detail.
+    With two starts no string argument is set: the engine is the daemon's first, opencv (no diffusers)."""
     models = {"tiny": request.getfixturevalue("tiny_model")} if engine == "tiny" else {}
     arguments = engine_arguments(engine)
+    if starts > 1:
+        arguments = {name: value for name, value in arguments.items() if not isinstance(value, str)}
     variants = arguments["num-variants"]
     io = tmp_path / "io"
     write_job(io, arguments, repeats=SCHEDULER_REPEATS if engine == "tiny" else [])
-    with installed_plugin(tmp_path, models) as installed:
-        result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
-                                       plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
-        print(f"[gimp] {engine}: GIMP run {result.seconds:.1f} s")
-        assert result.returncode == 0, failure_text(result, installed)
-        summary = result.summary()
-        assert summary["procedure_exists"], failure_text(result, installed)
-        assert summary["status"] == "success", \
-            f"python-fu-gimp-inpaint failed: {summary['message']}\n{failure_text(result, installed)}"
-        for repeat in summary["repeats"]:
-            assert repeat["status"] == "success", f"{repeat['message']}\n{failure_text(result, installed)}"
+    with installed_plugin(tmp_path, models, diffusers="engine" in arguments) as installed:
+        for start in range(starts):
+            result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
+                                           plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
+            print(f"[gimp] {engine}: GIMP run {start + 1} of {starts}: {result.seconds:.1f} s")
+            assert result.returncode == 0, failure_text(result, installed)
+            summary = result.summary()
+            assert summary["procedure_exists"], failure_text(result, installed)
+            assert_gimp_version(gimp_chroot, summary)
+            # the first start after the install registers the procedure from the plug-in, later ones from pluginrc
+            assert set(summary["unset_strings"].values()) <= ({""} if start == 0 else {None}), summary["unset_strings"]
+            assert summary["status"] == "success", \
+                f"python-fu-gimp-inpaint failed: {summary['message']}\n{failure_text(result, installed)}"
+            for repeat in summary["repeats"]:
+                assert repeat["status"] == "success", f"{repeat['message']}\n{failure_text(result, installed)}"
+    if starts > 1:  # the cached start really left the string arguments to the plug-in's defaults
+        assert {"prompt", "negative-prompt", "engine", "loras"} <= set(summary["unset_strings"])
     print(f"[gimp] {engine}: the procedure ran {summary['procedure_seconds']:.2f} s inside GIMP")
 
     # the layer stack: one new RGBA layer per variant, directly above the source, variant 1 (seed SEED) on top,
@@ -289,6 +326,7 @@ def test_generative_fill_is_one_undo_step(gimp_chroot: GimpChroot, gui_tools: No
     print(f"[gimp] GUI undo run {result.seconds:.1f} s")
     assert result.returncode == 0, failure_text(result, installed)
     summary = result.summary()
+    assert_gimp_version(gimp_chroot, summary)
     assert summary["status"] == "success", f"{summary['message']}\n{failure_text(result, installed)}"
     before, filled = summary["before"], summary["after_fill"]
     assert len(filled) == len(before) + 1 and filled[1:] == [{**before[0], "position": 1}]
