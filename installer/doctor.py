@@ -157,7 +157,8 @@ def torch_facts() -> TorchFacts | None:
 
 
 def _pip_fix(choice: TorchChoice, python: str) -> str:
-    return f"{INSTALL} --torch {_override(choice)}, or `{python} -m pip install {' '.join(choice.pip_args())}`"
+    return (f"{INSTALL} env --with-diffusers --torch {_override(choice)}, or "
+            f"`{python} -m pip install {' '.join(choice.pip_args())}`")
 
 
 def _override(choice: TorchChoice) -> str:

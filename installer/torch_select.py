@@ -90,8 +90,12 @@ class TorchChoice:
     version: str
 
     def pip_args(self) -> list[str]:
-        """``pip install`` arguments for this build (``torch==<version>`` and the index, if not PyPI)."""
-        return [f"torch=={self.version}", *(["--index-url", self.index_url] if self.index_url else [])]
+        """``pip install`` arguments for this build: ``torch==<version>+<backend>`` (the build's local version
+        label, which only its own index serves) with that index added to PyPI, so torch's own dependencies
+        (sympy, filelock, …) come from PyPI under the lock's pins; ``torch==<version>`` from PyPI on macOS."""
+        if self.index_url is None:
+            return [f"torch=={self.version}"]
+        return [f"torch=={self.version}+{self.backend}", "--extra-index-url", self.index_url]
 
 
 def pinned_torch(constraints: Path = REQUIREMENTS / "lock-constraints.in") -> str:
@@ -271,8 +275,8 @@ def pip_commands(python: str, choice: TorchChoice | None, source: Path,
     """The ``pip install`` commands that set up the daemon's environment from the lock.
 
     With ``choice`` (the generative engines): first torch from its backend's index
-    (:meth:`TorchChoice.pip_args`; torch is not in the lock), then ``source[diffusers]`` with the lock as
-    constraints, which finds that torch already satisfied. Without: only ``source`` with the lock.
+    (:meth:`TorchChoice.pip_args`; torch is not in the lock, its dependencies are), then ``source[diffusers]``
+    with the lock as constraints, which finds that torch already satisfied. Without: only ``source`` with the lock.
 
     Args:
         python: the environment's interpreter.
@@ -282,4 +286,4 @@ def pip_commands(python: str, choice: TorchChoice | None, source: Path,
     """
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     package = [*pip, "-c", str(lock), f"{source}[diffusers]" if choice else str(source)]
-    return [[*pip, *choice.pip_args()], package] if choice else [package]
+    return [[*pip, "-c", str(lock), *choice.pip_args()], package] if choice else [package]

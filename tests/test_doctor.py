@@ -161,8 +161,9 @@ def test_torch_against_the_hardware(torch, hardware, level, words):
     assert check.level is level
     assert words in check.detail
     if level is not Level.OK and hardware is NVIDIA:
-        assert check.fix.startswith("gimp-inpaint-install --torch cuda, or `/venv/bin/python -m pip install "
-                                    "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126`")
+        assert check.fix.startswith("gimp-inpaint-install env --with-diffusers --torch cuda, or "
+                                    "`/venv/bin/python -m pip install "
+                                    "torch==2.13.0+cu126 --extra-index-url https://download.pytorch.org/whl/cu126`")
 
 
 def test_no_torch_build_for_the_machine_is_a_warning():

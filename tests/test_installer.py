@@ -367,7 +367,7 @@ def test_env_prints_the_torch_choice_and_the_pip_commands(capsys):
     pip = "/venv/bin/python -m pip install --disable-pip-version-check"
     assert capsys.readouterr().out.splitlines() == [
         f"torch {pin}, cpu build: --torch cpu", "  from https://download.pytorch.org/whl/cpu",
-        f"$ {pip} torch=={pin} --index-url https://download.pytorch.org/whl/cpu",
+        f"$ {pip} -c {lock} torch=={pin}+cpu --extra-index-url https://download.pytorch.org/whl/cpu",
         f"$ {pip} -c {lock} '{repo}[diffusers]'"]
     assert main(["env", "--python", "/venv/bin/python", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"$ {pip} -c {lock} {repo}"]
@@ -396,7 +396,8 @@ def test_install_sh_with_diffusers_installs_the_chosen_torch_then_the_lock(tmp_p
     venv = "pip -m pip install"
     assert log.read_text().splitlines() == [
         f"{venv} --quiet --disable-pip-version-check -c {lock} {repo}",
-        f"{venv} --disable-pip-version-check torch=={pin} --index-url https://download.pytorch.org/whl/cpu",
+        f"{venv} --disable-pip-version-check -c {lock} torch=={pin}+cpu --extra-index-url "
+        "https://download.pytorch.org/whl/cpu",
         f"{venv} --disable-pip-version-check -c {lock} {repo}[diffusers]",
         "systemctl --user daemon-reload", "systemctl --user enable --now gimp-inpaint-daemon.service"]
     assert f"torch {pin}, cpu build: --torch cpu" in done.stdout

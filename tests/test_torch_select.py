@@ -117,7 +117,8 @@ def test_cuda_tag_follows_the_drivers_cuda_version(driver, cuda, gpu, backend, r
     choice = choose_torch(recorded(driver, cuda, gpu))
     assert (choice.backend, choice.index_url) == (backend, f"https://download.pytorch.org/whl/{backend}")
     assert reason in choice.reason
-    assert choice.pip_args() == [f"torch=={PIN}", "--index-url", f"https://download.pytorch.org/whl/{backend}"]
+    assert choice.pip_args() == [f"torch=={PIN}+{backend}", "--extra-index-url",
+                                 f"https://download.pytorch.org/whl/{backend}"]
 
 
 def test_a_driver_too_old_for_every_cuda_build_falls_back_to_cpu_or_fails_when_forced():
@@ -149,7 +150,8 @@ def test_choice_per_platform_and_override(hardware, override, backend, index, re
     choice = choose_torch(hardware, override)
     assert (choice.backend, choice.index_url, choice.version) == (backend, index, PIN)
     assert reason in choice.reason
-    assert choice.pip_args() == [f"torch=={PIN}", *(["--index-url", index] if index else [])]
+    assert choice.pip_args() == ([f"torch=={PIN}+{backend}", "--extra-index-url", index] if index
+                                 else [f"torch=={PIN}"])
 
 
 @pytest.mark.parametrize(("hardware", "override", "message"), [
