@@ -30,8 +30,8 @@ def unavailable(reason: str) -> NoReturn:
 @pytest.fixture(scope="session", params=list(RELEASES), ids=lambda release: f"gimp{RELEASES[release]}-{release}")
 def gimp_chroot(request: pytest.FixtureRequest) -> GimpChroot:
     """A Debian chroot with GIMP 3, once per release of :data:`gimp_harness.RELEASES` (trixie: GIMP 3.0, forky:
-    GIMP 3.2; the test id names both), built on first use (one to two minutes, 750 MB each) and shared by the
-    session's tests."""
+    GIMP 3.2; the test id names both), built on first use (one to two minutes and 730 MB to 1 GB each) and shared
+    by the session's tests."""
     try:
         chroot = GimpChroot(request.param)
         seconds = chroot.ensure_built()

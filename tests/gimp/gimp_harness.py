@@ -2,8 +2,8 @@
 
 Debian 12 ships GIMP 2.10, so the tests run GIMP 3 from a newer Debian release inside a chroot made with
 ``debootstrap --variant=minbase RELEASE`` plus ``apt-get install --no-install-recommends gimp
-gir1.2-gimp-3.0 python3-gi`` (about 750 MB; one to two minutes on two cores with a nearby mirror): ``trixie``
-has GIMP 3.0, ``forky`` GIMP 3.2 (:data:`RELEASES`). The chroot deliberately has no ``python3-websockets`` /
+gir1.2-gimp-3.0 python3-gi`` (one to two minutes on two cores with a nearby mirror): ``trixie`` has GIMP 3.0
+(730 MB), ``forky`` GIMP 3.2 (1.0 GB) (:data:`RELEASES`). The chroot deliberately has no ``python3-websockets`` /
 ``python3-msgpack``: the plug-in must run on what the installer vendors. Each release's chroot lives outside
 any git work tree, at ``<folder>/<release>-gimp3`` where the folder is :data:`DEFAULT_FOLDER` or
 ``$GIMP_INPAINT_CHROOTS``, is built once (marker files record each finished stage) and reused afterwards.
@@ -200,7 +200,7 @@ class GimpChroot:
     Args:
         release: the Debian release (suite name) to bootstrap, e.g. a key of :data:`RELEASES`.
         root: the chroot folder; default ``<$GIMP_INPAINT_CHROOTS or DEFAULT_FOLDER>/<release>-gimp3``. Must not
-            be inside a git work tree (it would add 750 MB of untracked files).
+            be inside a git work tree (it would add 730 MB to 1 GB of untracked files).
         mirror: Debian mirror for debootstrap; default :func:`host_mirror`.
 
     Raises:
@@ -263,7 +263,7 @@ class GimpChroot:
             # the sid script, which works for it
             argv.append(str(DEBOOTSTRAP_SCRIPTS / "sid"))
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self._say(log, shlex.join(argv[:2] + argv[3:]))
+        self._say(log, shlex.join(argv))
         result = _run_limited(argv, timeout=1800)
         if result.returncode != 0:
             raise GimpUnavailable(f"debootstrap failed ({result.returncode}): {_tail(result.stdout + result.stderr)}")
@@ -375,6 +375,7 @@ class GimpChroot:
 
         Raises:
             GimpUnavailable: the chroot is not built (call :meth:`ensure_built`) or prerequisites are missing.
+            LookupError: the chroot has no GIMP binary for its GIMP version (:meth:`gimp_binary`).
         """
         _require_root_tools()
         if not self.is_complete():
