@@ -18,8 +18,8 @@ The chroot's Python has no msgpack or websockets: the plug-in runs on what the i
 Undo: GIMP's procedure database can neither undo nor count undo steps (its image-undo procedures are
 group start/end, freeze/thaw, enable/disable and is-enabled), so the console run checks only what a
 plug-in can see (undo still enabled, the image dirty, no undo group left open). The GUI test presses
-Ctrl+Z and then Ctrl+Y once each in a real ``gimp-3.0`` window on Xvfb: one Undo must remove exactly the
-fill (layer and mask together, nothing before it), one Redo must bring it back.
+Ctrl+Z and then Ctrl+Y once each in a real GIMP window (``gimp-3.0``, ``gimp-3.2``) on Xvfb: one Undo must
+remove exactly the fill (layer and mask together, nothing before it), one Redo must bring it back.
 
 ``GIMP_INPAINT_WRITE_DOCS=1`` also writes the README picture ``docs/images/before-after.png`` from the
 opencv run.
