@@ -49,12 +49,13 @@ DEFAULT_CONFIG_DIR = Path(platformdirs.user_config_dir(APP_NAME))
 
 @dataclass(frozen=True)
 class Target:
-    """One place to install into: the plug-ins folder, the GIMP configuration holding ``shortcutsrc``, and
-    which GIMP that is, in words."""
+    """One place to install into: the plug-ins folder, the GIMP configuration holding ``shortcutsrc``, which
+    GIMP that is, in words, and whether it is the Flatpak's (whose sandbox cannot start the daemon)."""
 
     plugin_dir: Path
     gimp_config_dir: Path
     label: str
+    flatpak: bool = False
 
 
 def _accelerator(text: str) -> str:
@@ -118,7 +119,8 @@ def _targets(args: argparse.Namespace) -> tuple[list[Target], str]:
     else:
         configs = tuple(config for config in find_gimp_configs() if args.gimp_version in (None, config.version))
         reason = "every GIMP 3 configuration found"
-    return [Target(config.plugin_dir, config.config_dir, config.describe()) for config in configs], reason
+    return [Target(config.plugin_dir, config.config_dir, config.describe(), config.flatpak) for config in configs], \
+        reason
 
 
 def _install(args: argparse.Namespace) -> None:
@@ -134,6 +136,9 @@ def _install(args: argparse.Namespace) -> None:
         print(f"  vendored: {versions}")
         print(f"  connection: {report.connection_file} → {report.url} (token from {report.token_file})")
         print(f"  shortcut: {report.shortcut_detail}")
+        if target.flatpak and not args.autostart:
+            print("  note: GIMP's Flatpak runs plug-ins in a sandbox that cannot start the daemon: install with "
+                  "--autostart, or start `gimp-inpaint-daemon` before filling")
     if args.autostart:
         started = autostart.enable(command)
         print(f"Autostart: {started.path}: {started.detail}")

@@ -324,6 +324,7 @@ def test_install_goes_into_every_gimp_configuration_and_uninstall_removes_every_
         assert f"for {label} into {gimp / 'plug-ins' / 'gimp-inpaint'}" in out
         assert mode(gimp / "plug-ins" / "gimp-inpaint" / "gimp-inpaint.py") == 0o755
         assert (gimp / "shortcutsrc").read_text() == f"{HEADER}\n{LINE}\n"
+    assert out.count("GIMP's Flatpak runs plug-ins in a sandbox that cannot start the daemon") == 1
     assert main(["uninstall"]) == 0
     out = capsys.readouterr().out
     for gimp in (flatpak, native):
