@@ -1,4 +1,5 @@
-"""The daemon's job queue: first in, first out, one running job at a time, cancellable per owner.
+"""The daemon's job queue: owners take turns (round robin), each owner's jobs run in order, one running job at
+a time, a cap on each owner's waiting jobs, cancellable per owner.
 
 Pure bookkeeping, no asyncio and no I/O: the server calls it from its event loop only; the one
 thing another thread touches is :meth:`Job.cancelled`, polled by the worker thread between steps
@@ -19,6 +20,14 @@ P = TypeVar("P")
 
 class DuplicateJob(ValueError):
     """The owner already has a queued or running job with this id."""
+
+
+class QueueFull(RuntimeError):
+    """The owner already has :attr:`limit` jobs waiting (:attr:`JobQueue.max_per_owner`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are already waiting on this connection, its limit")
+        self.limit = limit
 
 
 class CancelOutcome(Enum):
@@ -57,14 +66,30 @@ class Job(Generic[P]):
 
 
 class JobQueue(Generic[P]):
-    """First-in-first-out queue with at most one running job.
+    """Round-robin queue over owners with at most one running job.
+
+    Each owner's jobs run in the order it sent them; between owners the queue takes turns: the next
+    job comes from the next owner (in the order owners joined) that has one waiting, so one owner's
+    backlog cannot hold back another owner's single job. An owner may have at most
+    ``max_per_owner`` jobs waiting (its running job does not count).
 
     Positions count the jobs that must finish before a job starts: the running job (if any) plus
-    the queued jobs ahead of it, so position 0 means "starts now".
+    the waiting jobs the turns put ahead of it, so position 0 means "starts now". A later job of
+    another owner can move ahead of a waiting job (that is what taking turns means), so a position
+    is what the queue holds when it is given, not a promise.
     """
 
-    def __init__(self) -> None:
-        self._queue: deque[Job[P]] = deque()
+    def __init__(self, max_per_owner: int | None = None) -> None:
+        """``max_per_owner``: most waiting jobs per owner (None: no limit).
+
+        Raises:
+            ValueError: ``max_per_owner`` is below 1.
+        """
+        if max_per_owner is not None and max_per_owner < 1:
+            raise ValueError(f"max_per_owner must be ≥ 1, got {max_per_owner}")
+        self.max_per_owner = max_per_owner
+        self._waiting: dict[Hashable, deque[Job[P]]] = {}  # owner → its waiting jobs, oldest first
+        self._turns: deque[Hashable] = deque()  # owners with waiting jobs; the first one's job runs next
         self._running: Job[P] | None = None
 
     @property
@@ -74,40 +99,62 @@ class JobQueue(Generic[P]):
 
     def __len__(self) -> int:
         """Number of waiting (not running) jobs."""
-        return len(self._queue)
+        return sum(map(len, self._waiting.values()))
 
     def _find(self, owner: Hashable, job_id: str) -> Job[P] | None:
         if self._running is not None and (self._running.owner, self._running.job_id) == (owner, job_id):
             return self._running
-        return next((job for job in self._queue if (job.owner, job.job_id) == (owner, job_id)), None)
+        return next((job for job in self._waiting.get(owner, ()) if job.job_id == job_id), None)
+
+    def _position(self, owner: Hashable) -> int:
+        """Jobs that run before the next job ``owner`` adds (it joins the turns last if it has none waiting)."""
+        rounds = len(self._waiting.get(owner, ()))  # the new job runs in this round (0 = the next one) …
+        turns = list(self._turns)
+        mine = turns.index(owner) if owner in self._waiting else len(turns)  # … at the owner's turn
+        ahead = sum(min(len(self._waiting[other]), rounds + (index < mine))
+                    for index, other in enumerate(turns) if other != owner)
+        return ahead + rounds + (self._running is not None)
 
     def add(self, owner: Hashable, job_id: str, payload: P) -> tuple[Job[P], int]:
-        """Append a job at the end of the queue.
+        """Queue a job after ``owner``'s other waiting jobs.
 
         Returns:
             The job and its position (jobs that run before it, the running one included).
 
         Raises:
             DuplicateJob: ``owner`` has an unfinished job called ``job_id``.
+            QueueFull: ``owner`` already has :attr:`max_per_owner` jobs waiting.
         """
         if self._find(owner, job_id) is not None:
             raise DuplicateJob(f"job {job_id!r} is already queued or running on this connection")
+        waiting = self._waiting.get(owner, ())
+        if self.max_per_owner is not None and len(waiting) >= self.max_per_owner:
+            raise QueueFull(self.max_per_owner)
         job = Job(owner, job_id, payload)
-        position = len(self._queue) + (self._running is not None)
-        self._queue.append(job)
+        position = self._position(owner)
+        if not waiting:
+            self._waiting[owner] = deque()
+            self._turns.append(owner)
+        self._waiting[owner].append(job)
         return job, position
 
     def pop(self) -> Job[P] | None:
-        """Start the oldest waiting job: it becomes :attr:`running`. Returns None when none waits.
+        """Start the next owner's oldest waiting job: it becomes :attr:`running`. Returns None when none waits.
 
         Raises:
             RuntimeError: a job is still running (jobs run strictly one at a time).
         """
         if self._running is not None:
             raise RuntimeError(f"job {self._running.job_id!r} is still running")
-        if not self._queue:
+        if not self._turns:
             return None
-        self._running = self._queue.popleft()
+        owner = self._turns.popleft()
+        jobs = self._waiting[owner]
+        self._running = jobs.popleft()
+        if jobs:
+            self._turns.append(owner)  # its next job waits for the other owners' turns
+        else:
+            del self._waiting[owner]
         return self._running
 
     def finish(self, job: Job[P]) -> None:
@@ -120,27 +167,36 @@ class JobQueue(Generic[P]):
             raise RuntimeError(f"job {job.job_id!r} is not the running job")
         self._running = None
 
+    def _remove(self, owner: Hashable, jobs: list[Job[P]]) -> None:
+        """Cancel and take out ``jobs``, waiting jobs of ``owner``; the owner leaves the turns when none is left."""
+        waiting = self._waiting[owner]
+        for job in jobs:
+            job.cancel()
+            waiting.remove(job)
+        if not waiting:
+            del self._waiting[owner]
+            self._turns.remove(owner)
+
     def cancel(self, owner: Hashable, job_id: str) -> CancelOutcome:
         """Cancel ``owner``'s job ``job_id``: remove it if waiting, flag it if running."""
         job = self._find(owner, job_id)
         if job is None:
             return CancelOutcome.UNKNOWN
-        job.cancel()
         if job is self._running:
+            job.cancel()
             return CancelOutcome.SIGNALLED
-        self._queue.remove(job)
+        self._remove(owner, [job])
         return CancelOutcome.REMOVED
 
     def drop_owner(self, owner: Hashable) -> list[Job[P]]:
         """Cancel every job of ``owner`` (it disconnected).
 
         Returns:
-            The waiting jobs removed, in queue order; a running job of ``owner`` is flagged, not returned.
+            The waiting jobs removed, oldest first; a running job of ``owner`` is flagged, not returned.
         """
-        removed = [job for job in self._queue if job.owner == owner]
-        for job in removed:
-            job.cancel()
-            self._queue.remove(job)
+        removed = list(self._waiting.get(owner, ()))
+        if removed:
+            self._remove(owner, removed)
         if self._running is not None and self._running.owner == owner:
             self._running.cancel()
         return removed

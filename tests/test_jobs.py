@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gimp_inpaint.daemon.jobs import CancelOutcome, DuplicateJob, JobQueue
+from gimp_inpaint.daemon.jobs import CancelOutcome, DuplicateJob, JobQueue, QueueFull
 
 
 def test_fifo_order_and_positions() -> None:
@@ -70,3 +70,61 @@ def test_drop_owner_removes_waiting_and_flags_running() -> None:
     bob = queue.pop()
     assert bob.payload == "b1" and not bob.cancelled()
     assert queue.drop_owner("nobody") == []
+
+
+def _drain(queue: JobQueue[str]) -> list[str]:
+    """Run every waiting job to the end; their payloads in the order they ran."""
+    order = []
+    while (job := queue.pop()) is not None:
+        order.append(job.payload)
+        queue.finish(job)
+    return order
+
+
+def test_round_robin_between_two_owners() -> None:
+    queue: JobQueue[str] = JobQueue()
+    for n in range(1, 4):
+        queue.add("alice", str(n), f"a{n}")
+    queue.add("bob", "1", "b1")
+    assert _drain(queue) == ["a1", "b1", "a2", "a3"]  # bob's single job does not wait for alice's backlog
+
+
+def test_round_robin_between_three_owners_keeps_each_owners_order() -> None:
+    queue: JobQueue[str] = JobQueue()
+    for owner, count in (("alice", 3), ("bob", 2), ("carol", 1)):
+        for n in range(1, count + 1):
+            queue.add(owner, str(n), f"{owner[0]}{n}")
+    first = queue.pop()
+    assert first is not None and first.payload == "a1"
+    assert queue.add("dave", "1", "d1")[1] == 4  # a newcomer joins the turns last: after a1 (running), b1, c1, a2
+    queue.finish(first)
+    assert _drain(queue) == ["b1", "c1", "a2", "d1", "b2", "a3"]
+
+
+def test_positions_follow_the_round_robin_order() -> None:
+    queue: JobQueue[str] = JobQueue()
+    assert queue.add("alice", "1", "a1")[1] == 0
+    assert queue.add("alice", "2", "a2")[1] == 1
+    assert queue.add("alice", "3", "a3")[1] == 2
+    assert queue.add("bob", "1", "b1")[1] == 1  # after a1, before a2
+    assert queue.add("bob", "2", "b2")[1] == 3  # after a2
+    assert _drain(queue) == ["a1", "b1", "a2", "b2", "a3"]
+
+
+def test_queued_jobs_per_owner_are_capped() -> None:
+    queue: JobQueue[str] = JobQueue(max_per_owner=2)
+    queue.add("alice", "1", "a1")
+    queue.add("alice", "2", "a2")
+    with pytest.raises(QueueFull) as full:
+        queue.add("alice", "3", "a3")
+    assert full.value.limit == 2
+    queue.add("bob", "1", "b1")  # other owners are not affected
+    running = queue.pop()
+    assert running is not None and running.payload == "a1"
+    queue.add("alice", "3", "a3")  # the running job no longer counts as queued
+    with pytest.raises(QueueFull):
+        queue.add("alice", "4", "a4")
+    assert queue.cancel("alice", "2") is CancelOutcome.REMOVED
+    queue.add("alice", "4", "a4")  # a cancelled job frees its place
+    queue.finish(running)
+    assert _drain(queue) == ["b1", "a3", "a4"]
