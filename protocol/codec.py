@@ -25,6 +25,7 @@ from .messages import (
     Message,
     Plane,
 )
+from .quoting import quote
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 """Default pixel limit (width × height) of one image: 16.8 Mpx, a 4096² crop."""
@@ -92,8 +93,8 @@ def _convert(value: Any, hint: Any, where: str, max_pixels: int) -> Any:
         if not isinstance(value, dict):
             raise _bad(f"{where} must be a map")
         key_type, value_type = typing.get_args(hint)
-        return {_convert(k, key_type, f"{where} key", max_pixels): _convert(v, value_type, f"{where}.{k}", max_pixels)
-                for k, v in value.items()}
+        return {_convert(k, key_type, f"{where} key", max_pixels):
+                _convert(v, value_type, f"{where}[{quote(k)}]", max_pixels) for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise _bad(f"{where} must be a map")
@@ -114,7 +115,7 @@ def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(wire) - set(fields)
     if unknown:
-        raise _bad(f"{where} has unknown fields {sorted(map(str, unknown))}")
+        raise _bad(f"{where} has unknown fields {quote(sorted(unknown, key=str))}")
     missing = [name for name, f in fields.items() if name not in wire
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -158,5 +159,114 @@ def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
     kind = wire.pop("type", None)
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise _bad(f"unknown message type {kind!r}")
+        raise _bad(f"unknown message type {quote(kind)}")
     return _build(cls, wire, kind, max_pixels)
+
+
+_PEEK_MAX_OBJECTS = 256
+"""Most msgpack objects :func:`peek_job_id` steps over before it gives up. A request's top-level map holds about
+20 entries, its planes and LoRAs a few dozen objects more; a frame that needs more walking is not worth it."""
+
+_FIXED_SIZES = {0xc0: 1, 0xc2: 1, 0xc3: 1, 0xca: 5, 0xcb: 9, 0xcc: 2, 0xcd: 3, 0xce: 5, 0xcf: 9,
+                0xd0: 2, 0xd1: 3, 0xd2: 5, 0xd3: 9, 0xd4: 3, 0xd5: 4, 0xd6: 6, 0xd7: 10, 0xd8: 18}
+"""Bytes of the msgpack objects whose type byte fixes their size: nil, booleans, numbers, fixext."""
+
+_SIZED = {0xc4: ("bin", 1, 0), 0xc5: ("bin", 2, 0), 0xc6: ("bin", 4, 0),
+          0xc7: ("ext", 1, 1), 0xc8: ("ext", 2, 1), 0xc9: ("ext", 4, 1),
+          0xd9: ("str", 1, 0), 0xda: ("str", 2, 0), 0xdb: ("str", 4, 0)}
+"""Type byte → (kind, bytes of the big-endian payload length, header bytes after it) of msgpack's str, bin, ext."""
+
+_COUNTED = {0xdc: ("array", 2, 1), 0xdd: ("array", 4, 1), 0xde: ("map", 2, 2), 0xdf: ("map", 4, 2)}
+"""Type byte → (kind, bytes of the big-endian item count, objects per item) of msgpack's array16/32, map16/32."""
+
+
+def _object(data: memoryview, at: int) -> tuple[str, int, int, int]:
+    """The msgpack object whose type byte is at offset ``at``: ``(kind, start, end, contained)``.
+
+    ``kind`` is ``"map"``, ``"array"``, ``"str"``, ``"bin"``, ``"ext"`` or ``"scalar"``; ``data[start:end]`` is
+    its payload (the UTF-8 bytes of a str; empty for containers, whose ``contained`` objects follow at ``end``:
+    2 per map entry). Reads only the header: O(1), whatever the payload's size.
+
+    Raises:
+        IndexError, ValueError: the frame ends inside the object, or ``0xc1`` (never used) is its type byte.
+    """
+    first = data[at]
+    kind, start, length, contained = "scalar", at + 1, 0, 0
+    if 0x80 <= first <= 0x8f:
+        kind, contained = "map", 2 * (first & 0x0f)
+    elif 0x90 <= first <= 0x9f:
+        kind, contained = "array", first & 0x0f
+    elif 0xa0 <= first <= 0xbf:
+        kind, length = "str", first & 0x1f
+    elif first in _FIXED_SIZES:
+        length = _FIXED_SIZES[first] - 1
+    elif first in _SIZED:
+        kind, width, extra = _SIZED[first]
+        length = int.from_bytes(data[at + 1:at + 1 + width], "big")
+        start = at + 1 + width + extra
+    elif first in _COUNTED:
+        kind, width, per_item = _COUNTED[first]
+        contained = per_item * int.from_bytes(data[at + 1:at + 1 + width], "big")
+        start = at + 1 + width
+    elif first == 0xc1:
+        raise ValueError("0xc1 starts no msgpack object")
+    if start + length > len(data):
+        raise ValueError("the frame ends inside an object")
+    return kind, start, start + length, contained
+
+
+def _skip(data: memoryview, at: int, budget: int) -> tuple[int, int]:
+    """Step over the msgpack object at ``at`` and everything it contains: ``(offset after it, budget left)``.
+
+    Raises:
+        IndexError, ValueError: as :func:`_object`, or the object holds more than ``budget`` objects.
+    """
+    pending = 1
+    while pending:
+        budget -= 1
+        if budget < 0:
+            raise ValueError("too many objects to step over")
+        _, _, at, contained = _object(data, at)
+        pending += contained - 1
+    return at, budget
+
+
+def peek_job_id(frame: object) -> str | None:
+    """The ``job_id`` of an inpaint request that :func:`decode` refused, when it can be read cheaply.
+
+    Reads only the frame's top-level map, in place: a key or value is stepped over by its msgpack header, so a
+    100 MB plane costs as little as a number, and the whole walk stops after :data:`_PEEK_MAX_OBJECTS` objects.
+    Nothing is copied or built but the job id itself (at most :data:`protocol.messages.MAX_JOB_ID_CHARS`
+    characters), so a hostile frame cannot make this slow or large, whatever its size.
+
+    Args:
+        frame: the frame as received (a text frame or anything else gives None).
+
+    Returns:
+        The ``job_id`` string (1…``MAX_JOB_ID_CHARS`` characters) when the frame is a map whose ``type`` is
+        ``"inpaint"``; None otherwise (another message type: refusing it ends no job), or when the frame is
+        cut, not msgpack, or too long a walk. Never raises.
+    """
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        return None
+    data = memoryview(frame)
+    if data.format != "B" or data.ndim != 1:
+        return None
+    found: dict[bytes, bytes] = {}
+    try:
+        kind, _, at, contained = _object(data, 0)
+        if kind != "map":
+            return None
+        budget = _PEEK_MAX_OBJECTS
+        for _ in range(contained // 2):
+            kind, start, end, _ = _object(data, at)
+            key = bytes(data[start:end]) if kind == "str" and end - start <= len("job_id") else None
+            at, budget = _skip(data, at, budget)
+            kind, start, end, _ = _object(data, at)
+            if key in (b"type", b"job_id") and kind == "str" and end - start <= _UTF8_BYTES_PER_CHAR * MAX_JOB_ID_CHARS:
+                found[key] = bytes(data[start:end])
+            at, budget = _skip(data, at, budget)
+        job_id = found.get(b"job_id", b"").decode("utf-8")
+    except (IndexError, ValueError):  # a UnicodeDecodeError is a ValueError
+        return None
+    return job_id if found.get(b"type") == b"inpaint" and 1 <= len(job_id) <= MAX_JOB_ID_CHARS else None

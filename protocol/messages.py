@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .errors import ErrorCode, ProtocolError
+from .quoting import quote
 
 PROTOCOL_VERSION = 2
 """Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
@@ -245,12 +246,12 @@ class InpaintRequest:
         _require_range("feather", self.feather, 0, 1024)
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")
         _require(self.scheduler in SCHEDULERS,
-                 f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+                 f"scheduler {quote(self.scheduler)} is not one of {', '.join(SCHEDULERS)}")
         _require(len(self.loras) <= MAX_LORAS, f"{len(self.loras)} LoRAs requested; at most {MAX_LORAS} are allowed")
         for lora, weight in self.loras.items():
             _require(1 <= len(lora) <= MAX_ENGINE_NAME_CHARS,
                      f"LoRA names must have 1…{MAX_ENGINE_NAME_CHARS} characters")
-            _require_range(f"the weight of LoRA {lora!r}", weight, -LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
+            _require_range(f"the weight of LoRA {quote(lora)}", weight, -LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
         _require(0.0 <= self.refiner_strength < 1.0 and math.isfinite(self.refiner_strength),
                  f"refiner_strength={self.refiner_strength!r} is outside [0, 1)")
         _require_range("controlnet_conditioning_scale", self.controlnet_conditioning_scale, 0.0, 2.0)
@@ -282,7 +283,7 @@ class Progress:
     def __post_init__(self) -> None:
         _require(0 <= self.step <= self.total, f"progress {self.step}/{self.total} is inconsistent",
                  ErrorCode.BAD_MESSAGE)
-        _require(self.stage in PROGRESS_STAGES, f"unknown progress stage {self.stage!r}", ErrorCode.BAD_MESSAGE)
+        _require(self.stage in PROGRESS_STAGES, f"unknown progress stage {quote(self.stage)}", ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,7 @@ class Error:
     job_id: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.code in {c.value for c in ErrorCode}, f"unknown error code {self.code!r}",
+        _require(self.code in {c.value for c in ErrorCode}, f"unknown error code {quote(self.code)}",
                  ErrorCode.BAD_MESSAGE)
 
 

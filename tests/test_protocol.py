@@ -26,6 +26,8 @@ from gimp_inpaint.protocol import (
     decode,
     encode,
     max_frame_bytes,
+    peek_job_id,
+    quote,
 )
 from gimp_inpaint.protocol.messages import (
     LORA_WEIGHT_MAX,
@@ -37,6 +39,7 @@ from gimp_inpaint.protocol.messages import (
     MAX_VARIANTS,
     SEED_MAX,
 )
+from gimp_inpaint.protocol.quoting import QUOTE_MAX_CHARS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data
@@ -304,3 +307,100 @@ def test_planes_round_trip_inside_a_result(plane: Plane) -> None:
         return
     result = Result("r", [Variant(0, 0, plane, mask, 7)])
     assert decode(encode(result)) == result
+
+
+# -- client text in error messages -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("a\nFORGED line", r"'a\nFORGED line'"),
+    ("tab\tcr\r esc\x1b nel\x85 ls\u2028", r"'tab\tcr\r esc\x1b nel\x85 ls\u2028'"),
+    (b"raw\n", r"b'raw\n'"),
+    (["x\ny", 3], r"['x\ny', 3]"),
+    (None, "None"),
+])
+def test_quote_escapes_control_characters(value: object, expected: str) -> None:
+    assert quote(value) == expected
+
+
+@pytest.mark.parametrize("value", ["x" * 10**7, b"\n" * 10**7, bytearray(10**7), [["y" * 10**6] * 50] * 50,
+                                   {str(i): "z" * 10**5 for i in range(60)}])
+def test_quote_is_bounded(value: object) -> None:
+    text = quote(value)
+    assert len(text) <= QUOTE_MAX_CHARS + 1 and text.endswith("…") and "\n" not in text
+
+
+def _lora_request_frame(**changes: object) -> bytes:
+    wire = _wire(_photo_request())
+    wire.update(changes)
+    return msgpack.packb(wire, use_bin_type=True)
+
+
+@pytest.mark.parametrize(("frame", "escaped"), [
+    (_lora_request_frame(loras={"a\nFORGED line": "heavy"}), r"a\nFORGED line"),
+    (_lora_request_frame(**{"x\nFORGED line": 1}), r"x\nFORGED line"),
+    (msgpack.packb({"type": "tele\nFORGED port"}), r"tele\nFORGED port"),
+])
+def test_client_text_in_decode_errors_is_escaped(frame: bytes, escaped: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert "\n" not in caught.value.message and escaped in caught.value.message, caught.value.message
+
+
+@pytest.mark.parametrize("frame", [
+    msgpack.packb({"type": b"\n" * 20_000_000}, use_bin_type=True),
+    _lora_request_frame(**{"k" * 900_000: 1, "j" * 900_000: 2}),
+    _lora_request_frame(loras={"l" * 900_000: "heavy"}),
+    _lora_request_frame(scheduler="s" * 900_000),
+])
+def test_decode_errors_are_bounded(frame: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert len(caught.value.message) < 600, len(caught.value.message)
+
+
+# -- the job id of a frame that does not decode ------------------------------------------------------------------------
+
+def _sorted_wire(request: InpaintRequest, **changes: object) -> bytes:
+    """``request``'s wire map with ``changes``, keys in alphabetical order: job_id after the big image plane."""
+    wire = {**_wire(request), **changes}
+    return msgpack.packb(dict(sorted(wire.items())), use_bin_type=True)
+
+
+@pytest.mark.parametrize(("frame", "job_id"), [
+    (encode(_photo_request()), "job-1"),
+    (_sorted_wire(_photo_request(), num_variants="two"), "job-1"),
+    (_sorted_wire(dataclasses.replace(_photo_request(), job_id="é\n" * 64)), "é\n" * 64),
+    (_sorted_wire(_photo_request(), image={"width": 1, "height": 1, "channels": 4, "data": b"\0" * 10**6}), "job-1"),
+    (msgpack.packb({"job_id": "x", "type": "inpaint", "extra": [[1, 2], {"a": [None, True, 1.5, -7]}]}), "x"),
+    (msgpack.packb({"type": "cancel", "job_id": "x"}), None),  # only a request's refusal ends a job
+    (msgpack.packb({"job_id": "x"}), None),
+    (msgpack.packb({"type": "inpaint", "job_id": "x" * (MAX_JOB_ID_CHARS + 1)}), None),
+    (msgpack.packb({"type": "inpaint", "job_id": ""}), None),
+    (msgpack.packb({"type": "inpaint", "job_id": 7}), None),
+    (msgpack.packb({"type": "inpaint", "job_id": b"x"}, use_bin_type=True), None),
+    (msgpack.packb({"type": "inpaint", "extra": [[]] * 10_000, "job_id": "x"}), None),  # too much to walk
+    (msgpack.packb({"type": "inpaint", "job_id": "x"})[:-1], None),
+    (msgpack.packb([{"type": "inpaint", "job_id": "x"}]), None),
+    (b"\xc1\xff", None),
+    (b"", None),
+    ("text", None),
+])
+def test_peek_job_id(frame: bytes, job_id: str | None) -> None:
+    assert peek_job_id(frame) == job_id
+
+
+@given(_requests(), st.data())
+@settings(max_examples=200)
+def test_peek_job_id_agrees_with_decode_and_never_raises(request: InpaintRequest, draw: st.DataObject) -> None:
+    frame = bytearray(encode(request))
+    for _ in range(draw.draw(st.integers(0, 4))):
+        index = draw.draw(st.integers(0, len(frame) - 1))
+        frame[index] = draw.draw(st.integers(0, 255))
+    frame = frame[:draw.draw(st.integers(1, len(frame)))]
+    peeked = peek_job_id(bytes(frame))
+    try:
+        decoded = decode(bytes(frame))
+    except ProtocolError:
+        return
+    if isinstance(decoded, InpaintRequest):
+        assert peeked == decoded.job_id
