@@ -41,6 +41,30 @@ for field
 names, numbers, msgpack headers and the per-variant seeds and timings of a result (about 200 bytes a variant)."""
 
 
+MAX_DEPTH = 4
+"""Most levels of nested maps and arrays in a message: a result's map → its variants array → a variant's map →
+its plane (or timings) map, and a welcome's map → engines → an engine's map → its LoRA names."""
+
+MAX_OBJECTS = 1 << 14
+"""Most msgpack objects (keys, values and containers, the message itself included) one frame may hold: a request
+holds about 80, a result about 40 a variant; the rest is room for a welcome listing many engines, LoRAs and
+embeddings. :func:`decode` counts them by their headers before it builds any, so a frame of a million empty
+arrays costs microseconds, not the ~60 bytes of memory per byte sent that building them would."""
+
+MAX_STR_BYTES = 1 << 16
+"""Longest msgpack str (bytes) of a message: 4 × the longest prompt in UTF-8 (4 bytes a character), room enough
+for an engine's ``detail`` text in a welcome."""
+
+MAX_ARRAY_LEN = 1024
+"""Longest msgpack array of a message: a welcome's engines and each engine's LoRA and embedding names (a result
+has at most :data:`protocol.messages.MAX_VARIANTS` variants)."""
+
+MAX_MAP_LEN = 64
+"""Largest msgpack map of a frame. The largest valid map has 20 entries (an inpaint request's fields and its
+``type``); the rest lets :func:`decode` name the unknown fields of a newer client's request instead of refusing
+its map by size."""
+
+
 def max_frame_bytes(max_pixels: int, num_images: int = 1) -> int:
     """Largest frame (bytes) carrying ``num_images`` RGBA images with their masks of ``max_pixels`` each.
 
@@ -141,18 +165,20 @@ def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
 
     Raises:
         ProtocolError: ``BAD_MESSAGE`` for anything that is not a well-typed message (not msgpack,
-            truncated, trailing bytes, unknown type or fields, wrong types); ``TOO_LARGE`` for a
-            plane over ``max_pixels``; ``INVALID_REQUEST``
+            truncated, trailing bytes, unknown type or fields, wrong types, more than :data:`MAX_OBJECTS`
+            objects, nesting deeper than :data:`MAX_DEPTH`, a str, bin, array or map longer than a message's
+            can be); ``TOO_LARGE`` for a plane over ``max_pixels``; ``INVALID_REQUEST``
             for values out of range or inconsistent sizes.
     """
     if not isinstance(frame, bytes | bytearray | memoryview):
         raise _bad("frames must be binary")
     try:
+        _skip(memoryview(frame).cast("B"), 0, MAX_OBJECTS, MAX_DEPTH)  # before any object is built
         wire = msgpack.unpackb(
-            frame, raw=False, strict_map_key=True, use_list=True,
-            max_str_len=1 << 20, max_array_len=1024, max_map_len=64, max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            frame, raw=False, strict_map_key=True, use_list=True, max_str_len=MAX_STR_BYTES,
+            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0,
+        )  # a bin is at most the frame's length (unpackb's default): bytes sent, not amplified
+    except (IndexError, ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise _bad(f"not a msgpack message: {exc}") from None
     if not isinstance(wire, dict):
         raise _bad("a message must be a msgpack map")
@@ -215,19 +241,30 @@ def _object(data: memoryview, at: int) -> tuple[str, int, int, int]:
     return kind, start, start + length, contained
 
 
-def _skip(data: memoryview, at: int, budget: int) -> tuple[int, int]:
+def _skip(data: memoryview, at: int, budget: int, max_depth: int | None = None) -> tuple[int, int]:
     """Step over the msgpack object at ``at`` and everything it contains: ``(offset after it, budget left)``.
 
+    Args:
+        max_depth: most levels of nested maps and arrays (the object itself is level 1); None: no limit.
+
     Raises:
-        IndexError, ValueError: as :func:`_object`, or the object holds more than ``budget`` objects.
+        IndexError, ValueError: as :func:`_object`, the object holds more than ``budget`` objects (itself
+            included), or its containers nest deeper than ``max_depth``.
     """
-    pending = 1
+    pending = [1]  # objects still to step over at each open level
     while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
         budget -= 1
         if budget < 0:
             raise ValueError("too many objects to step over")
         _, _, at, contained = _object(data, at)
-        pending += contained - 1
+        if contained:
+            if max_depth is not None and len(pending) > max_depth:
+                raise ValueError(f"maps and arrays nested deeper than {max_depth} levels")
+            pending.append(contained)
     return at, budget
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
+import time
 
 import msgpack
 import numpy as np
@@ -29,6 +31,7 @@ from gimp_inpaint.protocol import (
     peek_job_id,
     quote,
 )
+from gimp_inpaint.protocol.codec import MAX_DEPTH, MAX_MAP_LEN
 from gimp_inpaint.protocol.messages import (
     LORA_WEIGHT_MAX,
     MAX_CLIENT_NAME_CHARS,
@@ -404,3 +407,42 @@ def test_peek_job_id_agrees_with_decode_and_never_raises(request: InpaintRequest
         return
     if isinstance(decoded, InpaintRequest):
         assert peeked == decoded.job_id
+
+
+# -- bounded decoding --------------------------------------------------------------------------------------------------
+
+def _nested_empty_arrays(levels: int, width: int = 1024) -> bytes:
+    """``levels`` levels of arrays of ``width`` arrays, the innermost empty (one byte each): 11.5 MB for 3 × 1024."""
+    frame = b"\x90"
+    for _ in range(levels):
+        frame = b"\xdc" + width.to_bytes(2, "big") + frame * width
+    return frame
+
+
+NESTED_FRAME = b"\x81\xa4type" + _nested_empty_arrays(3)
+"""The issue's 11.5 MB frame: ``{"type": <11.8 million nested empty arrays>}``, 4 levels deep, so only the count
+of objects refuses it (decoding it used to take 5.6 s and 920 MB here)."""
+
+
+@pytest.mark.parametrize(("frame", "words"), [
+    (NESTED_FRAME, "too many objects"),
+    (msgpack.packb({"type": [[None] * 1000] * 17}), "too many objects"),  # 17,018 objects, 3 levels
+    (b"\x91" * 5 + b"\x90", "nested deeper than 4 levels"),
+    (msgpack.packb({"type": [[[[[]]]]]}), "nested deeper than 4 levels"),
+], ids=["11.5 MB of nested empty arrays", "17k nils", "5 arrays deep", "map and 5 arrays deep"])
+def test_decoding_is_bounded_before_objects_are_built(frame: bytes, words: str) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(ProtocolError) as refused:
+        decode(frame)
+    elapsed = time.perf_counter() - started
+    assert refused.value.code is ErrorCode.BAD_MESSAGE and words in refused.value.message
+    assert elapsed < 0.5  # a bound, not a speed test: building the 11.5 MB frame's lists took 5.6 s and 920 MB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20 * 1024  # KiB: < 20 MB
+
+
+def test_a_valid_message_at_the_limits_still_decodes() -> None:
+    request = _photo_request()
+    deepest = Result("r", [Variant(0, 0, request.image, request.mask, 1, {"queue": 0.0})] * MAX_VARIANTS)
+    assert decode(encode(deepest)) == deepest  # map → variants → variant → plane: 4 levels
+    assert MAX_DEPTH == 4 and len(msgpack.unpackb(encode(request))) <= MAX_MAP_LEN
