@@ -24,6 +24,12 @@ fix): :mod:`installer.doctor`; exit status 1 when something is broken.
 The daemon's URL defaults to the host and port of its ``daemon.toml`` (in ``--config-dir``, or its
 default configuration folder), else ``ws://127.0.0.1:7869``.
 
+Before anything is sent, ``fill`` and ``demo`` check what they can: the URL (:func:`client.connection.check_url`),
+that every output file can be written (:func:`client.imaging.check_writable`), and the inputs: at most
+:data:`client.imaging.MAX_IMAGE_PIXELS` pixels, 8 bits per channel, turned upright as their EXIF orientation says,
+the mask the same size as the picture and not all black. The mask is read as white or opaque = fill
+(:func:`client.imaging.load_mask`).
+
 Exit status: 0 success, 1 the fill failed (daemon unreachable or reporting an error), 2 bad
 arguments or input files, 130 cancelled.
 """
@@ -31,6 +37,7 @@ arguments or input files, 130 cancelled.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -42,12 +49,20 @@ from typing import TextIO
 
 import numpy as np
 import platformdirs
-from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, InpaintClient
-from gimp_inpaint.client.imaging import compose, load_mask, load_rgba, mask_bounds, save_image
+from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, ConnectionConfigError, InpaintClient, check_url
+from gimp_inpaint.client.imaging import (
+    MAX_IMAGE_PIXELS,
+    check_writable,
+    compose,
+    load_mask,
+    load_rgba,
+    mask_bounds,
+    save_image,
+)
 from gimp_inpaint.client.local_daemon import configured_url
 from gimp_inpaint.daemon.config import APP_NAME, TOKEN_FILE, ConfigError
 from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
-from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill
+from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, add_hint, parse_loras, run_fill
 from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
@@ -75,9 +90,10 @@ EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 """Exit status after Ctrl+C (128 + SIGINT, the shell's convention)."""
 
-_TOKEN_HINT = ("Pass the daemon's token with --token, or --config-dir pointing at the daemon's configuration "
+TOKEN_HINT = ("Pass the daemon's token with --token, or --config-dir pointing at the daemon's configuration "
                "folder (the one holding its `token` file).")
-"""Added to an ``UNAUTHORIZED`` error: where the CLI takes the token from."""
+"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`plugin_gimp.fill.add_hint`): where the CLI
+takes the token from."""
 
 
 class UsageError(Exception):
@@ -195,6 +211,21 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    """The ``--timeout`` value: a positive, finite number of seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a number, or is NaN, infinite, zero or negative.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``demo``, ``status`` and ``doctor``)."""
     defaults = FillParams()
@@ -207,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config-dir", type=Path,
                        help="the daemon's configuration folder holding `token` and `daemon.toml` (default: "
                             f"{platformdirs.user_config_dir(APP_NAME)})")
-    group.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon to answer")
+    group.add_argument("--timeout", type=_positive_seconds, default=5.0,
+                       help="seconds to wait for the daemon to answer, > 0 (default 5)")
 
     parser = argparse.ArgumentParser(prog="gimp-inpaint", description="Generative fill of image files through "
                                      "the gimp-inpaint daemon (start it with `gimp-inpaint-daemon`).",
@@ -215,10 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     fill = commands.add_parser("fill", parents=[connection], help="fill the masked area of an image",
-                               description="Fill the area where MASK is non-zero (255 = repaint) and write the "
-                                           "result. With --variants N > 1 the outputs are OUT-1 … OUT-N.")
-    fill.add_argument("image", type=Path, help="the picture (any format Pillow reads)")
-    fill.add_argument("mask", type=Path, help="the mask, same size: white = fill, black = keep, gray = partly")
+                               description="Fill the area that MASK marks and write the "
+                                           "result. With --variants N > 1 the outputs are OUT-1 … OUT-N. The mask "
+                                           "rule is white or opaque = fill: the mask's luminance (white = fill, "
+                                           "black = keep, gray = partly), or, for a mask drawn only in its alpha "
+                                           "channel (one colour everywhere, the alpha varies), its alpha (opaque = "
+                                           "fill, transparent = keep). Both files are turned upright as their EXIF "
+                                           "orientation says; the result is written upright.")
+    side = math.isqrt(MAX_IMAGE_PIXELS)
+    fill.add_argument("image", type=Path, help=f"the picture (any format Pillow reads, at most {side}×{side} pixels)")
+    fill.add_argument("mask", type=Path, help="the mask, same size: white or opaque = fill (see above)")
     fill.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
     fill.add_argument("--engine", default=defaults.engine, help="daemon engine (default: the first available)")
     fill.add_argument("--prompt", default=defaults.prompt, help="what to paint in the masked area")
@@ -298,6 +336,21 @@ def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndar
     return image, mask
 
 
+def _check_outputs(paths: Sequence[Path]) -> None:
+    """Check that each of ``paths`` can be written (:func:`client.imaging.check_writable`), before any work.
+
+    Raises:
+        UsageError: one cannot; the message names it and says why.
+    """
+    for path in paths:
+        try:
+            check_writable(path)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+        except ValueError as exc:
+            raise UsageError(f"Cannot write {path}: {exc}.") from None
+
+
 def _save(path: Path, pixels: np.ndarray) -> None:
     try:
         save_image(path, pixels)
@@ -358,16 +411,15 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _url(args: argparse.Namespace) -> str:
-    """``--url``, else the daemon's configured URL (:func:`client.local_daemon.configured_url`).
+    """``--url``, else the daemon's configured URL (:func:`client.local_daemon.configured_url`), checked by
+    :func:`client.connection.check_url`.
 
     Raises:
-        UsageError: ``daemon.toml`` is invalid or sets no fixed port.
+        UsageError: the URL is malformed, or ``daemon.toml`` is invalid or sets no fixed port.
     """
-    if args.url:
-        return args.url
     try:
-        return configured_url(args.config_dir)
-    except ConfigError as exc:
+        return check_url(args.url or configured_url(args.config_dir))
+    except (ConfigError, ConnectionConfigError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -382,9 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _status(args)
             return 0
         if args.command == "demo":
+            compare = args.output.with_name(f"{args.output.stem}-before-after{args.output.suffix}")
+            _check_outputs([args.output, compare])
             image, mask = _load_inputs(DEMO_IMAGE, DEMO_MASK)
             params = FillParams(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER)
         else:
+            _check_outputs(output_paths(args.output, args.variants))
             image, mask = _load_inputs(args.image, args.mask)
             params = FillParams(prompt=args.prompt, negative_prompt=args.negative_prompt, engine=args.engine,
                                 strength=args.strength, num_inference_steps=args.steps,
@@ -396,7 +451,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         document = ArrayDocument(image, mask)
         written = _fill(document, args, params)
         if args.command == "demo":
-            compare = args.output.with_name(f"{args.output.stem}-before-after{args.output.suffix}")
             _save(compare, np.concatenate([image, written[0][1]], axis=1))
             print(f"{compare}: before (left) and after (right)", flush=True)
     except UsageError as exc:
@@ -407,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code is ErrorCode.CANCELLED:
             print("gimp-inpaint: cancelled", file=sys.stderr)
             return EXIT_CANCELLED
-        hint = f" {_TOKEN_HINT}" if code is ErrorCode.UNAUTHORIZED else ""
-        print(f"gimp-inpaint: error: {exc.message}{hint}", file=sys.stderr)
+        message = add_hint(exc.message, TOKEN_HINT) if code is ErrorCode.UNAUTHORIZED else exc.message
+        print(f"gimp-inpaint: error: {message}", file=sys.stderr)
         return EXIT_USAGE if code is ErrorCode.INVALID_REQUEST else EXIT_FAILED
     except KeyboardInterrupt:
         print("gimp-inpaint: interrupted", file=sys.stderr)

@@ -48,6 +48,7 @@ from gimp_inpaint.protocol import (
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 DEFAULT_URL = "ws://127.0.0.1:7869"
 """Where ``gimp-inpaint-daemon`` listens unless configured otherwise."""
@@ -114,6 +115,44 @@ class ConnectionConfigError(ClientError):
     """
 
 
+def _not_a_websocket_url(url: str, reason: str) -> ConnectionConfigError:
+    return ConnectionConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL}: {reason}.")
+
+
+def check_url(url: str) -> str:
+    """Check that ``url`` is a WebSocket URL a client can connect to: scheme ``ws`` or ``wss``, a host, a port
+    from 1 to 65535 when it gives one (without one: 80 for ``ws``, 443 for ``wss``), and whatever else websockets
+    requires (``websockets.uri.parse_uri``: no ``#fragment``, a password with a user name, an IDNA host name).
+
+    Returns:
+        ``url``, unchanged.
+
+    Raises:
+        ConnectionConfigError: it is not; the message quotes ``url`` and says what is wrong, on one line.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": an unclosed or misplaced bracket
+        raise _not_a_websocket_url(url, "the host is malformed") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise _not_a_websocket_url(url, "the scheme must be ws:// or wss://")
+    if not parts.hostname:
+        raise _not_a_websocket_url(url, "it names no host")
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        raise _not_a_websocket_url(url, "the port must be a whole number from 1 to 65535")
+    try:
+        parse_uri(url)
+    except InvalidURI as exc:
+        raise _not_a_websocket_url(url, exc.msg) from None
+    except UnicodeError:  # from the IDNA encoding of a non-ASCII host name
+        raise _not_a_websocket_url(url, "the host is not a valid domain name") from None
+    return url
+
+
 def _unreachable(url: str, reason: str, kind: type[DaemonUnavailable] = DaemonUnavailable) -> DaemonUnavailable:
     return kind(
         f"Cannot reach the gimp-inpaint daemon at {url} ({reason}). "
@@ -154,21 +193,21 @@ class InpaintClient:
         Compression is off (the payload is raw pixels) and no HTTP proxy is used (the daemon is local).
 
         Raises:
-            ConnectionConfigError: ``url`` is not a ``ws://`` or ``wss://`` URL.
+            ConnectionConfigError: ``url`` is not a valid ``ws://`` or ``wss://`` URL (:func:`check_url`), checked
+                before connecting.
             DaemonNotRunning: nothing listens there (a :class:`DaemonUnavailable`).
             DaemonUnavailable: the handshake timed out, the host cannot be reached, or the peer is not
                 a gimp-inpaint daemon.
             DaemonError: the daemon refused the Hello (``UNAUTHORIZED``; ``VERSION_MISMATCH``, whose message
                 tells the user to restart the daemon after updating: :func:`version_mismatch_message`).
         """
+        check_url(url)
         stack = ExitStack()
         try:
             websocket = stack.enter_context(connect(
                 url, compression=None, proxy=None, open_timeout=timeout,
                 max_size=max_frame_bytes(DEFAULT_MAX_PIXELS, MAX_VARIANTS),
             ))
-        except InvalidURI as exc:
-            raise ConnectionConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL} ({exc})") from None
         except TimeoutError:
             raise _unreachable(url, f"no answer within {timeout:g} s") from None
         except InvalidHandshake as exc:

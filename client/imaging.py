@@ -5,58 +5,94 @@ Never vendored into the GIMP plug-in (GIMP composites with the layer mask itself
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from gimp_inpaint.protocol import Plane, Rect
-from PIL import Image, ImageMode
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Plane, Rect
+from PIL import Image, ImageMode, ImageOps
+
+MAX_IMAGE_PIXELS = 4 * DEFAULT_MAX_PIXELS
+"""Most pixels of a picture or mask read from a file: 8192×8192, four times the daemon's default request limit
+(:data:`protocol.DEFAULT_MAX_PIXELS`; only the crop around the mask is sent, so the picture may be larger than a
+request). It bounds the command line's memory, 4 bytes per pixel (256 MiB) for each RGBA copy it holds, and lies
+below Pillow's decompression-bomb threshold (``Image.MAX_IMAGE_PIXELS``, about 89.5 million), so Pillow never
+warns about a file that passes."""
 
 _EIGHT_BIT_TYPES = ("u1", "b1")
 """NumPy type codes (without byte order) of Pillow modes with at most 8 bits per channel
 (``ImageMode.getmode(mode).typestr``: ``|u1`` for L, RGB, RGBA, P, …; ``|b1`` for 1-bit)."""
 
 
-def _open_8bit(path: Path) -> Image.Image:
-    """Open ``path`` with Pillow and check that its pixels have at most 8 bits per channel.
+@contextmanager
+def _open_8bit(path: Path) -> Iterator[Image.Image]:
+    """Open ``path`` with Pillow, check its size and depth from its header, and yield it upright.
 
-    Pillow opens 16-bit colour PNGs as 8-bit RGB/RGBA (keeping the high byte, a correct scaling), but
-    16-bit grayscale (``I;16``), 32-bit integer (``I``) and float (``F``) images keep their range,
-    which ``Image.convert`` to an 8-bit mode clips instead of scaling: such files are refused.
+    A file of more than :data:`MAX_IMAGE_PIXELS` is refused before its pixels are decoded (a decompression bomb
+    is a small file that claims billions of pixels). Pillow opens 16-bit colour PNGs as 8-bit RGB/RGBA (keeping
+    the high byte, a correct scaling), but 16-bit grayscale (``I;16``), 32-bit integer (``I``) and float (``F``)
+    images keep their range, which ``Image.convert`` to an 8-bit mode clips instead of scaling: such files are
+    refused. The picture is turned as its EXIF orientation says (``ImageOps.exif_transpose``: a phone photo is
+    stored sideways and tagged), so it is read as every viewer shows it.
 
     Raises:
         OSError: the file is missing or not an image Pillow can read.
-        ValueError: the image has more than 8 bits per channel.
+        ValueError: more than :data:`MAX_IMAGE_PIXELS` pixels, or more than 8 bits per channel.
     """
-    image = Image.open(path)
-    if ImageMode.getmode(image.mode).typestr[1:] not in _EIGHT_BIT_TYPES:
-        image.close()
-        raise ValueError(f"{path} has {image.mode} pixels (16-bit, 32-bit or floating point); gimp-inpaint reads "
-                         f"8 bits per channel only. Convert it to 8 bits first (in GIMP: Image ▸ Precision ▸ "
-                         f"8 bit integer).")
-    return image
+    side = math.isqrt(MAX_IMAGE_PIXELS)
+    too_large = ValueError(f"{path} has more than {MAX_IMAGE_PIXELS:,} pixels ({side}×{side}), the most "
+                           f"gimp-inpaint reads from a file; scale it down first, or fill it in GIMP.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own, higher thresholds
+        raise too_large from None
+    with image:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise too_large
+        if ImageMode.getmode(image.mode).typestr[1:] not in _EIGHT_BIT_TYPES:
+            raise ValueError(f"{path} has {image.mode} pixels (16-bit, 32-bit or floating point); gimp-inpaint "
+                             f"reads 8 bits per channel only. Convert it to 8 bits first (in GIMP: Image ▸ "
+                             f"Precision ▸ 8 bit integer).")
+        ImageOps.exif_transpose(image, in_place=True)
+        yield image
 
 
 def load_rgba(path: Path) -> np.ndarray:
-    """Read an 8-bit image as H×W×4 uint8 RGBA (straight alpha; opaque when the file has none).
+    """Read an 8-bit image as H×W×4 uint8 RGBA (straight alpha; opaque when the file has none), upright as its
+    EXIF orientation says.
 
     Raises:
         OSError: the file is missing or not an image Pillow can read.
-        ValueError: more than 8 bits per channel (Pillow modes ``I;16``, ``I``, ``F``), which a conversion
-            would clip rather than scale.
+        ValueError: more than :data:`MAX_IMAGE_PIXELS` pixels, or more than 8 bits per channel (Pillow modes
+            ``I;16``, ``I``, ``F``), which a conversion would clip rather than scale.
     """
     with _open_8bit(path) as image:
         return np.asarray(image.convert("RGBA")).copy()
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """Read an 8-bit mask image as H×W uint8 (255 = repaint, 0 = keep); colour images become luminance.
+    """Read an 8-bit mask image as H×W uint8 (255 = repaint, 0 = keep), upright as its EXIF orientation says.
+
+    The rule: white or opaque = fill. The mask is the image's luminance (colour images too: white = fill,
+    black = keep, gray = partly), except for a mask drawn only in its alpha channel, whose colour is the same
+    everywhere while its alpha varies: then it is the alpha (opaque = fill, transparent = keep).
 
     Raises:
         OSError: the file is missing or not an image Pillow can read.
-        ValueError: more than 8 bits per channel (Pillow modes ``I;16``, ``I``, ``F``), which a conversion
-            would clip rather than scale.
+        ValueError: more than :data:`MAX_IMAGE_PIXELS` pixels, or more than 8 bits per channel (Pillow modes
+            ``I;16``, ``I``, ``F``), which a conversion would clip rather than scale.
     """
     with _open_8bit(path) as image:
+        if "A" in image.getbands() or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            *colour, alpha = rgba.getextrema()
+            if all(low == high for low, high in colour) and alpha[0] != alpha[1]:
+                return np.asarray(rgba.getchannel("A")).copy()
         return np.asarray(image.convert("L")).copy()
 
 
@@ -72,6 +108,25 @@ def save_image(path: Path, pixels: np.ndarray) -> None:
     if pixels.ndim == 3 and pixels.shape[2] == 4 and bool(np.all(pixels[..., 3] == 255)):
         pixels = pixels[..., :3]
     Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+
+
+def check_writable(path: Path) -> None:
+    """Check, before any work, that :func:`save_image` can write ``path``: Pillow writes a format with its
+    extension, and the file can be created in its folder (or, when it exists, opened for writing). A file the
+    check creates is removed again; an existing one is left as it was.
+
+    Raises:
+        OSError: it cannot be written: the folder is missing or read-only, ``path`` is a folder, …
+        ValueError: Pillow writes no format with that extension.
+    """
+    existed = path.exists()
+    with path.open("ab"):
+        pass
+    if not existed:
+        path.unlink()
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
+        extension = f"the extension “{path.suffix}”" if path.suffix else "no extension"
+        raise ValueError(f"Pillow writes no format with {extension}; name it e.g. .png, .jpg, .webp or .tif")
 
 
 def plane_from_array(pixels: np.ndarray) -> Plane:

@@ -51,6 +51,27 @@ class FillError(Exception):
         self.code = code
 
 
+_SENTENCE_ENDS = (".", "!", "?", "…")
+"""Punctuation that ends a sentence (:func:`add_hint`)."""
+
+_CLOSING_QUOTES = "”’\"'"
+"""Quotes that may follow a sentence's punctuation, as in ``He said “stop.”`` (brackets may not: the ``…`` of
+``(code 1009: …)`` ends no sentence)."""
+
+
+def add_hint(message: str, hint: str) -> str:
+    """``message``, then ``hint`` as a sentence of its own: a full stop ends ``message`` unless it already ends
+    with ``.``, ``!``, ``?`` or ``…`` (before any closing quotes); trailing spaces are dropped.
+
+    For example ``add_hint("wrong token (see the log)", "Re-run the installer.")`` is
+    ``"wrong token (see the log). Re-run the installer."``.
+    """
+    text = message.rstrip()
+    if not text.rstrip(_CLOSING_QUOTES).endswith(_SENTENCE_ENDS):
+        text += "."
+    return f"{text} {hint}"
+
+
 SCHEDULER_LABELS = dict(zip(SCHEDULERS, (
     "Model default", "DDIM", "Euler", "Euler Ancestral", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE Karras",
     "LMS Karras", "UniPC"), strict=True))
@@ -179,9 +200,8 @@ def progress_text(step: int, total: int, stage: str, num_variants: int) -> tuple
 def _daemon_failure(exc: DaemonError) -> FillError:
     if exc.code is ErrorCode.CANCELLED:
         return FillError("Generative fill was cancelled.", exc.code)
-    hint = _HINTS.get(exc.code)
-    return FillError(f"The inpainting daemon reported an error: {exc.message}" + (f" {hint}" if hint else ""),
-                     exc.code)
+    message, hint = f"The inpainting daemon reported an error: {exc.message}", _HINTS.get(exc.code)
+    return FillError(add_hint(message, hint) if hint else message, exc.code)
 
 
 def run_fill(document: Document, client_factory: Callable[[], InpaintClient], params: FillParams) -> list[str]:

@@ -3,10 +3,16 @@ against the real daemon server."""
 
 from __future__ import annotations
 
+import os
+import struct
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gimp_inpaint.client import cli
 from gimp_inpaint.client.imaging import (
+    MAX_IMAGE_PIXELS,
     array_from_plane,
     compose,
     load_mask,
@@ -16,10 +22,12 @@ from gimp_inpaint.client.imaging import (
     save_image,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.plugin_gimp.fill import add_hint
 from gimp_inpaint.protocol import EngineInfo, Rect
 from PIL import Image
 from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon
 from skimage import data
+from test_client import BAD_URLS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,11 +204,29 @@ def test_fill_with_opencv_removes_the_patch(inputs, daemon, tmp_path):
     assert np.array_equal(result[:, 200:], original[:, 200:])  # far from the mask nothing moves
 
 
-def test_wrong_token_exits_1_with_a_hint(inputs, daemon, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["fill", "status"])
+def test_wrong_token_exits_1_with_the_hint_as_a_sentence_of_its_own(inputs, daemon, tmp_path, capsys, command):
     url, _ = daemon
-    code = cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--url", url, "--token", "wrong"])
-    assert code == 1
-    assert "--token" in capsys.readouterr().err
+    files = [*map(str, inputs), "-o", str(tmp_path / "o.png")] if command == "fill" else []
+    assert cli.main([command, *files, "--url", url, "--token", "wrong"]) == 1
+    message = _one_line_error(capsys)
+    assert message.endswith(f" {cli.TOKEN_HINT}") and message.count(cli.TOKEN_HINT) == 1
+    before_hint = message.removesuffix(f" {cli.TOKEN_HINT}").rstrip("”’\"'")
+    assert before_hint[-1] in ".!?…"  # the daemon's sentence is closed before the hint starts
+
+
+@pytest.mark.parametrize(("message", "joined"), [
+    ("wrong token; see the daemon's log", "wrong token; see the daemon's log. Do this."),
+    ("wrong token.", "wrong token. Do this."),
+    ("wrong token (see the log)", "wrong token (see the log). Do this."),
+    ("Is the token right?  ", "Is the token right? Do this."),
+    ("It said “stop.”", "It said “stop.” Do this."),
+    ("Refused (code 1009: …).", "Refused (code 1009: …). Do this."),
+    ("Refused (code 1009: …)", "Refused (code 1009: …). Do this."),
+    ("Wait!", "Wait! Do this."),
+])
+def test_add_hint_makes_two_sentences(message, joined):
+    assert add_hint(message, "Do this.") == joined
 
 
 def test_demo_writes_the_result_and_a_before_after_picture(daemon, tmp_path):
@@ -301,3 +327,231 @@ def test_a_daemon_toml_without_a_fixed_port_needs_url(tmp_path, capsys):
     assert cli.main(["status", "--config-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "sets port = 0" in err and "--url" in err
+
+
+def _fill_args(image: Path, mask: Path, out: Path, url: str = "ws://127.0.0.1:9") -> list[str]:
+    """``fill`` arguments that reach ``url`` (default: a port where nothing listens) with a dummy token."""
+    return ["fill", str(image), str(mask), "-o", str(out), "--token", "t", "--url", url, "--timeout", "2"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The error line that ends a refused command's stderr (after any progress lines), without its
+    ``gimp-inpaint: error: `` prefix; fails on a traceback or when the error is not the last line."""
+    err = capsys.readouterr().err
+    *_, last = err.splitlines()
+    assert "Traceback" not in err and err.count("gimp-inpaint: error: ") == 1, err
+    assert last.startswith("gimp-inpaint: error: "), err
+    return last.removeprefix("gimp-inpaint: error: ")
+
+
+@pytest.mark.parametrize(("url", "reason"), BAD_URLS)
+@pytest.mark.parametrize("command", ["fill", "status"])
+def test_a_malformed_url_exits_2_with_one_line(inputs, tmp_path, capsys, command, url, reason):
+    files = [*map(str, inputs), "-o", str(tmp_path / "o.png")] if command == "fill" else []
+    assert cli.main([command, *files, "--token", "t", "--url", url]) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith(f"“{url}” is not a WebSocket URL") and reason in message
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "-1", "0", "-0", "soon"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_by_argparse(tmp_path, capsys, timeout):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["status", "--token", "t", "--url", "ws://127.0.0.1:9", f"--timeout={timeout}"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --timeout: must be a positive, finite number of seconds, got {timeout!r}" in err
+    assert "Traceback" not in err
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A 1×1 gray PNG whose header (IHDR) claims ``width``×``height`` pixels: a decompression bomb's signature,
+    tiny on disk. Pillow reads the size from the header when it opens the file."""
+    Image.new("L", (1, 1)).save(path)
+    png = bytearray(path.read_bytes())
+    png[16:24] = struct.pack(">II", width, height)  # IHDR data starts at byte 16: width, height, …
+    png[29:33] = struct.pack(">I", zlib.crc32(png[12:29]))  # the CRC of the chunk type and its 13 data bytes
+    path.write_bytes(png)
+    return path
+
+
+@pytest.mark.parametrize(("which", "width", "height"), [
+    ("image", 8193, 8192),  # one column over the limit, below Pillow's own warning threshold
+    ("image", 10_000, 10_000),  # over Pillow's DecompressionBombWarning threshold (89 478 485 pixels)
+    ("image", 20_000, 20_000),  # over its DecompressionBombError threshold (twice that)
+    ("mask", 20_000, 20_000),
+])
+def test_an_image_over_the_pixel_limit_is_refused_with_one_line(inputs, tmp_path, capsys, which, width, height):
+    image, mask = inputs
+    bomb = _png_claiming(tmp_path / "bomb.png", width, height)
+    with pytest.raises(ValueError, match=r"bomb\.png has more than 67,108,864 pixels"):
+        (load_rgba if which == "image" else load_mask)(bomb)
+    out = tmp_path / "o.png"
+    assert cli.main(_fill_args(bomb if which == "image" else image, bomb if which == "mask" else mask, out)) == 2
+    message = _one_line_error(capsys)
+    assert message == (f"Cannot read the input: {bomb} has more than 67,108,864 pixels (8192×8192), the most "
+                       f"gimp-inpaint reads from a file; scale it down first, or fill it in GIMP.")
+    assert not out.exists()
+
+
+def test_the_pixel_limit_is_four_crops_at_the_daemons_default_limit():
+    assert MAX_IMAGE_PIXELS == 4 * 4096 * 4096 < Image.MAX_IMAGE_PIXELS  # Pillow never warns about a readable file
+
+
+@pytest.fixture
+def patch_mask() -> np.ndarray:
+    """The bundled mask of the astronaut's mission patch (0 or 255), 512×512."""
+    mask = load_mask(cli.DEMO_MASK)
+    assert set(np.unique(mask)) == {0, 255}
+    return mask
+
+
+def _alpha_drawn(mask: np.ndarray, mode: str, colour: int) -> Image.Image:
+    """``mask`` drawn only in the alpha channel of a ``mode`` image whose colour is ``colour`` everywhere."""
+    colour_bands = [np.full(mask.shape, colour, np.uint8)] * (3 if mode == "RGBA" else 1)
+    return Image.fromarray(np.dstack([*colour_bands, mask]), mode)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda mask: _alpha_drawn(mask, "RGBA", 255), id="white-RGBA-alpha-drawn"),
+    pytest.param(lambda mask: _alpha_drawn(mask, "RGBA", 0), id="black-RGBA-alpha-drawn"),
+    pytest.param(lambda mask: _alpha_drawn(mask, "LA", 255), id="white-LA-alpha-drawn"),
+    pytest.param(lambda mask: Image.fromarray(np.dstack([mask] * 3 + [np.full(mask.shape, 255, np.uint8)])),
+                 id="opaque-RGBA-drawn-white"),
+    pytest.param(lambda mask: Image.fromarray(np.dstack([mask] * 4)), id="RGBA-white-opaque-on-transparent-black"),
+    pytest.param(lambda mask: Image.fromarray(mask), id="L"),
+])
+def test_a_mask_reads_as_white_or_opaque_is_fill(patch_mask, tmp_path, make):
+    path = tmp_path / "mask.png"
+    make(patch_mask).save(path)
+    assert np.array_equal(load_mask(path), patch_mask)
+
+
+def test_a_mask_drawn_in_its_alpha_channel_fills_like_the_same_mask_in_gray(daemon, tmp_path, patch_mask):
+    url, config = daemon
+    gray, alpha = tmp_path / "gray.png", tmp_path / "alpha.png"
+    Image.fromarray(patch_mask).save(gray)
+    _alpha_drawn(patch_mask, "RGBA", 255).save(alpha)
+    for mask, out in ((gray, tmp_path / "from-gray.png"), (alpha, tmp_path / "from-alpha.png")):
+        assert cli.main(["fill", str(cli.DEMO_IMAGE), str(mask), "-o", str(out), "--url", url, "--config-dir",
+                         str(config), "--engine", "opencv"]) == 0
+    before, result = load_rgba(cli.DEMO_IMAGE), load_rgba(tmp_path / "from-alpha.png")
+    assert np.abs(result[patch_mask == 255].astype(int) - before[patch_mask == 255]).mean() > 20  # filled
+    assert np.array_equal(result, load_rgba(tmp_path / "from-gray.png"))
+
+
+STORED_FOR = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_270}
+"""How a camera stores an upright picture for each EXIF orientation 2…8 (the inverse of what a viewer applies)."""
+
+
+def _save_with_orientation(pixels: np.ndarray, path: Path, orientation: int) -> Path:
+    """Write ``pixels`` (upright) as the camera would with EXIF ``orientation``: stored turned, tagged to be shown
+    upright."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    Image.fromarray(pixels).transpose(STORED_FOR[orientation]).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_FOR))
+def test_exif_orientation_is_applied_to_image_and_mask(tmp_path, orientation):
+    photo = data.astronaut()[:300]  # 512 wide, 300 high: every orientation changes the stored pixels
+    image = _save_with_orientation(photo, tmp_path / "photo.png", orientation)
+    assert not np.array_equal(np.asarray(Image.open(image)), photo)  # stored turned or mirrored
+    assert np.array_equal(load_rgba(image)[..., :3], photo)
+    gray = data.camera()[:300]
+    assert np.array_equal(load_mask(_save_with_orientation(gray, tmp_path / "mask.png", orientation)), gray)
+
+
+@pytest.mark.parametrize("tagged", [("image",), ("mask",), ("image", "mask")])
+def test_a_phone_photo_and_its_mask_line_up_and_the_result_is_written_upright(daemon, tmp_path, tagged):
+    url, config = daemon
+    photo = data.astronaut()[:, :400]  # 400 wide, 512 high, as a phone in portrait shows it
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[100:130, 20:60] = 255
+    upright = {"image": tmp_path / "photo.png", "mask": tmp_path / "mask.png"}
+    Image.fromarray(photo).save(upright["image"])
+    Image.fromarray(mask).save(upright["mask"])
+    files = dict(upright)
+    for name in tagged:
+        files[name] = _save_with_orientation(photo if name == "image" else mask, tmp_path / f"tagged-{name}.png", 6)
+    options = ["--url", url, "--config-dir", str(config), "--engine", "opencv"]
+    for paths, out in ((upright, tmp_path / "reference.png"), (files, tmp_path / "o.png")):
+        assert cli.main(["fill", str(paths["image"]), str(paths["mask"]), "-o", str(out), *options]) == 0
+    result = load_rgba(tmp_path / "o.png")
+    assert result.shape == (512, 400, 4)
+    assert not np.array_equal(result[100:130, 20:60, :3], photo[100:130, 20:60])
+    assert np.array_equal(result, load_rgba(tmp_path / "reference.png"))
+    assert 0x0112 not in Image.open(tmp_path / "o.png").getexif()
+
+
+@pytest.mark.parametrize("margin", [0, 2])  # 2: unmasked pixels that the mask's growth (4 px by default) covers
+def test_a_mask_leaving_nothing_unmasked_is_refused_on_opencv_before_it_runs(daemon, tmp_path, capsys, margin):
+    url, config = daemon
+    mask = np.zeros((512, 512), np.uint8)
+    mask[margin:512 - margin, margin:512 - margin] = 255
+    Image.fromarray(mask).save(tmp_path / "white.png")
+    out = tmp_path / "o.png"
+    code = cli.main(["fill", str(cli.DEMO_IMAGE), str(tmp_path / "white.png"), "-o", str(out), "--url", url,
+                     "--config-dir", str(config), "--engine", "opencv"])
+    assert code == 2
+    message = _one_line_error(capsys)
+    assert message == ("The inpainting daemon reported an error: the opencv engine fills the mask from the pixels "
+                       "around it, and this mask (grown by its grow setting) leaves none unmasked: leave some of "
+                       "the picture unmasked, or use an engine that generates from a prompt")
+    assert not out.exists()
+
+
+def test_a_mask_that_leaves_some_of_the_picture_unmasked_is_filled_on_opencv(daemon, tmp_path):
+    url, config = daemon
+    mask = np.full((512, 512), 255, np.uint8)
+    mask[:, 500:] = 0  # only a 12-pixel strip of context
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "o.png"
+    assert cli.main(["fill", str(cli.DEMO_IMAGE), str(tmp_path / "mask.png"), "-o", str(out), "--url", url,
+                     "--config-dir", str(config), "--engine", "opencv", "--grow", "0", "--feather", "0"]) == 0
+    before, after = load_rgba(cli.DEMO_IMAGE), load_rgba(out)
+    assert np.array_equal(after[:, 500:], before[:, 500:])
+    assert not np.array_equal(after[:, :400], before[:, :400])
+
+
+@pytest.mark.parametrize(("output", "variants", "reason"), [
+    ("missing/o.png", 1, "No such file or directory"),
+    ("missing/o.png", 3, "No such file or directory"),
+    ("a-file.txt/o.png", 1, "Not a directory"),
+    (".", 1, "Is a directory"),
+    ("o.unknown", 1, "Pillow writes no format with the extension “.unknown”"),
+    ("o", 1, "Pillow writes no format with no extension"),
+    ("o.psd", 1, "Pillow writes no format with the extension “.psd”"),  # Pillow reads PSD files only
+])
+def test_an_output_that_cannot_be_written_is_refused_before_connecting(inputs, tmp_path, capsys, output, variants,
+                                                                       reason):
+    (tmp_path / "a-file.txt").write_text("not a folder\n")
+    out = tmp_path / output
+    first = cli.output_paths(out, variants)[0]
+    assert cli.main([*_fill_args(*inputs, out), "--variants", str(variants)]) == 2  # nothing listens at the URL
+    message = _one_line_error(capsys)
+    assert message.startswith(f"Cannot write {first}: ") and reason in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file.txt", "mask.png", "photo.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_output_in_a_read_only_folder_is_refused_before_connecting(inputs, tmp_path, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    assert cli.main(_fill_args(*inputs, folder / "o.png")) == 2
+    assert "Permission denied" in _one_line_error(capsys)
+
+
+def test_the_demos_output_is_checked_before_connecting(tmp_path, capsys):
+    out = tmp_path / "missing" / "demo.png"
+    assert cli.main(["demo", "-o", str(out), "--token", "t", "--url", "ws://127.0.0.1:9"]) == 2
+    assert _one_line_error(capsys).startswith(f"Cannot write {out}: ")
+
+
+def test_an_existing_output_is_left_as_it_was_by_the_check(inputs, tmp_path):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"an earlier result")
+    assert cli.main(_fill_args(*inputs, out)) == 1  # the check passed; nothing listens at the URL
+    assert out.read_bytes() == b"an earlier result"

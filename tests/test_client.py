@@ -24,6 +24,7 @@ from gimp_inpaint.client.connection import (
     DaemonError,
     DaemonUnavailable,
     InpaintClient,
+    connect_or_start,
     pick_engine,
     read_connection_config,
     write_connection_config,
@@ -218,9 +219,36 @@ def test_a_connection_dropped_during_a_job_is_unavailable():
     assert "code 1011: worker crashed" in caught.value.message
 
 
-def test_not_a_websocket_url_is_a_config_error():
-    with pytest.raises(ConnectionConfigError, match="not a WebSocket URL"):
-        InpaintClient.connect("http://127.0.0.1:7869", "token", "pytest")
+BAD_URLS = [
+    ("http://127.0.0.1:7869", "the scheme must be ws:// or wss://"),
+    ("127.0.0.1:7869", "the scheme must be ws:// or wss://"),
+    ("ws://127.0.0.1:99999", "the port must be a whole number from 1 to 65535"),
+    ("ws://127.0.0.1:0", "the port must be a whole number from 1 to 65535"),
+    ("ws://127.0.0.1:-1", "the port must be a whole number from 1 to 65535"),
+    ("ws://127.0.0.1:port", "the port must be a whole number from 1 to 65535"),
+    ("ws://[::1", "the host is malformed"),
+    ("ws://:7869", "it names no host"),
+    ("ws://127.0.0.1:7869#here", "fragment identifier is meaningless"),  # websockets' own rules
+    ("ws://me@127.0.0.1:7869", "username provided without password"),
+    ("ws://ü..example:7869", "the host is not a valid domain name"),
+]
+"""URLs the client refuses before connecting, with the reason its :class:`ConnectionConfigError` gives (also used
+by tests/test_cli.py)."""
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("url", "reason"), BAD_URLS)
+def test_a_malformed_url_is_a_config_error_naming_the_reason(url, reason, tmp_path):
+    with pytest.raises(ConnectionConfigError) as caught:
+        InpaintClient.connect(url, "token", "pytest")
+    assert caught.value.message.startswith(f"“{url}” is not a WebSocket URL such as ws://127.0.0.1:7869: ")
+    assert reason in caught.value.message and "\n" not in caught.value.message
+    # the plug-in's way in: the same error, and no daemon is started for it
+    config = ConnectionConfig(url, "token", (sys.executable, "-c", "raise SystemExit('started')"))
+    with pytest.raises(ConnectionConfigError) as caught_too:
+        connect_or_start(config, "pytest", tmp_path / "daemon-start.log", start_timeout=1)
+    assert caught_too.value.message == caught.value.message
+    assert not (tmp_path / "daemon-start.log").exists()
 
 
 def test_an_old_daemon_refusing_the_protocol_says_to_restart_it():
@@ -324,13 +352,13 @@ def test_a_frame_over_the_daemons_size_limit_is_too_large(tmp_path):
     rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
     big = make_request("opencv", image=plane_from_array(rgba), mask=plane_from_array(np.full((256, 256), 255,
                                                                                                np.uint8)))
+    rim = np.pad(np.full((30, 30), 255, np.uint8), 1)  # opencv fills from the unmasked 1-pixel rim
+    small = make_request("opencv", image=plane_from_array(rgba[:32, :32]), mask=plane_from_array(rim))
     with running_daemon(tmp_path, [OpenCVEngine()], max_pixels=64 * 64) as (url, token):
         with InpaintClient.connect(url, token, "pytest") as client, pytest.raises(DaemonError) as caught:
             client.inpaint(big)  # 256 × 256 × 5 bytes > max_frame_bytes(64 × 64)
         with InpaintClient.connect(url, token, "pytest") as client:  # the daemon serves the next connection
-            assert len(client.inpaint(make_request("opencv", image=plane_from_array(rgba[:32, :32]),
-                                                    mask=plane_from_array(np.full((32, 32), 255, np.uint8))))
-                       .variants) == 1
+            assert len(client.inpaint(small).variants) == 1
     assert caught.value.code is ErrorCode.TOO_LARGE
     assert "too large" in caught.value.message and "code 1009" in caught.value.message
 

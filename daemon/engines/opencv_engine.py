@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from gimp_inpaint.protocol import EngineInfo
+from gimp_inpaint.protocol import EngineInfo, ErrorCode, ProtocolError
 
 from .base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 
@@ -32,6 +32,19 @@ class OpenCVEngine(Engine):
         """Always available; ``uses_prompt`` is False."""
         return EngineInfo(name=self.name, kind="opencv", model="telea", available=True, uses_prompt=False,
                           detail=f"cv2.inpaint (Telea), radius {self.radius} px")
+
+    def check(self, job: EngineJob) -> None:
+        """Refuse a mask that leaves no pixel unmasked (after growing): Telea fills the hole from the pixels around
+        it, so without any it would return the picture unchanged, a silent no-op.
+
+        Raises:
+            ProtocolError: INVALID_REQUEST, saying to leave some of the picture unmasked.
+        """
+        if not (job.mask == 0).any():
+            raise ProtocolError(ErrorCode.INVALID_REQUEST,
+                                f"the {self.name} engine fills the mask from the pixels around it, and this mask "
+                                "(grown by its grow setting) leaves none unmasked: leave some of the picture "
+                                "unmasked, or use an engine that generates from a prompt")
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
         """Fill the non-zero pixels of ``job.mask`` (H×W uint8) in ``job.image`` (H×W×3 uint8 RGB).

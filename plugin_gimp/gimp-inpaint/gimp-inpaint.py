@@ -30,7 +30,14 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
-from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, parse_loras, run_fill  # noqa: E402
+from gimp_inpaint.plugin_gimp.fill import (  # noqa: E402
+    SCHEDULER_LABELS,
+    FillError,
+    FillParams,
+    add_hint,
+    parse_loras,
+    run_fill,
+)
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from gimp_inpaint.protocol import ErrorCode  # noqa: E402
 
@@ -50,7 +57,7 @@ CLIENT_NAME = "gimp-inpaint-plugin/0.1"
 
 _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer install) so the plug-in gets "
                "the daemon's current token.")
-"""Added to an ``UNAUTHORIZED`` error."""
+"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`plugin_gimp.fill.add_hint`)."""
 
 
 def _params(config: Gimp.ProcedureConfig) -> FillParams:
@@ -112,7 +119,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
         finally:
             Gimp.progress_end()
     except FillError as exc:
-        return _error(procedure, exc.message + (f" {_TOKEN_HINT}" if exc.code is ErrorCode.UNAUTHORIZED else ""))
+        return _error(procedure, add_hint(exc.message, _TOKEN_HINT) if exc.code is ErrorCode.UNAUTHORIZED
+                      else exc.message)
     except Exception as exc:  # a bug: report it, or GIMP shows a failure without any message
         traceback.print_exc()
         return _error(procedure, f"Generative Fill failed unexpectedly: {type(exc).__name__}: {exc}")
