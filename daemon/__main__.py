@@ -16,12 +16,23 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
-from .config import LOG_LEVELS, ConfigError, Settings, ensure_token, is_device_name, load_settings
+from .config import (
+    LOG_LEVELS,
+    ConfigError,
+    Settings,
+    ensure_token,
+    is_device_name,
+    load_settings,
+    make_private_folder,
+    open_private,
+)
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.opencv_engine import OpenCVEngine
@@ -73,14 +84,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+LOG_MAX_BYTES = 5_000_000
+"""Size (bytes) at which ``daemon.log`` is rotated: renamed to ``daemon.log.1`` (older ones shift up)."""
+
+LOG_BACKUPS = 3
+"""Rotated logs kept (``daemon.log.1`` … ``.3``, the oldest dropped): the log never takes more than 20 MB."""
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A :class:`~logging.handlers.RotatingFileHandler` that opens every file through
+    :func:`daemon.config.open_private`: the log and each new one after a rotation are 0600 (the log holds
+    client names, job ids and paths), and a log an older version left readable by others is tightened."""
+
+    def _open(self) -> TextIO:
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=open_private)
+
+
+def log_file_handler(path: Path) -> logging.handlers.RotatingFileHandler:
+    """The handler of the daemon's log file ``path``, opened for appending.
+
+    Its folder is made private (:func:`daemon.config.make_private_folder`: 0700) and its files are 0600; it
+    rotates at :data:`LOG_MAX_BYTES` keeping :data:`LOG_BACKUPS` older files.
+
+    Raises:
+        OSError: the folder or the file cannot be created, opened or made private.
+    """
+    make_private_folder(path.parent)
+    return _PrivateRotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+
+
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr and to ``settings.log_file`` (its folder is created); a log file that cannot be
-    opened is reported and skipped."""
+    """Log to stderr and to ``settings.log_file`` (:func:`log_file_handler`: private, rotated); a log file that
+    cannot be opened is reported and skipped."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     problem = None
     try:
-        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(settings.log_file, encoding="utf-8"))
+        handlers.append(log_file_handler(settings.log_file))
     except OSError as exc:
         problem = exc
     logging.basicConfig(level=settings.log_level.upper(), handlers=handlers, force=True,

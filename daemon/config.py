@@ -209,6 +209,44 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
     return _check(replace(settings, **given), "command line")
 
 
+def make_private_folder(folder: Path) -> None:
+    """Create ``folder`` and any missing parents; ``folder`` itself gets mode 0700 (owner only).
+
+    On POSIX an existing ``folder`` that others may read or enter is tightened to 0700 as well; elsewhere file
+    modes mean nothing and are left alone. Used for the token's and the log's folders.
+
+    Raises:
+        OSError: a folder cannot be created, or its mode cannot be changed.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix" and folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+
+
+def open_private(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open`: a file it creates gets mode 0600 (owner only, from the start: no moment
+    in which others could open it), and on POSIX an existing one that others may read is tightened to 0600
+    before anything goes through the returned descriptor. Used for the token and the log files.
+
+    Args:
+        path, flags: as :func:`os.open` takes them (``open`` passes them).
+
+    Returns:
+        The open file descriptor.
+
+    Raises:
+        OSError: the file cannot be opened, or its mode cannot be changed.
+    """
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.name == "posix" and os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def ensure_token(config_dir: Path) -> str:
     """Return the auth token stored in ``<config_dir>/token``, creating it first if missing.
 
@@ -216,14 +254,14 @@ def ensure_token(config_dir: Path) -> str:
     in the same folder (``tempfile.mkstemp``: mode 0600) and then hard-linked to ``token``
     (``os.link`` fails if the name exists), so the file appears complete or not at all: a daemon
     and an installer starting at once agree on one token and never read a partial one. The folder
-    is created with mode 0700 if missing. An existing token file readable by others is tightened
-    to 0600. Shared by the daemon and the installer.
+    is made private (:func:`make_private_folder`: 0700), and an existing token file readable by others is
+    tightened to 0600 (:func:`open_private`). Shared by the daemon and the installer.
 
     Raises:
         OSError: the folder or file cannot be created or read (also on a file system without hard links).
         ConfigError: the token file exists but is empty.
     """
-    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_folder(config_dir)
     path = config_dir / TOKEN_FILE
     if not path.exists():
         token = secrets.token_hex(32)
@@ -238,9 +276,8 @@ def ensure_token(config_dir: Path) -> str:
             return token
         finally:
             os.unlink(temporary)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
-    token = path.read_text(encoding="utf-8").strip()
+    with open(path, encoding="utf-8", opener=open_private) as file:
+        token = file.read().strip()
     if not token:
         raise ConfigError(f"{path} is empty; delete it and restart the daemon to create a new token")
     return token

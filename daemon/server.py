@@ -46,11 +46,13 @@ from gimp_inpaint.protocol import (
     decode,
     encode,
     max_frame_bytes,
+    peek_job_id,
+    quote,
 )
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from .config import Settings, token_matches
+from .config import TOKEN_FILE, Settings, token_matches
 from .engines.base import Engine
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue
 from .worker import Worker, check_request
@@ -70,6 +72,11 @@ FRAME_MARGIN = 2
 Every valid request fits in ``max_frame_bytes(max_pixels)``; reading frames up to twice that lets
 :func:`protocol.decode` answer a request somewhat over the pixel limit with ``TOO_LARGE`` and keep
 the connection, rather than websockets closing it with code 1009 (message too big)."""
+
+WRONG_TOKEN_MESSAGE = ("wrong token: the daemon's token is in the token file of its configuration folder; "
+                       "`gimp-inpaint doctor` checks it.")
+"""The UNAUTHORIZED message for a wrong token. Any local program may connect, so it does not name the file's path
+(the user's home folder): the daemon's log does, with the refusal."""
 
 StatusListener = Callable[[str, str], None]
 """Called as ``listener(state, text)`` on the event loop's thread; ``state``: ``"idle"``, ``"busy"`` or ``"error"``."""
@@ -224,7 +231,7 @@ class DaemonServer:
             dropped = self._queue.drop_owner(client.id)
             running = self._queue.running
             if dropped or (running is not None and running.owner == client.id):
-                log.info("connection %d (%r) closed; cancelled its jobs", client.id, client.name)
+                log.info("connection %d (%s) closed; cancelled its jobs", client.id, quote(client.name))
             writer.cancel()  # the peer is gone: nothing left in the outbox can be delivered
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
@@ -249,15 +256,16 @@ class DaemonServer:
             if not isinstance(hello, Hello):
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first message must be a hello carrying the token")
             if not token_matches(self._token, hello.token):
-                raise ProtocolError(ErrorCode.UNAUTHORIZED,
-                                    f"wrong token; the daemon's token is in {self.settings.config_dir / 'token'} "
-                                    "(re-run the installer to copy it to the plug-in)")
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, WRONG_TOKEN_MESSAGE)
             if hello.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolError(ErrorCode.VERSION_MISMATCH,
                                     f"the client speaks protocol {hello.protocol_version}, this daemon "
                                     f"{PROTOCOL_VERSION}; install the same gimp-inpaint version for both")
         except ProtocolError as exc:
-            log.warning("refused a connection from %s: %s", websocket.remote_address, exc)
+            # the token's path (the user's home) goes to the log only, not to whoever connected
+            token_file = f"; the daemon's token file is {self.settings.config_dir / TOKEN_FILE}" \
+                if exc.code is ErrorCode.UNAUTHORIZED else ""
+            log.warning("refused a connection from %s: %s%s", websocket.remote_address, exc, token_file)
             with contextlib.suppress(ConnectionClosed):
                 await websocket.send(encode(Error(exc.code.value, exc.message)))
                 await websocket.close(1008, exc.code.value)
@@ -268,7 +276,7 @@ class DaemonServer:
                               engines=[engine.info() for engine in self.engines.values()],
                               max_pixels=self.settings.max_pixels)
         except Exception as exc:  # a bug (e.g. in an engine's info()): tell the client, keep serving others
-            log.exception("connection %d (%r): cannot answer its hello", client.id, client.name)
+            log.exception("connection %d (%s): cannot answer its hello", client.id, quote(client.name))
             with contextlib.suppress(ConnectionClosed):
                 await websocket.send(encode(Error(ErrorCode.INTERNAL.value, self._bug_report("the hello", exc))))
                 await websocket.close(1011, ErrorCode.INTERNAL.value)
@@ -277,7 +285,7 @@ class DaemonServer:
             await websocket.send(encode(welcome))
         except ConnectionClosed:
             return None
-        log.info("connection %d: %r", client.id, client.name)  # repr: a client name cannot forge log lines
+        log.info("connection %d: %s", client.id, quote(client.name))
         return client
 
     def _bug_report(self, what: str, exc: Exception) -> str:
@@ -303,7 +311,8 @@ class DaemonServer:
     def _receive(self, client: _Client, frame: str | bytes) -> None:
         """Handle one frame after the handshake; errors are answered and the connection stays open.
 
-        A :class:`ProtocolError` is answered with its code; any other exception is a bug in the
+        A :class:`ProtocolError` is answered with its code, and with the job id of a request that did not
+        decode whenever :func:`protocol.peek_job_id` can read it; any other exception is a bug in the
         daemon: logged with its traceback and answered INTERNAL (with the job id when known).
         """
         message: Message | None = None
@@ -316,8 +325,9 @@ class DaemonServer:
             else:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a client may not send {message.type!r} here")
         except ProtocolError as exc:
-            log.info("connection %d: %s", client.id, exc)
-            self._send(client.id, Error(exc.code.value, exc.message))
+            job_id = peek_job_id(frame) if message is None else None
+            log.info("connection %d: %s%s", client.id, "" if job_id is None else f"job {quote(job_id)}: ", exc)
+            self._send(client.id, Error(exc.code.value, exc.message, job_id))
         except Exception as exc:
             what = "a message" if message is None else f"the {message.type!r} message"
             log.exception("connection %d: handling %s failed", client.id, what)
@@ -334,7 +344,7 @@ class DaemonServer:
         try:
             engine = self.engines.get(request.engine)
             if engine is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {request.engine!r}; this daemon offers "
+                raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {quote(request.engine)}; this daemon offers "
                                                               f"{', '.join(self.engines)}")
             check_request(request)
             try:
@@ -346,17 +356,18 @@ class DaemonServer:
             self._send(client.id, Error(exc.code.value, exc.message, request.job_id))
             return
         log.info("connection %d: job %s on %s, %d×%d, %d variant(s), scheduler %s, LoRAs %s, refiner %.2f, "
-                 "position %d", client.id, request.job_id, engine.name, request.image.width, request.image.height,
-                 request.num_variants, request.scheduler, request.loras or "none", request.refiner_strength, position)
+                 "position %d", client.id, quote(request.job_id), engine.name, request.image.width,
+                 request.image.height, request.num_variants, request.scheduler,
+                 quote(request.loras) if request.loras else "none", request.refiner_strength, position)
         self._send(client.id, Accepted(request.job_id, position))
         self._wake.set()
 
     def _cancel(self, client: _Client, job_id: str) -> None:
         """Cancel a job of this client: a waiting one ends now, a running one at the engine's next step."""
         outcome = self._queue.cancel(client.id, job_id)
-        log.info("connection %d: cancel %s → %s", client.id, job_id, outcome.value)
+        log.info("connection %d: cancel %s → %s", client.id, quote(job_id), outcome.value)
         if outcome is CancelOutcome.REMOVED:
-            self._send(client.id, Error(ErrorCode.CANCELLED.value, f"job {job_id!r} was cancelled", job_id))
+            self._send(client.id, Error(ErrorCode.CANCELLED.value, f"job {quote(job_id)} was cancelled", job_id))
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -389,15 +400,15 @@ class DaemonServer:
             outcome: Result | Error = await asyncio.wrap_future(
                 worker.submit(pending.request, pending.engine, progress, job.cancelled, started - pending.accepted_at))
         except Exception as exc:
-            log.exception("job %s: the worker failed", job_id)
-            outcome = Error(ErrorCode.INTERNAL.value, self._bug_report(f"job {job_id!r}", exc), job_id)
+            log.exception("job %s: the worker failed", quote(job_id))
+            outcome = Error(ErrorCode.INTERNAL.value, self._bug_report(f"job {quote(job_id)}", exc), job_id)
         finally:
             self._queue.finish(job)
         self._send(owner, outcome)
         if isinstance(outcome, Error) and outcome.code != ErrorCode.CANCELLED.value:
-            log.warning("job %s failed: %s: %s", job_id, outcome.code, outcome.message)
+            log.warning("job %s failed: %s: %s", quote(job_id), outcome.code, outcome.message)
             self._status("error", f"last job failed: {outcome.message}")
         else:
-            log.info("job %s: %s in %.2f s", job_id, "cancelled" if isinstance(outcome, Error) else "done",
+            log.info("job %s: %s in %.2f s", quote(job_id), "cancelled" if isinstance(outcome, Error) else "done",
                      time.perf_counter() - started)
             self._status("idle", "")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from gimp_inpaint.protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Result, Variant
+from gimp_inpaint.protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Result, Variant, quote
 from gimp_inpaint.protocol.messages import SEED_MAX
 
 from .compositing import blend_mask, grow_mask, overlay, repaint_mask
@@ -66,7 +66,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     rgb = np.ascontiguousarray(image[..., :3])
 
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
-        raise JobCancelled(f"job {request.job_id!r} cancelled")
+        raise JobCancelled(f"job {quote(request.job_id)} cancelled")
     load_start = time.perf_counter()
     engine.load(lambda stage, step, total: progress(step, total, stage))
     load_seconds = time.perf_counter() - load_start
@@ -93,7 +93,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     images: list[tuple[Plane, float]] = []
     for index, job in enumerate(jobs):
         if cancelled():
-            raise JobCancelled(f"job {request.job_id!r} cancelled")
+            raise JobCancelled(f"job {quote(request.job_id)} cancelled")
         offset = index * per_variant
 
         def report(step: int, _engine_total: int, offset: int = offset) -> None:
@@ -110,7 +110,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         images.append((Plane(width, height, 4, composed.tobytes()), inference_seconds))
         advance(offset + per_variant)
     if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job
-        raise JobCancelled(f"job {request.job_id!r} cancelled")
+        raise JobCancelled(f"job {quote(request.job_id)} cancelled")
 
     total_seconds = queued_seconds + time.perf_counter() - started
     variants = [Variant(x=request.x, y=request.y, image=plane, mask=blend_plane, seed=job.seed,
@@ -154,7 +154,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     try:
         return _inpaint(request, engine, progress, cancelled, queued_seconds, started)
     except JobCancelled:
-        return Error(ErrorCode.CANCELLED.value, f"job {request.job_id!r} was cancelled", request.job_id)
+        return Error(ErrorCode.CANCELLED.value, f"job {quote(request.job_id)} was cancelled", request.job_id)
     except EngineLoadError as exc:
         return Error(ErrorCode.ENGINE_UNAVAILABLE.value, f"engine {engine.name!r} is unavailable: {exc}",
                      request.job_id)
@@ -162,11 +162,11 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
         return Error(exc.code.value, exc.message, request.job_id)
     except Exception as exc:
         if is_out_of_memory(exc):
-            log.warning("job %s ran out of memory on %s: %s", request.job_id, engine.name, exc)
+            log.warning("job %s ran out of memory on %s: %s", quote(request.job_id), engine.name, exc)
             return Error(ErrorCode.OUT_OF_MEMORY.value,
                          f"engine {engine.name!r} ran out of memory ({exc}); try a smaller selection or padding, "
                          "fewer variants, or close other programs using the GPU", request.job_id)
-        log.exception("job %s failed on %s", request.job_id, engine.name)
+        log.exception("job %s failed on %s", quote(request.job_id), engine.name)
         return Error(ErrorCode.JOB_FAILED.value, f"engine {engine.name!r} failed: {type(exc).__name__}: {exc}",
                      request.job_id)
 

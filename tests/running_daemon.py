@@ -7,7 +7,11 @@ Used by the daemon's, the client's, the CLI's and the installer's tests (and ``b
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -151,6 +155,39 @@ def running_daemon(config_dir: Path, engines: Sequence[Engine],
     with serving(DaemonServer(settings, engines, token)) as server:
         assert server.url is not None
         yield server.url, token
+
+
+@contextmanager
+def daemon_process(config_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``python -m gimp_inpaint.daemon --no-tray --port 0 --config-dir CONFIG_DIR OPTIONS…`` (offline, its
+    real logging to ``CONFIG_DIR/daemon.log``) until the block ends; yields ``(url, process)``.
+
+    The process is terminated at the end of the block unless it has already exited.
+
+    Raises:
+        AssertionError: it did not print its ``listening on`` line (its stderr is in the message).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gimp_inpaint.daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir),
+         *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        match = re.fullmatch(r"gimp-inpaint daemon listening on (ws://127\.0\.0\.1:(\d+))\n", line)
+        assert match and int(match[2]) > 0, (line, process.stderr.read() if process.poll() is not None else "")
+        yield match[1], process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def free_port() -> int:

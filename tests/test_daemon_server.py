@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +53,7 @@ from gimp_inpaint.protocol import (
     encode,
 )
 from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS
-from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, serving
+from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, daemon_process, serving
 from skimage import data
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -317,27 +314,28 @@ def _short_plane(crop: tuple[np.ndarray, np.ndarray]) -> bytes:
 
 
 MALFORMED = {
-    "garbage": (lambda crop: b"\xc1\xff not msgpack at all", ErrorCode.BAD_MESSAGE),
-    "truncated": (lambda crop: encode(make_request(_small(crop)))[:-100], ErrorCode.BAD_MESSAGE),
-    "unknown type": (lambda crop: msgpack.packb({"type": "teleport", "job_id": "1"}), ErrorCode.BAD_MESSAGE),
-    "text frame": (lambda crop: "hello", ErrorCode.BAD_MESSAGE),
-    "daemon-only type": (lambda crop: encode(Progress("1", 1, 2)), ErrorCode.BAD_MESSAGE),
-    "wrong field type": (lambda crop: _patched(crop, num_variants="two"), ErrorCode.BAD_MESSAGE),
-    "plane length": (_short_plane, ErrorCode.INVALID_REQUEST),
-    "bad strength": (lambda crop: _patched(crop, strength=0.0), ErrorCode.INVALID_REQUEST),
-    "oversized plane": (lambda crop: encode(make_request(crop, "huge")), ErrorCode.TOO_LARGE),
+    "garbage": (lambda crop: b"\xc1\xff not msgpack at all", ErrorCode.BAD_MESSAGE, None),
+    "truncated": (lambda crop: encode(make_request(_small(crop)))[:-100], ErrorCode.BAD_MESSAGE, None),
+    "unknown type": (lambda crop: msgpack.packb({"type": "teleport", "job_id": "1"}), ErrorCode.BAD_MESSAGE, None),
+    "text frame": (lambda crop: "hello", ErrorCode.BAD_MESSAGE, None),
+    "daemon-only type": (lambda crop: encode(Progress("1", 1, 2)), ErrorCode.BAD_MESSAGE, None),
+    "wrong field type": (lambda crop: _patched(crop, num_variants="two"), ErrorCode.BAD_MESSAGE, "patched"),
+    "plane length": (_short_plane, ErrorCode.INVALID_REQUEST, "short"),
+    "bad strength": (lambda crop: _patched(crop, strength=0.0), ErrorCode.INVALID_REQUEST, "patched"),
+    "oversized plane": (lambda crop: encode(make_request(crop, "huge")), ErrorCode.TOO_LARGE, "huge"),
 }
+"""Case → (frame maker, error code, the job id the error carries: that of every request whose id can be read)."""
 
 
 @pytest.mark.parametrize("case", MALFORMED)
 def test_malformed_frame_is_answered_and_connection_survives(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
                                                              case: str) -> None:
-    make_frame, code = MALFORMED[case]
+    make_frame, code, job_id = MALFORMED[case]
     with daemon([OpenCVEngine()], tmp_path, max_pixels=SMALL_LIMIT) as server, \
             connected(server.url) as client:
         client.send(make_frame(crop))
         reply = client.recv()
-        assert isinstance(reply, Error) and reply.code == code.value and reply.job_id is None, reply
+        assert isinstance(reply, Error) and reply.code == code.value and reply.job_id == job_id, reply
         assert_opencv_works(client, _small(crop))
 
 
@@ -375,7 +373,7 @@ def test_request_over_the_pixel_limit_is_too_large_and_the_connection_survives(t
     with daemon([OpenCVEngine()], tmp_path, max_pixels=limit) as server, connected(server.url) as client:
         client.send(make_request((rgba, mask), "over"))
         reply = client.recv()
-        assert isinstance(reply, Error) and reply.code == ErrorCode.TOO_LARGE.value, reply
+        assert isinstance(reply, Error) and reply.code == ErrorCode.TOO_LARGE.value and reply.job_id == "over", reply
         assert str(limit) in reply.message
         at_limit = (np.ascontiguousarray(rgba[:, :560]), np.ascontiguousarray(mask[:, :560]))
         events, outcome = client.run(make_request(at_limit, "at-limit", prompt="é" * MAX_PROMPT_CHARS,
@@ -653,28 +651,13 @@ def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop:
 
 def test_daemon_command_line(tmp_path: Path) -> None:
     config_dir = tmp_path / "config"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gimp_inpaint.daemon", "--no-tray", "--port", "0", "--config-dir", str(config_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.fullmatch(r"gimp-inpaint daemon listening on (ws://127\.0\.0\.1:(\d+))\n", line)
-        assert match and int(match[2]) > 0, (line, process.stderr.read() if process.poll() is not None else "")
+    with daemon_process(config_dir) as (url, process):
         token_file = config_dir / "token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()
         assert re.fullmatch(r"[0-9a-f]{64}", token)
-        with connected(match[1], token=token) as client:
+        with connected(url, token=token) as client:
             assert isinstance(client.reply, Welcome) and client.reply.engines[-1].name == "opencv"
         process.terminate()
         assert process.wait(WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
     assert "stopped" in (config_dir / "daemon.log").read_text()
