@@ -115,20 +115,24 @@ class JobQueue(Generic[P]):
                     for index, other in enumerate(turns) if other != owner)
         return ahead + rounds + (self._running is not None)
 
-    def add(self, owner: Hashable, job_id: str, payload: P) -> tuple[Job[P], int]:
+    def add(self, owner: Hashable, job_id: str, payload: P, held: int = 0) -> tuple[Job[P], int]:
         """Queue a job after ``owner``'s other waiting jobs.
+
+        Args:
+            held: other things of ``owner`` that take places of its :attr:`max_per_owner` (the server: results
+                it has not yet read, so a client that does not read cannot make the daemon hold without bound).
 
         Returns:
             The job and its position (jobs that run before it, the running one included).
 
         Raises:
             DuplicateJob: ``owner`` has an unfinished job called ``job_id``.
-            QueueFull: ``owner`` already has :attr:`max_per_owner` jobs waiting.
+            QueueFull: ``owner`` already has :attr:`max_per_owner` jobs waiting (``held`` included).
         """
         if self._find(owner, job_id) is not None:
             raise DuplicateJob(f"job {job_id!r} is already queued or running on this connection")
         waiting = self._waiting.get(owner, ())
-        if self.max_per_owner is not None and len(waiting) >= self.max_per_owner:
+        if self.max_per_owner is not None and len(waiting) + held >= self.max_per_owner:
             raise QueueFull(self.max_per_owner)
         job = Job(owner, job_id, payload)
         position = self._position(owner)

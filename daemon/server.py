@@ -1,7 +1,8 @@
 """The daemon's WebSocket server: authentication, request validation, the job queue and replies.
 
 One asyncio event loop talks to every client (``websockets.asyncio.server``); jobs run strictly
-one at a time, in arrival order, on the single worker thread of :class:`daemon.worker.Worker`.
+one at a time on the single worker thread of :class:`daemon.worker.Worker`, connections taking turns and each
+connection's jobs in the order it sent them (:class:`daemon.jobs.JobQueue`).
 Progress events come back from that thread through ``loop.call_soon_threadsafe`` into the
 client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…
 and Result in order.
@@ -11,6 +12,12 @@ the token then crosses the network in cleartext), refuses every handshake that c
 ``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
 any connection whose first message is larger than :data:`HELLO_MAX_BYTES` or is not a
 :class:`protocol.Hello` with the right token.
+
+Limits (``docs/limits.md``): frames of :data:`HELLO_MAX_BYTES` until the Hello succeeds, then
+:data:`FRAME_MARGIN` × :func:`protocol.max_frame_bytes`; at most ``max_handshakes`` connections not yet
+authenticated and ``max_connections`` open ones (:func:`default_max_connections`), more refused ``BUSY``;
+at most ``max_queued_jobs`` jobs waiting per connection, its unread results included, more refused ``BUSY``;
+decoding bounded by :func:`protocol.decode`'s object, depth and length limits.
 
 Errors: protocol errors are answered with their :class:`protocol.ErrorCode` and the connection
 stays open; an unexpected exception in the server's own handling of a message (a bug) is logged
@@ -22,13 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import functools
 import ipaddress
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
@@ -51,10 +62,11 @@ from gimp_inpaint.protocol import (
 )
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from .config import TOKEN_FILE, Settings, token_matches
 from .engines.base import Engine
-from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue
+from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .worker import Worker, check_request
 
 log = logging.getLogger(__name__)
@@ -64,7 +76,24 @@ HELLO_TIMEOUT = 10.0
 
 HELLO_MAX_BYTES = 64 * 1024
 """Largest first frame (bytes) of a connection; a valid :class:`Hello` is a few hundred bytes
-(its client name is capped at :data:`protocol.messages.MAX_CLIENT_NAME_CHARS` characters)."""
+(its client name is capped at :data:`protocol.messages.MAX_CLIENT_NAME_CHARS` characters). It is the
+connection's WebSocket ``max_size`` until its Hello succeeds, so a larger first frame is refused as its header
+arrives (close code 1009, message too big), before its payload is read."""
+
+MAX_HANDSHAKES = 16
+"""Most connections at once that are open but not yet authenticated (in the HTTP upgrade or before their Hello);
+another one is refused BUSY at once. At most as many refusals are in progress at once; beyond those, a new
+connection is closed as soon as it is accepted, without a message (its file descriptor is all it costs)."""
+
+MAX_CONNECTIONS = 256
+"""Upper end of the default cap on open connections (:func:`default_max_connections`)."""
+
+MAX_QUEUED_JOBS = 8
+"""Most jobs one connection may have waiting, results it has not read included; another request is refused BUSY."""
+
+FRAME_QUEUE = 2
+"""Frames websockets reads ahead of the handler on one connection before it stops reading the socket (its
+``max_queue``): what a connection buffers is at most this many frames plus the one being read."""
 
 FRAME_MARGIN = 2
 """The WebSocket ``max_size`` is this × :func:`protocol.max_frame_bytes` of the pixel limit.
@@ -96,8 +125,140 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def default_max_connections() -> int:
+    """The default cap on open connections: half the process's file-descriptor limit (``RLIMIT_NOFILE``, soft)
+    less :data:`MAX_HANDSHAKES` refusals in progress, at most :data:`MAX_CONNECTIONS`, at least 1.
+
+    The other half stays for model files, the log and libraries. Where ``resource`` does not exist (Windows) or
+    the limit is unlimited, :data:`MAX_CONNECTIONS`.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // 2 - MAX_HANDSHAKES))
+
+
+class RepeatLimiter:
+    """Logs the first ``burst`` messages of each kind per ``window`` seconds, then only counts them; the next
+    message of that kind after the window logs the count first (one line), so a flood of failing connections
+    cannot flood the log.
+
+    Args:
+        logger: where the messages go.
+        burst: messages of one kind logged per window.
+        window: seconds (``time.monotonic``).
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, window: float = 60.0) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.window = window
+        self._kinds: dict[str, tuple[float, int, int]] = {}  # kind → (window start, logged, not logged)
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at ``level`` unless ``burst`` messages of ``kind`` were logged in this window."""
+        now = time.monotonic()
+        start, logged, dropped = self._kinds.get(kind, (now, 0, 0))
+        if now - start >= self.window:
+            if dropped:
+                self.logger.log(level, "%d more %s in %.0f s were not logged", dropped, kind, now - start)
+            start, logged, dropped = now, 0, 0
+        if logged < self.burst:
+            self.logger.log(level, message, *args)
+            logged += 1
+        else:
+            dropped += 1
+        self._kinds[kind] = (start, logged, dropped)
+
+
+class _Stage(enum.Enum):
+    """Where an open connection is, for :class:`_Admission`."""
+
+    HANDSHAKE = "handshake"
+    """Accepted; no successful Hello yet."""
+    AUTHENTICATED = "authenticated"
+    """Its Hello succeeded."""
+    REFUSED = "refused"
+    """Over a cap: it is told BUSY and closed, without a frame read."""
+
+
+class _Admission:
+    """Counts the open connections by :class:`_Stage` and admits or refuses each one when it is accepted (TCP),
+    before anything is read from it.
+
+    Args:
+        max_connections: most open connections (handshaking and authenticated).
+        max_handshakes: most handshaking connections, and most refusals in progress.
+        repeats: logs the refusals, rate-limited.
+    """
+
+    def __init__(self, max_connections: int, max_handshakes: int, repeats: RepeatLimiter) -> None:
+        self.max_connections = max_connections
+        self.max_handshakes = max_handshakes
+        self.counts: Counter[_Stage] = Counter()
+        self._repeats = repeats
+
+    def admit(self, connection: _CountedConnection) -> None:
+        """Set the new connection's stage (and its BUSY message when refused), or abort it at once."""
+        open_now = self.counts[_Stage.HANDSHAKE] + self.counts[_Stage.AUTHENTICATED]
+        if open_now >= self.max_connections:
+            connection.refusal = (f"the daemon has {open_now} connections open, its limit; close a client you no "
+                                  "longer use (another GIMP window, a CLI run) or wait, then try again")
+        elif self.counts[_Stage.HANDSHAKE] >= self.max_handshakes:
+            connection.refusal = (f"{self.counts[_Stage.HANDSHAKE]} other connections are still starting, the "
+                                  "daemon's limit; try again in a few seconds")
+        else:
+            connection.stage = _Stage.HANDSHAKE
+        if connection.refusal and self.counts[_Stage.REFUSED] < self.max_handshakes:
+            connection.stage = _Stage.REFUSED
+        if connection.stage is None:
+            self._repeats.log(logging.WARNING, "connections closed unanswered", "closed a connection at once: "
+                              "%d refusals are already in progress (%s)", self.counts[_Stage.REFUSED],
+                              connection.refusal)
+            connection.transport.abort()
+            return
+        self.counts[connection.stage] += 1
+
+    def authenticate(self, connection: _CountedConnection) -> None:
+        """Move a handshaking connection to :attr:`_Stage.AUTHENTICATED` (its Hello succeeded)."""
+        self.counts[_Stage.HANDSHAKE] -= 1
+        self.counts[_Stage.AUTHENTICATED] += 1
+        connection.stage = _Stage.AUTHENTICATED
+
+    def release(self, connection: _CountedConnection) -> None:
+        """Stop counting a connection that closed."""
+        if connection.stage is not None:
+            self.counts[connection.stage] -= 1
+            connection.stage = None
+
+
+class _CountedConnection(ServerConnection):
+    """A websockets :class:`ServerConnection` that its :class:`_Admission` counts from TCP accept to close."""
+
+    def __init__(self, admission: _Admission, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admission = admission
+        self.stage: _Stage | None = None
+        self.refusal = ""
+        """The BUSY message of a connection over a cap (empty when admitted)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.admission.admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.admission.release(self)
+        super().connection_lost(exc)
+
+
+@functools.cache
 def daemon_version() -> str:
-    """The installed gimp-inpaint version (package metadata), or ``"unknown"`` when running from a bare checkout."""
+    """The installed gimp-inpaint version (package metadata, read once), or ``"unknown"`` when running from a bare
+    checkout."""
     try:
         return metadata.version("gimp-inpaint")
     except metadata.PackageNotFoundError:
@@ -112,6 +273,8 @@ class _Client:
     name: str
     websocket: ServerConnection
     outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    unread_results: int = 0
+    """Results in :attr:`outbox` not yet written to the socket; they take places of the connection's job cap."""
 
 
 @dataclass(frozen=True)
@@ -132,23 +295,33 @@ class DaemonServer:
         token: the secret every client's :class:`Hello` must carry (:func:`daemon.config.ensure_token`).
         device: what :class:`protocol.Welcome` reports as the device (e.g. ``"cuda:0 (NVIDIA H100)"``).
         on_status: optional listener for the tray icon (:data:`StatusListener`).
+        max_connections: most open connections (None: :func:`default_max_connections`); more are refused BUSY.
+        max_handshakes: most connections not yet authenticated (:data:`MAX_HANDSHAKES`); more are refused BUSY.
+        max_queued_jobs: most jobs waiting per connection, unread results included (:data:`MAX_QUEUED_JOBS`);
+            more are refused BUSY.
 
     Raises:
-        ValueError: two engines share a name, or there is none.
+        ValueError: two engines share a name, or there is none; a cap is below 1.
     """
 
     def __init__(self, settings: Settings, engines: Sequence[Engine], token: str, *, device: str = "cpu",
-                 on_status: StatusListener | None = None) -> None:
+                 on_status: StatusListener | None = None, max_connections: int | None = None,
+                 max_handshakes: int = MAX_HANDSHAKES, max_queued_jobs: int = MAX_QUEUED_JOBS) -> None:
         names = [engine.name for engine in engines]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"engines need distinct names, got {names}")
+        max_connections = default_max_connections() if max_connections is None else max_connections
+        if min(max_connections, max_handshakes) < 1:
+            raise ValueError(f"connection caps must be ≥ 1, got {max_connections} and {max_handshakes}")
         self.settings = settings
         self.engines = {engine.name: engine for engine in engines}
         self.device = device
         self.url: str | None = None
         self._token = token
         self._on_status = on_status or (lambda state, text: None)
-        self._queue: JobQueue[_Pending] = JobQueue()
+        self._queue: JobQueue[_Pending] = JobQueue(max_queued_jobs)
+        self._repeats = RepeatLimiter(log)
+        self._admission = _Admission(max_connections, max_handshakes, self._repeats)
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -181,7 +354,8 @@ class DaemonServer:
         worker = Worker()
         try:
             async with serve(self._handle, self.settings.host, self.settings.port, compression=None, origins=[None],
-                             max_size=FRAME_MARGIN * max_frame_bytes(self.settings.max_pixels)) as server:
+                             max_size=HELLO_MAX_BYTES, max_queue=FRAME_QUEUE,
+                             create_connection=functools.partial(_CountedConnection, self._admission)) as server:
                 port = server.sockets[0].getsockname()[1]
                 self.url = f"ws://{self.settings.host}:{port}"
                 log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
@@ -214,8 +388,22 @@ class DaemonServer:
 
     # -- connections -----------------------------------------------------------------------------------------------
 
-    async def _handle(self, websocket: ServerConnection) -> None:
-        """One connection: handshake, then requests until it closes; its jobs are cancelled when it goes."""
+    async def _handle(self, websocket: _CountedConnection) -> None:
+        """One connection: handshake, then requests until it closes; its jobs are cancelled when it goes.
+
+        A connection over a cap (:class:`_Admission`) is answered BUSY and closed with code 1013 (try again
+        later) instead, after its first frame (at most :data:`HELLO_MAX_BYTES`, not decoded), so that a client
+        that sends its Hello and then reads gets the message rather than a closed connection.
+        """
+        if websocket.stage is _Stage.REFUSED:
+            self._repeats.log(logging.WARNING, "busy refusals", "refused a connection from %s: %s",
+                              websocket.remote_address, websocket.refusal)
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
+                await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT)
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(encode(Error(ErrorCode.BUSY.value, websocket.refusal)))
+                await websocket.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.BUSY.value)
+            return
         client = await self._handshake(websocket)
         if client is None:
             return
@@ -236,10 +424,11 @@ class DaemonServer:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
 
-    async def _handshake(self, websocket: ServerConnection) -> _Client | None:
+    async def _handshake(self, websocket: _CountedConnection) -> _Client | None:
         """Read the Hello; reply Welcome, or Error and close (returns None).
 
-        Refused with Error and close code 1008: a first frame over :data:`HELLO_MAX_BYTES` or not a
+        A first frame over :data:`HELLO_MAX_BYTES` is refused by websockets as its header arrives (close code
+        1009). Refused with Error and close code 1008: a first frame that is not a
         :class:`Hello` (UNAUTHORIZED), a malformed one (its :class:`ProtocolError` code), a wrong
         token (UNAUTHORIZED), another protocol version (VERSION_MISMATCH). A failure to build the
         Welcome (a bug, e.g. an engine's ``info()`` raising) is answered INTERNAL, close code 1011.
@@ -249,9 +438,6 @@ class DaemonServer:
         except (asyncio.TimeoutError, ConnectionClosed):
             return None
         try:
-            if len(frame) > HELLO_MAX_BYTES:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, f"the first message must be a hello of at most "
-                                                            f"{HELLO_MAX_BYTES} bytes, got {len(frame)}")
             hello = decode(frame, self.settings.max_pixels)
             if not isinstance(hello, Hello):
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first message must be a hello carrying the token")
@@ -265,7 +451,8 @@ class DaemonServer:
             # the token's path (the user's home) goes to the log only, not to whoever connected
             token_file = f"; the daemon's token file is {self.settings.config_dir / TOKEN_FILE}" \
                 if exc.code is ErrorCode.UNAUTHORIZED else ""
-            log.warning("refused a connection from %s: %s%s", websocket.remote_address, exc, token_file)
+            self._repeats.log(logging.WARNING, "refused handshakes", "refused a connection from %s: %s%s",
+                              websocket.remote_address, exc, token_file)
             with contextlib.suppress(ConnectionClosed):
                 await websocket.send(encode(Error(exc.code.value, exc.message)))
                 await websocket.close(1008, exc.code.value)
@@ -281,6 +468,8 @@ class DaemonServer:
                 await websocket.send(encode(Error(ErrorCode.INTERNAL.value, self._bug_report("the hello", exc))))
                 await websocket.close(1011, ErrorCode.INTERNAL.value)
             return None
+        self._admission.authenticate(websocket)
+        websocket.protocol.max_message_size = FRAME_MARGIN * max_frame_bytes(self.settings.max_pixels)
         try:
             await websocket.send(encode(welcome))
         except ConnectionClosed:
@@ -298,13 +487,17 @@ class DaemonServer:
         """Send the client's outbox in order, until cancelled or the connection closes."""
         while True:
             message = await client.outbox.get()
-            await client.websocket.send(encode(message))
+            await client.websocket.send(encode(message))  # waits while the socket's write buffer is full
+            if isinstance(message, Result):
+                client.unread_results -= 1
 
     def _send(self, owner: Hashable, message: Message) -> None:
         """Queue ``message`` for the client ``owner`` (dropped if it has gone). Event loop thread only."""
         client = self._clients.get(owner)
         if client is not None:
             client.outbox.put_nowait(message)
+            if isinstance(message, Result):
+                client.unread_results += 1
 
     # -- requests --------------------------------------------------------------------------------------------------
 
@@ -349,9 +542,14 @@ class DaemonServer:
             check_request(request)
             try:
                 _, position = self._queue.add(client.id, request.job_id,
-                                              _Pending(request, engine, time.perf_counter()))
+                                              _Pending(request, engine, time.perf_counter()), client.unread_results)
             except DuplicateJob as exc:
                 raise ProtocolError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+            except QueueFull as exc:
+                raise ProtocolError(ErrorCode.BUSY, f"this connection already has {exc.limit} jobs waiting or "
+                                                    "results not yet read, the daemon's limit per connection; "
+                                                    "wait for a result (or cancel a job), then send this one "
+                                                    "again") from None
         except ProtocolError as exc:
             self._send(client.id, Error(exc.code.value, exc.message, request.job_id))
             return

@@ -31,6 +31,9 @@ class ErrorCode(str, Enum):
     """The device ran out of memory during the job."""
     JOB_FAILED = "job_failed"
     """The engine raised while running the job."""
+    BUSY = "busy"
+    """The daemon is at one of its limits: open connections, connections still handshaking, or jobs waiting on
+    this connection (``docs/limits.md``); the message says which and what to do. Trying again later can work."""
     INTERNAL = "internal"
     """A bug in the daemon; the message says what happened."""
 

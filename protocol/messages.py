@@ -21,9 +21,9 @@ from typing import ClassVar
 from .errors import ErrorCode, ProtocolError
 from .quoting import quote
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
-model families and progress stages)."""
+model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""

@@ -127,4 +127,6 @@ def test_queued_jobs_per_owner_are_capped() -> None:
     assert queue.cancel("alice", "2") is CancelOutcome.REMOVED
     queue.add("alice", "4", "a4")  # a cancelled job frees its place
     queue.finish(running)
+    with pytest.raises(QueueFull):
+        queue.add("bob", "2", "b2", held=1)  # b1 waits, and bob has a result it has not read
     assert _drain(queue) == ["b1", "a3", "a4"]

@@ -179,7 +179,7 @@ def test_error_codes_are_stable_strings() -> None:
     # the values travel on the wire; renaming one breaks deployed clients
     assert {c.value for c in ErrorCode} == {
         "bad_message", "version_mismatch", "unauthorized", "too_large", "invalid_request", "unknown_engine",
-        "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal", "incompatible",
+        "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal", "incompatible", "busy",
     }
     with pytest.raises(ProtocolError):
         Error("no_such_code", "x")

@@ -1,0 +1,220 @@
+"""The daemon's limits over a real loopback WebSocket: frame sizes before and after the Hello, bounded decoding,
+connection caps, the per-connection job cap and turns between connections (``docs/limits.md``).
+
+Memory is read as the process's peak RSS (``ru_maxrss``): the daemon runs in a thread of the test process, and the
+test clients write their big frames straight to the socket from a small buffer, so what grows is the daemon.
+Times are generous bounds on how long other clients wait, not speed tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gimp_inpaint.daemon import server as server_module
+from gimp_inpaint.daemon.config import Settings
+from gimp_inpaint.daemon.engines.base import Engine
+from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.daemon.server import DaemonServer
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Accepted, Error, ErrorCode, Result, Welcome
+from running_daemon import WAIT, serving
+from test_daemon_server import TOKEN, GateEngine, assert_opencv_works, connected, crop, make_request
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+
+__all__ = ["crop"]  # the fixture, shared with test_daemon_server
+
+MB = 1 << 20
+
+
+def limited_daemon(engines: list[Engine], tmp_path: Path, max_pixels: int = 512 * 512,
+                   **caps: int) -> contextlib.AbstractContextManager[DaemonServer]:
+    """Serve ``engines`` with the token ``TOKEN``, ``max_pixels`` and the given caps (``max_connections``,
+    ``max_handshakes``, ``max_queued_jobs``) on a free port."""
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0, max_pixels=max_pixels)
+    return serving(DaemonServer(settings, engines, TOKEN, **caps))
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory so far (bytes; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def send_raw_frame(ws: ClientConnection, size: int, payload: bytes | None = None) -> None:
+    """Write one binary frame of ``size`` bytes straight to ``ws``'s socket (masked with the zero key, so the bytes
+    go as they are): ``payload``, or zeros from a 1 MB buffer when None. Stops quietly when the daemon closes."""
+    header = b"\x82\xff" + size.to_bytes(8, "big") + b"\0\0\0\0"  # FIN, binary; masked, 64-bit length, key 0
+    chunk = bytes(MB)
+    with contextlib.suppress(OSError):  # the daemon refused the frame and closed the socket
+        ws.socket.sendall(header)
+        if payload is not None:
+            ws.socket.sendall(payload)
+            return
+        for start in range(0, size, MB):
+            ws.socket.sendall(chunk[:min(MB, size - start)])
+
+
+def closed_with(client_ws: ClientConnection) -> int | None:
+    """The close code the daemon sent once the connection ends (None: closed without a close frame)."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            client_ws.recv(timeout=WAIT)
+    return None if closed.value.rcvd is None else closed.value.rcvd.code
+
+
+# -- item 1: the first frame -------------------------------------------------------------------------------------------
+
+def test_a_huge_first_frame_is_refused_as_it_arrives(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    with limited_daemon([OpenCVEngine()], tmp_path, DEFAULT_MAX_PIXELS) as server:  # 2 × 84 MB after the Hello
+        before = peak_rss()
+        with connected(server.url, hello=False) as attacker:
+            send_raw_frame(attacker.ws, 50 * MB)
+            assert closed_with(attacker.ws) == 1009  # message too big
+        grown = peak_rss() - before
+        assert grown < 20 * MB, f"the daemon's peak RSS grew by {grown / MB:.1f} MB"
+        with connected(server.url) as client:
+            assert isinstance(client.reply, Welcome)
+            assert_opencv_works(client, crop)  # after the Hello the frame limit is the pixel-derived one
+
+
+def test_idle_unauthenticated_connections_are_capped(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    with limited_daemon([OpenCVEngine()], tmp_path, max_handshakes=3) as server, contextlib.ExitStack() as idle:
+        with connected(server.url) as client:  # authenticated before: not counted as a handshake
+            hanging = [idle.enter_context(connected(server.url, hello=False)) for _ in range(3)]
+            with connected(server.url) as refused:
+                reply = refused.reply
+                assert isinstance(reply, Error) and reply.code == ErrorCode.BUSY.value, reply
+                assert "still starting" in reply.message
+                assert closed_with(refused.ws) == 1013  # try again later
+            assert_opencv_works(client, crop)
+        hanging[0].ws.close()
+        deadline = time.monotonic() + WAIT
+        while True:  # the daemon counts the closed one out once its close handshake is over
+            with connected(server.url) as again:
+                if isinstance(again.reply, Welcome) or time.monotonic() > deadline:
+                    break
+        assert isinstance(again.reply, Welcome)
+
+
+# -- item 2: bounded decoding ------------------------------------------------------------------------------------------
+
+def _nested_empty_arrays_frame() -> bytes:
+    """The issue's 11.5 MB frame: ``{"type": [[[[] × 1024] × 1024] × 11]}`` (every byte after the headers an array)."""
+    inner = b"\xdc\x04\x00" + b"\x90" * 1024
+    return b"\x81\xa4type\xdc\x00\x0b" + (b"\xdc\x04\x00" + inner * 1024) * 11
+
+
+def test_an_amplifying_frame_is_refused_without_memory_or_stalling_others(tmp_path: Path) -> None:
+    frame = _nested_empty_arrays_frame()
+    assert len(frame) > 11 * 10**6
+    with limited_daemon([OpenCVEngine()], tmp_path, DEFAULT_MAX_PIXELS) as server, \
+            connected(server.url) as attacker:  # frames up to 2 × 84 MB after the Hello
+        stop, handshakes = threading.Event(), []
+
+        def canary() -> None:  # handshakes while the frame is decoded
+            while not stop.is_set():
+                started = time.perf_counter()
+                with connected(server.url) as other:
+                    assert isinstance(other.reply, Welcome)
+                handshakes.append(time.perf_counter() - started)
+
+        thread = threading.Thread(target=canary, daemon=True)
+        before = peak_rss()
+        thread.start()
+        send_raw_frame(attacker.ws, len(frame), frame)
+        reply = attacker.recv()
+        stop.set()
+        thread.join(WAIT)
+        grown = peak_rss() - before
+    assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_MESSAGE.value and "objects" in reply.message
+    assert grown < 60 * MB, f"the daemon's peak RSS grew by {grown / MB:.1f} MB for an 11.5 MB frame"
+    assert handshakes and max(handshakes) < 0.5, handshakes
+
+
+# -- item 4: queued jobs per connection, turns between connections -----------------------------------------------------
+
+def test_a_connections_queue_is_capped_and_connections_take_turns(tmp_path: Path,
+                                                                  crop: tuple[np.ndarray, np.ndarray]) -> None:
+    engine = GateEngine()
+    with limited_daemon([engine], tmp_path, max_queued_jobs=3) as server, connected(server.url) as alice, \
+            connected(server.url) as bob:
+        alice.send(make_request(crop, "a0", engine="gate", prompt="a0"))
+        assert alice.recv() == Accepted("a0", 0) and engine.started.wait(WAIT)
+        for n in (1, 2, 3):
+            alice.send(make_request(crop, f"a{n}", engine="gate", prompt=f"a{n}"))
+            assert alice.next_for(f"a{n}") == Accepted(f"a{n}", n)
+        alice.send(make_request(crop, "a4", engine="gate", prompt="a4"))
+        refused = alice.next_for("a4")
+        assert isinstance(refused, Error) and refused.code == ErrorCode.BUSY.value and refused.job_id == "a4"
+        assert "3 jobs waiting" in refused.message
+        bob.send(make_request(crop, "b", engine="gate", prompt="b"))
+        assert bob.next_for("b") == Accepted("b", 2)  # after a0 (running) and a1: it takes the next turn
+        engine.release.set()
+        outcomes = [alice.collect(f"a{n}")[1] for n in range(4)] + [bob.collect("b")[1]]
+    assert all(isinstance(outcome, Result) for outcome in outcomes), outcomes
+    assert [prompt for prompt, _ in engine.seen] == ["a0", "a1", "b", "a2", "a3"]
+
+
+# -- item 5: open connections, logging, metadata -----------------------------------------------------------------------
+
+def test_open_connections_are_capped_with_busy_and_the_log_stays_small(
+        tmp_path: Path, crop: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="gimp_inpaint.daemon.server"), \
+            limited_daemon([OpenCVEngine()], tmp_path, max_connections=5) as server, \
+            contextlib.ExitStack() as clients:
+        held = [clients.enter_context(connected(server.url)) for _ in range(5)]
+        assert all(isinstance(client.reply, Welcome) for client in held)
+        for _ in range(20):
+            with connected(server.url) as refused:
+                assert isinstance(refused.reply, Error) and refused.reply.code == ErrorCode.BUSY.value
+                assert "5 connections open" in refused.reply.message
+                assert closed_with(refused.ws) == 1013
+        held[0].ws.close()
+        deadline = time.monotonic() + WAIT
+        while True:
+            with connected(server.url) as again:
+                if isinstance(again.reply, Welcome) or time.monotonic() > deadline:
+                    break
+        assert isinstance(again.reply, Welcome)
+        assert_opencv_works(held[1], crop)
+    refusals = [record for record in caplog.records if "refused a connection" in record.getMessage()]
+    assert 1 <= len(refusals) <= 5, [record.getMessage() for record in refusals]  # 20+ refused, a few logged
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_package_metadata_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    monkeypatch.setattr(server_module.metadata, "version", lambda name: reads.append(name) or "9.9")
+    server_module.daemon_version.cache_clear()
+    try:
+        with limited_daemon([OpenCVEngine()], tmp_path) as server:
+            for _ in range(3):
+                with connected(server.url) as client:
+                    assert isinstance(client.reply, Welcome) and client.reply.daemon_version == "9.9"
+    finally:
+        server_module.daemon_version.cache_clear()
+    assert reads == ["gimp-inpaint"]
+
+
+@contextlib.contextmanager
+def _nofile_limit(soft: int) -> Iterator[None]:
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def test_the_default_connection_cap_leaves_half_the_file_descriptors() -> None:
+    with _nofile_limit(1024):
+        assert server_module.default_max_connections() == 256
+    with _nofile_limit(200):
+        assert server_module.default_max_connections() == 100 - server_module.MAX_HANDSHAKES
