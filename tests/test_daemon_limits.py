@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gimp_inpaint.client.connection import DaemonError, InpaintClient
 from gimp_inpaint.daemon import server as server_module
 from gimp_inpaint.daemon.config import Settings
 from gimp_inpaint.daemon.engines.base import Engine
@@ -218,3 +219,10 @@ def test_the_default_connection_cap_leaves_half_the_file_descriptors() -> None:
         assert server_module.default_max_connections() == 256
     with _nofile_limit(200):
         assert server_module.default_max_connections() == 100 - server_module.MAX_HANDSHAKES
+
+
+def test_the_client_reports_busy_with_the_daemons_message(tmp_path: Path) -> None:
+    with limited_daemon([OpenCVEngine()], tmp_path, max_connections=1) as server, connected(server.url), \
+            pytest.raises(DaemonError) as busy:
+        InpaintClient.connect(server.url, TOKEN, "pytest", timeout=WAIT)
+    assert busy.value.code is ErrorCode.BUSY and "close a client you no longer use" in str(busy.value)
