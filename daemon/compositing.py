@@ -86,8 +86,9 @@ REPAINT_THRESHOLD = 40
 """Blend-mask values ≥ this (≈ 16 %, the Gaussian's weight one standard deviation out: 1 − Φ(1)) are repainted."""
 
 
-def repaint_mask(blend: np.ndarray) -> np.ndarray:
-    """The binary mask an engine repaints: wherever the blend mask is ≥ :data:`REPAINT_THRESHOLD`.
+def repaint_mask(blend: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """The binary mask an engine repaints: wherever the blend mask is ≥ :data:`REPAINT_THRESHOLD`, and every fully
+    transparent pixel of the context.
 
     The blend mask (:func:`blend_mask`) fades out beyond the grown selection; the engine must
     generate new content under that fade, or the fade would only mix the original with itself
@@ -96,13 +97,22 @@ def repaint_mask(blend: np.ndarray) -> np.ndarray:
     stronger; the fainter tail is mixed with the engine's output there, which is the original
     (OpenCV) or its VAE reconstruction (diffusers).
 
+    A pixel with alpha 0 shows nothing, so its colour (whatever it stores) is no context: the engine fills it from
+    the visible pixels like the hole, and the blend mask still decides how much of it is shown (outside the fade
+    it stays transparent, :func:`overlay`). A selection reaching past a layer, or over empty canvas, is generated
+    from the picture, not from transparent black.
+
     Args:
         blend: H×W uint8 blend mask.
+        alpha: H×W uint8, the context's alpha channel (straight alpha, 0 = fully transparent), or None for none.
 
     Returns:
         H×W uint8 with values 0 and 255 only.
     """
-    return np.where(blend >= REPAINT_THRESHOLD, 255, 0).astype(np.uint8)
+    repaint = blend >= REPAINT_THRESHOLD
+    if alpha is not None:
+        repaint |= alpha == 0
+    return np.where(repaint, 255, 0).astype(np.uint8)
 
 
 def overlay(original: np.ndarray, generated: np.ndarray, blend: np.ndarray) -> np.ndarray:

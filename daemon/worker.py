@@ -31,7 +31,8 @@ MASK_THRESHOLD = 128
 
 
 def variant_seeds(seed: int, count: int) -> list[int]:
-    """Seeds of ``count`` variants: ``seed, seed+1, …`` modulo 2³², from a random base seed when ``seed`` is −1.
+    """Seeds of ``count`` variants: ``seed, seed+1, …``, wrapping from :data:`protocol.messages.SEED_MAX` to 0,
+    from a random base seed when ``seed`` is −1.
 
     The random base comes from :func:`secrets.randbelow` over 0…:data:`protocol.messages.SEED_MAX`.
     """
@@ -61,7 +62,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
     grown = grow_mask(request_mask(request), request.grow)
     blend = blend_mask(grown, request.feather)
-    engine_mask = repaint_mask(blend)
+    engine_mask = repaint_mask(blend, image[..., 3])
     blend_plane = Plane(width, height, 1, blend.tobytes())
     rgb = np.ascontiguousarray(image[..., :3])
 
@@ -127,8 +128,8 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     Steps: the mask (255 = repaint) is grown by ``request.grow`` pixels
     (:func:`daemon.compositing.grow_mask`); the blend mask is the grown mask with a fade of
     ``request.feather`` pixels outward (:func:`daemon.compositing.blend_mask`); the engine repaints
-    where that fade is ≥ 16 % (:func:`daemon.compositing.repaint_mask`); each variant's image is
-    the engine's RGB where the blend mask is > 0 and the request's RGBA exactly elsewhere
+    where that fade is ≥ 16 % and wherever the crop is fully transparent (:func:`daemon.compositing.repaint_mask`);
+    each variant's image is the engine's RGB where the blend mask is > 0 and the request's RGBA exactly elsewhere
     (:func:`daemon.compositing.overlay`).
     Variant ``i`` uses seed ``seed + i`` (:func:`variant_seeds`). The engine loads (reporting ``download`` and
     ``load`` progress), then :meth:`Engine.check` refuses options it cannot honour before any step runs.

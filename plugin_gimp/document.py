@@ -66,6 +66,15 @@ class Document(ABC):
             offset; pixels of ``rect`` outside the layer are transparent (all four bytes 0).
         """
 
+    def read_visible(self, rect: Rect) -> bytes:
+        """The picture as the user sees it inside ``rect``: the composite of the visible layers ("Sample merged").
+
+        Returns:
+            Bytes as :meth:`read_rgba`; transparent where no layer shows anything. The default is
+            :meth:`read_rgba`, right for a document of one layer (the command line's picture).
+        """
+        return self.read_rgba(rect)
+
     @abstractmethod
     def read_mask(self, rect: Rect) -> bytes:
         """The selection's coverage inside ``rect``: ``rect.width × rect.height`` bytes (Y u8, 255 = selected)."""

@@ -31,6 +31,12 @@ from .document import Document, ResultLayer
 NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, …), then run Generative Fill again."
 """Raised as :class:`FillError` without a selection: filling the whole layer is never what was meant."""
 
+TRANSPARENT_RGB = (128, 128, 128)
+"""The colour (R'G'B' u8, neutral grey) every fully transparent pixel is sent with (:func:`clear_transparent`)."""
+
+_ALPHA_ZERO = bytes([0xFF] + [0] * 255)
+"""``bytes.translate`` table: alpha 0 → 0xFF, every other alpha → 0."""
+
 _PROMPT_IN_NAME = 48
 """Longest prompt (characters) quoted in a layer name; longer ones are cut with "…"."""
 
@@ -122,7 +128,7 @@ class FillParams:
         strength: 0 < strength ≤ 1 (diffusers ``strength``).
         num_inference_steps: denoising steps.
         guidance_scale: classifier-free guidance weight.
-        seed: −1 for random, else 0…2³¹−1 in GIMP (the protocol allows 2³²−1).
+        seed: −1 for random, else 0…:data:`protocol.messages.SEED_MAX` (2³¹−1, what GIMP's Seed field holds).
         num_variants: results to generate, each from the next seed, one layer each.
         grow: pixels the daemon dilates the selection by.
         feather: blur radius (pixels) of the blend mask's edge.
@@ -132,6 +138,8 @@ class FillParams:
             :attr:`protocol.InpaintRequest.loras`.
         refiner_strength: 0 ≤ value < 1, share of the denoising done by a refining pass (0 = none).
         controlnet_conditioning_scale: 0…2, the ControlNet's weight (ControlNet engines only; 1 elsewhere).
+        sample_merged: the context is the picture as the user sees it, the composite of the visible layers
+            (:meth:`Document.read_visible`, GIMP's "Sample merged"); False: the source layer alone.
     """
 
     prompt: str = ""
@@ -149,6 +157,45 @@ class FillParams:
     loras: LoraWeights = ()
     refiner_strength: float = 0.0
     controlnet_conditioning_scale: float = 1.0
+    sample_merged: bool = True
+
+
+def clear_transparent(rgba: bytes) -> bytes:
+    """``rgba`` (R'G'B'A u8) with the RGB of every fully transparent pixel (alpha 0) set to :data:`TRANSPARENT_RGB`.
+
+    A transparent pixel shows nothing, but it stores a colour: black in a new layer or outside every layer, the
+    erased picture after Edit ▸ Clear. No engine may take that for context; the daemon repaints transparent pixels
+    as part of the hole (:func:`daemon.compositing.repaint_mask`). Every other byte is kept. Standard library only
+    (the plug-in has no NumPy), at C speed: byte slicing and one big-integer select.
+
+    Raises:
+        ValueError: the length is not a multiple of 4.
+    """
+    if len(rgba) % 4:
+        raise ValueError(f"{len(rgba)} bytes are not whole RGBA pixels")
+    alpha = rgba[3::4]
+    if 0 not in alpha:
+        return rgba
+    hidden = alpha.translate(_ALPHA_ZERO)  # 0xFF for each transparent pixel, 0 for the others
+    select, neutral = bytearray(len(rgba)), bytearray(len(rgba))
+    for channel, value in enumerate(TRANSPARENT_RGB):
+        select[channel::4] = hidden
+        neutral[channel::4] = hidden.replace(b"\xff", bytes([value]))
+    keep = ~int.from_bytes(select, "big")
+    pixels = int.from_bytes(rgba, "big") & keep | int.from_bytes(neutral, "big")
+    return pixels.to_bytes(len(rgba), "big")
+
+
+def require_selection(document: Document) -> Rect:
+    """The document's selection bounds (image pixels).
+
+    Raises:
+        FillError: nothing is selected (:data:`NO_SELECTION`).
+    """
+    selection = document.selection_bounds()
+    if selection is None:
+        raise FillError(NO_SELECTION)
+    return selection
 
 
 def fill_crop(selection: Rect, image_width: int, image_height: int, params: FillParams) -> Rect:
@@ -207,7 +254,8 @@ def _daemon_failure(exc: DaemonError) -> FillError:
 def run_fill(document: Document, client_factory: Callable[[], InpaintClient], params: FillParams) -> list[str]:
     """Fill the document's selection with the daemon's result; return the names of the new layers.
 
-    Steps: selection bounds → :func:`fill_crop` → read that crop of the source layer and of the
+    Steps: selection bounds (:func:`require_selection`) → :func:`fill_crop` → read that crop of the visible
+    picture (``params.sample_merged``) or of the source layer, with :func:`clear_transparent`, and of the
     selection → :class:`protocol.InpaintRequest` → ``client_factory()`` connects → pick the engine →
     inpaint with progress relayed to ``document.progress`` (:func:`progress_text`: download, load, steps) →
     one :class:`ResultLayer` per variant, named with its seed (:func:`layer_name`), in the daemon's variant order
@@ -223,16 +271,15 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], pa
         FillError: no selection, invalid settings, crop over the daemon's pixel limit, daemon not
             reachable, daemon error (``code`` set), or a result that does not fit the request.
     """
-    selection = document.selection_bounds()
-    if selection is None:
-        raise FillError(NO_SELECTION)
+    selection = require_selection(document)
     width, height = document.size()
     crop = fill_crop(selection, width, height, params)
     document.progress(0.0, "Reading the selection…")
     try:
         request = InpaintRequest(
             job_id=uuid.uuid4().hex, engine=params.engine, x=crop.x, y=crop.y,
-            image=Plane(crop.width, crop.height, 4, document.read_rgba(crop)),
+            image=Plane(crop.width, crop.height, 4, clear_transparent(
+                document.read_visible(crop) if params.sample_merged else document.read_rgba(crop))),
             mask=Plane(crop.width, crop.height, 1, document.read_mask(crop)),
             prompt=params.prompt, negative_prompt=params.negative_prompt, strength=params.strength,
             guidance_scale=params.guidance_scale, num_inference_steps=params.num_inference_steps,

@@ -66,6 +66,13 @@ def source_layer(drawables: Sequence[Gimp.Drawable]) -> Gimp.Layer:
     return drawable
 
 
+def _read_rgba(drawable: Gimp.Drawable, rect: Rect) -> bytes:
+    """``drawable``'s R'G'B'A u8 pixels in ``rect`` (coordinates of its image); outside the drawable: transparent."""
+    _, offset_x, offset_y = drawable.get_offsets()
+    area = Gegl.Rectangle.new(rect.x - offset_x, rect.y - offset_y, rect.width, rect.height)
+    return bytes(drawable.get_buffer().get(area, 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE))
+
+
 class GimpDocument(Document):
     """A GIMP image, its selection, and the layer the fill reads from and inserts results above.
 
@@ -92,9 +99,24 @@ class GimpDocument(Document):
 
     def read_rgba(self, rect: Rect) -> bytes:
         """The source layer's R'G'B'A u8 pixels in ``rect`` (image coordinates); outside the layer: transparent."""
-        _, offset_x, offset_y = self._source.get_offsets()
-        area = Gegl.Rectangle.new(rect.x - offset_x, rect.y - offset_y, rect.width, rect.height)
-        return bytes(self._source.get_buffer().get(area, 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE))
+        return _read_rgba(self._source, rect)
+
+    def read_visible(self, rect: Rect) -> bytes:
+        """The visible composite in ``rect`` as R'G'B'A u8 ("Sample merged"), read from a throw-away copy.
+
+        ``Gimp.Image.duplicate``, cropped to ``rect``, its visible layers merged (``CLIP_TO_IMAGE``), read, then
+        deleted: the user's image, its undo history, selection and clipboard are not touched (about 0.1 s for a
+        512² crop of an 8192² image). Where no layer shows anything, and when no layer is visible: transparent.
+        """
+        duplicate = self._image.duplicate()
+        try:
+            duplicate.crop(rect.width, rect.height, rect.x, rect.y)
+            merged = duplicate.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+            if merged is None:
+                return bytes(rect.width * rect.height * 4)
+            return _read_rgba(merged, Rect(0, 0, rect.width, rect.height))
+        finally:
+            duplicate.delete()
 
     def read_mask(self, rect: Rect) -> bytes:
         """The selection's coverage in ``rect`` as Y u8 (the selection channel is image-sized, no offset)."""

@@ -31,8 +31,11 @@ MAX_SIDE = 16384
 MAX_VARIANTS = 16
 """Most variants one request may ask for."""
 
-SEED_MAX = 2**32 - 1
-"""Seeds are unsigned 32-bit (what ``torch.Generator.manual_seed`` and NumPy both accept)."""
+SEED_MAX = 2**31 - 1
+"""Largest seed: seeds are 0…2³¹−1 everywhere (the daemon's random pick, this validation, the GIMP dialog), the
+range of a GIMP int argument (a ``gint``; GIMP 3 has no 64-bit one, and its ``uint`` argument cannot hold −1,
+"random"), so a seed read from a layer name can be typed back into the Seed field. ``torch.Generator.manual_seed``
+and NumPy accept every one."""
 
 MAX_PROMPT_CHARS = 4096
 """Longest ``prompt`` or ``negative_prompt`` (characters). SD's CLIP text encoder reads only 77 tokens, so this
@@ -184,7 +187,8 @@ class InpaintRequest:
         strength: 0 < strength ≤ 1, how much of the masked area is re-noised (diffusers ``strength``).
         guidance_scale: classifier-free guidance weight, 0…50 (diffusers ``guidance_scale``).
         num_inference_steps: denoising steps, 1…500.
-        seed: 0…2³²−1, or −1 for a random seed per variant (the seeds used come back in the result).
+        seed: 0…:data:`SEED_MAX` (2³¹−1), or −1 for a random seed per variant (the seeds used come back in the
+            result).
         num_variants: 1…:data:`MAX_VARIANTS` results from consecutive seeds.
         grow: pixels by which the mask is dilated before inpainting, 0…1024.
         feather: Gaussian blur radius (pixels) of the blend mask's edge, 0…1024 (diffusers ``blur_factor``).

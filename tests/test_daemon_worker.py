@@ -5,8 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from gimp_inpaint.daemon.engines.base import EngineJob, LoadProgress
-from gimp_inpaint.daemon.worker import run_job
+from gimp_inpaint.daemon.worker import run_job, variant_seeds
 from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
+from gimp_inpaint.protocol.messages import SEED_MAX
 from running_daemon import StepEngine
 from skimage import data
 
@@ -38,10 +39,14 @@ class CountingEngine(StepEngine):
         return super().steps_for(job)
 
 
-def astronaut_request(num_variants: int = 1, **options: object) -> InpaintRequest:
-    """A 64×96 RGBA crop of the astronaut photo with an elliptic mask over her face."""
+def astronaut_request(num_variants: int = 1, transparent: tuple[slice, slice] | None = None,
+                      **options: object) -> InpaintRequest:
+    """A 64×96 RGBA crop of the astronaut photo with an elliptic mask over her face; the ``transparent``
+    (rows, columns) of it have alpha 0."""
     rgb = np.ascontiguousarray(data.astronaut()[60:124, 180:276])
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    if transparent is not None:
+        rgba[(*transparent, 3)] = 0
     mask = np.zeros(rgb.shape[:2], np.uint8)
     cv2.ellipse(mask, (48, 32), (20, 14), 0, 0, 360, 255, -1)
     return InpaintRequest(job_id="w", engine="counting", x=0, y=0, image=Plane(96, 64, 4, rgba.tobytes()),
@@ -82,3 +87,30 @@ def test_check_refuses_before_any_step() -> None:
     assert engine.checked[0].loras == {"pixel-art": 0.7}
     assert (engine.step_queries, engine.seen) == (0, [])
     assert all(stage != "inference" for *_, stage in reports)
+
+
+def test_fully_transparent_context_is_repainted_but_stays_transparent_outside_the_fade() -> None:
+    """Transparent pixels are part of the engine's hole (it must not take their colour as context), but the
+    result shows only within the selection's fade: a transparent stripe far from it stays transparent."""
+    engine = CountingEngine()
+    stripe = (slice(None), slice(0, 6))  # columns 0…5; the ellipse spans 28…68, its fade ends before 12
+    outcome = run_job(astronaut_request(transparent=stripe, grow=2, feather=2), engine, lambda *_: None,
+                      lambda: False)
+    assert isinstance(outcome, Result)
+    engine_mask = engine.checked[0].mask
+    assert (engine_mask[stripe] == 255).all() and (engine_mask[:, 6:12] == 0).all()
+    [variant] = outcome.variants
+    blend = np.frombuffer(variant.mask.data, np.uint8).reshape(64, 96)
+    image = np.frombuffer(variant.image.data, np.uint8).reshape(64, 96, 4)
+    assert not blend[:, :12].any()
+    assert not image[(*stripe, 3)].any() and (image[blend > 0, 3] == 255).all()
+
+
+def test_random_seeds_stay_in_the_protocol_range(monkeypatch) -> None:
+    """The largest base seed the daemon can draw, then one more variant: every seed is ≤ SEED_MAX = 2³¹−1."""
+    assert SEED_MAX == 2**31 - 1
+    monkeypatch.setattr("secrets.randbelow", lambda limit: limit - 1)
+    assert variant_seeds(-1, 3) == [SEED_MAX, 0, 1]
+    monkeypatch.undo()
+    seeds = [seed for _ in range(200) for seed in variant_seeds(-1, 2)]
+    assert all(0 <= seed <= SEED_MAX for seed in seeds)

@@ -12,6 +12,7 @@ from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
 from gimp_inpaint.plugin_gimp.fill import (
     NO_SELECTION,
     SCHEDULER_LABELS,
+    TRANSPARENT_RGB,
     FillError,
     FillParams,
     fill_crop,
@@ -21,18 +22,22 @@ from gimp_inpaint.plugin_gimp.fill import (
     run_fill,
 )
 from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
+from gimp_inpaint.protocol.messages import SEED_MAX
 from skimage import data
 
 
 class FakeDocument(Document):
-    """A ``width × height`` image whose source layer (a crop of the astronaut photo) lies at ``layer_offset``."""
+    """A ``width × height`` image whose source layer (a crop of the astronaut photo) lies at ``layer_offset``,
+    over an opaque ``background`` layer (the coffee photo) or over nothing."""
 
     def __init__(self, width: int = 400, height: int = 300, layer_offset: tuple[int, int] = (0, 0),
-                 selection: Rect | None = None) -> None:
+                 selection: Rect | None = None, background: bool = False) -> None:
         self.width, self.height = width, height
         self.offset = layer_offset
         photo = data.astronaut()
         self.layer = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])[:250, :350]  # 350×250 layer
+        coffee = data.coffee()[:height, :width]
+        self.background = np.dstack([coffee, np.full(coffee.shape[:2], 255, np.uint8)]) if background else None
         self.selection = np.zeros((height, width), np.uint8)
         if selection is not None:
             self.selection[selection.y:selection.bottom, selection.x:selection.right] = 255
@@ -59,6 +64,14 @@ class FakeDocument(Document):
         if x1 > x0 and y1 > y0:
             out[y0 - rect.y:y1 - rect.y, x0 - rect.x:x1 - rect.x] = self.layer[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         return out.tobytes()
+
+    def read_visible(self, rect: Rect) -> bytes:
+        """The source layer over the background (its alpha is 0 or 255), or :meth:`Document.read_visible`."""
+        if self.background is None:
+            return super().read_visible(rect)
+        layer = np.frombuffer(self.read_rgba(rect), np.uint8).reshape(rect.height, rect.width, 4)
+        below = self.background[rect.y:rect.bottom, rect.x:rect.right]
+        return np.where(layer[..., 3:] == 255, layer, below).tobytes()
 
     def read_mask(self, rect: Rect) -> bytes:
         return self.selection[rect.y:rect.bottom, rect.x:rect.right].tobytes()
@@ -164,6 +177,51 @@ def test_pixels_outside_an_offset_layer_are_sent_transparent():
     assert np.array_equal(sent[11:, 21:], document.layer[:21, :11])  # layer pixel (0, 0) sits at image (120, 90)
 
 
+@pytest.mark.parametrize("sample_merged", [True, False])
+def test_sample_merged_sends_the_visible_picture_else_the_layer(sample_merged):
+    """The issue's case: a layer smaller than the fill over a photo. Sample merged (the default) sends what the
+    user sees; off, the layer alone, whose missing pixels are transparent with a neutral colour."""
+    document = FakeDocument(layer_offset=(120, 90), selection=Rect(100, 80, 30, 30), background=True)
+    client = FakeClient()
+    fill(document, client, padding=0, grow=0, feather=0, sample_merged=sample_merged)
+    (request,) = client.requests
+    crop = Rect(request.x, request.y, request.image.width, request.image.height)
+    sent = array_from_plane(request.image)
+    visible = np.frombuffer(document.read_visible(crop), np.uint8).reshape(sent.shape)
+    layer_only = np.frombuffer(document.read_rgba(crop), np.uint8).reshape(sent.shape)
+    if sample_merged:
+        assert np.array_equal(sent, visible) and (sent[..., 3] == 255).all()
+    else:
+        outside = layer_only[..., 3] == 0
+        assert outside.sum() == 32 * 32 - 11 * 21  # the layer covers 11 columns and 21 rows of the crop
+        assert (sent[outside] == (*TRANSPARENT_RGB, 0)).all()
+        assert np.array_equal(sent[~outside], layer_only[~outside])
+    assert np.array_equal(array_from_plane(request.mask), document.selection[crop.y:crop.bottom, crop.x:crop.right])
+
+
+def test_sample_merged_is_on_by_default():
+    assert FillParams().sample_merged
+
+
+@pytest.mark.parametrize("stored", [(0, 0, 0), (200, 30, 40)], ids=["stores-black", "cleared-over-red"])
+def test_the_hidden_colour_of_transparent_pixels_never_reaches_the_daemon(stored):
+    """A fully transparent stripe through the selection and its context, storing black (as GIMP's new layers do)
+    or the red it had before Edit ▸ Clear: the daemon gets a neutral colour there, every other pixel exactly."""
+    document = FakeDocument(selection=Rect(150, 100, 40, 30))
+    document.layer[:, 160:168] = (*stored, 0)
+    document.layer[40:44, :, 3] = 0  # a transparent line keeping the photo's colours
+    client = FakeClient()
+    fill(document, client)
+    (request,) = client.requests
+    crop = Rect(request.x, request.y, request.image.width, request.image.height)
+    sent = array_from_plane(request.image)
+    original = document.layer[crop.y:crop.bottom, crop.x:crop.right]
+    hidden = original[..., 3] == 0
+    assert hidden.sum() == 8 * crop.height + 4 * (crop.width - 8)
+    assert (sent[hidden] == (*TRANSPARENT_RGB, 0)).all()
+    assert np.array_equal(sent[~hidden], original[~hidden])
+
+
 def test_progress_is_relayed_per_stage_as_fractions_and_text():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
     gb = 10**9
@@ -246,6 +304,21 @@ def test_out_of_range_options_fail_before_connecting(params, words):
     with pytest.raises(FillError) as caught:
         run_fill(document, lambda: pytest.fail("must not connect"), FillParams(**params))
     assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
+
+
+GINT_MAX = 2**31 - 1
+"""Largest value of a GIMP int argument (a ``gint``), so of the dialog's Seed field."""
+
+
+def test_every_seed_the_daemon_may_pick_fits_the_seed_field_and_no_other_is_sent():
+    assert SEED_MAX == GINT_MAX
+    client = FakeClient()
+    fill(FakeDocument(selection=Rect(10, 10, 20, 20)), client, seed=SEED_MAX)
+    assert client.requests[0].seed == SEED_MAX
+    with pytest.raises(FillError) as caught:
+        run_fill(FakeDocument(selection=Rect(10, 10, 20, 20)), lambda: pytest.fail("must not connect"),
+                 FillParams(seed=SEED_MAX + 1))
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and f"0…{SEED_MAX}" in caught.value.message
 
 
 def test_every_scheduler_has_a_readable_label():

@@ -55,7 +55,7 @@ class EngineJob:
         prompt, negative_prompt, strength, guidance_scale, num_inference_steps, scheduler, loras,
             refiner_strength, controlnet_conditioning_scale: as in :class:`protocol.InpaintRequest` (diffusers
             names and meanings).
-        seed: 0…2³²−1, the seed of this variant.
+        seed: 0…:data:`protocol.messages.SEED_MAX`, the seed of this variant.
     """
 
     image: np.ndarray

@@ -36,10 +36,12 @@ from gimp_inpaint.plugin_gimp.fill import (  # noqa: E402
     FillParams,
     add_hint,
     parse_loras,
+    require_selection,
     run_fill,
 )
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from gimp_inpaint.protocol import ErrorCode  # noqa: E402
+from gimp_inpaint.protocol.messages import SEED_MAX  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
 """The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
@@ -81,7 +83,7 @@ def _params(config: Gimp.ProcedureConfig) -> FillParams:
                       guidance_scale=get("guidance-scale"), seed=get("seed"), num_variants=get("num-variants"),
                       grow=get("grow"), feather=get("feather"), padding=get("padding"), scheduler=get("scheduler"),
                       loras=parse_loras(get("loras")), refiner_strength=get("refiner-strength"),
-                      controlnet_conditioning_scale=get("controlnet-scale"))
+                      controlnet_conditioning_scale=get("controlnet-scale"), sample_merged=get("sample-merged"))
 
 
 def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
@@ -91,7 +93,8 @@ def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
 
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
         config: Gimp.ProcedureConfig, run_data: None) -> Gimp.ValueArray:
-    """The procedure's body: dialog (interactive only), then :func:`run_fill`; never raises.
+    """The procedure's body: the layer and selection checks, the dialog (interactive only), then :func:`run_fill`;
+    never raises. Without one selected layer or without a selection it fails before the dialog opens.
 
     The ``Gimp.RunImageFunc`` signature: ``drawables`` are the selected drawables, ``config`` holds the
     arguments, ``run_data`` is what :meth:`GimpInpaint.do_create_procedure` registered (None).
@@ -99,6 +102,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
     started runs on in its own session.
     """
     try:
+        document = GimpDocument(image, source_layer(drawables))
+        require_selection(document)
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(PROCEDURE)
             dialog = GimpUi.ProcedureDialog.new(procedure, config, "Generative Fill")
@@ -107,7 +112,6 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
             dialog.destroy()
             if not accepted:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        document = GimpDocument(image, source_layer(drawables))
         server_url = config.get_property("server-url")
 
         def connect() -> InpaintClient:  # starts the daemon when none answers on this machine
@@ -183,7 +187,7 @@ class GimpInpaint(Gimp.PlugIn):
                                       "(ControlNet engines only)", 0.0, 2.0, defaults.controlnet_conditioning_scale,
                                       flags)
         procedure.add_int_argument("seed", "See_d", "Random seed (-1: a new one each run)",
-                                   -1, 2147483647, defaults.seed, flags)
+                                   -1, SEED_MAX, defaults.seed, flags)
         procedure.add_int_argument("num-variants", "_Variants", "Results to generate, one layer each",
                                    1, 8, defaults.num_variants, flags)
         procedure.add_int_argument("grow", "G_row", "Pixels to grow the selection by",
@@ -192,6 +196,9 @@ class GimpInpaint(Gimp.PlugIn):
                                    0, 256, defaults.feather, flags)
         procedure.add_int_argument("padding", "P_adding", "Pixels of surrounding picture sent as context",
                                    0, 1024, defaults.padding, flags)
+        procedure.add_boolean_argument("sample-merged", "Sample _merged", "Take the picture around the selection as "
+                                       "you see it, all visible layers (off: the selected layer alone)",
+                                       defaults.sample_merged, flags)
         procedure.add_string_argument("server-url", "Server _URL", "Daemon WebSocket URL (empty: from "
                                       "connection.json)", "", flags)
         return procedure

@@ -8,10 +8,15 @@ is a job file (JSON) in the I/O folder::
      "ellipse": [x, y, width, height],      # selection in image pixels
      "selection_feather": 8.0,              # Gimp.Selection.feather radius, pixels
      "arguments": {"prompt": "...", ...},   # the procedure's own arguments, GIMP names
-     "repeats": [{"scheduler": "euler"}]}   # optional: run again with these arguments changed, one run each
+     "repeats": [{"scheduler": "euler"}],   # optional: run again with these arguments changed, one run each
+     "small_layer": [x, y, width, height],  # optional: the source is a new RGBA layer there, a copy of the photo
+     "stripe": [x, y, width, height],       # optional: the photo gets an alpha channel, this area alpha 0 …
+     "stripe_colour": "black",              # … storing black, or "cleared": painted red, then Edit ▸ Clear
+     "run_mode": "interactive"}             # optional: the run mode (default noninteractive)
 
-It opens the photo, selects the feathered ellipse, records the source layer, the layer stack, the
-selection and the undo state, runs the procedure NONINTERACTIVE on the source layer, then writes into
+``"ellipse": null`` leaves the image without a selection. It opens the photo, prepares the layers, selects the
+feathered ellipse, records the source layer, the layer stack, the selection and the undo state, exports
+``composite_before.png``, runs the procedure in the job's run mode on the source layer, then writes into
 the I/O folder (raw ``u8`` bytes, row-major):
 
 - ``selection.raw``: the selection before the run, image-sized, 1 byte per pixel (``Y u8``, 255 = selected);
@@ -77,11 +82,12 @@ def dump_new_layers(image: Gimp.Image, known_ids: list[int], io: Path, prefix: s
     return infos
 
 
-def run_procedure(image: Gimp.Image, layer: Gimp.Layer, arguments: dict) -> tuple[str, str | None, float]:
-    """Run :data:`PROCEDURE` NONINTERACTIVE on ``layer``; returns (status nick, error message, seconds)."""
+def run_procedure(image: Gimp.Image, layer: Gimp.Layer, arguments: dict,
+                  run_mode: Gimp.RunMode = Gimp.RunMode.NONINTERACTIVE) -> tuple[str, str | None, float]:
+    """Run :data:`PROCEDURE` in ``run_mode`` on ``layer``; returns (status nick, error message, seconds)."""
     procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     config = procedure.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("run-mode", run_mode)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])     # set_property cannot convert a list here
     for name, value in arguments.items():
@@ -92,6 +98,41 @@ def run_procedure(image: Gimp.Image, layer: Gimp.Layer, arguments: dict) -> tupl
     status = result.index(0)
     message = result.index(1) if status != Gimp.PDBStatusType.SUCCESS and result.length() > 1 else None
     return status.value_nick, message, seconds
+
+
+def add_small_layer(image: Gimp.Image, photo: Gimp.Layer, x: int, y: int, width: int, height: int) -> Gimp.Layer:
+    """A new RGBA layer ``width × height`` at ``(x, y)`` on top, holding the photo's pixels there (so the picture
+    looks unchanged, and every pixel of the image outside it reads as transparent from the layer alone)."""
+    layer = Gimp.Layer.new(image, "small layer", width, height, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    layer.set_offsets(x, y)
+    pixels = photo.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), RGBA, bytes(pixels))
+    buffer.flush()
+    layer.update(0, 0, width, height)
+    return layer
+
+
+def make_stripe(image: Gimp.Image, photo: Gimp.Layer, rect: list[int], colour: str) -> None:
+    """Add an alpha channel to ``photo`` and make ``rect`` fully transparent: written as transparent black
+    (``"black"``), or painted red and then cleared with Edit ▸ Clear (``"cleared"``: GIMP keeps the red)."""
+    photo.add_alpha()
+    x, y, width, height = rect
+    if colour == "black":
+        buffer = photo.get_buffer()
+        buffer.set(Gegl.Rectangle.new(x, y, width, height), RGBA, bytes(width * height * 4))
+        buffer.flush()
+    else:
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, width, height)
+        Gimp.context_push()
+        Gimp.context_set_foreground(Gegl.Color.new("#e01020"))
+        photo.edit_fill(Gimp.FillType.FOREGROUND)
+        Gimp.context_pop()
+        photo.edit_clear()
+        Gimp.Selection.none(image)
+    photo.update(x, y, width, height)
 
 
 def main() -> None:
@@ -115,8 +156,13 @@ def main() -> None:
 
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(str(io / job["image"])))
     source = image.get_layers()[0]
-    image.select_ellipse(Gimp.ChannelOps.REPLACE, *job["ellipse"])
-    Gimp.Selection.feather(image, job["selection_feather"])
+    if job.get("stripe"):
+        make_stripe(image, source, job["stripe"], job["stripe_colour"])
+    if job.get("small_layer"):
+        source = add_small_layer(image, source, *job["small_layer"])
+    if job["ellipse"]:
+        image.select_ellipse(Gimp.ChannelOps.REPLACE, *job["ellipse"])
+        Gimp.Selection.feather(image, job["selection_feather"])
     _, _, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
     selection = read_pixels(image.get_selection(), GRAY)
     (io / "selection.raw").write_bytes(selection)
@@ -127,10 +173,13 @@ def main() -> None:
     summary.update(image_width=image.get_width(), image_height=image.get_height(),
                    selection_bounds=[x1, y1, x2 - x1, y2 - y1], source=layer_info(image, source),
                    layers_before=len(before_ids), undo_enabled_before=image.undo_is_enabled(),
-                   dirty_before=image.is_dirty())
+                   dirty_before=image.is_dirty(), open_images_before=len(Gimp.get_images()))
 
-    status, message, seconds = run_procedure(image, source, job["arguments"])
-    summary.update(status=status, message=message, procedure_seconds=round(seconds, 3))
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(str(io / "composite_before.png")), None)
+    run_mode = Gimp.RunMode.INTERACTIVE if job.get("run_mode") == "interactive" else Gimp.RunMode.NONINTERACTIVE
+    status, message, seconds = run_procedure(image, source, job["arguments"], run_mode)
+    summary.update(status=status, message=message, procedure_seconds=round(seconds, 3),
+                   open_images_after=len(Gimp.get_images()))
 
     layers = image.get_layers()
     summary["layers_after"] = [layer_info(image, layer) for layer in layers]

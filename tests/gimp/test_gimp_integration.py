@@ -8,7 +8,11 @@ Each test starts ``python -m gimp_inpaint.daemon`` on a free port, installs the 
 ``skimage.data.astronaut()``), runs ``python-fu-gimp-inpaint`` NONINTERACTIVE and dumps the result.
 The opencv run asks for one variant; the tiny diffusers run for two (two layers, variant 1 on top, the
 seeds in their names, pixels that differ), then repeats variant 1 with the default scheduler (identical
-pixels) and with Euler (different pixels: the dialog's scheduler reached the pipeline).
+pixels) and with Euler (different pixels: the dialog's scheduler reached the pipeline), both with Sample merged
+off (the source layer alone, the off path of that argument).
+Issue 8's cases: a layer smaller than the fill and transparent stripes storing black or a cleared red (no dark or
+red streak, nothing outside the selection changes, with the default Sample merged), no selection (refused, in the
+GUI before the dialog opens) and the largest seed the daemon can pick typed into the Seed argument.
 The cached-start run starts GIMP twice on one install, the way a user's GIMP runs every day after the day of the
 install: the first start registers the procedure from the plug-in and writes ``pluginrc``, the second takes the
 registration from ``pluginrc``, which hands the empty-string defaults over as ``None``. It sets no string
@@ -34,7 +38,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +47,9 @@ import numpy as np
 import pytest
 import skimage.data
 from gimp_harness import RELEASES, GimpChroot, RunResult, press_keys, read_line_within, xvfb
+from gimp_inpaint.plugin_gimp.fill import NO_SELECTION
 from gimp_inpaint.protocol import Rect, context_crop, feather_reach
+from gimp_inpaint.protocol.messages import SEED_MAX
 from PIL import Image, ImageDraw, ImageFont
 
 pytestmark = pytest.mark.gimp
@@ -122,7 +128,8 @@ def installed_plugin(tmp_path: Path, models: dict[str, Path], diffusers: bool = 
 
 
 def write_job(io: Path, arguments: dict, **extra: object) -> None:
-    """Write the photo (``skimage.data.astronaut()``, 512×512 RGB) and ``job.json`` into ``io``."""
+    """Write the photo (``skimage.data.astronaut()``, 512×512 RGB) and ``job.json`` (:mod:`batch_inpaint`; ``extra``
+    may replace the ellipse) into ``io``."""
     io.mkdir()
     Image.fromarray(skimage.data.astronaut()).save(io / "photo.png")
     job = {"image": "photo.png", "ellipse": list(ELLIPSE), "selection_feather": SELECTION_FEATHER,
@@ -160,10 +167,12 @@ def engine_arguments(engine: str) -> dict:
             "prompt": "orange fabric", "negative-prompt": "text", "num-variants": 2}
 
 
-SCHEDULER_REPEATS = [{"num-variants": 1}, {"num-variants": 1, "scheduler": "euler"}]
+SCHEDULER_REPEATS = [{"num-variants": 1, "sample-merged": False},
+                     {"num-variants": 1, "scheduler": "euler", "sample-merged": False}]
 """The diffusers run's repeats (:mod:`batch_inpaint`): one variant with the same seed, first with the model's
 default scheduler (it must reproduce variant 1: the pipeline is deterministic), then with Euler instead of the
-tiny model's PNDM (it must not: the plug-in's scheduler choice reached the pipeline)."""
+tiny model's PNDM (it must not: the plug-in's scheduler choice reached the pipeline). Both read the source layer
+alone (Sample merged off): the picture the user sees now holds the first run's layers, the photo layer does not."""
 
 
 @pytest.mark.parametrize(("engine", "starts"), [
@@ -283,6 +292,109 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
 
     if engine == "opencv" and os.environ.get("GIMP_INPAINT_WRITE_DOCS") == "1":
         write_docs_picture(original, composite, selection)
+
+
+STRIPE_ELLIPSE = [305, 120, 80, 80]
+"""An ellipse on a bright, nearly grey part of the photo (luma about 210), where a dark or red streak shows."""
+STRIPE = [341, 0, 8, 512]
+"""x, y, width, height of a fully transparent stripe through the middle of :data:`STRIPE_ELLIPSE`, top to
+bottom."""
+SMALL_LAYER = [50, 70, 300, 200]
+"""x, y, width, height of the issue's RGBA layer, smaller than the image (a copy of the photo there)."""
+CORNER_ELLIPSE = [300, 220, 120, 100]
+"""An ellipse over the bottom right corner of :data:`SMALL_LAYER`, so partly outside it."""
+
+
+def brightness(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma (0–255) of N×3 RGB pixels."""
+    return pixels.astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("setup", [
+    pytest.param({"small_layer": SMALL_LAYER, "ellipse": CORNER_ELLIPSE}, id="layer-smaller-than-the-fill"),
+    pytest.param({"stripe": STRIPE, "stripe_colour": "black", "ellipse": STRIPE_ELLIPSE},
+                 id="transparent-stripe-storing-black"),
+    pytest.param({"stripe": STRIPE, "stripe_colour": "cleared", "ellipse": STRIPE_ELLIPSE},
+                 id="stripe-cleared-over-red"),
+])
+def test_transparent_pixels_never_reach_the_fill(gimp_chroot: GimpChroot, setup: dict, tmp_path: Path) -> None:
+    """Issue 8, items 13 and 14, on opencv with the default Sample merged: outside the selection the picture is
+    unchanged (grow = feather = 0, so the fade is the selection's own), inside it the fill is opaque and as bright
+    as its surroundings (no black from pixels outside the layer or the colour a transparent pixel stores), and no
+    red comes back from a cleared stripe. The fill reads the picture without leaving an image open."""
+    io = tmp_path / "io"
+    write_job(io, engine_arguments("opencv"), **setup)
+    with installed_plugin(tmp_path, {}, diffusers=False) as installed:
+        result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
+                                       plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
+    assert result.returncode == 0, failure_text(result, installed)
+    summary = result.summary()
+    assert_gimp_version(gimp_chroot, summary)
+    assert summary["status"] == "success", f"{summary['message']}\n{failure_text(result, installed)}"
+    assert summary["open_images_after"] == summary["open_images_before"]
+    before, after = (np.asarray(Image.open(io / name).convert("RGBA")).astype(int)
+                     for name in ("composite_before.png", "composite.png"))
+    selection = raw(io / "selection.raw", 512, 512, 1)
+    outside = selection == 0
+    np.testing.assert_array_equal(after[outside][:, 3], before[outside][:, 3])
+    shown = outside & (before[..., 3] > 0)
+    np.testing.assert_array_equal(after[shown], before[shown])
+    inside = selection == 255
+    assert (after[inside][:, 3] == 255).all(), "the fill is not opaque inside the selection"
+    ring = (cv2.dilate(selection, np.ones((25, 25), np.uint8)) > 0) & outside & (before[..., 3] == 255)
+    filled, around = brightness(after[inside][:, :3]), brightness(before[ring][:, :3])
+    print(f"[gimp] {setup}: brightness inside {filled.mean():.1f}, around {around.mean():.1f}; "
+          f"dark inside {(filled < 40).mean():.1%}, around {(around < 40).mean():.1%}")
+    assert filled.mean() > 0.8 * around.mean(), "the fill is darker than its surroundings"
+    assert (filled < 40).mean() < (around < 40).mean() + 0.05, "black appeared in the fill"
+    if "stripe" in setup:  # along the stripe the fill looks like the fill beside it: no dark or red streak
+        x, _, width, _ = STRIPE
+        columns = np.zeros_like(inside)
+        columns[:, x:x + width] = True
+        beside = np.zeros_like(inside)
+        beside[:, x - 3 * width:x - width] = beside[:, x + 2 * width:x + 4 * width] = True
+        streak, next_to = (after[inside & where][:, :3].astype(float) for where in (columns, beside))
+        redness = [pixels[:, 0] - pixels[:, 1:].mean(axis=1) for pixels in (streak, next_to)]
+        print(f"[gimp] {setup}: along the stripe brightness {brightness(streak).mean():.1f}, redness "
+              f"{redness[0].mean():.1f}; beside it {brightness(next_to).mean():.1f}, {redness[1].mean():.1f}")
+        assert brightness(streak).mean() > 0.85 * brightness(next_to).mean(), "a dark streak along the stripe"
+        assert redness[0].mean() < redness[1].mean() + 20, "a red streak along the stripe"
+
+
+@pytest.mark.parametrize("run_mode", ["noninteractive", "interactive"])
+def test_no_selection_is_refused_before_the_dialog(gimp_chroot: GimpChroot, run_mode: str,
+                                                   request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Issue 8, item 16: without a selection the procedure fails with :data:`plugin_gimp.fill.NO_SELECTION`. The
+    interactive run happens in the GUI (``gimp-3.x`` on Xvfb), where the dialog, had it opened, would wait for a
+    click: the call returns at once instead, so the check came first."""
+    io = tmp_path / "io"
+    write_job(io, engine_arguments("opencv"), ellipse=None, run_mode=run_mode)
+    if run_mode == "interactive":
+        request.getfixturevalue("gui_tools")
+    with (installed_plugin(tmp_path, {}, diffusers=False) as installed,
+          nullcontext() if run_mode == "noninteractive" else xvfb() as display):
+        result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
+                                       plugin_dirs=[installed.plugin_dir], timeout=90, display=display)
+    assert result.returncode == 0, failure_text(result, installed)
+    summary = result.summary()
+    assert_gimp_version(gimp_chroot, summary)
+    assert (summary["status"], summary["message"]) == ("execution-error", NO_SELECTION)
+    assert summary["new_layers"] == [] and summary["procedure_seconds"] < 30
+
+
+def test_the_largest_seed_the_daemon_picks_can_be_typed_back(gimp_chroot: GimpChroot, tmp_path: Path) -> None:
+    """Issue 8, item 15: the Seed argument takes :data:`protocol.messages.SEED_MAX`, the largest seed the daemon
+    draws at random, and the layer name says it."""
+    io = tmp_path / "io"
+    write_job(io, {**engine_arguments("opencv"), "seed": SEED_MAX})
+    with installed_plugin(tmp_path, {}, diffusers=False) as installed:
+        result = gimp_chroot.run_batch(HERE / "batch_inpaint.py", io, ["/mnt/io/job.json"],
+                                       plugin_dirs=[installed.plugin_dir], timeout=GIMP_TIMEOUT)
+    assert result.returncode == 0, failure_text(result, installed)
+    summary = result.summary()
+    assert summary["status"] == "success", f"{summary['message']}\n{failure_text(result, installed)}"
+    [layer] = summary["new_layers"]
+    assert layer["name"] == f"Generative fill: opencv (seed {SEED_MAX})"
 
 
 def write_docs_picture(before: np.ndarray, after: np.ndarray, selection: np.ndarray) -> None:
