@@ -52,7 +52,7 @@ from gimp_inpaint.protocol import (
     decode,
     encode,
 )
-from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS
+from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS, SEED_MAX
 from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, daemon_process, serving
 from skimage import data
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -449,7 +449,7 @@ def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndar
         _, result = client.run(make_request(crop, engine="steps", seed=-1, num_variants=2))
     assert isinstance(result, Result)
     first, second = (variant.seed for variant in result.variants)
-    assert 0 <= first < 2**32 and second == (first + 1) % 2**32
+    assert 0 <= first <= SEED_MAX and second == (first + 1) % (SEED_MAX + 1)
 
 
 def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:

@@ -253,7 +253,7 @@ def _requests(draw: st.DrawFn) -> InpaintRequest:
         mask=Plane(width, height, 1, draw(st.binary(min_size=width * height, max_size=width * height))),
         prompt=draw(_text), negative_prompt=draw(_text),
         strength=draw(st.floats(0.001, 1.0)), guidance_scale=draw(st.floats(0.0, 50.0)),
-        num_inference_steps=draw(st.integers(1, 500)), seed=draw(st.integers(-1, 2**32 - 1)),
+        num_inference_steps=draw(st.integers(1, 500)), seed=draw(st.integers(-1, SEED_MAX)),
         num_variants=draw(st.integers(1, 16)), grow=draw(st.integers(0, 1024)), feather=draw(st.integers(0, 1024)),
         scheduler=draw(st.sampled_from(SCHEDULERS)),
         loras=draw(st.dictionaries(st.text(min_size=1, max_size=20), st.floats(-LORA_WEIGHT_MAX, LORA_WEIGHT_MAX),
@@ -269,7 +269,7 @@ def test_any_valid_request_round_trips(request: InpaintRequest) -> None:
 
 @given(st.lists(st.builds(Variant, st.integers(-99, 99), st.integers(-99, 99),
                           st.just(Plane(3, 2, 4, bytes(24))), st.just(Plane(3, 2, 1, bytes(6))),
-                          st.integers(0, 2**32 - 1),
+                          st.integers(0, SEED_MAX),
                           st.dictionaries(st.text(max_size=8), st.floats(allow_nan=False), max_size=3)),
                 max_size=4), st.text(min_size=1))
 def test_any_result_round_trips(variants: list[Variant], job_id: str) -> None:
