@@ -8,12 +8,12 @@
     gimp-inpaint status
     gimp-inpaint doctor [--config-dir DIR]
 
-``fill`` does exactly what the GIMP procedure does (:func:`plugin_gimp.fill.run_fill` on a
-file-backed :class:`plugin_gimp.document.Document`): only the context crop around the mask's
+``fill`` does exactly what the GIMP procedure does (:func:`client.fill.run_fill` on a
+file-backed :class:`client.document.Document`): only the context crop around the mask's
 non-zero pixels is sent, and each variant is composed into the whole picture through its blend
 mask (:func:`client.imaging.compose`). With ``--variants N`` > 1 the outputs are ``OUT-1.png`` …
 ``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
-stderr (model download, model load, then steps: :func:`plugin_gimp.fill.progress_text`), one line per
+stderr (model download, model load, then steps: :func:`client.fill.progress_text`), one line per
 written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
 ``status`` connects, prints the daemon's version and device and a table of its engines (family, model,
 LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon cannot be reached (scripts
@@ -50,6 +50,8 @@ from typing import TextIO
 import numpy as np
 import platformdirs
 from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, ConnectionConfigError, InpaintClient, check_url
+from gimp_inpaint.client.document import Document, ResultLayer
+from gimp_inpaint.client.fill import SCHEDULER_LABELS, FillError, FillParams, add_hint, parse_loras, run_fill
 from gimp_inpaint.client.imaging import (
     MAX_IMAGE_PIXELS,
     check_writable,
@@ -61,8 +63,6 @@ from gimp_inpaint.client.imaging import (
 )
 from gimp_inpaint.client.local_daemon import configured_url
 from gimp_inpaint.daemon.config import APP_NAME, TOKEN_FILE, ConfigError
-from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
-from gimp_inpaint.plugin_gimp.fill import SCHEDULER_LABELS, FillError, FillParams, add_hint, parse_loras, run_fill
 from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
@@ -92,7 +92,7 @@ EXIT_CANCELLED = 130
 
 TOKEN_HINT = ("Pass the daemon's token with --token, or --config-dir pointing at the daemon's configuration "
                "folder (the one holding its `token` file).")
-"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`plugin_gimp.fill.add_hint`): where the CLI
+"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`client.fill.add_hint`): where the CLI
 takes the token from."""
 
 

@@ -1,4 +1,4 @@
-"""GIMP 3 implementation of :class:`plugin_gimp.document.Document` (PyGObject: ``Gimp``, ``Gegl``).
+"""GIMP 3 implementation of :class:`client.document.Document` (PyGObject: ``Gimp``, ``Gegl``).
 
 Runs in GIMP's plug-in process only. The calls follow the GIMP 3.0.4 API as verified headless
 (``/work/shared/recipes/gimp3-api-notes.md`` in the project's research; GIMP's own
@@ -37,10 +37,9 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402 - gi.require_version must come first
+from gimp_inpaint.client.document import Document, ResultLayer  # noqa: E402
+from gimp_inpaint.client.fill import FillError  # noqa: E402
 from gimp_inpaint.protocol import Rect  # noqa: E402
-
-from .document import Document, ResultLayer  # noqa: E402
-from .fill import FillError  # noqa: E402
 
 RGBA_FORMAT = "R'G'B'A u8"
 """Babl format of the pixels exchanged with the daemon: sRGB-encoded 8-bit RGBA, straight alpha."""

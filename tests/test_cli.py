@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gimp_inpaint.client import cli
+from gimp_inpaint.client.fill import add_hint
 from gimp_inpaint.client.imaging import (
     MAX_IMAGE_PIXELS,
     array_from_plane,
@@ -22,7 +23,6 @@ from gimp_inpaint.client.imaging import (
     save_image,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
-from gimp_inpaint.plugin_gimp.fill import add_hint
 from gimp_inpaint.protocol import EngineInfo, Rect
 from PIL import Image
 from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon

@@ -69,7 +69,8 @@ def test_layout_and_file_modes(installed, capsys):
     vendor = folder / "vendor"
     assert sorted(p.name for p in vendor.iterdir()) == ["gimp_inpaint", "licenses", "msgpack", "websockets"]
     assert sorted(p.name for p in (vendor / "gimp_inpaint").iterdir()) == ["client", "plugin_gimp", "protocol"]
-    assert sorted(p.name for p in (vendor / "gimp_inpaint" / "client").iterdir()) == ["__init__.py", "connection.py"]
+    client = sorted(p.name for p in (vendor / "gimp_inpaint" / "client").iterdir())
+    assert client == ["__init__.py", "connection.py", "document.py", "fill.py"]
     assert not list(vendor.rglob("*.so")) and not list(vendor.rglob("__pycache__"))
     assert (vendor / "msgpack" / "fallback.py").is_file() and (vendor / "websockets" / "sync" / "client.py").is_file()
     assert {p.name for p in (vendor / "licenses").iterdir()} >= {"websockets-LICENSE"}
@@ -84,7 +85,7 @@ def test_entry_file_registers_the_procedure_the_installer_binds():
 ISOLATED = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    import msgpack, websockets, gimp_inpaint.client.connection, gimp_inpaint.plugin_gimp.fill
+    import msgpack, websockets, gimp_inpaint.client.connection, gimp_inpaint.client.fill, gimp_inpaint.plugin_gimp
     from gimp_inpaint import protocol
     from websockets.sync.client import connect
     assert msgpack.Packer.__module__ == "msgpack.fallback", msgpack.Packer.__module__

@@ -3,7 +3,7 @@
 
 Fills the selection of the selected layer with a result from the gimp-inpaint daemon, as new
 layers (one per variant) with the feathered selection as layer mask, in one undo step. The work is
-done by :func:`plugin_gimp.fill.run_fill`; this file registers the procedure, shows its dialog
+done by :func:`client.fill.run_fill`; this file registers the procedure, shows its dialog
 (INTERACTIVE runs; *Repeat* and the keyboard shortcut reuse the last values) and turns every
 failure into an ``EXECUTION_ERROR`` with a message (GIMP drops the message of an uncaught exception).
 
@@ -30,7 +30,7 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
-from gimp_inpaint.plugin_gimp.fill import (  # noqa: E402
+from gimp_inpaint.client.fill import (  # noqa: E402
     SCHEDULER_LABELS,
     FillError,
     FillParams,
@@ -59,7 +59,7 @@ CLIENT_NAME = "gimp-inpaint-plugin/0.1"
 
 _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer install) so the plug-in gets "
                "the daemon's current token.")
-"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`plugin_gimp.fill.add_hint`)."""
+"""Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`client.fill.add_hint`)."""
 
 
 def _params(config: Gimp.ProcedureConfig) -> FillParams:
@@ -71,7 +71,7 @@ def _params(config: Gimp.ProcedureConfig) -> FillParams:
     ``None``, so a scripted call that leaves such an argument unset passes ``None``.
 
     Raises:
-        FillError: the LoRA text cannot be read (:func:`plugin_gimp.fill.parse_loras`).
+        FillError: the LoRA text cannot be read (:func:`client.fill.parse_loras`).
     """
 
     def get(name: str) -> object:

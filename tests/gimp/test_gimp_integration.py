@@ -47,7 +47,7 @@ import numpy as np
 import pytest
 import skimage.data
 from gimp_harness import RELEASES, GimpChroot, RunResult, press_keys, read_line_within, xvfb
-from gimp_inpaint.plugin_gimp.fill import NO_SELECTION
+from gimp_inpaint.client.fill import NO_SELECTION
 from gimp_inpaint.protocol import Rect, context_crop, feather_reach
 from gimp_inpaint.protocol.messages import SEED_MAX
 from PIL import Image, ImageDraw, ImageFont
@@ -364,7 +364,7 @@ def test_transparent_pixels_never_reach_the_fill(gimp_chroot: GimpChroot, setup:
 @pytest.mark.parametrize("run_mode", ["noninteractive", "interactive"])
 def test_no_selection_is_refused_before_the_dialog(gimp_chroot: GimpChroot, run_mode: str,
                                                    request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Issue 8, item 16: without a selection the procedure fails with :data:`plugin_gimp.fill.NO_SELECTION`. The
+    """Issue 8, item 16: without a selection the procedure fails with :data:`client.fill.NO_SELECTION`. The
     interactive run happens in the GUI (``gimp-3.x`` on Xvfb), where the dialog, had it opened, would wait for a
     click: the call returns at once instead, so the check came first."""
     io = tmp_path / "io"

@@ -1,4 +1,4 @@
-"""plugin_gimp.fill.run_fill with a fake document (a layer with an offset over a real photo) and a fake client."""
+"""client.fill.run_fill with a fake document (a layer with an offset over a real photo) and a fake client."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from gimp_inpaint.client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
-from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
-from gimp_inpaint.plugin_gimp.document import Document, ResultLayer
-from gimp_inpaint.plugin_gimp.fill import (
+from gimp_inpaint.client.document import Document, ResultLayer
+from gimp_inpaint.client.fill import (
     NO_SELECTION,
     SCHEDULER_LABELS,
     TRANSPARENT_RGB,
@@ -21,6 +20,7 @@ from gimp_inpaint.plugin_gimp.fill import (
     progress_text,
     run_fill,
 )
+from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
 from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
 from gimp_inpaint.protocol.messages import SEED_MAX
 from skimage import data

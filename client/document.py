@@ -1,4 +1,4 @@
-"""The editor as :func:`plugin_gimp.fill.run_fill` sees it: an abstract :class:`Document`.
+"""The editor as :func:`client.fill.run_fill` sees it: an abstract :class:`Document`.
 
 Modelled on Krita AI Diffusion's ``Document``: the fill logic talks to this interface only, so it is
 tested with a fake document and also drives the command-line client. :mod:`plugin_gimp.gimp_document`

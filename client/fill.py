@@ -1,7 +1,7 @@
 """Generative fill, editor-independent: selection → context crop → daemon → result layers.
 
 :func:`run_fill` is the whole job of the GIMP procedure (and of ``gimp-inpaint fill``) written
-against :class:`plugin_gimp.document.Document`, so it is tested without GIMP. It adds layers only
+against :class:`client.document.Document`, so it is tested without GIMP. It adds layers only
 after the complete :class:`protocol.Result` arrived: on any failure nothing is pasted. Vendored into
 the plug-in: imports only the standard library, :mod:`protocol` and :mod:`client.connection`.
 """
@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gimp_inpaint.client.connection import ClientError, DaemonError, InpaintClient, pick_engine
 from gimp_inpaint.protocol import (
     SCHEDULERS,
     ErrorCode,
@@ -26,6 +25,7 @@ from gimp_inpaint.protocol import (
     feather_reach,
 )
 
+from .connection import ClientError, DaemonError, InpaintClient, pick_engine
 from .document import Document, ResultLayer
 
 NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, …), then run Generative Fill again."
