@@ -2,16 +2,18 @@
 
 ::
 
-    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--variants N]
+    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--num-variants N]
                  [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R] [--controlnet-scale C] …
     gimp-inpaint demo -o demo.png
     gimp-inpaint status
     gimp-inpaint doctor [--config-dir DIR]
 
+``fill``'s option flags are the rows of the options table (:data:`protocol.FILL_OPTIONS` and
+:data:`protocol.EDITOR_OPTIONS`, :func:`add_option_flags`), with their defaults and ranges.
 ``fill`` does exactly what the GIMP procedure does (:func:`client.fill.run_fill` on a
 file-backed :class:`client.document.Document`): only the context crop around the mask's
 non-zero pixels is sent, and each variant is composed into the whole picture through its blend
-mask (:func:`client.imaging.compose`). With ``--variants N`` > 1 the outputs are ``OUT-1.png`` …
+mask (:func:`client.imaging.compose`). With ``--num-variants N`` > 1 the outputs are ``OUT-1.png`` …
 ``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
 stderr (model download, model load, then steps: :func:`client.fill.progress_text`), one line per
 written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
@@ -41,17 +43,18 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import platformdirs
 from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, ConnectionConfigError, InpaintClient, check_url
 from gimp_inpaint.client.document import Document, ResultLayer
-from gimp_inpaint.client.fill import SCHEDULER_LABELS, FillError, FillParams, add_hint, parse_loras, run_fill
+from gimp_inpaint.client.fill import FillError, add_hint, run_fill
 from gimp_inpaint.client.imaging import (
     MAX_IMAGE_PIXELS,
     check_writable,
@@ -63,7 +66,18 @@ from gimp_inpaint.client.imaging import (
 )
 from gimp_inpaint.client.local_daemon import configured_url
 from gimp_inpaint.daemon.config import APP_NAME, TOKEN_FILE, ConfigError
-from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, Rect
+from gimp_inpaint.protocol import (
+    EDITOR_OPTIONS,
+    FILL_OPTIONS,
+    EditorOptions,
+    EngineInfo,
+    ErrorCode,
+    FillOptions,
+    OptionSpec,
+    ProtocolError,
+    Rect,
+    parse_loras,
+)
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
 """How this client introduces itself in the Hello (the daemon logs it)."""
@@ -77,6 +91,9 @@ DEMO_MASK = ASSETS / "astronaut-patch-mask.png"
 """Mask of the round mission patch on the suit in :data:`DEMO_IMAGE`."""
 DEMO_ENGINE = "opencv"
 """The demo's default engine: OpenCV's Telea inpainting needs no GPU and no model download."""
+
+CLI_SKIPS = {"sample_merged": "a picture file is one layer, so what is visible is the layer itself"}
+"""Options of the table without a CLI flag, each with its reason (``tests/test_options.py`` checks the rest)."""
 
 DEMO_GROW, DEMO_FEATHER = 8, 4
 """The mask is grown by more than the feather so that the fade stays outside the patch (no ghost edge)."""
@@ -204,11 +221,85 @@ def cancel_on_interrupt(event: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
-    return value
+def _option_value(spec: OptionSpec) -> Callable[[str], Any]:
+    """The argparse ``type`` of one option's flag: the text as the option's type, checked against its row."""
+
+    def parse(text: str) -> Any:
+        try:
+            if spec.type is dict:
+                return parse_loras(text)
+            value = spec.type(text) if spec.type in (int, float) else text
+            return spec.check(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if spec.type is int else ' number'}") \
+                from None
+        except ProtocolError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    parse.__name__ = spec.type.__name__  # argparse names the type in its error message
+    return parse
+
+
+def _flag_help(spec: OptionSpec) -> str:
+    if spec.type is dict:
+        return f"{spec.help}; repeat for several (`gimp-inpaint status` lists each engine's LoRAs)"
+    if spec.type in (int, float):
+        return f"{spec.help} ({spec.range_text}; default {spec.default:g})"
+    if isinstance(spec.default, Enum):
+        return spec.help + ": " + ", ".join(f"{m.value} ({m.label})" for m in type(spec.default)) + \
+            f" (default: {spec.default.value})"
+    return f"{spec.help} (default {'on' if spec.default else 'off'})" if spec.type is bool else spec.help
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per row of :data:`protocol.FILL_OPTIONS` and :data:`protocol.EDITOR_OPTIONS` (but
+    :data:`CLI_SKIPS`): :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default,
+    and a ``type`` that checks the row's range (exit status 2 with the reason); LoRAs may repeat
+    (``--lora a=0.5 --lora b``), an enum offers its values."""
+    for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()):
+        if spec.name in CLI_SKIPS:
+            continue
+        flags = (spec.flag, *spec.aliases)
+        extra: dict[str, Any] = {}
+        if spec.type is dict:
+            extra = {"action": "append", "metavar": "NAME=WEIGHT", "default": [], "type": _option_value(spec)}
+        elif spec.type is bool:
+            extra = {"action": argparse.BooleanOptionalAction, "default": spec.default}
+        elif isinstance(spec.default, Enum):
+            extra = {"choices": [m.value for m in type(spec.default)], "default": spec.default.value}
+        else:
+            extra = {"type": _option_value(spec), "default": spec.default, "metavar": spec.type.__name__.upper()}
+        parser.add_argument(*flags, dest=spec.name, help=_flag_help(spec), **extra)
+
+
+def options_from(args: argparse.Namespace) -> tuple[FillOptions, EditorOptions]:
+    """The two records from the flags of :func:`add_option_flags` (LoRAs given several times are merged).
+
+    Raises:
+        UsageError: a LoRA named twice, or a value the record refuses.
+    """
+
+    def values(rows: dict[str, OptionSpec]) -> dict[str, Any]:
+        found = {}
+        for name, spec in rows.items():
+            if name in CLI_SKIPS:
+                continue
+            value = getattr(args, name)
+            if spec.type is dict:
+                merged: dict[str, float] = {}
+                for part in value:
+                    if set(part) & set(merged):
+                        raise UsageError(f"The LoRA “{next(iter(set(part) & set(merged)))}” is named twice; "
+                                         "give each LoRA once.")
+                    merged.update(part)
+                value = merged
+            found[name] = value
+        return found
+
+    try:
+        return FillOptions(**values(FILL_OPTIONS)), EditorOptions(**values(EDITOR_OPTIONS))
+    except ProtocolError as exc:
+        raise UsageError(f"Invalid option: {exc.message}") from None
 
 
 def _positive_seconds(text: str) -> float:
@@ -228,7 +319,6 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``demo``, ``status`` and ``doctor``)."""
-    defaults = FillParams()
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("daemon connection")
     group.add_argument("--url", help="daemon WebSocket URL (default: host and port of <config-dir>/daemon.toml, "
@@ -248,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fill = commands.add_parser("fill", parents=[connection], help="fill the masked area of an image",
                                description="Fill the area that MASK marks and write the "
-                                           "result. With --variants N > 1 the outputs are OUT-1 … OUT-N. The mask "
+                                           "result. With --num-variants N > 1 the outputs are OUT-1 … OUT-N. The mask "
                                            "rule is white or opaque = fill: the mask's luminance (white = fill, "
                                            "black = keep, gray = partly), or, for a mask drawn only in its alpha "
                                            "channel (one colour everywhere, the alpha varies), its alpha (opaque = "
@@ -258,36 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("image", type=Path, help=f"the picture (any format Pillow reads, at most {side}×{side} pixels)")
     fill.add_argument("mask", type=Path, help="the mask, same size: white or opaque = fill (see above)")
     fill.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
-    fill.add_argument("--engine", default=defaults.engine, help="daemon engine (default: the first available)")
-    fill.add_argument("--prompt", default=defaults.prompt, help="what to paint in the masked area")
-    fill.add_argument("--negative-prompt", default=defaults.negative_prompt, help="what to avoid")
-    fill.add_argument("--strength", type=float, default=defaults.strength,
-                      help=f"0 < strength ≤ 1: how much the masked area may change (default {defaults.strength})")
-    fill.add_argument("--steps", type=int, default=defaults.num_inference_steps,
-                      help=f"denoising steps (default {defaults.num_inference_steps})")
-    fill.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale,
-                      help=f"prompt adherence (default {defaults.guidance_scale})")
-    fill.add_argument("--seed", type=int, default=defaults.seed, help="seed, -1 = random (default)")
-    fill.add_argument("--variants", type=int, default=defaults.num_variants, help="number of results (default 1)")
-    fill.add_argument("--grow", type=_non_negative, default=defaults.grow,
-                      help=f"pixels to grow the mask by (default {defaults.grow})")
-    fill.add_argument("--feather", type=_non_negative, default=defaults.feather,
-                      help=f"blur radius of the blend mask's edge in pixels (default {defaults.feather})")
-    fill.add_argument("--padding", type=_non_negative, default=defaults.padding,
-                      help=f"pixels of context around the mask sent to the model (default {defaults.padding})")
-    fill.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler,
-                      help="denoising scheduler: " + ", ".join(f"{name} ({label})" for name, label
-                                                               in SCHEDULER_LABELS.items())
-                           + f" (default {defaults.scheduler}: the model's own)")
-    fill.add_argument("--lora", action="append", default=[], metavar="NAME=WEIGHT",
-                      help="apply a LoRA of the daemon's configuration (NAME alone: weight 1.0); repeat for "
-                           "several. `gimp-inpaint status` lists each engine's LoRAs")
-    fill.add_argument("--refiner-strength", type=float, default=defaults.refiner_strength,
-                      help="0 ≤ R < 1: share of the denoising done by a refining pass (the model's SDXL refiner, "
-                           f"else the same model image-to-image; default {defaults.refiner_strength}: none)")
-    fill.add_argument("--controlnet-scale", type=float, default=defaults.controlnet_conditioning_scale,
-                      help="0…2: weight of the ControlNet (controlnet_conditioning_scale; ControlNet engines "
-                           f"only; default {defaults.controlnet_conditioning_scale})")
+    add_option_flags(fill)
 
     demo = commands.add_parser("demo", parents=[connection], help="remove a patch from a bundled photo",
                                description="Remove the mission patch from the suit in scikit-image's astronaut "
@@ -358,11 +419,12 @@ def _save(path: Path, pixels: np.ndarray) -> None:
         raise UsageError(f"Cannot write {path}: {exc}") from None
 
 
-def _fill(document: ArrayDocument, args: argparse.Namespace, params: FillParams) -> list[tuple[Path, np.ndarray]]:
+def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOptions,
+          editor: EditorOptions) -> list[tuple[Path, np.ndarray]]:
     """Run the fill and write one file per variant; returns ``(path, picture)`` pairs."""
     token = resolve_token(args.token, args.config_dir)
     with cancel_on_interrupt(document.cancel):
-        run_fill(document, lambda: InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout), params)
+        run_fill(document, lambda: InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout), options, editor)
     written = []
     for path, layer in zip(output_paths(args.output, len(document.layers)), document.layers, strict=True):
         picture = document.composite(layer)
@@ -437,19 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             compare = args.output.with_name(f"{args.output.stem}-before-after{args.output.suffix}")
             _check_outputs([args.output, compare])
             image, mask = _load_inputs(DEMO_IMAGE, DEMO_MASK)
-            params = FillParams(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER)
+            options, editor = FillOptions(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER), \
+                EditorOptions()
         else:
-            _check_outputs(output_paths(args.output, args.variants))
+            options, editor = options_from(args)
+            _check_outputs(output_paths(args.output, options.num_variants))
             image, mask = _load_inputs(args.image, args.mask)
-            params = FillParams(prompt=args.prompt, negative_prompt=args.negative_prompt, engine=args.engine,
-                                strength=args.strength, num_inference_steps=args.steps,
-                                guidance_scale=args.guidance_scale, seed=args.seed, num_variants=args.variants,
-                                grow=args.grow, feather=args.feather, padding=args.padding,
-                                scheduler=args.scheduler, loras=parse_loras(", ".join(args.lora)),
-                                refiner_strength=args.refiner_strength,
-                                controlnet_conditioning_scale=args.controlnet_scale)
         document = ArrayDocument(image, mask)
-        written = _fill(document, args, params)
+        written = _fill(document, args, options, editor)
         if args.command == "demo":
             _save(compare, np.concatenate([image, written[0][1]], axis=1))
             print(f"{compare}: before (left) and after (right)", flush=True)

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 from gimp_inpaint.protocol import (
     DEFAULT_MAX_PIXELS,
-    MAX_VARIANTS,
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
@@ -40,6 +39,8 @@ from gimp_inpaint.protocol import (
     Progress,
     ProtocolError,
     Result,
+    Stage,
+    Variant,
     Welcome,
     decode,
     encode,
@@ -57,11 +58,10 @@ DEFAULT_URL = "ws://127.0.0.1:7869"
 DAEMON_COMMAND = "gimp-inpaint-daemon"
 """The console script that starts the daemon, named in every "cannot reach the daemon" message."""
 
-ProgressCallback = Callable[[int, int, str], None]
+ProgressCallback = Callable[[int, int, Stage], None]
 """``on_progress(step, total, stage)``: ``step`` of ``total`` units of ``stage`` done, one call per
-:class:`protocol.Progress`: stage ``"download"`` counts bytes of model files, ``"load"`` comes once as
-``(0, 0)`` when a model starts loading, ``"inference"`` counts denoising steps × variants
-(:data:`protocol.PROGRESS_STAGES`)."""
+:class:`protocol.Progress`: :attr:`protocol.Stage.DOWNLOAD` counts bytes of model files, ``LOAD`` comes once as
+``(0, 0)`` when a model starts loading, ``INFERENCE`` counts denoising steps × variants."""
 
 # CancelCheck also exists in daemon.engines.base for the engines; this module is vendored into the
 # plug-in, which has no daemon package, so it cannot import it from there.
@@ -188,8 +188,8 @@ class InpaintClient:
             client_name: free text the daemon logs, e.g. ``"gimp-plugin/0.1 GIMP 3.0.4"``.
             timeout: seconds allowed for the TCP + WebSocket handshake and for the Welcome.
 
-        The WebSocket limit (``max_size``) is the largest valid result frame under the protocol's
-        default pixel limit: :func:`protocol.max_frame_bytes` of ``DEFAULT_MAX_PIXELS`` × :data:`protocol.MAX_VARIANTS`.
+        The WebSocket limit (``max_size``) is the largest valid variant frame under the protocol's
+        default pixel limit: :func:`protocol.max_frame_bytes` of ``DEFAULT_MAX_PIXELS``.
         Compression is off (the payload is raw pixels) and no HTTP proxy is used (the daemon is local).
 
         Raises:
@@ -206,7 +206,7 @@ class InpaintClient:
         try:
             websocket = stack.enter_context(connect(
                 url, compression=None, proxy=None, open_timeout=timeout,
-                max_size=max_frame_bytes(DEFAULT_MAX_PIXELS, MAX_VARIANTS),
+                max_size=max_frame_bytes(DEFAULT_MAX_PIXELS),
             ))
         except TimeoutError:
             raise _unreachable(url, f"no answer within {timeout:g} s") from None
@@ -231,10 +231,10 @@ class InpaintClient:
         if reply is None:
             raise DaemonUnavailable(f"The daemon at {self.url} did not answer the handshake within "
                                     f"{self._timeout:g} s. Restart it with `{DAEMON_COMMAND}`.")
-        if isinstance(reply, Error) and reply.code == ErrorCode.VERSION_MISMATCH.value:
+        if isinstance(reply, Error) and reply.code is ErrorCode.VERSION_MISMATCH:
             raise DaemonError(ErrorCode.VERSION_MISMATCH, version_mismatch_message(self.url, reply.message))
         if isinstance(reply, Error):
-            raise DaemonError(ErrorCode(reply.code), reply.message)
+            raise DaemonError(reply.code, reply.message)
         if not isinstance(reply, Welcome):
             raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon answered the hello with “{reply.type}”")
         return reply
@@ -270,8 +270,8 @@ class InpaintClient:
             raise DaemonError(exc.code, f"the daemon sent an invalid message: {exc.message}") from None
 
     def inpaint(self, request: InpaintRequest, on_progress: ProgressCallback | None = None,
-                should_cancel: CancelCheck | None = None, poll_interval: float = 0.1) -> Result:
-        """Send one job and wait for its :class:`protocol.Result`.
+                should_cancel: CancelCheck | None = None, poll_interval: float = 0.1) -> list[Variant]:
+        """Send one job and collect its :class:`protocol.Variant` messages until its :class:`protocol.Result`.
 
         Args:
             request: the job; its ``job_id`` identifies the replies (others are ignored).
@@ -283,19 +283,21 @@ class InpaintClient:
             poll_interval: seconds between ``should_cancel`` polls.
 
         Returns:
-            The result: one :class:`protocol.Variant` per requested variant.
+            The variants in index order, one per requested variant, each inside the request's crop.
 
         Raises:
             DaemonError: the daemon answered with an error (its code: ``INVALID_REQUEST``,
-                ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame;
-                ``TOO_LARGE`` when a side closed the connection because a frame exceeded its size limit
-                (WebSocket close code 1009).
+                ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame
+                (``BAD_MESSAGE``: a variant out of order or outside the crop, a result whose count differs from the
+                variants received); ``TOO_LARGE`` when a side closed the connection because a frame exceeded its
+                size limit (WebSocket close code 1009).
             DaemonUnavailable: the connection dropped.
         """
         if self.welcome is None:
             raise RuntimeError("InpaintClient.inpaint called before the handshake")
         self._send(request)
         cancelled_at: float | None = None
+        variants: list[Variant] = []
         while True:
             if cancelled_at is None and should_cancel is not None and should_cancel():
                 self._send(Cancel(job_id=request.job_id))
@@ -306,12 +308,18 @@ class InpaintClient:
             if message is None or getattr(message, "job_id", None) not in (request.job_id, None):
                 continue  # poll again, or a late reply to an earlier job of this connection
             if isinstance(message, Error):
-                raise DaemonError(ErrorCode(message.code), message.message)
-            if cancelled_at is not None and isinstance(message, Result):
-                raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
-            if isinstance(message, Result):
-                return message
-            if isinstance(message, Progress):
+                raise DaemonError(message.code, message.message)
+            if cancelled_at is not None and isinstance(message, Result | Variant):
+                if isinstance(message, Result):
+                    raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
+            elif isinstance(message, Variant):
+                variants.append(_check_variant(message, request, len(variants)))
+            elif isinstance(message, Result):
+                if message.num_variants != len(variants):
+                    raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon ended the job after {len(variants)} of "
+                                                             f"{message.num_variants} variants")
+                return variants
+            elif isinstance(message, Progress):
                 if on_progress is not None:
                     on_progress(message.step, message.total, message.stage)
             elif not isinstance(message, Accepted):
@@ -327,6 +335,24 @@ class InpaintClient:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _check_variant(variant: Variant, request: InpaintRequest, index: int) -> Variant:
+    """``variant`` if it is the job's next one (``index``) and lies inside the request's crop.
+
+    Raises:
+        DaemonError(BAD_MESSAGE): it does not.
+    """
+    inside = (request.x <= variant.x and request.y <= variant.y
+              and variant.x + variant.image.width <= request.x + request.image.width
+              and variant.y + variant.image.height <= request.y + request.image.height)
+    if variant.index != index or not inside:
+        raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon sent variant {variant.index} "
+                                                 f"({variant.image.width}×{variant.image.height} at ({variant.x}, "
+                                                 f"{variant.y})) where variant {index} inside the "
+                                                 f"{request.image.width}×{request.image.height} crop at "
+                                                 f"({request.x}, {request.y}) was due")
+    return variant
 
 
 def version_mismatch_message(url: str, reason: str) -> str:

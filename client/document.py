@@ -22,8 +22,8 @@ class ResultLayer:
 
     Attributes:
         name: the layer's name, e.g. ``"Generative fill: a red boat (seed 42)"``.
-        x, y: the layer's offset in the image (pixels), the request's crop origin.
-        width, height: the layer's size (pixels), the crop's size.
+        x, y: the layer's offset in the image (pixels): the variant's box, inside the request's crop.
+        width, height: the layer's size (pixels), the box's (the bounding box of the blend mask).
         rgba: ``width × height × 4`` bytes, R'G'B'A u8 (sRGB-encoded, straight alpha).
         mask: ``width × height`` bytes, the blend mask for the layer mask (255 = show the layer).
         seed: the seed the variant was generated with.

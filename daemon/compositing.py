@@ -151,3 +151,22 @@ def overlay(original: np.ndarray, generated: np.ndarray, blend: np.ndarray) -> n
     result[inside, :3] = generated[inside]
     result[inside, 3] = 255
     return result
+
+
+def mask_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """``(rows, columns)`` slices of the bounding box of ``mask``'s non-zero pixels (``cv2.boundingRect``).
+
+    Outside this box a variant is the request's own pixels (:func:`overlay`), so only the box travels back.
+
+    Args:
+        mask: H×W uint8 with at least one non-zero pixel.
+
+    Raises:
+        ValueError: ``mask`` is all zero (nothing to send) or not H×W uint8.
+    """
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ValueError(f"mask_box needs an H×W uint8 mask, got {mask.shape} {mask.dtype}")
+    x, y, width, height = cv2.boundingRect(mask)
+    if not width:
+        raise ValueError("the mask has no non-zero pixel")
+    return slice(y, y + height), slice(x, x + width)

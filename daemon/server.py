@@ -4,8 +4,9 @@ One asyncio event loop talks to every client (``websockets.asyncio.server``); jo
 one at a time on the single worker thread of :class:`daemon.worker.Worker`, connections taking turns and each
 connection's jobs in the order it sent them (:class:`daemon.jobs.JobQueue`).
 Progress events come back from that thread through ``loop.call_soon_threadsafe`` into the
-client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…
-and Result in order.
+client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…, Variant…
+and Result in order. Each variant is encoded on the worker thread (a big frame never stalls the event loop
+while it is packed), and the worker waits until the writer has sent it before it starts the next one.
 
 Security: the server binds to ``127.0.0.1`` by default (it logs a warning for any other address:
 the token then crosses the network in cleartext), refuses every handshake that carries an
@@ -28,6 +29,7 @@ during the handshake: without a Welcome there is nothing to continue, so it is c
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import functools
@@ -53,6 +55,8 @@ from gimp_inpaint.protocol import (
     Progress,
     ProtocolError,
     Result,
+    Stage,
+    Variant,
     Welcome,
     decode,
     encode,
@@ -65,7 +69,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .config import TOKEN_FILE, Settings, token_matches
-from .engines.base import Engine
+from .engines.base import Engine, JobCancelled
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .worker import Worker, check_request
 
@@ -90,6 +94,9 @@ MAX_CONNECTIONS = 256
 
 MAX_QUEUED_JOBS = 8
 """Most jobs one connection may have waiting, results it has not read included; another request is refused BUSY."""
+
+SEND_POLL = 0.1
+"""Seconds between the worker's checks for cancellation while it waits for a variant to be sent."""
 
 FRAME_QUEUE = 2
 """Frames websockets reads ahead of the handler on one connection before it stops reading the socket (its
@@ -265,6 +272,15 @@ def daemon_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """An encoded message for the outbox (a :class:`protocol.Variant` packed on the worker thread), and the future
+    the writer completes once the frame is on the socket (or the connection is gone)."""
+
+    data: bytes
+    sent: concurrent.futures.Future[None]
+
+
 @dataclass
 class _Client:
     """One authenticated connection and its outgoing messages, in order."""
@@ -272,7 +288,7 @@ class _Client:
     id: int
     name: str
     websocket: ServerConnection
-    outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[Message | _Frame] = field(default_factory=asyncio.Queue)
     unread_results: int = 0
     """Results in :attr:`outbox` not yet written to the socket; they take places of the connection's job cap."""
 
@@ -401,7 +417,7 @@ class DaemonServer:
             with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
                 await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT)
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(encode(Error(ErrorCode.BUSY.value, websocket.refusal)))
+                await websocket.send(encode(Error(ErrorCode.BUSY, websocket.refusal)))
                 await websocket.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.BUSY.value)
             return
         client = await self._handshake(websocket)
@@ -454,7 +470,7 @@ class DaemonServer:
             self._repeats.log(logging.WARNING, "refused handshakes", "refused a connection from %s: %s%s",
                               websocket.remote_address, exc, token_file)
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(encode(Error(exc.code.value, exc.message)))
+                await websocket.send(encode(Error(exc.code, exc.message)))
                 await websocket.close(1008, exc.code.value)
             return None
         client = _Client(id=next(self._ids), name=hello.client or "client", websocket=websocket)
@@ -465,7 +481,7 @@ class DaemonServer:
         except Exception as exc:  # a bug (e.g. in an engine's info()): tell the client, keep serving others
             log.exception("connection %d (%s): cannot answer its hello", client.id, quote(client.name))
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(encode(Error(ErrorCode.INTERNAL.value, self._bug_report("the hello", exc))))
+                await websocket.send(encode(Error(ErrorCode.INTERNAL, self._bug_report("the hello", exc))))
                 await websocket.close(1011, ErrorCode.INTERNAL.value)
             return None
         self._admission.authenticate(websocket)
@@ -484,20 +500,31 @@ class DaemonServer:
 
     @staticmethod
     async def _write(client: _Client) -> None:
-        """Send the client's outbox in order, until cancelled or the connection closes."""
+        """Send the client's outbox in order, until cancelled or the connection closes; a :class:`_Frame`'s future
+        is completed once it is sent, or when the connection fails."""
         while True:
-            message = await client.outbox.get()
-            await client.websocket.send(encode(message))  # waits while the socket's write buffer is full
-            if isinstance(message, Result):
+            item = await client.outbox.get()
+            if isinstance(item, _Frame):
+                try:
+                    await client.websocket.send(item.data)  # waits while the socket's write buffer is full
+                finally:
+                    item.sent.set_result(None)
+                continue
+            await client.websocket.send(encode(item))
+            if isinstance(item, Result):
                 client.unread_results -= 1
 
-    def _send(self, owner: Hashable, message: Message) -> None:
-        """Queue ``message`` for the client ``owner`` (dropped if it has gone). Event loop thread only."""
+    def _send(self, owner: Hashable, message: Message | _Frame) -> None:
+        """Queue ``message`` for the client ``owner`` (dropped if it has gone, a frame's future completed).
+        Event loop thread only."""
         client = self._clients.get(owner)
-        if client is not None:
-            client.outbox.put_nowait(message)
-            if isinstance(message, Result):
-                client.unread_results += 1
+        if client is None:
+            if isinstance(message, _Frame):
+                message.sent.set_result(None)
+            return
+        client.outbox.put_nowait(message)
+        if isinstance(message, Result):
+            client.unread_results += 1
 
     # -- requests --------------------------------------------------------------------------------------------------
 
@@ -520,12 +547,12 @@ class DaemonServer:
         except ProtocolError as exc:
             job_id = peek_job_id(frame) if message is None else None
             log.info("connection %d: %s%s", client.id, "" if job_id is None else f"job {quote(job_id)}: ", exc)
-            self._send(client.id, Error(exc.code.value, exc.message, job_id))
+            self._send(client.id, Error(exc.code, exc.message, job_id))
         except Exception as exc:
             what = "a message" if message is None else f"the {message.type!r} message"
             log.exception("connection %d: handling %s failed", client.id, what)
             job_id = message.job_id if isinstance(message, InpaintRequest | Cancel) else None
-            self._send(client.id, Error(ErrorCode.INTERNAL.value, self._bug_report(what, exc), job_id))
+            self._send(client.id, Error(ErrorCode.INTERNAL, self._bug_report(what, exc), job_id))
 
     def _submit(self, client: _Client, request: InpaintRequest) -> None:
         """Validate and queue an inpaint request; reply Accepted or Error with the job id.
@@ -535,10 +562,10 @@ class DaemonServer:
         as ENGINE_UNAVAILABLE from :func:`daemon.worker.run_job`.
         """
         try:
-            engine = self.engines.get(request.engine)
+            engine = self.engines.get(request.options.engine)
             if engine is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {quote(request.engine)}; this daemon offers "
-                                                              f"{', '.join(self.engines)}")
+                raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {quote(request.options.engine)}; this "
+                                                              f"daemon offers {', '.join(self.engines)}")
             check_request(request)
             try:
                 _, position = self._queue.add(client.id, request.job_id,
@@ -551,12 +578,13 @@ class DaemonServer:
                                                     "wait for a result (or cancel a job), then send this one "
                                                     "again") from None
         except ProtocolError as exc:
-            self._send(client.id, Error(exc.code.value, exc.message, request.job_id))
+            self._send(client.id, Error(exc.code, exc.message, request.job_id))
             return
+        options = request.options
         log.info("connection %d: job %s on %s, %d×%d, %d variant(s), scheduler %s, LoRAs %s, refiner %.2f, "
                  "position %d", client.id, quote(request.job_id), engine.name, request.image.width,
-                 request.image.height, request.num_variants, request.scheduler,
-                 quote(request.loras) if request.loras else "none", request.refiner_strength, position)
+                 request.image.height, options.num_variants, options.scheduler,
+                 quote(options.loras) if options.loras else "none", options.refiner_strength, position)
         self._send(client.id, Accepted(request.job_id, position))
         self._wake.set()
 
@@ -565,7 +593,7 @@ class DaemonServer:
         outcome = self._queue.cancel(client.id, job_id)
         log.info("connection %d: cancel %s → %s", client.id, quote(job_id), outcome.value)
         if outcome is CancelOutcome.REMOVED:
-            self._send(client.id, Error(ErrorCode.CANCELLED.value, f"job {quote(job_id)} was cancelled", job_id))
+            self._send(client.id, Error(ErrorCode.CANCELLED, f"job {quote(job_id)} was cancelled", job_id))
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -590,20 +618,30 @@ class DaemonServer:
         waiting = len(self._queue)
         self._status("busy", f"{pending.engine.name}: job {job_id}" + (f", {waiting} waiting" if waiting else ""))
 
-        def progress(step: int, total: int, stage: str) -> None:  # worker thread
+        def progress(step: int, total: int, stage: Stage) -> None:  # worker thread
             loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total, stage))
+
+        def deliver(variant: Variant) -> None:  # worker thread: pack here, send on the loop, wait until sent
+            frame = _Frame(encode(variant), concurrent.futures.Future())
+            loop.call_soon_threadsafe(self._send, owner, frame)
+            while True:
+                try:
+                    return frame.sent.result(SEND_POLL)
+                except concurrent.futures.TimeoutError:
+                    if job.cancelled():  # the client went or cancelled while its socket was full
+                        raise JobCancelled(f"job {quote(job_id)} cancelled while its result was sent") from None
 
         started = time.perf_counter()
         try:
-            outcome: Result | Error = await asyncio.wrap_future(
-                worker.submit(pending.request, pending.engine, progress, job.cancelled, started - pending.accepted_at))
+            outcome: Result | Error = await asyncio.wrap_future(worker.submit(
+                pending.request, pending.engine, progress, job.cancelled, deliver, started - pending.accepted_at))
         except Exception as exc:
             log.exception("job %s: the worker failed", quote(job_id))
-            outcome = Error(ErrorCode.INTERNAL.value, self._bug_report(f"job {quote(job_id)}", exc), job_id)
+            outcome = Error(ErrorCode.INTERNAL, self._bug_report(f"job {quote(job_id)}", exc), job_id)
         finally:
             self._queue.finish(job)
         self._send(owner, outcome)
-        if isinstance(outcome, Error) and outcome.code != ErrorCode.CANCELLED.value:
+        if isinstance(outcome, Error) and outcome.code is not ErrorCode.CANCELLED:
             log.warning("job %s failed: %s: %s", quote(job_id), outcome.code, outcome.message)
             self._status("error", f"last job failed: {outcome.message}")
         else:

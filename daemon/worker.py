@@ -1,8 +1,12 @@
-"""Runs one inpaint job: planes → NumPy, grown mask, one engine call per variant, compositing, :class:`Result`.
+"""Runs one inpaint job: planes → NumPy, grown mask, one engine call per variant, compositing, one
+:class:`protocol.Variant` delivered as each is done, then :class:`protocol.Result`.
 
 Jobs run in a single worker thread (:class:`Worker`), so engines never run concurrently and the
 event loop stays free to talk to clients. :func:`run_job` never raises for a failed job: every
 exception becomes an :class:`protocol.Error` with its :class:`protocol.ErrorCode`.
+
+Memory: a variant is handed to its sink (which encodes and sends it) and dropped before the next one is
+generated, so a job of N variants holds one variant's working set, not N (issue 8).
 """
 
 from __future__ import annotations
@@ -14,15 +18,30 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from gimp_inpaint.protocol import Error, ErrorCode, InpaintRequest, Plane, ProtocolError, Result, Variant, quote
-from gimp_inpaint.protocol.messages import SEED_MAX
+from gimp_inpaint.protocol import (
+    SEED_MAX,
+    Error,
+    ErrorCode,
+    InpaintRequest,
+    Plane,
+    ProtocolError,
+    Result,
+    Stage,
+    Variant,
+    quote,
+)
 
-from .compositing import blend_mask, grow_mask, overlay, repaint_mask
+from .compositing import blend_mask, grow_mask, mask_box, overlay, repaint_mask
 from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, is_out_of_memory
 
-StageProgress = Callable[[int, int, str], None]
-"""The worker's progress sink: ``progress(step, total, stage)`` with a stage of
-:data:`protocol.messages.PROGRESS_STAGES`; the server turns each call into a :class:`protocol.Progress`."""
+StageProgress = Callable[[int, int, Stage], None]
+"""The worker's progress sink: ``progress(step, total, stage)``; the server turns each call into a
+:class:`protocol.Progress`."""
+
+VariantSink = Callable[[Variant], None]
+"""Takes each finished :class:`protocol.Variant` from the worker thread, and returns once it has been sent (or
+dropped, for a client that has gone): the worker generates the next variant only then. It may raise
+:class:`daemon.engines.base.JobCancelled` when the job is cancelled while it waits."""
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +50,10 @@ MASK_THRESHOLD = 128
 
 
 def variant_seeds(seed: int, count: int) -> list[int]:
-    """Seeds of ``count`` variants: ``seed, seed+1, …``, wrapping from :data:`protocol.messages.SEED_MAX` to 0,
+    """Seeds of ``count`` variants: ``seed, seed+1, …``, wrapping from :data:`protocol.SEED_MAX` to 0,
     from a random base seed when ``seed`` is −1.
 
-    The random base comes from :func:`secrets.randbelow` over 0…:data:`protocol.messages.SEED_MAX`.
+    The random base comes from :func:`secrets.randbelow` over 0…:data:`protocol.SEED_MAX`.
     """
     base = secrets.randbelow(SEED_MAX + 1) if seed == -1 else seed
     return [(base + i) % (SEED_MAX + 1) for i in range(count)]
@@ -57,42 +76,40 @@ def check_request(request: InpaintRequest) -> None:
 
 
 def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-             queued_seconds: float, started: float) -> Result:
+             deliver: VariantSink, queued_seconds: float, started: float) -> Result:
+    options = request.options
     width, height = request.image.width, request.image.height
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
-    grown = grow_mask(request_mask(request), request.grow)
-    blend = blend_mask(grown, request.feather)
+    grown = grow_mask(request_mask(request), options.grow)
+    blend = blend_mask(grown, options.feather)
     engine_mask = repaint_mask(blend, image[..., 3])
-    blend_plane = Plane(width, height, 1, blend.tobytes())
+    box = mask_box(blend)  # only what the blend mask touches travels back
+    rows, columns = box
+    box_width, box_height = columns.stop - columns.start, rows.stop - rows.start
+    blend_plane = Plane(box_width, box_height, 1, blend[box].tobytes())
     rgb = np.ascontiguousarray(image[..., :3])
 
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
         raise JobCancelled(f"job {quote(request.job_id)} cancelled")
     load_start = time.perf_counter()
-    engine.load(lambda stage, step, total: progress(step, total, stage))
+    engine.load(lambda stage, step, total: progress(step, total, Stage(stage)))
     load_seconds = time.perf_counter() - load_start
 
-    jobs = [EngineJob(image=rgb, mask=engine_mask, prompt=request.prompt, negative_prompt=request.negative_prompt,
-                      strength=request.strength, guidance_scale=request.guidance_scale,
-                      num_inference_steps=request.num_inference_steps, seed=seed, scheduler=request.scheduler,
-                      loras=dict(request.loras), refiner_strength=request.refiner_strength,
-                      controlnet_conditioning_scale=request.controlnet_conditioning_scale)
-            for seed in variant_seeds(request.seed, request.num_variants)]
-    engine.check(jobs[0])  # once per job: the variants differ only in their seeds
-    per_variant = max(1, engine.steps_for(jobs[0]))
-    total = per_variant * len(jobs)
+    seeds = variant_seeds(options.seed, options.num_variants)
+    first = EngineJob(image=rgb, mask=engine_mask, options=options, seed=seeds[0])
+    engine.check(first)  # once per job: the variants differ only in their seeds
+    per_variant = max(1, engine.prepare(first))
+    total = per_variant * len(seeds)
     done = -1
 
     def advance(step: int) -> None:  # forwards only steps that move forward
         nonlocal done
         if step > done:
             done = step
-            progress(step, total, "inference")
+            progress(step, total, Stage.INFERENCE)
 
     advance(0)
-
-    images: list[tuple[Plane, float]] = []
-    for index, job in enumerate(jobs):
+    for index, seed in enumerate(seeds):
         if cancelled():
             raise JobCancelled(f"job {quote(request.job_id)} cancelled")
         offset = index * per_variant
@@ -101,38 +118,43 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
             advance(offset + min(max(step, 0), per_variant))
 
         inference_start = time.perf_counter()
-        generated = engine.inpaint(job, report, cancelled)
+        generated = engine.inpaint(first if index == 0 else EngineJob(rgb, engine_mask, options, seed), report,
+                                   cancelled)
         inference_seconds = time.perf_counter() - inference_start
         expected = ((height, width, 3), np.uint8)
         if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != expected:
             found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
             raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
-        composed = overlay(image, generated, blend)
-        images.append((Plane(width, height, 4, composed.tobytes()), inference_seconds))
+        composed = overlay(image[box], generated[box], blend[box])
+        del generated
         advance(offset + per_variant)
-    if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job
-        raise JobCancelled(f"job {quote(request.job_id)} cancelled")
-
-    total_seconds = queued_seconds + time.perf_counter() - started
-    variants = [Variant(x=request.x, y=request.y, image=plane, mask=blend_plane, seed=job.seed,
+        if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job
+            raise JobCancelled(f"job {quote(request.job_id)} cancelled")
+        deliver(Variant(job_id=request.job_id, index=index, x=request.x + columns.start, y=request.y + rows.start,
+                        image=Plane(box_width, box_height, 4, composed.tobytes()), mask=blend_plane, seed=seed,
                         timings={"queue": queued_seconds, "load": load_seconds, "inference": inference_seconds,
-                                 "total": total_seconds})
-                for job, (plane, inference_seconds) in zip(jobs, images, strict=True)]
-    return Result(job_id=request.job_id, variants=variants)
+                                 "total": queued_seconds + time.perf_counter() - started}))
+        del composed
+    return Result(job_id=request.job_id, num_variants=len(seeds))
 
 
 def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-            queued_seconds: float = 0.0) -> Result | Error:
-    """Run ``request`` on ``engine`` and composite each variant; never raises for a failed job.
+            deliver: VariantSink, queued_seconds: float = 0.0) -> Result | Error:
+    """Run ``request`` on ``engine``, composite each variant and hand it to ``deliver``; never raises for a failed
+    job.
 
-    Steps: the mask (255 = repaint) is grown by ``request.grow`` pixels
-    (:func:`daemon.compositing.grow_mask`); the blend mask is the grown mask with a fade of
-    ``request.feather`` pixels outward (:func:`daemon.compositing.blend_mask`); the engine repaints
-    where that fade is ≥ 16 % and wherever the crop is fully transparent (:func:`daemon.compositing.repaint_mask`);
-    each variant's image is the engine's RGB where the blend mask is > 0 and the request's RGBA exactly elsewhere
-    (:func:`daemon.compositing.overlay`).
-    Variant ``i`` uses seed ``seed + i`` (:func:`variant_seeds`). The engine loads (reporting ``download`` and
-    ``load`` progress), then :meth:`Engine.check` refuses options it cannot honour before any step runs.
+    Steps:
+
+    1. the mask (255 = repaint) is grown by ``options.grow`` pixels (:func:`daemon.compositing.grow_mask`); the
+       blend mask is the grown mask with a fade of ``options.feather`` pixels outward
+       (:func:`daemon.compositing.blend_mask`); the engine repaints where that fade is ≥ 16 % and wherever the crop
+       is fully transparent (:func:`daemon.compositing.repaint_mask`);
+    2. the engine loads (reporting ``download`` and ``load`` progress), :meth:`Engine.check` refuses options it
+       cannot honour before any step runs, and :meth:`Engine.prepare` applies them, once for all variants;
+    3. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); inside the blend mask's bounding
+       box (:func:`daemon.compositing.mask_box`) its image is the engine's RGB where the blend mask is > 0 and the
+       request's RGBA exactly elsewhere (:func:`daemon.compositing.overlay`), and that box is handed to
+       ``deliver`` before the next variant starts.
 
     Args:
         request: the validated request; its planes are RGBA and a 1-channel mask of equal size.
@@ -141,12 +163,14 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
             it loads, then ``inference`` with ``total`` = engine steps per variant × variants, first
             ``(0, total)`` once the engine is loaded, last ``(total, total)``.
         cancelled: polled before the engine loads, between variants and by the engine between its steps.
+        deliver: takes each :class:`Variant` (:data:`VariantSink`), whose timings are seconds: ``queue``
+            (waiting), ``load`` (engine load, ~0 when warm), ``inference`` (this variant's engine call) and
+            ``total`` (from acceptance until this variant was done).
         queued_seconds: how long the job waited in the queue (reported in the timings).
 
     Returns:
-        A :class:`Result` whose variants carry timings in seconds: ``queue`` (waiting),
-        ``load`` (engine load, ~0 when warm), ``inference`` (this variant's engine call) and
-        ``total`` (from acceptance to the end of the job); or an :class:`Error` with the job id:
+        A :class:`Result` with the number of variants delivered; or an :class:`Error` with the job id (variants
+        delivered before it are void):
         CANCELLED (:class:`JobCancelled`), ENGINE_UNAVAILABLE (:class:`EngineLoadError`, its message
         says what to do), OUT_OF_MEMORY (:func:`is_out_of_memory`), the code of a
         :class:`ProtocolError`, or JOB_FAILED with the exception's message for anything else.
@@ -155,20 +179,20 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     try:
         return _inpaint(request, engine, progress, cancelled, queued_seconds, started)
     except JobCancelled:
-        return Error(ErrorCode.CANCELLED.value, f"job {quote(request.job_id)} was cancelled", request.job_id)
+        return Error(ErrorCode.CANCELLED, f"job {quote(request.job_id)} was cancelled", request.job_id)
     except EngineLoadError as exc:
-        return Error(ErrorCode.ENGINE_UNAVAILABLE.value, f"engine {engine.name!r} is unavailable: {exc}",
+        return Error(ErrorCode.ENGINE_UNAVAILABLE, f"engine {engine.name!r} is unavailable: {exc}",
                      request.job_id)
     except ProtocolError as exc:
-        return Error(exc.code.value, exc.message, request.job_id)
+        return Error(exc.code, exc.message, request.job_id)
     except Exception as exc:
         if is_out_of_memory(exc):
             log.warning("job %s ran out of memory on %s: %s", quote(request.job_id), engine.name, exc)
-            return Error(ErrorCode.OUT_OF_MEMORY.value,
+            return Error(ErrorCode.OUT_OF_MEMORY,
                          f"engine {engine.name!r} ran out of memory ({exc}); try a smaller selection or padding, "
                          "fewer variants, or close other programs using the GPU", request.job_id)
         log.exception("job %s failed on %s", quote(request.job_id), engine.name)
-        return Error(ErrorCode.JOB_FAILED.value, f"engine {engine.name!r} failed: {type(exc).__name__}: {exc}",
+        return Error(ErrorCode.JOB_FAILED, f"engine {engine.name!r} failed: {type(exc).__name__}: {exc}",
                      request.job_id)
 
 
@@ -179,9 +203,9 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gimp-inpaint-worker")
 
     def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
-               cancelled: Callable[[], bool], queued_seconds: float) -> Future[Result | Error]:
+               cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float) -> Future[Result | Error]:
         """Schedule :func:`run_job` on the worker thread; the future's result is never an exception."""
-        return self._executor.submit(run_job, request, engine, progress, cancelled, queued_seconds)
+        return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds)
 
     def shutdown(self) -> None:
         """Stop accepting jobs and wait for the running one (which should have been cancelled) to end."""

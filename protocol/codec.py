@@ -11,20 +11,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from enum import Enum
 from typing import Any
 
 import msgpack
 
 from .errors import ErrorCode, ProtocolError
-from .messages import (
-    MAX_ENGINE_NAME_CHARS,
-    MAX_JOB_ID_CHARS,
-    MAX_LORAS,
-    MAX_PROMPT_CHARS,
-    MESSAGE_TYPES,
-    Message,
-    Plane,
-)
+from .messages import MAX_JOB_ID_CHARS, MESSAGE_TYPES, Message, Plane
+from .options import MAX_ENGINE_NAME_CHARS, MAX_LORAS, MAX_PROMPT_CHARS, EditorOptions, FillOptions
 from .quoting import quote
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -42,12 +36,12 @@ names, numbers, msgpack headers and the per-variant seeds and timings of a resul
 
 
 MAX_DEPTH = 4
-"""Most levels of nested maps and arrays in a message: a result's map → its variants array → a variant's map →
-its plane (or timings) map, and a welcome's map → engines → an engine's map → its LoRA names."""
+"""Most levels of nested maps and arrays in a message: a welcome's map → engines → an engine's map → its LoRA
+names (a request's map → its options → their LoRAs, a variant's map → a plane, are 3)."""
 
 MAX_OBJECTS = 1 << 14
 """Most msgpack objects (keys, values and containers, the message itself included) one frame may hold: a request
-holds about 80, a result about 40 a variant; the rest is room for a welcome listing many engines, LoRAs and
+holds about 80, a variant about 40; the rest is room for a welcome listing many engines, LoRAs and
 embeddings. :func:`decode` counts them by their headers before it builds any, so a frame of a million empty
 arrays costs microseconds, not the ~60 bytes of memory per byte sent that building them would."""
 
@@ -57,25 +51,23 @@ for an engine's ``detail`` text in a welcome."""
 
 MAX_ARRAY_LEN = 1024
 """Longest msgpack array of a message: a welcome's engines and each engine's LoRA and embedding names (a result
-has at most :data:`protocol.messages.MAX_VARIANTS` variants)."""
+is a count, not an array)."""
 
 MAX_MAP_LEN = 64
-"""Largest msgpack map of a frame. The largest valid map has 20 entries (an inpaint request's fields and its
-``type``); the rest lets :func:`decode` name the unknown fields of a newer client's request instead of refusing
-its map by size."""
+"""Largest msgpack map of a frame. The largest valid map has 14 entries (a request's options); the rest lets
+:func:`decode` name the unknown fields of a newer client's request instead of refusing its map by size."""
 
 
-def max_frame_bytes(max_pixels: int, num_images: int = 1) -> int:
-    """Largest frame (bytes) carrying ``num_images`` RGBA images with their masks of ``max_pixels`` each.
+def max_frame_bytes(max_pixels: int) -> int:
+    """Largest frame (bytes) carrying one RGBA image and its mask of ``max_pixels`` pixels (5 bytes a pixel).
 
-    An inpaint request carries one RGBA image and one 1-channel mask (5 bytes per pixel); a result
-    carries that once per variant. Every valid request whose planes have at most ``max_pixels``
-    pixels encodes to at most ``max_frame_bytes(max_pixels)`` bytes, and every result of
-    ``num_images`` such variants to at most ``max_frame_bytes(max_pixels, num_images)``. The
-    daemon reads frames somewhat larger than this (:data:`daemon.server.FRAME_MARGIN`) so that it
-    can answer a request over its pixel limit with ``TOO_LARGE`` instead of closing the connection.
+    Every valid request whose planes have at most ``max_pixels`` pixels encodes to at most this many bytes, and so
+    does every :class:`protocol.Variant` of such a request (a variant is one image and one mask, at most the
+    crop's size), so it is the client's ``max_size`` too. The daemon reads frames somewhat larger than this
+    (:data:`daemon.server.FRAME_MARGIN`) so that it can answer a request over its pixel limit with ``TOO_LARGE``
+    instead of closing the connection.
     """
-    return max_pixels * 5 * num_images + _FRAME_OVERHEAD
+    return max_pixels * 5 + _FRAME_OVERHEAD
 
 
 def _to_wire(value: Any) -> Any:
@@ -85,6 +77,8 @@ def _to_wire(value: Any) -> Any:
         return [_to_wire(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_wire(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
@@ -123,6 +117,13 @@ def _convert(value: Any, hint: Any, where: str, max_pixels: int) -> Any:
         if not isinstance(value, dict):
             raise _bad(f"{where} must be a map")
         return _build(hint, value, where, max_pixels)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        if not isinstance(value, str):
+            raise _bad(f"{where} must be a string")
+        try:
+            return hint(value)
+        except ValueError:
+            raise _bad(f"{where} {quote(value)} is not one of {', '.join(m.value for m in hint)}") from None
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _bad(f"{where} must be a number")
@@ -149,8 +150,16 @@ def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
         if isinstance(width, int) and isinstance(height, int) and width * height > max_pixels:
             raise ProtocolError(ErrorCode.TOO_LARGE,
                                 f"{where} has {width}×{height} pixels; this daemon's limit is {max_pixels}")
+    if cls in _RECORDS:  # a record checks its own values, INVALID_REQUEST for a bad one (a string for an enum too)
+        hints = {name: str if isinstance(hint, type) and issubclass(hint, Enum) else hint
+                 for name, hint in hints.items()}
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}", max_pixels) for name, value in wire.items()}
     return cls(**kwargs)
+
+
+_RECORDS = (FillOptions, EditorOptions)
+"""The options records (:mod:`protocol.options`): their table checks each value, so the codec checks only that
+each is of a wire type (an enum's value as a string) and leaves the rest to the record."""
 
 
 def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from .enums import WireEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(WireEnum):
     """Stable, machine-readable error codes. The string values travel on the wire and never change."""
 
     BAD_MESSAGE = "bad_message"

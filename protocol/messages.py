@@ -8,60 +8,31 @@ bytes with explicit width, height and channel count, never PNG or base64.
 Conversation::
 
     client → Hello            daemon → Welcome   (or Error UNAUTHORIZED / VERSION_MISMATCH, then close)
-    client → InpaintRequest   daemon → Accepted, Progress…, Result   (or Error with the job id)
+    client → InpaintRequest   daemon → Accepted, Progress…, Variant…, Result   (or Error with the job id)
     client → Cancel           daemon → Error CANCELLED for that job (if it had not finished)
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from .enums import Family, Stage
 from .errors import ErrorCode, ProtocolError
+from .options import FILL_OPTIONS, MAX_VARIANTS, SEED_MAX, FillOptions
 from .quoting import quote
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
-model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses)."""
+model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses; 4: a
+request's options as one :class:`protocol.FillOptions` record, each variant sent as its own :class:`Variant` message
+as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
 
-MAX_VARIANTS = 16
-"""Most variants one request may ask for."""
-
-SEED_MAX = 2**31 - 1
-"""Largest seed: seeds are 0…2³¹−1 everywhere (the daemon's random pick, this validation, the GIMP dialog), the
-range of a GIMP int argument (a ``gint``; GIMP 3 has no 64-bit one, and its ``uint`` argument cannot hold −1,
-"random"), so a seed read from a layer name can be typed back into the Seed field. ``torch.Generator.manual_seed``
-and NumPy accept every one."""
-
-MAX_PROMPT_CHARS = 4096
-"""Longest ``prompt`` or ``negative_prompt`` (characters). SD's CLIP text encoder reads only 77 tokens, so this
-never cuts a useful prompt; it bounds a request's frame (:func:`protocol.max_frame_bytes`)."""
-
 MAX_JOB_ID_CHARS = 128
 """Longest :attr:`InpaintRequest.job_id` (characters)."""
-
-MAX_ENGINE_NAME_CHARS = 128
-"""Longest engine name a request may carry (characters); longer names cannot exist in a daemon's configuration."""
-
-SCHEDULERS = ("default", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde_karras",
-              "lms_karras", "unipc")
-"""Values of :attr:`InpaintRequest.scheduler`: ``default`` keeps the model's own scheduler; the others are the
-common set of diffusers' "Schedulers" guide (A1111 names: ``euler_a`` = Euler Ancestral, ``dpmpp_2m_karras`` =
-DPM++ 2M Karras, …). The daemon maps them to diffusers classes (:mod:`daemon.engines.options`)."""
-
-MAX_LORAS = 8
-"""Most LoRAs one request may apply at once."""
-
-LORA_WEIGHT_MAX = 4.0
-"""Largest absolute LoRA weight (diffusers ``set_adapters`` ``adapter_weights``); 1.0 is the LoRA as trained."""
-
-PROGRESS_STAGES = ("download", "load", "inference")
-"""Values of :attr:`Progress.stage`: ``download`` counts bytes of a model being downloaded, ``load`` marks a model
-being loaded (no steps), ``inference`` counts denoising steps."""
 
 MAX_CLIENT_NAME_CHARS = 200
 """Longest :attr:`Hello.client` (characters): the name is logged, and the hello is read before authentication."""
@@ -70,10 +41,6 @@ MAX_CLIENT_NAME_CHARS = 200
 def _require(condition: bool, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
     if not condition:
         raise ProtocolError(code, message)
-
-
-def _require_range(name: str, value: float, low: float, high: float) -> None:
-    _require(math.isfinite(value) and low <= value <= high, f"{name}={value!r} is outside [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -108,17 +75,21 @@ class Plane:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """One engine the daemon offers: ``name`` is what a request puts in :attr:`InpaintRequest.engine`.
+    """One engine the daemon offers: ``name`` is what a request puts in :attr:`FillOptions.engine`.
 
     ``kind`` is the backend (``"opencv"``, ``"diffusers"``), ``model`` the hub id or path it loads,
     ``available`` false when loading failed (``detail`` then says why), ``uses_prompt`` false for
     engines that ignore the prompt (classical inpainting).
 
-    ``family`` is the model family of the daemon's registry (``sd-inpaint``, ``sdxl-inpaint``,
-    ``kandinsky22-inpaint``, ``sd``, ``sdxl``, ``sd-controlnet-inpaint``; empty for non-diffusion engines),
-    ``loras`` the names of the registry's LoRAs a request to this engine may use
-    (:attr:`InpaintRequest.loras`), ``embeddings`` the textual-inversion tokens it understands in a prompt,
-    ``refiner`` whether :attr:`InpaintRequest.refiner_strength` may be above 0.
+    ``family`` is the model family of the daemon's registry (:class:`protocol.Family`; None for non-diffusion
+    engines, and for a diffusers engine whose family is read from its model when it loads), ``loras`` the names of
+    the registry's LoRAs a request to this engine may use (:attr:`FillOptions.loras`), ``embeddings`` the
+    textual-inversion tokens it understands in a prompt, ``refiner`` whether :attr:`FillOptions.refiner_strength`
+    may be above 0, ``options`` the names of the :data:`protocol.FILL_OPTIONS` rows the engine uses (a dialog shows
+    only those; the others are ignored or, where a value other than the default cannot be honoured, refused).
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`.
     """
 
     name: str
@@ -127,10 +98,16 @@ class EngineInfo:
     available: bool
     uses_prompt: bool
     detail: str = ""
-    family: str = ""
+    family: Family | None = None
     loras: list[str] = field(default_factory=list)
     embeddings: list[str] = field(default_factory=list)
     refiner: bool = False
+    options: list[str] = field(default_factory=lambda: list(FILL_OPTIONS))
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.options if name not in FILL_OPTIONS]
+        _require(not unknown, f"engine {quote(self.name)} lists unknown options {quote(unknown)}",
+                 ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -179,86 +156,31 @@ class InpaintRequest:
 
     Attributes:
         job_id: client-chosen id, unique per connection (1…:data:`MAX_JOB_ID_CHARS` characters).
-        engine: an :attr:`EngineInfo.name` from the :class:`Welcome` (≤ :data:`MAX_ENGINE_NAME_CHARS` characters).
-        x, y: the crop's top-left corner in the client's image (pixels); echoed in the result.
+        x, y: the crop's top-left corner in the client's image (pixels); each :class:`Variant` is placed from it.
         image: the context crop, RGBA (4 channels).
         mask: same width and height, 1 channel, 255 = repaint, 0 = keep (diffusers' convention).
-        prompt, negative_prompt: text conditioning; may be empty; at most :data:`MAX_PROMPT_CHARS` characters each.
-        strength: 0 < strength ≤ 1, how much of the masked area is re-noised (diffusers ``strength``).
-        guidance_scale: classifier-free guidance weight, 0…50 (diffusers ``guidance_scale``).
-        num_inference_steps: denoising steps, 1…500.
-        seed: 0…:data:`SEED_MAX` (2³¹−1), or −1 for a random seed per variant (the seeds used come back in the
-            result).
-        num_variants: 1…:data:`MAX_VARIANTS` results from consecutive seeds.
-        grow: pixels by which the mask is dilated before inpainting, 0…1024.
-        feather: Gaussian blur radius (pixels) of the blend mask's edge, 0…1024 (diffusers ``blur_factor``).
-        scheduler: one of :data:`SCHEDULERS`; ``default`` keeps the model's scheduler.
-        loras: LoRA name (from :attr:`EngineInfo.loras`) → weight in [−:data:`LORA_WEIGHT_MAX`,
-            :data:`LORA_WEIGHT_MAX`], at most :data:`MAX_LORAS` (diffusers ``set_adapters``).
-        refiner_strength: 0 ≤ value < 1, the share of the denoising done by a second, refining pass
-            (0 = none): the model's SDXL refiner where the registry names one (the base stops at
-            ``denoising_end = 1 − strength × refiner_strength``, the refiner starts there), else a second pass
-            of the same model with ``strength = refiner_strength`` (image-to-image through ``from_pipe`` on the
-            latents for 4-channel UNets, inpainting again on the pixels for 9-channel ones). Engines whose
-            :attr:`EngineInfo.refiner` is false refuse a value above 0.
-        controlnet_conditioning_scale: 0…2, the ControlNet's weight (diffusers name); only
-            ``sd-controlnet-inpaint`` engines accept a value other than 1.
+        options: every setting of the fill (:class:`protocol.FillOptions`, validated by its table); its
+            ``engine`` names an :attr:`EngineInfo.name` of the :class:`Welcome`.
 
     Raises:
-        ProtocolError(INVALID_REQUEST): any value out of its range, or image/mask shapes that disagree.
+        ProtocolError(INVALID_REQUEST): image/mask shapes that disagree, an absurd offset.
     """
 
     type: ClassVar[str] = "inpaint"
     job_id: str
-    engine: str
     x: int
     y: int
     image: Plane
     mask: Plane
-    prompt: str = ""
-    negative_prompt: str = ""
-    strength: float = 1.0
-    guidance_scale: float = 7.5
-    num_inference_steps: int = 25
-    seed: int = -1
-    num_variants: int = 1
-    grow: int = 0
-    feather: int = 8
-    scheduler: str = "default"
-    loras: dict[str, float] = field(default_factory=dict)
-    refiner_strength: float = 0.0
-    controlnet_conditioning_scale: float = 1.0
+    options: FillOptions = field(default_factory=FillOptions)
 
     def __post_init__(self) -> None:
         _require(1 <= len(self.job_id) <= MAX_JOB_ID_CHARS, f"job_id must have 1…{MAX_JOB_ID_CHARS} characters")
-        _require(len(self.engine) <= MAX_ENGINE_NAME_CHARS,
-                 f"the engine name has {len(self.engine)} characters; at most {MAX_ENGINE_NAME_CHARS} are allowed")
-        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
-            _require(len(text) <= MAX_PROMPT_CHARS,
-                     f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed")
         _require(self.image.channels == 4, f"image must be RGBA (4 channels), got {self.image.channels}")
         _require(self.mask.channels == 1, f"mask must have 1 channel, got {self.mask.channels}")
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),
                  f"mask {self.mask.width}×{self.mask.height} ≠ image {self.image.width}×{self.image.height}")
-        _require(0.0 < self.strength <= 1.0 and math.isfinite(self.strength),
-                 f"strength={self.strength!r} is outside (0, 1]")
-        _require_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
-        _require_range("num_inference_steps", self.num_inference_steps, 1, 500)
-        _require(self.seed == -1 or 0 <= self.seed <= SEED_MAX, f"seed={self.seed} is outside -1 or 0…{SEED_MAX}")
-        _require_range("num_variants", self.num_variants, 1, MAX_VARIANTS)
-        _require_range("grow", self.grow, 0, 1024)
-        _require_range("feather", self.feather, 0, 1024)
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")
-        _require(self.scheduler in SCHEDULERS,
-                 f"scheduler {quote(self.scheduler)} is not one of {', '.join(SCHEDULERS)}")
-        _require(len(self.loras) <= MAX_LORAS, f"{len(self.loras)} LoRAs requested; at most {MAX_LORAS} are allowed")
-        for lora, weight in self.loras.items():
-            _require(1 <= len(lora) <= MAX_ENGINE_NAME_CHARS,
-                     f"LoRA names must have 1…{MAX_ENGINE_NAME_CHARS} characters")
-            _require_range(f"the weight of LoRA {quote(lora)}", weight, -LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
-        _require(0.0 <= self.refiner_strength < 1.0 and math.isfinite(self.refiner_strength),
-                 f"refiner_strength={self.refiner_strength!r} is outside [0, 1)")
-        _require_range("controlnet_conditioning_scale", self.controlnet_conditioning_scale, 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -272,7 +194,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Progress:
-    """Daemon → client: ``step`` of ``total`` units of ``stage`` done (:data:`PROGRESS_STAGES`).
+    """Daemon → client: ``step`` of ``total`` units of ``stage`` done (:class:`protocol.Stage`).
 
     ``inference`` counts denoising steps × variants (refining passes included); ``download`` counts bytes of the
     model files being downloaded; ``load`` is sent once as ``(0, 0)`` when a model starts loading.
@@ -282,28 +204,40 @@ class Progress:
     job_id: str
     step: int
     total: int
-    stage: str = "inference"
+    stage: Stage = Stage.INFERENCE
 
     def __post_init__(self) -> None:
         _require(0 <= self.step <= self.total, f"progress {self.step}/{self.total} is inconsistent",
                  ErrorCode.BAD_MESSAGE)
-        _require(self.stage in PROGRESS_STAGES, f"unknown progress stage {quote(self.stage)}", ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One result of a job, placed at ``(x, y)`` in the client's image (the request's crop origin).
+    """Daemon → client: one finished variant of a job, sent as soon as it is done (before the next one starts).
+
+    Only the bounding box of the blend mask's non-zero pixels travels: outside it the result is the request's own
+    pixels, so a client that needs the whole crop pastes this box into it at ``(x − request.x, y − request.y)``.
 
     Attributes:
-        image: RGBA, the crop's size. Generated pixels where ``mask`` > 0; exactly the request's
-            pixels where ``mask`` == 0 (diffusers' ``apply_overlay``).
-        mask: 1 channel, the blend mask (grown and feathered selection): the final picture is
+        job_id: the request's ``job_id``.
+        index: 0-based, in seed order (variant ``index`` used seed ``seed``).
+        x, y: the box's top-left corner in the client's image (pixels), inside the request's crop.
+        image: RGBA, the box's size. Generated pixels where ``mask`` > 0; exactly the request's pixels where
+            ``mask`` == 0 (diffusers' ``apply_overlay``).
+        mask: 1 channel, the blend mask (grown and feathered selection) inside the box: the final picture is
             ``request_image × (1 − mask/255) + image × mask/255``, which :func:`client.imaging.compose`
             computes and an editor gets by using ``mask`` as the new layer's mask.
-        seed: the seed this variant was generated with.
-        timings: seconds per stage, e.g. ``{"queue": 0.0, "inference": 3.1, "total": 3.3}``.
+        seed: the seed this variant was generated with (0…:data:`protocol.SEED_MAX`).
+        timings: seconds per stage, e.g. ``{"queue": 0.0, "load": 0.0, "inference": 3.1, "total": 3.3}``.
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): the image is not RGBA, the mask not 1-channel, their sizes differ, or the index
+            or seed is out of range.
     """
 
+    type: ClassVar[str] = "variant"
+    job_id: str
+    index: int
     x: int
     y: int
     image: Plane
@@ -316,15 +250,17 @@ class Variant:
                  "variant image must be RGBA and its mask 1-channel", ErrorCode.BAD_MESSAGE)
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),
                  "variant mask and image sizes differ", ErrorCode.BAD_MESSAGE)
+        _require(0 <= self.index < MAX_VARIANTS and 0 <= self.seed <= SEED_MAX,
+                 f"variant {self.index} with seed {self.seed} is out of range", ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
 class Result:
-    """Daemon → client: the finished job, one :class:`Variant` per requested variant."""
+    """Daemon → client: the job is done; its ``num_variants`` :class:`Variant` messages were sent before this one."""
 
     type: ClassVar[str] = "result"
     job_id: str
-    variants: list[Variant]
+    num_variants: int
 
 
 @dataclass(frozen=True)
@@ -339,22 +275,18 @@ class Cancel:
 class Error:
     """Daemon → client: something failed. ``job_id`` is set when it concerns one job.
 
-    ``code`` is an :class:`ErrorCode` value; ``message`` is meant for the user and says what to do.
+    ``message`` is meant for the user and says what to do. Variants of the job sent before an error are void.
     """
 
     type: ClassVar[str] = "error"
-    code: str
+    code: ErrorCode
     message: str
     job_id: str | None = None
 
-    def __post_init__(self) -> None:
-        _require(self.code in {c.value for c in ErrorCode}, f"unknown error code {quote(self.code)}",
-                 ErrorCode.BAD_MESSAGE)
 
-
-Message = Hello | Welcome | InpaintRequest | Accepted | Progress | Result | Cancel | Error
+Message = Hello | Welcome | InpaintRequest | Accepted | Progress | Variant | Result | Cancel | Error
 """Any top-level message."""
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Hello, Welcome, InpaintRequest, Accepted, Progress, Result, Cancel, Error)
+    cls.type: cls for cls in (Hello, Welcome, InpaintRequest, Accepted, Progress, Variant, Result, Cancel, Error)
 }

@@ -8,11 +8,11 @@ mask, exact unmasked pixels) is not: :mod:`daemon.compositing` does it for every
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-from gimp_inpaint.protocol import EngineInfo, ErrorCode, ProtocolError
+from gimp_inpaint.protocol import EngineInfo, ErrorCode, FillOptions, ProtocolError
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(step, total)`` from the worker thread, ``0 ≤ step ≤ total``."""
@@ -52,24 +52,14 @@ class EngineJob:
     Attributes:
         image: H×W×3 uint8 RGB crop (alpha is not inpainted).
         mask: H×W uint8, 255 = repaint, 0 = keep (already grown, not feathered).
-        prompt, negative_prompt, strength, guidance_scale, num_inference_steps, scheduler, loras,
-            refiner_strength, controlnet_conditioning_scale: as in :class:`protocol.InpaintRequest` (diffusers
-            names and meanings).
-        seed: 0…:data:`protocol.messages.SEED_MAX`, the seed of this variant.
+        options: the request's :class:`protocol.FillOptions`, unchanged (diffusers' names and meanings).
+        seed: 0…:data:`protocol.SEED_MAX`, the seed of this variant (``options.seed`` is the request's).
     """
 
     image: np.ndarray
     mask: np.ndarray
-    prompt: str
-    negative_prompt: str
-    strength: float
-    guidance_scale: float
-    num_inference_steps: int
+    options: FillOptions
     seed: int
-    scheduler: str = "default"
-    loras: Mapping[str, float] = field(default_factory=dict)
-    refiner_strength: float = 0.0
-    controlnet_conditioning_scale: float = 1.0
 
 
 class Engine(ABC):
@@ -93,20 +83,27 @@ class Engine(ABC):
         """
 
     def check(self, job: EngineJob) -> None:  # noqa: B027 - engines without options accept every job
-        """Refuse a job whose options this engine cannot honour, before anything runs (called after :meth:`load`).
+        """Refuse a job whose options this engine cannot honour, before anything runs (called after :meth:`load`,
+        once per request, with its first variant: the variants differ only in their seeds). Changes nothing.
 
         Raises:
             ProtocolError: INCOMPATIBLE (a LoRA of another family, a refiner or ControlNet scale the model lacks, …)
                 or INVALID_REQUEST (values that cannot work, e.g. no denoising step).
         """
 
-    def steps_for(self, job: EngineJob) -> int:
-        """Progress units :meth:`inpaint` reports for ``job`` (1 for engines without steps)."""
+    def prepare(self, job: EngineJob) -> int:
+        """Apply the request's options to the loaded model, once per request, after :meth:`check` (the
+        scheduler, LoRAs, embeddings: whatever every variant shares); return the progress units :meth:`inpaint`
+        reports per variant (1 for engines without steps).
+
+        Raises:
+            EngineLoadError: a LoRA or embedding file cannot be loaded.
+        """
         return 1
 
     @abstractmethod
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        """Fill ``job.mask``'s area of ``job.image``.
+        """Fill ``job.mask``'s area of ``job.image``, with the options :meth:`prepare` applied for this request.
 
         Returns:
             H×W×3 uint8 RGB, the same size as ``job.image``; pixels outside the mask may differ

@@ -8,6 +8,10 @@ from gimp_inpaint.protocol import EngineInfo, ErrorCode, ProtocolError
 
 from .base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 
+OPTIONS = ("engine", "num_variants", "grow", "feather")
+"""The :data:`protocol.FILL_OPTIONS` this engine uses: Telea is deterministic and has no prompt or steps, so its
+variants are identical (each still reports its seed)."""
+
 
 class OpenCVEngine(Engine):
     """``cv2.inpaint`` with ``cv2.INPAINT_TELEA`` (A. Telea, "An Image Inpainting Technique Based on the
@@ -31,7 +35,7 @@ class OpenCVEngine(Engine):
     def info(self) -> EngineInfo:
         """Always available; ``uses_prompt`` is False."""
         return EngineInfo(name=self.name, kind="opencv", model="telea", available=True, uses_prompt=False,
-                          detail=f"cv2.inpaint (Telea), radius {self.radius} px")
+                          detail=f"cv2.inpaint (Telea), radius {self.radius} px", options=list(OPTIONS))
 
     def check(self, job: EngineJob) -> None:
         """Refuse a mask that leaves no pixel unmasked (after growing): Telea fills the hole from the pixels around

@@ -30,18 +30,10 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
-from gimp_inpaint.client.fill import (  # noqa: E402
-    SCHEDULER_LABELS,
-    FillError,
-    FillParams,
-    add_hint,
-    parse_loras,
-    require_selection,
-    run_fill,
-)
+from gimp_inpaint.client.fill import FillError, add_hint, require_selection, run_fill  # noqa: E402
+from gimp_inpaint.plugin_gimp.arguments import SERVER_URL, procedure_arguments, read_options  # noqa: E402
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
-from gimp_inpaint.protocol import ErrorCode  # noqa: E402
-from gimp_inpaint.protocol.messages import SEED_MAX  # noqa: E402
+from gimp_inpaint.protocol import EditorOptions, ErrorCode, FillOptions, ProtocolError  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
 """The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
@@ -62,8 +54,8 @@ _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer 
 """Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`client.fill.add_hint`)."""
 
 
-def _params(config: Gimp.ProcedureConfig) -> FillParams:
-    """The procedure's arguments as :class:`FillParams` (a choice argument reads as its nick, e.g. ``"euler_a"``).
+def _options(config: Gimp.ProcedureConfig) -> tuple[FillOptions, EditorOptions]:
+    """The procedure's arguments as the two options records (:func:`plugin_gimp.arguments.read_options`).
 
     An argument that reads as ``None`` gets its default from this plug-in's own registration (the config's param
     spec, made by :meth:`GimpInpaint.do_create_procedure`): on every GIMP start after the one that followed the
@@ -71,19 +63,17 @@ def _params(config: Gimp.ProcedureConfig) -> FillParams:
     ``None``, so a scripted call that leaves such an argument unset passes ``None``.
 
     Raises:
-        FillError: the LoRA text cannot be read (:func:`client.fill.parse_loras`).
+        FillError: the LoRA text cannot be read, or a value is out of its range.
     """
 
     def get(name: str) -> object:
         value = config.get_property(name)
         return config.find_property(name).get_default_value() if value is None else value
 
-    return FillParams(prompt=get("prompt"), negative_prompt=get("negative-prompt"), engine=get("engine"),
-                      strength=get("strength"), num_inference_steps=get("num-inference-steps"),
-                      guidance_scale=get("guidance-scale"), seed=get("seed"), num_variants=get("num-variants"),
-                      grow=get("grow"), feather=get("feather"), padding=get("padding"), scheduler=get("scheduler"),
-                      loras=parse_loras(get("loras")), refiner_strength=get("refiner-strength"),
-                      controlnet_conditioning_scale=get("controlnet-scale"), sample_merged=get("sample-merged"))
+    try:
+        return read_options(get)
+    except ProtocolError as exc:
+        raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
 
 
 def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
@@ -112,14 +102,14 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
             dialog.destroy()
             if not accepted:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        server_url = config.get_property("server-url")
+        server_url = config.get_property(SERVER_URL)
 
         def connect() -> InpaintClient:  # starts the daemon when none answers on this machine
             return connect_or_start(read_connection_config(CONNECTION_FILE), CLIENT_NAME, DAEMON_OUTPUT,
                                     url=server_url or None, on_status=lambda text: document.progress(0.0, text))
 
         try:
-            run_fill(document, connect, _params(config))
+            run_fill(document, connect, *_options(config))
         finally:
             Gimp.progress_end()
     except FillError as exc:
@@ -132,7 +122,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
 
 
 class GimpInpaint(Gimp.PlugIn):
-    """Registers :data:`PROCEDURE` (arguments and defaults from :class:`FillParams`)."""
+    """Registers :data:`PROCEDURE` (arguments, defaults and ranges from the options table)."""
 
     def do_query_procedures(self) -> list[str]:
         """The procedures this plug-in installs: only :data:`PROCEDURE`."""
@@ -143,9 +133,8 @@ class GimpInpaint(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
-        """Build the ``Gimp.ImageProcedure`` ``name``: menu entry, image types, documentation and the
-        arguments of the shared interface (GIMP names; defaults from :class:`FillParams`), run by :func:`run`."""
-        defaults = FillParams()
+        """Build the ``Gimp.ImageProcedure`` ``name``: menu entry, image types, documentation and one argument per
+        row of the options table (:func:`plugin_gimp.arguments.procedure_arguments`), run by :func:`run`."""
         flags = GObject.ParamFlags.READWRITE
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
@@ -159,48 +148,21 @@ class GimpInpaint(Gimp.PlugIn):
             "above the selected layer, masked by the feathered selection. Undo removes all of them in one step.",
             name)
         procedure.set_attribution("gimp-inpaint authors", "gimp-inpaint authors", "2026")
-        procedure.add_string_argument("prompt", "_Prompt", "What to paint in the selection (empty: fill from the "
-                                      "surroundings)", defaults.prompt, flags)
-        procedure.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid",
-                                      defaults.negative_prompt, flags)
-        procedure.add_string_argument("engine", "_Engine", "Daemon engine, e.g. sd15-inpaint or opencv (empty: the "
-                                      "first available); `gimp-inpaint status` lists the engines with their model "
-                                      "families, LoRAs and refiners", defaults.engine, flags)
-        schedulers = Gimp.Choice.new()
-        for index, (nick, label) in enumerate(SCHEDULER_LABELS.items()):
-            schedulers.add(nick, index, label, "")
-        procedure.add_choice_argument("scheduler", "Sc_heduler", "Denoising scheduler (Model default: the one the "
-                                      "model was published with)", schedulers, defaults.scheduler, flags)
-        procedure.add_string_argument("loras", "_LoRAs", "LoRAs of the daemon's configuration as name:weight, "
-                                      "separated by commas, e.g. “detail:0.8, style” (a name alone: weight 1; "
-                                      "empty: none)", "", flags)
-        procedure.add_double_argument("strength", "_Strength", "How much the selected area may change",
-                                      0.01, 1.0, defaults.strength, flags)
-        procedure.add_int_argument("num-inference-steps", "S_teps", "Denoising steps",
-                                   1, 150, defaults.num_inference_steps, flags)
-        procedure.add_double_argument("guidance-scale", "_Guidance scale", "How closely to follow the prompt",
-                                      0.0, 30.0, defaults.guidance_scale, flags)
-        procedure.add_double_argument("refiner-strength", "_Refiner strength", "Share of the denoising done by a "
-                                      "refining pass (the model's SDXL refiner, else the same model; 0: none)",
-                                      0.0, 0.99, defaults.refiner_strength, flags)
-        procedure.add_double_argument("controlnet-scale", "_ControlNet scale", "Weight of the ControlNet "
-                                      "(ControlNet engines only)", 0.0, 2.0, defaults.controlnet_conditioning_scale,
-                                      flags)
-        procedure.add_int_argument("seed", "See_d", "Random seed (-1: a new one each run)",
-                                   -1, SEED_MAX, defaults.seed, flags)
-        procedure.add_int_argument("num-variants", "_Variants", "Results to generate, one layer each",
-                                   1, 8, defaults.num_variants, flags)
-        procedure.add_int_argument("grow", "G_row", "Pixels to grow the selection by",
-                                   0, 256, defaults.grow, flags)
-        procedure.add_int_argument("feather", "_Feather", "Blur radius of the result's edge (pixels)",
-                                   0, 256, defaults.feather, flags)
-        procedure.add_int_argument("padding", "P_adding", "Pixels of surrounding picture sent as context",
-                                   0, 1024, defaults.padding, flags)
-        procedure.add_boolean_argument("sample-merged", "Sample _merged", "Take the picture around the selection as "
-                                       "you see it, all visible layers (off: the selected layer alone)",
-                                       defaults.sample_merged, flags)
-        procedure.add_string_argument("server-url", "Server _URL", "Daemon WebSocket URL (empty: from "
-                                      "connection.json)", "", flags)
+        for argument in procedure_arguments():  # the options table's rows, then the server URL
+            if argument.kind == "choice":
+                choice = Gimp.Choice.new()
+                for index, (nick, label) in enumerate(argument.choices):
+                    choice.add(nick, index, label, "")
+                procedure.add_choice_argument(argument.name, argument.label, argument.help, choice, argument.default,
+                                              flags)
+            elif argument.kind in ("int", "double"):
+                add = procedure.add_int_argument if argument.kind == "int" else procedure.add_double_argument
+                add(argument.name, argument.label, argument.help, argument.minimum, argument.maximum,
+                    argument.default, flags)
+            elif argument.kind == "boolean":
+                procedure.add_boolean_argument(argument.name, argument.label, argument.help, argument.default, flags)
+            else:
+                procedure.add_string_argument(argument.name, argument.label, argument.help, argument.default, flags)
         return procedure
 
 
