@@ -221,20 +221,16 @@ def cancel_on_interrupt(event: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _option_value(spec: OptionSpec) -> Callable[[str], Any]:
-    """The argparse ``type`` of one option's flag: the text as the option's type, checked against its row."""
+def _number_of(spec: OptionSpec) -> Callable[[str], Any]:
+    """The argparse ``type`` of a number option's flag: the text as an ``int`` or ``float`` (its range is checked
+    by the record, :func:`options_from`, so that every bad value exits the same way)."""
 
     def parse(text: str) -> Any:
         try:
-            if spec.type is dict:
-                return parse_loras(text)
-            value = spec.type(text) if spec.type in (int, float) else text
-            return spec.check(value)
+            return spec.type(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if spec.type is int else ' number'}") \
                 from None
-        except ProtocolError as exc:
-            raise argparse.ArgumentTypeError(exc.message) from None
 
     parse.__name__ = spec.type.__name__  # argparse names the type in its error message
     return parse
@@ -253,48 +249,39 @@ def _flag_help(spec: OptionSpec) -> str:
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per row of :data:`protocol.FILL_OPTIONS` and :data:`protocol.EDITOR_OPTIONS` (but
-    :data:`CLI_SKIPS`): :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default,
-    and a ``type`` that checks the row's range (exit status 2 with the reason); LoRAs may repeat
-    (``--lora a=0.5 --lora b``), an enum offers its values."""
+    :data:`CLI_SKIPS`): :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default
+    and type; LoRAs may repeat (``--lora a=0.5 --lora b``), an enum offers its values. Ranges are checked by the
+    records when :func:`options_from` makes them."""
     for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()):
         if spec.name in CLI_SKIPS:
             continue
         flags = (spec.flag, *spec.aliases)
         extra: dict[str, Any] = {}
         if spec.type is dict:
-            extra = {"action": "append", "metavar": "NAME=WEIGHT", "default": [], "type": _option_value(spec)}
+            extra = {"action": "append", "metavar": "NAME=WEIGHT", "default": []}
         elif spec.type is bool:
             extra = {"action": argparse.BooleanOptionalAction, "default": spec.default}
         elif isinstance(spec.default, Enum):
             extra = {"choices": [m.value for m in type(spec.default)], "default": spec.default.value}
-        else:
-            extra = {"type": _option_value(spec), "default": spec.default, "metavar": spec.type.__name__.upper()}
+        elif spec.type in (int, float):
+            extra = {"type": _number_of(spec), "default": spec.default, "metavar": spec.type.__name__.upper()}
+        elif spec.type is str:
+            extra = {"default": spec.default}
         parser.add_argument(*flags, dest=spec.name, help=_flag_help(spec), **extra)
 
 
 def options_from(args: argparse.Namespace) -> tuple[FillOptions, EditorOptions]:
-    """The two records from the flags of :func:`add_option_flags` (LoRAs given several times are merged).
+    """The two records from the flags of :func:`add_option_flags`: the LoRA flags, each ``NAME=WEIGHT`` or a list
+    ``a:0.5, b``, read as one list (:func:`protocol.parse_loras`).
 
     Raises:
-        UsageError: a LoRA named twice, or a value the record refuses.
+        UsageError: a LoRA that cannot be read or is named twice, or a value the record refuses (out of range).
     """
 
     def values(rows: dict[str, OptionSpec]) -> dict[str, Any]:
-        found = {}
-        for name, spec in rows.items():
-            if name in CLI_SKIPS:
-                continue
-            value = getattr(args, name)
-            if spec.type is dict:
-                merged: dict[str, float] = {}
-                for part in value:
-                    if set(part) & set(merged):
-                        raise UsageError(f"The LoRA “{next(iter(set(part) & set(merged)))}” is named twice; "
-                                         "give each LoRA once.")
-                    merged.update(part)
-                value = merged
-            found[name] = value
-        return found
+        found = {name: getattr(args, name) for name in rows if name not in CLI_SKIPS}
+        return {name: parse_loras(", ".join(value)) if rows[name].type is dict else value
+                for name, value in found.items()}
 
     try:
         return FillOptions(**values(FILL_OPTIONS)), EditorOptions(**values(EDITOR_OPTIONS))

@@ -23,7 +23,7 @@ from gimp_inpaint.client.imaging import (
     save_image,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
-from gimp_inpaint.protocol import EngineInfo, Rect
+from gimp_inpaint.protocol import EngineInfo, Rect, Scheduler
 from PIL import Image
 from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon
 from skimage import data
@@ -104,10 +104,9 @@ def test_missing_output_is_a_usage_error(inputs, capsys):
     assert "-o/--output" in capsys.readouterr().err
 
 
-def test_negative_padding_is_a_usage_error(inputs, tmp_path):
-    with pytest.raises(SystemExit) as caught:
-        cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--padding", "-3"])
-    assert caught.value.code == 2
+def test_negative_padding_is_a_usage_error(inputs, tmp_path, capsys):
+    assert cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--padding", "-3"]) == 2
+    assert "padding=-3 is outside [0, 1024]" in capsys.readouterr().err
 
 
 def test_bad_inputs_exit_2_with_a_message_and_no_traceback(inputs, tmp_path, capsys):
@@ -150,7 +149,7 @@ def test_out_of_range_settings_exit_2_before_connecting(inputs, tmp_path, capsys
     code = cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--token", "t", "--strength", "2",
                      "--url", "ws://127.0.0.1:9"])
     assert code == 2
-    assert "strength=2.0 is outside (0, 1]" in capsys.readouterr().err
+    assert "strength=2.0 is outside [0.01, 1]" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(20)
@@ -283,8 +282,9 @@ def test_fill_options_reach_the_engine_and_every_stage_is_printed(inputs, tmp_pa
                          "--refiner-strength", "0.2", "--controlnet-scale", "0.5"])
     assert code == 0
     [job] = engine.jobs
-    assert (job.seed, job.scheduler, dict(job.loras), job.refiner_strength, job.controlnet_conditioning_scale) \
-        == (3, "euler_a", {"detail": 0.75, "style": 1.0}, 0.2, 0.5)
+    options = job.options
+    assert (job.seed, options.scheduler, options.loras, options.refiner_strength,
+            options.controlnet_conditioning_scale) == (3, Scheduler.EULER_A, {"detail": 0.75, "style": 1.0}, 0.2, 0.5)
     err = capsys.readouterr().err.splitlines()
     assert err[err.index("Downloading the model… 0 % (0.0 of 3.0 MB)") + 1:] == [
         "Downloading the model… 50 % (1.5 of 3.0 MB)", "Downloading the model… 100 % (3.0 of 3.0 MB)",
@@ -294,9 +294,10 @@ def test_fill_options_reach_the_engine_and_every_stage_is_printed(inputs, tmp_pa
 @pytest.mark.parametrize(("options", "words"), [
     (["--lora", "detail=lots"], "Cannot read the LoRA “detail=lots”"),
     (["--lora", "a", "--lora", "a=0.5"], "“a” is named twice"),
-    (["--lora", "a=9"], "the weight of LoRA 'a'=9.0 is outside [-4.0, 4.0]"),
-    (["--refiner-strength", "1"], "refiner_strength=1.0 is outside [0, 1)"),
-    (["--controlnet-scale", "3"], "controlnet_conditioning_scale=3.0 is outside [0.0, 2.0]"),
+    (["--lora", "a=9"], "the weight of LoRA 'a'=9.0 is outside [-4, 4]"),
+    (["--refiner-strength", "1"], "refiner_strength=1.0 is outside [0, 0.99]"),
+    (["--controlnet-scale", "3"], "controlnet_conditioning_scale=3.0 is outside [0, 2]"),
+    (["--controlnet-conditioning-scale", "3"], "controlnet_conditioning_scale=3.0 is outside [0, 2]"),
 ])
 def test_bad_options_exit_2_before_connecting(inputs, tmp_path, capsys, options, words):
     code = cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--token", "t",

@@ -10,19 +10,31 @@ from gimp_inpaint.client.connection import ConnectionConfigError, DaemonError, D
 from gimp_inpaint.client.document import Document, ResultLayer
 from gimp_inpaint.client.fill import (
     NO_SELECTION,
-    SCHEDULER_LABELS,
     TRANSPARENT_RGB,
     FillError,
-    FillParams,
     fill_crop,
     layer_name,
-    parse_loras,
     progress_text,
     run_fill,
 )
 from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
-from gimp_inpaint.protocol import SCHEDULERS, EngineInfo, ErrorCode, InpaintRequest, Rect, Result, Variant, Welcome
-from gimp_inpaint.protocol.messages import SEED_MAX
+from gimp_inpaint.protocol import (
+    EDITOR_OPTIONS,
+    SEED_MAX,
+    EditorOptions,
+    EngineInfo,
+    ErrorCode,
+    Family,
+    FillOptions,
+    InpaintRequest,
+    ProtocolError,
+    Rect,
+    Scheduler,
+    Stage,
+    Variant,
+    Welcome,
+    parse_loras,
+)
 from skimage import data
 
 
@@ -88,24 +100,25 @@ class FakeDocument(Document):
         self.messages.append(text)
 
 
-ENGINES = [EngineInfo("sd15-inpaint", "diffusers", "sd15", True, True, family="sd-inpaint", loras=["detail"]),
+ENGINES = [EngineInfo("sd15-inpaint", "diffusers", "sd15", True, True, family=Family.SD_INPAINT, loras=["detail"]),
            EngineInfo("opencv", "opencv", "telea", True, False)]
 
 
-INFERENCE_STEPS = ((0, 4, "inference"), (2, 4, "inference"), (4, 4, "inference"))
+INFERENCE_STEPS = ((0, 4, Stage.INFERENCE), (2, 4, Stage.INFERENCE), (4, 4, Stage.INFERENCE))
 
 
 class FakeClient:
-    """Answers like the daemon: each variant inverts the request's RGB; the blend mask is the request's mask."""
+    """Answers like the daemon: each variant inverts the request's RGB; the blend mask is the request's mask; with
+    ``box`` (a rect inside the crop, crop coordinates) only that box comes back, as the daemon sends it."""
 
-    def __init__(self, max_pixels: int = 1 << 24, steps: Sequence[tuple[int, int, str]] = INFERENCE_STEPS,
-                 error: Exception | None = None, shift: int = 0) -> None:
+    def __init__(self, max_pixels: int = 1 << 24, steps: Sequence[tuple[int, int, Stage]] = INFERENCE_STEPS,
+                 error: Exception | None = None, box: Rect | None = None) -> None:
         self.welcome = Welcome(protocol_version=1, daemon_version="t", device="cpu", engines=ENGINES,
                                max_pixels=max_pixels)
         self.requests: list[InpaintRequest] = []
         self.steps = steps
         self.error = error
-        self.shift = shift
+        self.box = box
         self.closed = False
 
     def __enter__(self) -> FakeClient:
@@ -114,7 +127,7 @@ class FakeClient:
     def __exit__(self, *exc_info: object) -> None:
         self.closed = True
 
-    def inpaint(self, request, on_progress=None, should_cancel=None) -> Result:
+    def inpaint(self, request, on_progress=None, should_cancel=None) -> list[Variant]:
         self.requests.append(request)
         for step, total, stage in self.steps:
             on_progress(step, total, stage)
@@ -122,14 +135,23 @@ class FakeClient:
             raise self.error
         image = array_from_plane(request.image).copy()
         image[..., :3] = 255 - image[..., :3]
-        seed = 40 if request.seed == -1 else request.seed
-        return Result(request.job_id, [
-            Variant(x=request.x + self.shift, y=request.y, image=plane_from_array(image), mask=request.mask,
-                    seed=seed + k, timings={"total": 0.5}) for k in range(request.num_variants)])
+        mask = array_from_plane(request.mask)
+        box = self.box or Rect(0, 0, request.image.width, request.image.height)
+        image, mask = image[box.y:box.bottom, box.x:box.right], mask[box.y:box.bottom, box.x:box.right]
+        seed = 40 if request.options.seed == -1 else request.options.seed
+        return [Variant(job_id=request.job_id, index=k, x=request.x + box.x, y=request.y + box.y,
+                        image=plane_from_array(image), mask=plane_from_array(mask), seed=seed + k,
+                        timings={"total": 0.5}) for k in range(request.options.num_variants)]
+
+
+def records(**params: object) -> tuple[FillOptions, EditorOptions]:
+    """``params`` split into the two records by the options table's names."""
+    editor = {name: value for name, value in params.items() if name in EDITOR_OPTIONS}
+    return FillOptions(**{n: v for n, v in params.items() if n not in editor}), EditorOptions(**editor)
 
 
 def fill(document: FakeDocument, client: FakeClient, **params: object) -> list[str]:
-    return run_fill(document, lambda: client, FillParams(**params))
+    return run_fill(document, lambda: client, *records(**params))
 
 
 def test_layers_land_at_the_crop_offset_with_the_crop_size_and_the_daemons_pixels():
@@ -139,10 +161,10 @@ def test_layers_land_at_the_crop_offset_with_the_crop_size_and_the_daemons_pixel
     (request,) = client.requests
     # 40×30 box + (64 + 4 + feather_reach(12) = 39) px each side: x 43…297 (254 → 256, one more px left);
     # y −7…237 clipped to 0…237 (237 → 240, kept at the top border)
-    assert fill_crop(Rect(150, 100, 40, 30), 400, 300, FillParams(padding=64)) == Rect(42, 0, 256, 240)
+    assert fill_crop(Rect(150, 100, 40, 30), 400, 300, *records(padding=64)) == Rect(42, 0, 256, 240)
     assert (request.x, request.y, request.image.width, request.image.height) == (42, 0, 256, 240)
-    assert request.engine == "sd15-inpaint" and request.prompt == "a red balloon"
-    assert (request.grow, request.feather, request.seed, request.num_variants) == (4, 12, 5, 2)
+    assert request.options == FillOptions(engine="sd15-inpaint", prompt="a red balloon", seed=5, num_variants=2,
+                                          grow=4, feather=12)
     sent = array_from_plane(request.image)
     assert np.array_equal(sent, document.layer[0:240, 42:298])
     mask = array_from_plane(request.mask)
@@ -153,6 +175,18 @@ def test_layers_land_at_the_crop_offset_with_the_crop_size_and_the_daemons_pixel
         assert (layer.x, layer.y, layer.width, layer.height) == (42, 0, 256, 240)
         assert layer.rgba[:3] == bytes(255 - document.layer[0, 42, :3])
         assert layer.mask == request.mask.data and layer.timings == {"total": 0.5}
+
+
+def test_a_variant_box_becomes_a_layer_of_that_size_at_its_place():
+    """The daemon sends only the blend mask's box (protocol 4): the layer is that box, at its place in the image."""
+    document = FakeDocument(selection=Rect(150, 100, 40, 30))
+    client = FakeClient(box=Rect(60, 70, 50, 40))
+    fill(document, client, padding=64)
+    (request,) = client.requests
+    (layer,) = document.layers
+    assert (layer.x, layer.y, layer.width, layer.height) == (request.x + 60, request.y + 70, 50, 40)
+    expected = 255 - document.layer[request.y + 70:request.y + 110, request.x + 60:request.x + 110, :3]
+    assert np.array_equal(np.frombuffer(layer.rgba, np.uint8).reshape(40, 50, 4)[..., :3], expected)
 
 
 def test_crop_is_clamped_at_the_image_border():
@@ -200,7 +234,7 @@ def test_sample_merged_sends_the_visible_picture_else_the_layer(sample_merged):
 
 
 def test_sample_merged_is_on_by_default():
-    assert FillParams().sample_merged
+    assert EditorOptions().sample_merged
 
 
 @pytest.mark.parametrize("stored", [(0, 0, 0), (200, 30, 40)], ids=["stores-black", "cleared-over-red"])
@@ -225,10 +259,11 @@ def test_the_hidden_colour_of_transparent_pixels_never_reaches_the_daemon(stored
 def test_progress_is_relayed_per_stage_as_fractions_and_text():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
     gb = 10**9
-    fill(document, FakeClient(steps=[(0, 2_600_000_000, "download"), (1_200_000_000, 2_600_000_000, "download"),
-                                     (2_600_000_000, 2_600_000_000, "download"), (0, 0, "load"),
-                                     (0, 6, "inference"), (3, 6, "inference"), (4, 6, "inference"),
-                                     (6, 6, "inference")]), num_variants=2)
+    download, load, inference = Stage.DOWNLOAD, Stage.LOAD, Stage.INFERENCE
+    fill(document, FakeClient(steps=[(0, 2_600_000_000, download), (1_200_000_000, 2_600_000_000, download),
+                                     (2_600_000_000, 2_600_000_000, download), (0, 0, load),
+                                     (0, 6, inference), (3, 6, inference), (4, 6, inference),
+                                     (6, 6, inference)]), num_variants=2)
     start = next(n for n, (_, text) in enumerate(document.progress_log) if text.startswith("Downloading"))
     assert document.progress_log[start:] == [
         (0.0, "Downloading the model… 0 % (0.0 of 2.6 GB)"),
@@ -244,9 +279,9 @@ def test_progress_is_relayed_per_stage_as_fractions_and_text():
 
 
 @pytest.mark.parametrize(("step", "total", "stage", "variants", "text"), [
-    (0, 4, "inference", 1, "Generating… step 0 of 4"),
-    (5, 7, "inference", 2, "Generating… step 5 of 7"),  # not a whole number of steps per variant
-    (300_000, 800_000, "download", 1, "Downloading the model… 37 % (0.3 of 0.8 MB)"),
+    (0, 4, Stage.INFERENCE, 1, "Generating… step 0 of 4"),
+    (5, 7, Stage.INFERENCE, 2, "Generating… step 5 of 7"),  # not a whole number of steps per variant
+    (300_000, 800_000, Stage.DOWNLOAD, 1, "Downloading the model… 37 % (0.3 of 0.8 MB)"),
 ])
 def test_progress_text_edge_cases(step, total, stage, variants, text):
     assert progress_text(step, total, stage, variants)[1] == text
@@ -258,13 +293,15 @@ def test_request_options_travel_to_the_daemon():
     fill(document, client, scheduler="euler_a", loras=parse_loras("detail:0.5, style"), refiner_strength=0.3,
          controlnet_conditioning_scale=1.5)
     (request,) = client.requests
-    assert (request.scheduler, request.loras, request.refiner_strength, request.controlnet_conditioning_scale) \
-        == ("euler_a", {"detail": 0.5, "style": 1.0}, 0.3, 1.5)
+    options = request.options
+    assert (options.scheduler, options.loras, options.refiner_strength, options.controlnet_conditioning_scale) \
+        == (Scheduler.EULER_A, {"detail": 0.5, "style": 1.0}, 0.3, 1.5)
     default = FakeClient()
     fill(FakeDocument(selection=Rect(10, 10, 20, 20)), default)
     (plain,) = default.requests
-    assert (plain.scheduler, plain.loras, plain.refiner_strength, plain.controlnet_conditioning_scale) \
-        == ("default", {}, 0.0, 1.0)
+    options = plain.options
+    assert (options.scheduler, options.loras, options.refiner_strength, options.controlnet_conditioning_scale) \
+        == (Scheduler.DEFAULT, {}, 0.0, 1.0)
 
 
 @pytest.mark.parametrize(("text", "pairs"), [
@@ -276,7 +313,7 @@ def test_request_options_travel_to_the_daemon():
     ("sdxl:offset:0.5", (("sdxl:offset", 0.5),)),
 ])
 def test_parse_loras_reads_name_weight_pairs(text, pairs):
-    assert parse_loras(text) == pairs
+    assert tuple(parse_loras(text).items()) == pairs
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -287,22 +324,24 @@ def test_parse_loras_reads_name_weight_pairs(text, pairs):
     ("a:1, b, a:2", "“a” is named twice"),
 ])
 def test_parse_loras_errors_say_how_to_write_them(text, words):
-    with pytest.raises(FillError) as caught:
+    with pytest.raises(ProtocolError) as caught:
         parse_loras(text)
     assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
 
 
 @pytest.mark.parametrize(("params", "words"), [
-    ({"loras": tuple((f"l{k}", 1.0) for k in range(9))}, "9 LoRAs requested; at most 8"),
-    ({"loras": (("detail", 5.0),)}, "the weight of LoRA 'detail'=5.0 is outside [-4.0, 4.0]"),
+    ({"loras": {f"l{k}": 1.0 for k in range(9)}}, "9 LoRAs requested; at most 8"),
+    ({"loras": {"detail": 5.0}}, "the weight of LoRA 'detail'=5.0 is outside [-4, 4]"),
     ({"scheduler": "karras"}, "scheduler 'karras' is not one of default, ddim"),
-    ({"refiner_strength": 1.0}, "refiner_strength=1.0 is outside [0, 1)"),
-    ({"controlnet_conditioning_scale": 2.5}, "controlnet_conditioning_scale=2.5 is outside [0.0, 2.0]"),
+    ({"refiner_strength": 1.0}, "refiner_strength=1.0 is outside [0, 0.99]"),
+    ({"controlnet_conditioning_scale": 2.5}, "controlnet_conditioning_scale=2.5 is outside [0, 2]"),
+    ({"strength": 0.0}, "strength=0.0 is outside [0.01, 1]"),
+    ({"seed": SEED_MAX + 1}, f"seed={SEED_MAX + 1} is outside [-1, {SEED_MAX}]"),
 ])
-def test_out_of_range_options_fail_before_connecting(params, words):
-    document = FakeDocument(selection=Rect(10, 10, 20, 20))
-    with pytest.raises(FillError) as caught:
-        run_fill(document, lambda: pytest.fail("must not connect"), FillParams(**params))
+def test_out_of_range_options_are_refused_by_the_record(params, words):
+    """The record refuses them as it is made (from the dialog, the CLI or the wire), so no fill can start."""
+    with pytest.raises(ProtocolError) as caught:
+        FillOptions(**params)
     assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
 
 
@@ -314,23 +353,23 @@ def test_every_seed_the_daemon_may_pick_fits_the_seed_field_and_no_other_is_sent
     assert SEED_MAX == GINT_MAX
     client = FakeClient()
     fill(FakeDocument(selection=Rect(10, 10, 20, 20)), client, seed=SEED_MAX)
-    assert client.requests[0].seed == SEED_MAX
-    with pytest.raises(FillError) as caught:
-        run_fill(FakeDocument(selection=Rect(10, 10, 20, 20)), lambda: pytest.fail("must not connect"),
-                 FillParams(seed=SEED_MAX + 1))
-    assert caught.value.code is ErrorCode.INVALID_REQUEST and f"0…{SEED_MAX}" in caught.value.message
+    assert client.requests[0].options.seed == SEED_MAX
+    with pytest.raises(ProtocolError) as caught:
+        FillOptions(seed=SEED_MAX + 1)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and f"[-1, {SEED_MAX}]" in caught.value.message
 
 
 def test_every_scheduler_has_a_readable_label():
-    assert tuple(SCHEDULER_LABELS) == SCHEDULERS
-    assert SCHEDULER_LABELS["euler_a"] == "Euler Ancestral" and SCHEDULER_LABELS["default"] == "Model default"
+    labels = [scheduler.label for scheduler in Scheduler]
+    assert len(set(labels)) == len(Scheduler) and all(labels)
+    assert Scheduler.EULER_A.label == "Euler Ancestral" and Scheduler.DEFAULT.label == "Model default"
 
 
 def test_an_incompatible_option_points_to_the_status_command():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
     error = DaemonError(ErrorCode.INCOMPATIBLE, "LoRA 'xl-style' is made for sdxl, engine 'sd15-inpaint' is sd")
     with pytest.raises(FillError) as caught:
-        fill(document, FakeClient(error=error), loras=(("xl-style", 1.0),))
+        fill(document, FakeClient(error=error), loras={"xl-style": 1.0})
     assert caught.value.code is ErrorCode.INCOMPATIBLE
     assert "made for sdxl" in caught.value.message and "`gimp-inpaint status`" in caught.value.message
     assert document.add_calls == 0
@@ -340,7 +379,7 @@ def test_no_selection_fails_before_connecting():
     document = FakeDocument(selection=None)
     connected = []
     with pytest.raises(FillError) as caught:
-        run_fill(document, lambda: connected.append(1), FillParams())
+        run_fill(document, lambda: connected.append(1), FillOptions(), EditorOptions())
     assert caught.value.message == NO_SELECTION and not connected and document.add_calls == 0
 
 
@@ -368,14 +407,16 @@ def test_connection_setup_errors_become_fill_errors():
         raise ConnectionConfigError("connection.json is missing. Install the plug-in with `gimp-inpaint-install`")
 
     with pytest.raises(FillError, match="gimp-inpaint-install"):
-        run_fill(document, factory, FillParams())
+        run_fill(document, factory, FillOptions(), EditorOptions())
     assert document.add_calls == 0
 
 
-def test_a_result_at_the_wrong_offset_is_refused():
+def test_a_variant_the_client_refuses_pastes_nothing():
+    """The client checks each variant's place (tests/test_client.py); its BAD_MESSAGE pastes nothing."""
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
+    error = DaemonError(ErrorCode.BAD_MESSAGE, "the daemon sent variant 0 (64×64 at (8, 0)) where variant 0 …")
     with pytest.raises(FillError) as caught:
-        fill(document, FakeClient(shift=8))
+        fill(document, FakeClient(error=error))
     assert caught.value.code is ErrorCode.BAD_MESSAGE and document.add_calls == 0
 
 
@@ -388,18 +429,11 @@ def test_a_crop_over_the_daemons_limit_is_not_sent():
     assert client.requests == [] and document.add_calls == 0
 
 
-def test_invalid_settings_fail_before_connecting():
-    document = FakeDocument(selection=Rect(10, 10, 20, 20))
-    with pytest.raises(FillError) as caught:
-        run_fill(document, lambda: pytest.fail("must not connect"), FillParams(strength=0.0))
-    assert caught.value.code is ErrorCode.INVALID_REQUEST and "strength" in caught.value.message
-
-
 def test_named_engine_and_a_note_when_it_ignores_the_prompt():
     document = FakeDocument(selection=Rect(10, 10, 20, 20))
     client = FakeClient()
     names = fill(document, client, engine="opencv", prompt="a cat")
-    assert client.requests[0].engine == "opencv"
+    assert client.requests[0].options.engine == "opencv"
     assert document.messages == ["The “opencv” engine ignores the prompt."]
     assert names == ["Generative fill: a cat (seed 40)"]
 
@@ -413,8 +447,8 @@ def test_unknown_engine_lists_the_engines_with_their_families():
 
 
 def test_layer_names_use_the_prompt_or_the_engine_and_stay_short():
-    assert layer_name(FillParams(), "opencv", 3) == "Generative fill: opencv (seed 3)"
-    long = layer_name(FillParams(prompt="a very long prompt " * 10), "sd", 1)
+    assert layer_name(FillOptions(), "opencv", 3) == "Generative fill: opencv (seed 3)"
+    long = layer_name(FillOptions(prompt="a very long prompt " * 10), "sd", 1)
     assert long.startswith("Generative fill: a very long prompt") and long.endswith("… (seed 1)")
     assert len(long) == len("Generative fill: ") + 48 + len(" (seed 1)")
 

@@ -149,6 +149,10 @@ def main() -> None:
     procedure = pdb.lookup_procedure(PROCEDURE)
     specs = procedure.get_arguments()
     summary["procedure_arguments"] = [spec.name for spec in specs]
+    summary["procedure_specs"] = [  # what GIMP registered: compared with the options table by the test
+        {"name": spec.name, "default": spec.get_default_value(), "minimum": getattr(spec, "minimum", None),
+         "maximum": getattr(spec, "maximum", None)}
+        for spec in specs if spec.name not in ("run-mode", "image", "drawables")]
     unset = procedure.create_config()
     summary["unset_strings"] = {spec.name: unset.get_property(spec.name) for spec in specs
                                 if spec.value_type == GObject.TYPE_STRING and not spec.get_default_value()

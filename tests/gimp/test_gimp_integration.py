@@ -48,8 +48,8 @@ import pytest
 import skimage.data
 from gimp_harness import RELEASES, GimpChroot, RunResult, press_keys, read_line_within, xvfb
 from gimp_inpaint.client.fill import NO_SELECTION
-from gimp_inpaint.protocol import Rect, context_crop, feather_reach
-from gimp_inpaint.protocol.messages import SEED_MAX
+from gimp_inpaint.plugin_gimp.arguments import procedure_arguments
+from gimp_inpaint.protocol import SEED_MAX, Rect, context_crop, feather_reach
 from PIL import Image, ImageDraw, ImageFont
 
 pytestmark = pytest.mark.gimp
@@ -208,6 +208,10 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
                 assert repeat["status"] == "success", f"{repeat['message']}\n{failure_text(result, installed)}"
     if starts > 1:  # the cached start really left the string arguments to the plug-in's defaults
         assert {"prompt", "negative-prompt", "engine", "loras"} <= set(summary["unset_strings"])
+    # what GIMP registered is the options table: names, defaults, ranges (a cached start reads "" back as None)
+    registered = [(spec["name"], "" if spec["default"] is None else spec["default"], spec["minimum"], spec["maximum"])
+                  for spec in summary["procedure_specs"]]
+    assert registered == [(a.name, a.default, a.minimum, a.maximum) for a in procedure_arguments()]
     print(f"[gimp] {engine}: the procedure ran {summary['procedure_seconds']:.2f} s inside GIMP")
 
     # the layer stack: one new RGBA layer per variant, directly above the source, variant 1 (seed SEED) on top,
@@ -225,19 +229,21 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
         assert new["has_mask"] and new["has_alpha"] and new["visible"]
         assert (new["mode"], new["opacity"]) == ("normal", 100.0)
 
-    # geometry: each layer covers the context crop of the selection's bounds (protocol.context_crop with the
-    # margin the grown, feathered mask needs)
+    # geometry: every layer is the same box inside the context crop of the selection's bounds (protocol.context_crop
+    # with the margin the grown, feathered mask needs): the bounding box of its blend mask, which the daemon sends
     width, height = summary["image_width"], summary["image_height"]
     reach = arguments["grow"] + feather_reach(arguments["feather"])
     crop = context_crop(Rect(*summary["selection_bounds"]), width, height, arguments["padding"] + reach)
+    box = Rect(new_layers[0]["x"], new_layers[0]["y"], new_layers[0]["width"], new_layers[0]["height"])
+    assert crop.x <= box.x and crop.y <= box.y and box.right <= crop.right and box.bottom <= crop.bottom
     for new in new_layers:
-        assert (new["x"], new["y"], new["width"], new["height"]) == (crop.x, crop.y, crop.width, crop.height)
+        assert (new["x"], new["y"], new["width"], new["height"]) == (box.x, box.y, box.width, box.height)
 
     # pixels
     original = np.asarray(Image.open(io / "photo.png").convert("RGB"))
     selection = raw(io / "selection.raw", height, width, 1)
-    layers = [raw(io / f"layer_{n}.raw", crop.height, crop.width, 4) for n in range(variants)]
-    masks = [raw(io / f"layer_{n}_mask.raw", crop.height, crop.width, 1) for n in range(variants)]
+    layers = [raw(io / f"layer_{n}.raw", box.height, box.width, 4) for n in range(variants)]
+    masks = [raw(io / f"layer_{n}_mask.raw", box.height, box.width, 1) for n in range(variants)]
     composite = np.asarray(Image.open(io / "composite.png").convert("RGBA"))
     assert composite.shape == (height, width, 4) and (composite[..., 3] == 255).all()
     composite = composite[..., :3]
@@ -245,8 +251,9 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
     assert summary["source_unchanged_in_gimp"] and summary["selection_unchanged"]
     np.testing.assert_array_equal(source_after[..., :3], original)     # the source layer is untouched
 
-    window = (slice(crop.y, crop.bottom), slice(crop.x, crop.right))
+    window = (slice(box.y, box.bottom), slice(box.x, box.right))
     mask = masks[0]
+    assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()  # the box is tight
     for other in masks[1:]:
         np.testing.assert_array_equal(other, mask)                      # one blend mask for every variant
     for layer in layers:  # each layer is the original, exactly, where its mask is 0, and opaque where it shows
@@ -280,7 +287,7 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
         for repeat in summary["repeats"]:  # GIMP makes a repeated name unique: "… (seed 1234) #1"
             [added] = repeat["new_layers"]
             assert added["name"].startswith(f"Generative fill: {label} (seed {SEED})")
-        again, euler = (raw(io / f"repeat_{k}_layer_0.raw", crop.height, crop.width, 4) for k in range(2))
+        again, euler = (raw(io / f"repeat_{k}_layer_0.raw", box.height, box.width, 4) for k in range(2))
         np.testing.assert_array_equal(again, layers[0])
         differ = (euler[inside_crop] != layers[0][inside_crop]).any(axis=1).mean()
         assert differ > 0.5, f"Euler changed only {differ:.0%} of the selection: the scheduler did not reach the model"
