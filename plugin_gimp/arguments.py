@@ -1,15 +1,15 @@
 """The GIMP procedure's arguments, made from the options table (:mod:`protocol.options`), and read back.
 
-Pure (no ``gi``): the plug-in file registers one GIMP argument per :class:`Argument` of :func:`procedure_arguments`
-(``add_string_argument``, ``add_int_argument``, …) and reads a run's values with :func:`read_options`, so the
-dialog, *Repeat* and scripted calls have exactly the names, defaults and ranges of the table, and a new option
-appears in GIMP without touching the plug-in. Vendored into the plug-in: standard library and :mod:`protocol` only.
+Pure (no ``gi``): the plug-in file registers one GIMP argument per row of :func:`procedure_arguments` (with
+:func:`argument_kind`'s ``add_<kind>_argument`` and :func:`gimp_default`) and reads a run's values with
+:func:`read_options`, so the dialog, *Repeat* and scripted calls have exactly the names, defaults and ranges of the
+table, and a new option appears in GIMP without touching the plug-in. Vendored into the plug-in: standard library
+and :mod:`protocol` only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -23,7 +23,8 @@ from gimp_inpaint.protocol import (
     parse_loras,
 )
 
-SERVER_URL = "server-url"
+SERVER_URL = OptionSpec(name="server_url", type=str, default="", label="Server _URL",
+                        help="Daemon WebSocket URL (empty: from connection.json)")
 """The one argument that is not a fill option: the daemon's URL for this run (empty: ``connection.json``'s)."""
 
 _KINDS: dict[type, str] = {str: "string", int: "int", float: "double", bool: "boolean", dict: "string"}
@@ -31,45 +32,29 @@ _KINDS: dict[type, str] = {str: "string", int: "int", float: "double", bool: "bo
 is a ``choice``)."""
 
 
-@dataclass(frozen=True)
-class Argument:
-    """One GIMP procedure argument.
-
-    Attributes:
-        kind: ``"string"``, ``"int"``, ``"double"``, ``"boolean"`` or ``"choice"`` (which ``add_*_argument``).
-        name: GIMP's name for it (``-`` for ``_``: :attr:`protocol.OptionSpec.argument`).
-        label, help: the dialog's label (``_`` before the mnemonic) and tooltip.
-        default: the value before the user sets one (a choice's nick, the LoRAs' text).
-        minimum, maximum: the range of an ``int`` or ``double``; None otherwise.
-        choices: ``(nick, label)`` of each member of a ``choice``, in order.
-    """
-
-    kind: str
-    name: str
-    label: str
-    help: str
-    default: Any
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[tuple[str, str], ...] = ()
-
-
-def _argument(spec: OptionSpec) -> Argument:
-    if issubclass(spec.type, Enum):
-        return Argument("choice", spec.argument, spec.label, spec.help, spec.default.value,
-                        choices=tuple((member.value, getattr(member, "label", member.value)) for member in spec.type))
-    default = format_loras(spec.default) if spec.type is dict else spec.default
-    ranged = spec.type in (int, float)
-    return Argument(_KINDS[spec.type], spec.argument, spec.label, spec.help, default,
-                    spec.minimum if ranged else None, spec.maximum if ranged else None)
-
-
-def procedure_arguments() -> list[Argument]:
+def procedure_arguments() -> list[OptionSpec]:
     """Every argument of the procedure, in dialog order: the rows of :data:`protocol.FILL_OPTIONS`, then of
-    :data:`protocol.EDITOR_OPTIONS`, then :data:`SERVER_URL`."""
-    rows = [*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()]
-    return [*map(_argument, rows), Argument("string", SERVER_URL, "Server _URL",
-                                            "Daemon WebSocket URL (empty: from connection.json)", "")]
+    :data:`protocol.EDITOR_OPTIONS`, then :data:`SERVER_URL`. GIMP names each :attr:`OptionSpec.argument`."""
+    return [*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values(), SERVER_URL]
+
+
+def argument_kind(spec: OptionSpec) -> str:
+    """Which ``add_<kind>_argument`` registers ``spec``: ``"string"``, ``"int"``, ``"double"``, ``"boolean"`` or
+    ``"choice"`` (an enum, whose members are :func:`choices`)."""
+    return "choice" if issubclass(spec.type, Enum) else _KINDS[spec.type]
+
+
+def gimp_default(spec: OptionSpec) -> Any:
+    """The argument's default as GIMP holds it: a choice's nick, the LoRAs' text, else the row's default."""
+    if isinstance(spec.default, Enum):
+        return spec.default.value
+    return format_loras(spec.default) if spec.type is dict else spec.default
+
+
+def choices(spec: OptionSpec) -> list[tuple[str, str]]:
+    """``(nick, label)`` of each member of an enum option, in order (the label is the member's ``label`` when it
+    has one, e.g. ``"Euler Ancestral"``)."""
+    return [(member.value, getattr(member, "label", member.value)) for member in spec.type]
 
 
 def read_options(get: Callable[[str], Any]) -> tuple[FillOptions, EditorOptions]:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 from gimp_inpaint.client import cli
-from gimp_inpaint.plugin_gimp.arguments import SERVER_URL, procedure_arguments, read_options
+from gimp_inpaint.plugin_gimp.arguments import (
+    SERVER_URL,
+    argument_kind,
+    choices,
+    gimp_default,
+    procedure_arguments,
+    read_options,
+)
 from gimp_inpaint.protocol import (
     EDITOR_OPTIONS,
     FILL_OPTIONS,
@@ -19,7 +26,6 @@ from gimp_inpaint.protocol import (
     OptionSpec,
     ProtocolError,
     Scheduler,
-    format_loras,
 )
 from gimp_inpaint.protocol.options import markdown_table
 
@@ -35,17 +41,14 @@ def _fill_actions() -> dict[str, argparse.Action]:
 
 def test_the_procedure_has_one_argument_per_row_with_its_name_default_and_range():
     arguments = procedure_arguments()
-    assert [a.name for a in arguments] == [spec.argument for spec in ROWS] + [SERVER_URL]
-    for spec, argument in zip(ROWS, arguments, strict=False):
-        assert (argument.label, argument.help) == (spec.label, spec.help)
-        if spec.type in (int, float):
-            assert (argument.kind, argument.default, argument.minimum, argument.maximum) == (
-                "int" if spec.type is int else "double", spec.default, spec.minimum, spec.maximum)
-        elif issubclass(spec.type, Enum):
-            assert argument.kind == "choice" and argument.default == spec.default.value
-            assert [nick for nick, _ in argument.choices] == [member.value for member in spec.type]
-        else:
-            assert argument.default == (format_loras(spec.default) if spec.type is dict else spec.default)
+    assert arguments == [*ROWS, SERVER_URL]
+    assert [spec.argument for spec in arguments][-1] == "server-url"
+    kinds = {"prompt": "string", "scheduler": "choice", "loras": "string", "strength": "double",
+             "num_inference_steps": "int", "sample_merged": "boolean"}
+    assert {name: argument_kind(next(s for s in arguments if s.name == name)) for name in kinds} == kinds
+    assert gimp_default(FILL_OPTIONS["scheduler"]) == "default" and gimp_default(FILL_OPTIONS["loras"]) == ""
+    assert [nick for nick, _ in choices(FILL_OPTIONS["scheduler"])] == [member.value for member in Scheduler]
+    assert dict(choices(FILL_OPTIONS["scheduler"]))["euler_a"] == "Euler Ancestral"
 
 
 def test_the_dialogs_mnemonics_are_unique():
@@ -56,7 +59,7 @@ def test_the_dialogs_mnemonics_are_unique():
 
 def test_a_run_reads_back_the_records_it_was_registered_with():
     """Every argument at its registered default reads back as the default records."""
-    defaults = {a.name: a.default for a in procedure_arguments()}
+    defaults = {spec.argument: gimp_default(spec) for spec in procedure_arguments()}
     assert read_options(defaults.__getitem__) == (FillOptions(), EditorOptions())
     chosen = {**defaults, "scheduler": "euler_a", "loras": "detail:0.5, style", "num-inference-steps": 40,
               "sample-merged": False}

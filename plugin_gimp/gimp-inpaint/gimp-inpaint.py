@@ -31,7 +31,14 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
 from gimp_inpaint.client.fill import FillError, add_hint, require_selection, run_fill  # noqa: E402
-from gimp_inpaint.plugin_gimp.arguments import SERVER_URL, procedure_arguments, read_options  # noqa: E402
+from gimp_inpaint.plugin_gimp.arguments import (  # noqa: E402
+    SERVER_URL,
+    argument_kind,
+    choices,
+    gimp_default,
+    procedure_arguments,
+    read_options,
+)
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
 from gimp_inpaint.protocol import EditorOptions, ErrorCode, FillOptions, ProtocolError  # noqa: E402
 
@@ -102,7 +109,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
             dialog.destroy()
             if not accepted:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        server_url = config.get_property(SERVER_URL)
+        server_url = config.get_property(SERVER_URL.argument)
 
         def connect() -> InpaintClient:  # starts the daemon when none answers on this machine
             return connect_or_start(read_connection_config(CONNECTION_FILE), CLIENT_NAME, DAEMON_OUTPUT,
@@ -148,21 +155,20 @@ class GimpInpaint(Gimp.PlugIn):
             "above the selected layer, masked by the feathered selection. Undo removes all of them in one step.",
             name)
         procedure.set_attribution("gimp-inpaint authors", "gimp-inpaint authors", "2026")
-        for argument in procedure_arguments():  # the options table's rows, then the server URL
-            if argument.kind == "choice":
+        for spec in procedure_arguments():  # the options table's rows, then the server URL
+            kind, default = argument_kind(spec), gimp_default(spec)
+            if kind == "choice":
                 choice = Gimp.Choice.new()
-                for index, (nick, label) in enumerate(argument.choices):
+                for index, (nick, label) in enumerate(choices(spec)):
                     choice.add(nick, index, label, "")
-                procedure.add_choice_argument(argument.name, argument.label, argument.help, choice, argument.default,
-                                              flags)
-            elif argument.kind in ("int", "double"):
-                add = procedure.add_int_argument if argument.kind == "int" else procedure.add_double_argument
-                add(argument.name, argument.label, argument.help, argument.minimum, argument.maximum,
-                    argument.default, flags)
-            elif argument.kind == "boolean":
-                procedure.add_boolean_argument(argument.name, argument.label, argument.help, argument.default, flags)
+                procedure.add_choice_argument(spec.argument, spec.label, spec.help, choice, default, flags)
+            elif kind in ("int", "double"):
+                add = procedure.add_int_argument if kind == "int" else procedure.add_double_argument
+                add(spec.argument, spec.label, spec.help, spec.minimum, spec.maximum, default, flags)
+            elif kind == "boolean":
+                procedure.add_boolean_argument(spec.argument, spec.label, spec.help, default, flags)
             else:
-                procedure.add_string_argument(argument.name, argument.label, argument.help, argument.default, flags)
+                procedure.add_string_argument(spec.argument, spec.label, spec.help, default, flags)
         return procedure
 
 

@@ -48,7 +48,7 @@ import pytest
 import skimage.data
 from gimp_harness import RELEASES, GimpChroot, RunResult, press_keys, read_line_within, xvfb
 from gimp_inpaint.client.fill import NO_SELECTION
-from gimp_inpaint.plugin_gimp.arguments import procedure_arguments
+from gimp_inpaint.plugin_gimp.arguments import gimp_default, procedure_arguments
 from gimp_inpaint.protocol import SEED_MAX, Rect, context_crop, feather_reach
 from PIL import Image, ImageDraw, ImageFont
 
@@ -211,7 +211,8 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
     # what GIMP registered is the options table: names, defaults, ranges (a cached start reads "" back as None)
     registered = [(spec["name"], "" if spec["default"] is None else spec["default"], spec["minimum"], spec["maximum"])
                   for spec in summary["procedure_specs"]]
-    assert registered == [(a.name, a.default, a.minimum, a.maximum) for a in procedure_arguments()]
+    assert registered == [(spec.argument, gimp_default(spec), spec.minimum, spec.maximum)
+                          for spec in procedure_arguments()]
     print(f"[gimp] {engine}: the procedure ran {summary['procedure_seconds']:.2f} s inside GIMP")
 
     # the layer stack: one new RGBA layer per variant, directly above the source, variant 1 (seed SEED) on top,
