@@ -130,8 +130,9 @@ class OptionSpec:
         return value
 
     def _check_range(self, what: str, value: float) -> None:
+        # an int is compared exactly: math.isfinite would raise OverflowError beyond a float's range (10**400)
         if self.minimum is not None and self.maximum is not None and not (
-                math.isfinite(value) and self.minimum <= value <= self.maximum):
+                (isinstance(value, int) or math.isfinite(value)) and self.minimum <= value <= self.maximum):
             raise _invalid(f"{what}={value!r} is outside [{_number(self.minimum)}, {_number(self.maximum)}]")
 
     def _check_loras(self, loras: Mapping[Any, Any]) -> None:
