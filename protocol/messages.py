@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .enums import Family, Stage
+from .enums import Family, Stage, WireEnum
 from .errors import ErrorCode, ProtocolError
 from .options import FILL_OPTIONS, MAX_VARIANTS, SEED_MAX, FillOptions
 from .quoting import quote
@@ -41,6 +41,20 @@ MAX_CLIENT_NAME_CHARS = 200
 def _require(condition: bool, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
     if not condition:
         raise ProtocolError(code, message)
+
+
+def _member(message: object, name: str, kind: type[WireEnum]) -> None:
+    """Make ``message.name`` the member of ``kind`` it is or names (its wire string), as the codec does.
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): it is neither.
+    """
+    value = getattr(message, name)
+    try:
+        object.__setattr__(message, name, kind(value))
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{name} {quote(value)} is not one of "
+                                                   f"{', '.join(m.value for m in kind)}") from None
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,10 @@ class Progress:
 
     ``inference`` counts denoising steps × variants (refining passes included); ``download`` counts bytes of the
     model files being downloaded; ``load`` is sent once as ``(0, 0)`` when a model starts loading.
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): ``step`` outside 0…``total``, or ``stage`` not a :class:`protocol.Stage` (a
+            member's wire string becomes the member).
     """
 
     type: ClassVar[str] = "progress"
@@ -209,6 +227,7 @@ class Progress:
     def __post_init__(self) -> None:
         _require(0 <= self.step <= self.total, f"progress {self.step}/{self.total} is inconsistent",
                  ErrorCode.BAD_MESSAGE)
+        _member(self, "stage", Stage)
 
 
 @dataclass(frozen=True)
@@ -276,12 +295,18 @@ class Error:
     """Daemon → client: something failed. ``job_id`` is set when it concerns one job.
 
     ``message`` is meant for the user and says what to do. Variants of the job sent before an error are void.
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): ``code`` is not an :class:`ErrorCode` (a member's wire string becomes the member).
     """
 
     type: ClassVar[str] = "error"
     code: ErrorCode
     message: str
     job_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _member(self, "code", ErrorCode)
 
 
 Message = Hello | Welcome | InpaintRequest | Accepted | Progress | Variant | Result | Cancel | Error
