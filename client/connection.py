@@ -7,8 +7,9 @@ Typical use::
 
     with InpaintClient.connect(DEFAULT_URL, token, "my-tool/1.0") as client:
         engine = pick_engine(client.welcome, "")
-        result = client.inpaint(InpaintRequest(job_id="1", engine=engine, ...),
-                                on_progress=lambda step, total, stage: print(stage, step, total))
+        variants = client.inpaint(InpaintRequest(job_id="1", x=0, y=0, image=..., mask=...,
+                                                 options=FillOptions(engine=engine, prompt="a cat")),
+                                  on_progress=lambda step, total, stage: print(stage, step, total))
 """
 
 from __future__ import annotations
@@ -315,9 +316,11 @@ class InpaintClient:
             elif isinstance(message, Variant):
                 variants.append(_check_variant(message, request, len(variants)))
             elif isinstance(message, Result):
-                if message.num_variants != len(variants):
-                    raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon ended the job after {len(variants)} of "
-                                                             f"{message.num_variants} variants")
+                if not message.num_variants == len(variants) == request.options.num_variants:
+                    raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon ended the job with a result of "
+                                                             f"{message.num_variants} variants after sending "
+                                                             f"{len(variants)} of the "
+                                                             f"{request.options.num_variants} requested")
                 return variants
             elif isinstance(message, Progress):
                 if on_progress is not None:
@@ -338,7 +341,8 @@ class InpaintClient:
 
 
 def _check_variant(variant: Variant, request: InpaintRequest, index: int) -> Variant:
-    """``variant`` if it is the job's next one (``index``) and lies inside the request's crop.
+    """``variant`` if it is the job's next one (``index``, below the number requested) and lies inside the
+    request's crop.
 
     Raises:
         DaemonError(BAD_MESSAGE): it does not.
@@ -346,6 +350,9 @@ def _check_variant(variant: Variant, request: InpaintRequest, index: int) -> Var
     inside = (request.x <= variant.x and request.y <= variant.y
               and variant.x + variant.image.width <= request.x + request.image.width
               and variant.y + variant.image.height <= request.y + request.image.height)
+    if index >= request.options.num_variants:
+        raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon sent variant {variant.index} after the "
+                                                 f"{request.options.num_variants} requested")
     if variant.index != index or not inside:
         raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon sent variant {variant.index} "
                                                  f"({variant.image.width}×{variant.image.height} at ({variant.x}, "
