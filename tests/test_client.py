@@ -32,7 +32,26 @@ from gimp_inpaint.client.connection import (
 from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
 from gimp_inpaint.daemon.engines.base import CancelCheck, EngineJob, JobCancelled, ProgressCallback
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
-from gimp_inpaint.protocol import EngineInfo, Error, ErrorCode, InpaintRequest, Welcome, encode
+from gimp_inpaint.protocol import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    EngineInfo,
+    Error,
+    ErrorCode,
+    Family,
+    FillOptions,
+    InpaintRequest,
+    Plane,
+    Progress,
+    Result,
+    Scheduler,
+    Stage,
+    Variant,
+    Welcome,
+    decode,
+    encode,
+)
 from running_daemon import BrokenEngine, LoadingEngine, MissingEngine, StepEngine, free_port, running_daemon
 from skimage import data
 from websockets.asyncio.server import ServerConnection, serve
@@ -40,15 +59,33 @@ from websockets.asyncio.server import ServerConnection, serve
 pytestmark = pytest.mark.timeout(60)
 
 
+REQUEST_FIELDS = {"job_id", "x", "y", "image", "mask"}
+
+
 def make_request(engine: str, **overrides: object) -> InpaintRequest:
-    """A 64×48 crop of the astronaut photo at (100, 80) with a 20×16 rectangle to repaint."""
+    """A 64×48 crop of the astronaut photo at (100, 80) with a 20×16 rectangle to repaint; ``overrides`` are the
+    request's own fields (:data:`REQUEST_FIELDS`) or options (:class:`protocol.FillOptions`)."""
     crop = data.astronaut()[80:128, 100:164]
     rgba = np.dstack([crop, np.full(crop.shape[:2], 255, np.uint8)])
     mask = np.zeros(crop.shape[:2], np.uint8)
     mask[16:32, 20:40] = 255
-    fields = {"job_id": uuid.uuid4().hex, "engine": engine, "x": 100, "y": 80, "image": plane_from_array(rgba),
-              "mask": plane_from_array(mask), "seed": 7, "grow": 0, "feather": 0, **overrides}
-    return InpaintRequest(**fields)
+    fields = {"job_id": uuid.uuid4().hex, "x": 100, "y": 80, "image": plane_from_array(rgba),
+              "mask": plane_from_array(mask)}
+    options = {"engine": engine, "seed": 7, "grow": 0, "feather": 0}
+    for name, value in overrides.items():
+        (fields if name in REQUEST_FIELDS else options)[name] = value
+    return InpaintRequest(**fields, options=FillOptions(**options))  # type: ignore[arg-type]
+
+
+def whole_crop(variant: Variant, request: InpaintRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The variant pasted into the request's crop: its RGBA and its blend mask as whole crops (the request's own
+    pixels and 0 outside the variant's box, which is what a client keeps there)."""
+    left, top = variant.x - request.x, variant.y - request.y
+    box = slice(top, top + variant.image.height), slice(left, left + variant.image.width)
+    image = np.array(array_from_plane(request.image))
+    mask = np.zeros((request.image.height, request.image.width), np.uint8)
+    image[box], mask[box] = array_from_plane(variant.image), array_from_plane(variant.mask)
+    return image, mask
 
 
 @pytest.fixture
@@ -73,14 +110,16 @@ def test_inpaint_relays_progress_and_returns_every_variant(daemon):
     request = make_request("steps", num_variants=2)
     progress = []
     with InpaintClient.connect(url, token, "pytest") as client:
-        result = client.inpaint(request, on_progress=lambda *report: progress.append(report))
-    assert result.job_id == request.job_id
-    assert [v.seed for v in result.variants] == [7, 8]
-    assert progress == [(step, 10, "inference") for step in range(11)]
+        variants = client.inpaint(request, on_progress=lambda *report: progress.append(report))
+    assert [(v.job_id, v.index) for v in variants] == [(request.job_id, 0), (request.job_id, 1)]
+    assert [v.seed for v in variants] == [7, 8]
+    assert progress == [(step, 10, Stage.INFERENCE) for step in range(11)]
+    assert all(stage is Stage.INFERENCE for _, _, stage in progress)
     original = array_from_plane(request.image)
-    for variant in result.variants:
-        assert (variant.x, variant.y, variant.image.width, variant.image.height) == (100, 80, 64, 48)
-        image, mask = array_from_plane(variant.image), array_from_plane(variant.mask)
+    for variant in variants:
+        # cut to the blend mask's box: the 20×16 hole at (20, 16) of the crop at (100, 80) (no grow, no feather)
+        assert (variant.x, variant.y, variant.image.width, variant.image.height) == (120, 96, 20, 16)
+        image, mask = whole_crop(variant, request)
         assert np.array_equal(image[mask == 0], original[mask == 0])  # untouched outside the blend mask
         inside = mask == 255
         assert inside.sum() == 20 * 16
@@ -91,12 +130,30 @@ def test_opencv_engine_fills_a_real_photo(daemon):
     url, token = daemon
     request = make_request("opencv")
     with InpaintClient.connect(url, token, "pytest") as client:
-        (variant,) = client.inpaint(request).variants
-    image, original = array_from_plane(variant.image), array_from_plane(request.image)
+        (variant,) = client.inpaint(request)
+    image, mask = whole_crop(variant, request)
+    original = array_from_plane(request.image)
     hole = array_from_plane(request.mask) == 255
+    assert np.array_equal(mask == 255, hole)
     assert not np.array_equal(image[hole], original[hole])
     assert np.array_equal(image[~hole], original[~hole])
     assert set(variant.timings) >= {"inference", "total"}
+
+
+def test_a_feathered_variant_is_its_blend_masks_box_and_keeps_every_other_pixel(daemon):
+    url, token = daemon
+    request = make_request("steps", grow=2, feather=5)
+    with InpaintClient.connect(url, token, "pytest") as client:
+        (variant,) = client.inpaint(request)
+    image, mask = whole_crop(variant, request)
+    original = array_from_plane(request.image)
+    sent = array_from_plane(variant.mask)
+    assert sent[0].any() and sent[-1].any() and sent[:, 0].any() and sent[:, -1].any()  # the tightest box
+    assert variant.image.width > 20 + 2 * 2 and variant.image.height > 16 + 2 * 2  # grown, then feathered outward
+    assert np.array_equal(image[mask == 0], original[mask == 0])  # alpha included, bit-exact
+    hole, full = array_from_plane(request.mask) == 255, mask == 255
+    assert full[hole].all() and full.sum() > hole.sum()  # the hole and more are wholly repainted …
+    assert np.array_equal(image[full][:, :3], 255 - original[full][:, :3])  # … with the engine's inverted pixels
 
 
 def test_cancel_sends_cancel_and_raises_cancelled_then_the_connection_still_works(tmp_path):
@@ -109,7 +166,7 @@ def test_cancel_sends_cancel_and_raises_cancelled_then_the_connection_still_work
             assert caught.value.code is ErrorCode.CANCELLED
             assert 3 <= max(seen) < 400
             again = client.inpaint(make_request("fast"))
-    assert len(again.variants) == 1
+    assert len(again) == 1
 
 
 def test_wrong_token_is_unauthorized(daemon):
@@ -175,7 +232,7 @@ def scripted_peer(handler: Callable[[ServerConnection], Awaitable[None]], **opti
         thread.join(10)
 
 
-WELCOME = Welcome(protocol_version=1, daemon_version="test", device="cpu", max_pixels=1 << 20,
+WELCOME = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version="test", device="cpu", max_pixels=1 << 20,
                   engines=[EngineInfo("opencv", "opencv", "telea", True, False)])
 
 
@@ -207,6 +264,120 @@ def test_an_invalid_frame_is_a_bad_message_error():
             client.inpaint(make_request("opencv"))
     assert caught.value.code is ErrorCode.BAD_MESSAGE
     assert "invalid message" in caught.value.message
+
+
+Script = Callable[[InpaintRequest], list[object]]
+"""What a scripted daemon sends for a request: messages, or the string ``"await cancel"`` (wait for the client's
+:class:`protocol.Cancel` of that job and record it)."""
+
+
+@contextmanager
+def scripted_job(script: Script) -> Iterator[tuple[str, list[object]]]:
+    """A fake daemon that welcomes the client, reads one request and answers with ``script(request)``; yields its
+    URL and the list of what it received after the request."""
+    received: list[object] = []
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.recv()
+        await websocket.send(encode(WELCOME))
+        request = decode(await websocket.recv())
+        assert isinstance(request, InpaintRequest)
+        for step in script(request):
+            if step == "await cancel":
+                received.append(decode(await websocket.recv()))
+            else:
+                await websocket.send(encode(step))  # type: ignore[arg-type]
+        await websocket.wait_closed()
+
+    with scripted_peer(handler) as url:
+        yield url, received
+
+
+def fake_variant(request: InpaintRequest, index: int, left: int = 20, top: int = 16, width: int = 20,
+                 height: int = 16, job_id: str | None = None) -> Variant:
+    """Variant ``index`` of ``request``: a ``width × height`` box at (``left``, ``top``) of its crop."""
+    pixels = width * height
+    return Variant(job_id or request.job_id, index, request.x + left, request.y + top,
+                   Plane(width, height, 4, bytes([index + 1]) * (pixels * 4)),
+                   Plane(width, height, 1, b"\xff" * pixels),
+                   seed=7 + index, timings={"total": 0.5})
+
+
+def test_variants_are_collected_in_index_order_until_the_result():
+    sent: list[Variant] = []
+
+    def script(request: InpaintRequest) -> list[object]:
+        sent[:] = [fake_variant(request, 0), fake_variant(request, 1, 0, 0, 64, 48)]  # the second: the whole crop
+        return [Accepted(request.job_id, 0), Progress(request.job_id, 0, 2), sent[0],
+                fake_variant(request, 0, job_id="an earlier job"), Result("an earlier job", 1),  # not this job's
+                Progress(request.job_id, 1, 2), sent[1], Progress(request.job_id, 2, 2),
+                Result(request.job_id, 2)]
+
+    progress = []
+    with scripted_job(script) as (url, _), InpaintClient.connect(url, "token", "pytest") as client:
+        variants = client.inpaint(make_request("opencv", num_variants=2),
+                                  on_progress=lambda *report: progress.append(report))
+    assert variants == sent
+    assert progress == [(0, 2, Stage.INFERENCE), (1, 2, Stage.INFERENCE), (2, 2, Stage.INFERENCE)]
+
+
+def _ending(request: InpaintRequest, *variants: tuple[int, ...], count: int | None = None) -> list[object]:
+    """``variants`` (``fake_variant`` arguments after the request), then a Result of ``count`` (their number)."""
+    return [*(fake_variant(request, *v) for v in variants),
+            Result(request.job_id, len(variants) if count is None else count)]
+
+
+@pytest.mark.parametrize(("script", "words"), [
+    (lambda r: _ending(r, (1,), (0,)), "variant 1 (20×16 at (120, 96)) where variant 0"),
+    (lambda r: _ending(r, (0,), (0,)), "variant 0 (20×16 at (120, 96)) where variant 1"),
+    (lambda r: _ending(r, (0,), (2,)), "where variant 1"),
+    (lambda r: _ending(r, (0, -1)), "inside the 64×48 crop at (100, 80)"),
+    (lambda r: _ending(r, (0, 20, -1)), "inside the 64×48 crop"),
+    (lambda r: _ending(r, (0, 45, 16, 20, 16)), "inside the 64×48 crop"),  # one column beyond the right edge
+    (lambda r: _ending(r, (0, 20, 33, 20, 16)), "inside the 64×48 crop"),  # one row beyond the bottom
+    (lambda r: _ending(r, (0, 0, 0, 65, 48)), "inside the 64×48 crop"),
+    (lambda r: _ending(r, (0, 1000, 1000)), "inside the 64×48 crop"),
+    (lambda r: _ending(r, (0,), (1,), (2,)), "variant 2 after the 2 requested"),
+    (lambda r: _ending(r, (0,), (1,), count=1), "a result of 1 variants after sending 2 of the 2 requested"),
+    (lambda r: _ending(r, (0,), (1,), count=3), "a result of 3 variants after sending 2"),
+    (lambda r: _ending(r, (0,)), "a result of 1 variants after sending 1 of the 2 requested"),
+    (lambda r: _ending(r), "a result of 0 variants after sending 0"),
+], ids=["out of order", "twice", "one skipped", "left of the crop", "above the crop", "past the right edge",
+        "past the bottom", "wider than the crop", "far away", "more than requested", "result counts fewer",
+        "result counts more", "fewer than requested", "no variant"])
+def test_a_daemon_breaking_the_variant_rules_is_a_bad_message(script: Script, words: str):
+    with scripted_job(script) as (url, _), InpaintClient.connect(url, "token", "pytest") as client, \
+            pytest.raises(DaemonError) as caught:
+        client.inpaint(make_request("opencv", num_variants=2))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
+    assert words in caught.value.message, caught.value.message
+
+
+def test_the_whole_crop_is_a_valid_variant_box():
+    with scripted_job(lambda r: _ending(r, (0, 0, 0, 64, 48))) as (url, _), \
+            InpaintClient.connect(url, "token", "pytest") as client:
+        (variant,) = client.inpaint(make_request("opencv"))
+    assert (variant.x, variant.y, variant.image.width, variant.image.height) == (100, 80, 64, 48)
+
+
+@pytest.mark.parametrize("confirm", ["result", "error"])
+def test_variants_after_a_cancel_are_ignored_and_the_call_ends_cancelled(confirm: str):
+    def script(request: InpaintRequest) -> list[object]:
+        late = [fake_variant(request, 1), fake_variant(request, 7, 1000, 1000)]  # even one that breaks the rules
+        end = Result(request.job_id, 2) if confirm == "result" else Error(ErrorCode.CANCELLED, "cancelled",
+                                                                          request.job_id)
+        return [Accepted(request.job_id, 0), fake_variant(request, 0), Progress(request.job_id, 1, 2),
+                "await cancel", *late, end]
+
+    progress = []
+    request = make_request("opencv", num_variants=2)
+    with scripted_job(script) as (url, received), InpaintClient.connect(url, "token", "pytest") as client, \
+            pytest.raises(DaemonError) as caught:
+        client.inpaint(request, on_progress=lambda *report: progress.append(report),
+                       should_cancel=lambda: bool(progress), poll_interval=0.01)
+    assert caught.value.code is ErrorCode.CANCELLED
+    assert received == [Cancel(request.job_id)]
+    assert progress == [(1, 2, Stage.INFERENCE)]
 
 
 def test_a_connection_dropped_during_a_job_is_unavailable():
@@ -255,7 +426,7 @@ def test_an_old_daemon_refusing_the_protocol_says_to_restart_it():
     """A daemon started before an update speaks the old protocol and refuses the hello with VERSION_MISMATCH."""
     async def handler(websocket: ServerConnection) -> None:
         await websocket.recv()
-        await websocket.send(encode(Error(ErrorCode.VERSION_MISMATCH.value, "the client speaks protocol 2, this "
+        await websocket.send(encode(Error(ErrorCode.VERSION_MISMATCH, "the client speaks protocol 2, this "
                                           "daemon 1; install the same gimp-inpaint version for both")))
         await websocket.close(1008, "version_mismatch")
 
@@ -268,23 +439,27 @@ def test_an_old_daemon_refusing_the_protocol_says_to_restart_it():
 
 def test_progress_stages_and_request_options_reach_the_engine(tmp_path):
     engine = LoadingEngine()
-    request = make_request("loading", num_variants=2, scheduler="dpmpp_2m_karras", loras={"detail": 0.8, "x": -1.0},
-                           refiner_strength=0.25, controlnet_conditioning_scale=1.5)
+    request = make_request("loading", num_variants=2, scheduler=Scheduler.DPMPP_2M_KARRAS,
+                           loras={"detail": 0.8, "x": -1.0}, refiner_strength=0.25, controlnet_conditioning_scale=1.5)
     progress = []
     with running_daemon(tmp_path, [engine]) as (url, token), InpaintClient.connect(url, token, "pytest") as client:
         client.inpaint(request, on_progress=lambda *report: progress.append(report))
-    assert progress == [(0, 3_000_000, "download"), (1_500_000, 3_000_000, "download"),
-                        (3_000_000, 3_000_000, "download"), (0, 0, "load"),
-                        *((step, 6, "inference") for step in range(7))]
-    assert [(job.seed, job.scheduler, dict(job.loras), job.refiner_strength, job.controlnet_conditioning_scale)
+    assert progress == [(0, 3_000_000, Stage.DOWNLOAD), (1_500_000, 3_000_000, Stage.DOWNLOAD),
+                        (3_000_000, 3_000_000, Stage.DOWNLOAD), (0, 0, Stage.LOAD),
+                        *((step, 6, Stage.INFERENCE) for step in range(7))]
+    assert all(isinstance(stage, Stage) for _, _, stage in progress)
+    assert [(job.seed, job.options.scheduler, dict(job.options.loras), job.options.refiner_strength,
+             job.options.controlnet_conditioning_scale)
             for job in engine.jobs] == [(7, "dpmpp_2m_karras", {"detail": 0.8, "x": -1.0}, 0.25, 1.5),
                                         (8, "dpmpp_2m_karras", {"detail": 0.8, "x": -1.0}, 0.25, 1.5)]
+    assert all(job.options == request.options and job.options.scheduler is Scheduler.DPMPP_2M_KARRAS
+               for job in engine.jobs)  # the request's options reach the engine unchanged
 
 
 def _welcome(*engines: tuple[str, bool]) -> Welcome:
-    return Welcome(protocol_version=1, daemon_version="t", device="cpu", max_pixels=100,
+    return Welcome(protocol_version=PROTOCOL_VERSION, daemon_version="t", device="cpu", max_pixels=100,
                    engines=[EngineInfo(name, "test", "m", available, True, "no torch",
-                                       family="sd-inpaint" if name.startswith("sd") else "")
+                                       family=Family.SD_INPAINT if name.startswith("sd") else None)
                             for name, available in engines])
 
 
@@ -358,7 +533,7 @@ def test_a_frame_over_the_daemons_size_limit_is_too_large(tmp_path):
         with InpaintClient.connect(url, token, "pytest") as client, pytest.raises(DaemonError) as caught:
             client.inpaint(big)  # 256 × 256 × 5 bytes > max_frame_bytes(64 × 64)
         with InpaintClient.connect(url, token, "pytest") as client:  # the daemon serves the next connection
-            assert len(client.inpaint(small).variants) == 1
+            assert len(client.inpaint(small)) == 1
     assert caught.value.code is ErrorCode.TOO_LARGE
     assert "too large" in caught.value.message and "code 1009" in caught.value.message
 
@@ -385,9 +560,10 @@ class HoldEngine(StepEngine):
 KILLED_CLIENT = textwrap.dedent("""
     import sys
     from gimp_inpaint.client.connection import InpaintClient
-    from gimp_inpaint.protocol import InpaintRequest, Plane
+    from gimp_inpaint.protocol import FillOptions, InpaintRequest, Plane
     with InpaintClient.connect(sys.argv[1], sys.argv[2], "to-be-killed") as client:
-        client.inpaint(InpaintRequest("j", "hold", 0, 0, Plane(8, 8, 4, bytes(256)), Plane(8, 8, 1, b"\\xff" * 64)))
+        client.inpaint(InpaintRequest("j", 0, 0, Plane(8, 8, 4, bytes(256)), Plane(8, 8, 1, b"\\xff" * 64),
+                                      FillOptions(engine="hold")))
 """)
 
 
@@ -403,4 +579,4 @@ def test_a_killed_client_process_cancels_its_job(tmp_path):
             process.wait(10)
         assert engine.saw_cancel.wait(30)
         with InpaintClient.connect(url, token, "pytest") as client:
-            assert len(client.inpaint(make_request("fast")).variants) == 1
+            assert len(client.inpaint(make_request("fast"))) == 1

@@ -10,19 +10,23 @@ import msgpack
 import numpy as np
 import pytest
 from gimp_inpaint.protocol import (
+    FILL_OPTIONS,
     PROTOCOL_VERSION,
-    SCHEDULERS,
     Accepted,
     Cancel,
     EngineInfo,
     Error,
     ErrorCode,
+    Family,
+    FillOptions,
     Hello,
     InpaintRequest,
     Plane,
     Progress,
     ProtocolError,
     Result,
+    Scheduler,
+    Stage,
     Variant,
     Welcome,
     decode,
@@ -32,11 +36,10 @@ from gimp_inpaint.protocol import (
     quote,
 )
 from gimp_inpaint.protocol.codec import MAX_DEPTH, MAX_MAP_LEN
-from gimp_inpaint.protocol.messages import (
+from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_JOB_ID_CHARS
+from gimp_inpaint.protocol.options import (
     LORA_WEIGHT_MAX,
-    MAX_CLIENT_NAME_CHARS,
     MAX_ENGINE_NAME_CHARS,
-    MAX_JOB_ID_CHARS,
     MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_VARIANTS,
@@ -46,6 +49,12 @@ from gimp_inpaint.protocol.quoting import QUOTE_MAX_CHARS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data
+from test_options import fill_options
+
+PHOTO_OPTIONS = FillOptions(
+    prompt="an astronaut, photo", negative_prompt="blurry", engine="opencv", scheduler=Scheduler.DPMPP_2M_KARRAS,
+    loras={"pixel-art": 0.8, "film": -0.5}, strength=0.8, num_inference_steps=20, guidance_scale=6.0,
+    refiner_strength=0.2, controlnet_conditioning_scale=0.7, seed=1234, num_variants=2, grow=4, feather=12)
 
 
 def _photo_request(width: int = 96, height: int = 64) -> InpaintRequest:
@@ -55,17 +64,24 @@ def _photo_request(width: int = 96, height: int = 64) -> InpaintRequest:
     yy, xx = np.mgrid[:height, :width]
     mask = ((((xx - width / 2) / (width / 3)) ** 2 + ((yy - height / 2) / (height / 3)) ** 2) <= 1) * 255
     return InpaintRequest(
-        job_id="job-1", engine="opencv", x=150, y=100,
+        job_id="job-1", x=150, y=100,
         image=Plane(width, height, 4, rgba.tobytes()), mask=Plane(width, height, 1, mask.astype(np.uint8).tobytes()),
-        prompt="an astronaut, photo", negative_prompt="blurry", strength=0.8, guidance_scale=6.0,
-        num_inference_steps=20, seed=1234, num_variants=2, grow=4, feather=12,
-        scheduler="dpmpp_2m_karras", loras={"pixel-art": 0.8, "film": -0.5}, refiner_strength=0.2,
-        controlnet_conditioning_scale=0.7,
+        options=PHOTO_OPTIONS,
     )
 
 
 def _wire(message: object) -> dict:
     return msgpack.unpackb(encode(message), raw=False)  # type: ignore[arg-type]
+
+
+def _options(**changes: object):
+    """A mutation of a request's wire map: ``changes`` into its ``options`` map."""
+    return lambda w: {**w, "options": {**w["options"], **changes}}
+
+
+def _without_options(*names: str):
+    """A mutation of a request's wire map: ``names`` left out of its ``options`` map."""
+    return lambda w: {**w, "options": {k: v for k, v in w["options"].items() if k not in names}}
 
 
 def test_request_round_trip_keeps_pixels_exact() -> None:
@@ -76,6 +92,7 @@ def test_request_round_trip_keeps_pixels_exact() -> None:
     assert isinstance(decoded, InpaintRequest)
     pixels = np.frombuffer(decoded.image.data, np.uint8).reshape(64, 96, 4)
     assert np.array_equal(pixels[..., :3], data.astronaut()[100:164, 150:246])
+    assert decoded.options == PHOTO_OPTIONS and decoded.options.engine == "opencv"
     # raw bytes on the wire: the frame is the pixel payload plus a small header, not base64 or PNG
     assert len(frame) - (96 * 64 * 5) < 512
 
@@ -85,31 +102,95 @@ def test_every_message_type_round_trips() -> None:
     mask = Plane(2, 1, 1, b"\x00\xff")
     messages = [
         Hello(PROTOCOL_VERSION, "test", "secret"),
-        Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("opencv", "opencv", "telea", True, False),
+        Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("opencv", "opencv", "telea", True, False, options=[]),
                                                    EngineInfo("xl", "diffusers", "diffusers/sdxl", True, True, "",
-                                                              "sdxl-inpaint", ["film"], ["<cat>"], True)], 1 << 20),
+                                                              Family.SDXL_INPAINT, ["film"], ["<cat>"], True,
+                                                              ["prompt", "loras", "refiner_strength"])], 1 << 20),
         _photo_request(),
+        InpaintRequest("j", 0, 0, plane, mask),
         Accepted("j", 3),
         Progress("j", 2, 5),
-        Progress("j", 1 << 33, 1 << 34, "download"),
-        Result("j", [Variant(4, 8, plane, mask, 42, {"inference": 0.5})]),
+        Progress("j", 1 << 33, 1 << 34, Stage.DOWNLOAD),
+        Progress("j", 0, 0, Stage.LOAD),
+        Variant("j", 0, 4, 8, plane, mask, 42, {"inference": 0.5}),
+        Variant("j", MAX_VARIANTS - 1, -4, -8, plane, mask, SEED_MAX),
+        Result("j", 2),
         Cancel("j"),
-        Error(ErrorCode.CANCELLED.value, "cancelled by the user", "j"),
-        Error(ErrorCode.INTERNAL.value, "boom"),
+        Error(ErrorCode.CANCELLED, "cancelled by the user", "j"),
+        Error(ErrorCode.INTERNAL, "boom"),
     ]
     for message in messages:
         assert decode(encode(message)) == message
 
 
+def test_enums_travel_as_their_strings_and_decode_to_members() -> None:
+    welcome = Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("xl", "diffusers", "m", True, True,
+                                                                    family=Family.SDXL)], 1)
+    wire = _wire(welcome)
+    assert wire["engines"][0]["family"] == "sdxl" and type(wire["engines"][0]["family"]) is str
+    assert decode(encode(welcome)).engines[0].family is Family.SDXL  # type: ignore[union-attr]
+    assert _wire(Progress("j", 0, 0, Stage.LOAD))["stage"] == "load"
+    assert decode(encode(Progress("j", 0, 0, Stage.LOAD))).stage is Stage.LOAD  # type: ignore[union-attr]
+    assert _wire(Error(ErrorCode.BUSY, "x"))["code"] == "busy"
+    assert decode(encode(Error(ErrorCode.BUSY, "x"))).code is ErrorCode.BUSY  # type: ignore[union-attr]
+    assert _wire(_photo_request())["options"]["scheduler"] == "dpmpp_2m_karras"
+    assert decode(encode(_photo_request())).options.scheduler is Scheduler.DPMPP_2M_KARRAS  # type: ignore[union-attr]
+    # built from a wire string, a message holds the member too
+    assert Error("busy", "x").code is ErrorCode.BUSY  # type: ignore[arg-type]
+    assert Progress("j", 0, 0, "download").stage is Stage.DOWNLOAD  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("message", "field", "value"), [
+    (Error(ErrorCode.BUSY, "x"), "code", "no_such_code"),
+    (Error(ErrorCode.BUSY, "x"), "code", 3),
+    (Progress("j", 1, 2), "stage", "dreaming"),
+    (Progress("j", 1, 2), "stage", None),
+])
+def test_an_unknown_enum_value_outside_options_is_a_bad_message(message: object, field: str, value: object) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb({**_wire(message), field: value}))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"family": "auto"}, "family"),
+    ({"family": ""}, "family"),
+    ({"options": ["prompt", "denoise"]}, "denoise"),
+    ({"options": "prompt"}, "options"),
+])
+def test_an_engine_with_an_unknown_family_or_option_is_a_bad_message(changes: dict, words: str) -> None:
+    welcome = Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("sd", "diffusers", "m", True, True)], 1)
+    wire = _wire(welcome)
+    wire["engines"][0].update(changes)
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb(wire))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE and words in caught.value.message
+
+
+def test_an_engine_uses_every_option_unless_it_says_otherwise() -> None:
+    assert EngineInfo("x", "test", "m", True, True).options == list(FILL_OPTIONS)
+    with pytest.raises(ProtocolError) as built:
+        EngineInfo("sd", "diffusers", "m", True, True, options=["prompt", "denoise"])
+    assert built.value.code is ErrorCode.BAD_MESSAGE and "denoise" in built.value.message
+
+
 @pytest.mark.parametrize(
     ("mutate", "code"),
     [
-        (lambda w: w.pop("prompt") and w, None),  # optional fields may be omitted
+        (_without_options("prompt"), None),  # optional fields may be omitted
+        (lambda w: w.pop("options") and w, None),  # all of them
         (lambda w: w.pop("job_id") and w, ErrorCode.BAD_MESSAGE),
+        (lambda w: w.pop("image") and w, ErrorCode.BAD_MESSAGE),
         (lambda w: {**w, "unexpected": 1}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "strength": "0.5"}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "num_inference_steps": 2.5}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "num_inference_steps": True}, ErrorCode.BAD_MESSAGE),
+        (lambda w: {**w, "prompt": "flat"}, ErrorCode.BAD_MESSAGE),  # a protocol-3 request's flat option field
+        (lambda w: {**w, "engine": "opencv"}, ErrorCode.BAD_MESSAGE),  # the engine is an option now
+        (_options(unexpected=1), ErrorCode.BAD_MESSAGE),
+        (_options(padding=64), ErrorCode.BAD_MESSAGE),  # editor options are never sent
+        (lambda w: {**w, "options": "opencv"}, ErrorCode.BAD_MESSAGE),
+        (_options(strength="0.5"), ErrorCode.BAD_MESSAGE),
+        (_options(num_inference_steps=2.5), ErrorCode.BAD_MESSAGE),
+        (_options(num_inference_steps=True), ErrorCode.BAD_MESSAGE),
+        (_options(scheduler=3), ErrorCode.BAD_MESSAGE),
         (lambda w: {**w, "type": "launch-missiles"}, ErrorCode.BAD_MESSAGE),
         (lambda w: {**w, "image": {**w["image"], "data": w["image"]["data"][:-1]}}, ErrorCode.INVALID_REQUEST),
         (lambda w: {**w, "image": {**w["image"], "channels": 2}}, ErrorCode.INVALID_REQUEST),
@@ -117,32 +198,37 @@ def test_every_message_type_round_trips() -> None:
         (lambda w: {**w, "mask": {**w["mask"], "width": 48, "data": w["mask"]["data"][: 48 * 64]}},
          ErrorCode.INVALID_REQUEST),
         (lambda w: {**w, "image": "not a plane"}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "strength": 0.0}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "strength": float("nan")}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "guidance_scale": 1e9}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "num_variants": 0}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "seed": -2}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "seed": 2**40}, ErrorCode.INVALID_REQUEST),
+        (_options(strength=0.0), ErrorCode.INVALID_REQUEST),
+        (_options(strength=float("nan")), ErrorCode.INVALID_REQUEST),
+        (_options(guidance_scale=1e9), ErrorCode.INVALID_REQUEST),
+        (_options(num_variants=0), ErrorCode.INVALID_REQUEST),
+        (_options(num_variants=MAX_VARIANTS + 1), ErrorCode.INVALID_REQUEST),
+        (_options(seed=-2), ErrorCode.INVALID_REQUEST),
+        (_options(seed=2**40), ErrorCode.INVALID_REQUEST),
         (lambda w: {**w, "job_id": ""}, ErrorCode.INVALID_REQUEST),
         (lambda w: {**w, "image": {**w["image"], "width": 5000, "height": 5000}}, ErrorCode.TOO_LARGE),
         (lambda w: {**w, "image": {**w["image"], "width": 100_000}}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "scheduler": "karras-of-doom"}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "loras": {f"l{i}": 1.0 for i in range(MAX_LORAS + 1)}}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "loras": {"film": LORA_WEIGHT_MAX + 0.5}}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "loras": {"": 1.0}}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "loras": {"film": "strong"}}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "loras": ["film"]}, ErrorCode.BAD_MESSAGE),
-        (lambda w: {**w, "refiner_strength": 1.0}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "refiner_strength": -0.1}, ErrorCode.INVALID_REQUEST),
-        (lambda w: {**w, "controlnet_conditioning_scale": 2.5}, ErrorCode.INVALID_REQUEST),
-        (lambda w: w.pop("loras") and w.pop("scheduler") and w, None),  # version-1-style requests still decode
+        (_options(scheduler="karras-of-doom"), ErrorCode.INVALID_REQUEST),
+        (_options(loras={f"l{i}": 1.0 for i in range(MAX_LORAS + 1)}), ErrorCode.INVALID_REQUEST),
+        (_options(loras={"film": LORA_WEIGHT_MAX + 0.5}), ErrorCode.INVALID_REQUEST),
+        (_options(loras={"": 1.0}), ErrorCode.INVALID_REQUEST),
+        (_options(loras={"film": "strong"}), ErrorCode.BAD_MESSAGE),
+        (_options(loras=["film"]), ErrorCode.BAD_MESSAGE),
+        (_options(refiner_strength=1.0), ErrorCode.INVALID_REQUEST),
+        (_options(refiner_strength=-0.1), ErrorCode.INVALID_REQUEST),
+        (_options(controlnet_conditioning_scale=2.5), ErrorCode.INVALID_REQUEST),
+        (_without_options("loras", "scheduler"), None),  # version-1-style options still decode
     ],
 )
 def test_bad_request_fields_get_their_code(mutate, code: ErrorCode | None) -> None:
     wire = mutate(_wire(_photo_request()))
     frame = msgpack.packb(wire, use_bin_type=True)
     if code is None:
-        assert isinstance(decode(frame), InpaintRequest)
+        decoded = decode(frame)
+        assert isinstance(decoded, InpaintRequest)
+        for name, spec in FILL_OPTIONS.items():  # what was sent is kept, what was left out is the default
+            sent = wire.get("options", {})
+            assert getattr(decoded.options, name) == (getattr(PHOTO_OPTIONS, name) if name in sent else spec.default)
         return
     with pytest.raises(ProtocolError) as caught:
         decode(frame)
@@ -181,41 +267,84 @@ def test_error_codes_are_stable_strings() -> None:
         "bad_message", "version_mismatch", "unauthorized", "too_large", "invalid_request", "unknown_engine",
         "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal", "incompatible", "busy",
     }
-    with pytest.raises(ProtocolError):
-        Error("no_such_code", "x")
+    with pytest.raises(ProtocolError) as caught:
+        Error("no_such_code", "x")  # type: ignore[arg-type]
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
+    assert all(str(c) == f"{c}" == c.value for c in ErrorCode)
 
 
-def test_frame_limit_fits_the_largest_request_and_result() -> None:
-    """A request at every length cap (4-byte UTF-8 characters), with planes of exactly ``max_pixels``, and a
-    result of :data:`MAX_VARIANTS` such variants, fit in :func:`max_frame_bytes` (small ``max_pixels``, so
-    the text and headers are a large part of the frame)."""
+EMOJI = "\U0001f680"
+"""4 bytes in UTF-8, the most a character takes."""
+
+DAEMON_TIMINGS = {"queue": 1 / 3, "load": 1 / 7, "inference": 1 / 9, "total": 1 / 11}
+"""The timings a daemon's variant reports (daemon/worker.py), each a float64 on the wire."""
+
+
+def _largest_request(width: int, height: int) -> InpaintRequest:
+    """A request at every length cap (4-byte UTF-8 characters) and the widest numbers, with planes of exactly
+    ``width × height`` pixels."""
+    pixels = width * height
+    options = FillOptions(
+        prompt=EMOJI * MAX_PROMPT_CHARS, negative_prompt=EMOJI * MAX_PROMPT_CHARS, engine=EMOJI * MAX_ENGINE_NAME_CHARS,
+        scheduler=Scheduler.DPMPP_2M_SDE_KARRAS,
+        loras={EMOJI * (MAX_ENGINE_NAME_CHARS - 1) + str(i): -1 / 3 for i in range(MAX_LORAS)},
+        strength=1 / 3, num_inference_steps=500, guidance_scale=1 / 7, refiner_strength=1 / 3,
+        controlnet_conditioning_scale=1 / 3, seed=SEED_MAX, num_variants=MAX_VARIANTS, grow=1024, feather=1024)
+    return InpaintRequest(job_id=EMOJI * MAX_JOB_ID_CHARS, x=-10 * 16384, y=-10 * 16384,
+                          image=Plane(width, height, 4, bytes(pixels * 4)), mask=Plane(width, height, 1, bytes(pixels)),
+                          options=options)
+
+
+def test_frame_limit_fits_the_largest_request_and_variant() -> None:
+    """The largest valid request, and the largest variant (its planes of the crop's size, the widest integers
+    msgpack has for its offset), fit in :func:`max_frame_bytes` (small ``max_pixels``, so the text and headers are
+    a large part of the frame)."""
     width, height = 64, 48
     max_pixels = width * height
-    emoji = "\U0001f680"  # 4 bytes in UTF-8, the most a character takes
-    assert len(emoji.encode()) == 4
-    request = InpaintRequest(
-        job_id=emoji * MAX_JOB_ID_CHARS, engine=emoji * MAX_ENGINE_NAME_CHARS, x=-10 * 16384, y=-10 * 16384,
-        image=Plane(width, height, 4, bytes(max_pixels * 4)), mask=Plane(width, height, 1, bytes(max_pixels)),
-        prompt=emoji * MAX_PROMPT_CHARS, negative_prompt=emoji * MAX_PROMPT_CHARS, strength=1 / 3,
-        guidance_scale=1 / 7, num_inference_steps=500, seed=SEED_MAX, num_variants=MAX_VARIANTS, grow=1024,
-        feather=1024, scheduler="dpmpp_2m_sde_karras",
-        loras={emoji * (MAX_ENGINE_NAME_CHARS - 1) + str(i): -1 / 3 for i in range(MAX_LORAS)},
-        refiner_strength=1 / 3, controlnet_conditioning_scale=1 / 3)
+    assert len(EMOJI.encode()) == 4
+    request = _largest_request(width, height)
     frame = encode(request)
     assert len(frame) <= max_frame_bytes(max_pixels)
     assert decode(frame, max_pixels) == request
-    timings = {"queue": 1 / 3, "load": 1 / 7, "inference": 1 / 9, "total": 1 / 11}  # what the daemon reports
-    variant = Variant(-10 * 16384, -10 * 16384, request.image, request.mask, SEED_MAX, timings)
-    result = Result(request.job_id, [variant] * MAX_VARIANTS)
-    assert len(encode(result)) <= max_frame_bytes(max_pixels, MAX_VARIANTS)
+    variant = Variant(request.job_id, MAX_VARIANTS - 1, -(2**63), -(2**63), request.image, request.mask, SEED_MAX,
+                      DAEMON_TIMINGS)
+    frame = encode(variant)
+    assert len(frame) <= max_frame_bytes(max_pixels)
+    assert decode(frame, max_pixels) == variant
+    assert max_frame_bytes(max_pixels + 1) - max_frame_bytes(max_pixels) == 5  # RGBA + mask: 5 bytes a pixel
+
+
+@given(st.integers(1, 24), st.integers(1, 24), fill_options(), st.data())
+@settings(max_examples=60, deadline=None)
+def test_frame_limit_fits_any_valid_request_and_its_variants(width: int, height: int, options: FillOptions,
+                                                            data: st.DataObject) -> None:
+    request = InpaintRequest(
+        job_id=data.draw(st.text(min_size=1, max_size=MAX_JOB_ID_CHARS)),
+        x=data.draw(st.integers(-10 * 16384, 10 * 16384)), y=data.draw(st.integers(-10 * 16384, 10 * 16384)),
+        image=Plane(width, height, 4, bytes(width * height * 4)), mask=Plane(width, height, 1, bytes(width * height)),
+        options=options)
+    assert len(encode(request)) <= max_frame_bytes(width * height)
+    left, top = data.draw(st.integers(0, width - 1)), data.draw(st.integers(0, height - 1))
+    box_width, box_height = data.draw(st.integers(1, width - left)), data.draw(st.integers(1, height - top))
+    variant = Variant(request.job_id, data.draw(st.integers(0, options.num_variants - 1)), request.x + left,
+                      request.y + top, Plane(box_width, box_height, 4, bytes(box_width * box_height * 4)),
+                      Plane(box_width, box_height, 1, bytes(box_width * box_height)),
+                      data.draw(st.integers(0, SEED_MAX)),
+                      data.draw(st.fixed_dictionaries({k: st.floats(allow_nan=False) for k in DAEMON_TIMINGS})))
+    assert len(encode(variant)) <= max_frame_bytes(width * height)
 
 
 @pytest.mark.parametrize(("field", "cap"), [("prompt", MAX_PROMPT_CHARS), ("negative_prompt", MAX_PROMPT_CHARS),
                                             ("engine", MAX_ENGINE_NAME_CHARS), ("job_id", MAX_JOB_ID_CHARS)])
 def test_text_longer_than_its_cap_is_an_invalid_request(field: str, cap: int) -> None:
-    at_cap = dataclasses.replace(_photo_request(), **{field: "p" * cap})
+    request = _photo_request()
+    if field == "job_id":
+        at_cap = dataclasses.replace(request, job_id="p" * cap)
+        wire = {**_wire(at_cap), field: "p" * (cap + 1)}
+    else:
+        at_cap = dataclasses.replace(request, options=dataclasses.replace(request.options, **{field: "p" * cap}))
+        wire = _options(**{field: "p" * (cap + 1)})(_wire(at_cap))
     assert decode(encode(at_cap)) == at_cap
-    wire = {**_wire(at_cap), field: "p" * (cap + 1)}
     with pytest.raises(ProtocolError) as caught:
         decode(msgpack.packb(wire, use_bin_type=True))
     assert caught.value.code is ErrorCode.INVALID_REQUEST and str(cap) in caught.value.message
@@ -244,21 +373,27 @@ _planes = st.tuples(st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 
 
 
 @st.composite
+def _small_options(draw: st.DrawFn) -> FillOptions:
+    return FillOptions(
+        prompt=draw(_text), negative_prompt=draw(_text), engine=draw(_text), scheduler=draw(st.sampled_from(Scheduler)),
+        loras=draw(st.dictionaries(st.text(min_size=1, max_size=20), st.floats(-LORA_WEIGHT_MAX, LORA_WEIGHT_MAX),
+                                   max_size=MAX_LORAS)),
+        strength=draw(st.floats(0.01, 1.0)), num_inference_steps=draw(st.integers(1, 500)),
+        guidance_scale=draw(st.floats(0.0, 50.0)), refiner_strength=draw(st.floats(0.0, 0.99)),
+        controlnet_conditioning_scale=draw(st.floats(0.0, 2.0)), seed=draw(st.integers(-1, SEED_MAX)),
+        num_variants=draw(st.integers(1, 16)), grow=draw(st.integers(0, 1024)), feather=draw(st.integers(0, 1024)),
+    )
+
+
+@st.composite
 def _requests(draw: st.DrawFn) -> InpaintRequest:
     width, height = draw(st.integers(1, 16)), draw(st.integers(1, 16))
     return InpaintRequest(
-        job_id=draw(st.text(min_size=1, max_size=128)), engine=draw(_text),
+        job_id=draw(st.text(min_size=1, max_size=128)),
         x=draw(st.integers(-1000, 1000)), y=draw(st.integers(-1000, 1000)),
         image=Plane(width, height, 4, draw(st.binary(min_size=width * height * 4, max_size=width * height * 4))),
         mask=Plane(width, height, 1, draw(st.binary(min_size=width * height, max_size=width * height))),
-        prompt=draw(_text), negative_prompt=draw(_text),
-        strength=draw(st.floats(0.001, 1.0)), guidance_scale=draw(st.floats(0.0, 50.0)),
-        num_inference_steps=draw(st.integers(1, 500)), seed=draw(st.integers(-1, SEED_MAX)),
-        num_variants=draw(st.integers(1, 16)), grow=draw(st.integers(0, 1024)), feather=draw(st.integers(0, 1024)),
-        scheduler=draw(st.sampled_from(SCHEDULERS)),
-        loras=draw(st.dictionaries(st.text(min_size=1, max_size=20), st.floats(-LORA_WEIGHT_MAX, LORA_WEIGHT_MAX),
-                                   max_size=MAX_LORAS)),
-        refiner_strength=draw(st.floats(0.0, 0.99)), controlnet_conditioning_scale=draw(st.floats(0.0, 2.0)),
+        options=draw(_small_options()),
     )
 
 
@@ -267,13 +402,83 @@ def test_any_valid_request_round_trips(request: InpaintRequest) -> None:
     assert decode(encode(request)) == request
 
 
-@given(st.lists(st.builds(Variant, st.integers(-99, 99), st.integers(-99, 99),
-                          st.just(Plane(3, 2, 4, bytes(24))), st.just(Plane(3, 2, 1, bytes(6))),
-                          st.integers(0, SEED_MAX),
-                          st.dictionaries(st.text(max_size=8), st.floats(allow_nan=False), max_size=3)),
-                max_size=4), st.text(min_size=1))
-def test_any_result_round_trips(variants: list[Variant], job_id: str) -> None:
-    assert decode(encode(Result(job_id, variants))) == Result(job_id, variants)
+@given(fill_options())
+@settings(max_examples=50)
+def test_any_valid_options_round_trip_inside_a_request(options: FillOptions) -> None:
+    request = InpaintRequest("j", 0, 0, Plane(1, 1, 4, bytes(4)), Plane(1, 1, 1, b"\xff"), options)
+    decoded = decode(encode(request))
+    assert decoded == request and decoded.options.scheduler is options.scheduler  # type: ignore[union-attr]
+
+
+_variants = st.builds(Variant, st.text(min_size=1, max_size=MAX_JOB_ID_CHARS), st.integers(0, MAX_VARIANTS - 1),
+                      st.integers(-99, 99), st.integers(-99, 99),
+                      st.just(Plane(3, 2, 4, bytes(range(24)))), st.just(Plane(3, 2, 1, bytes(range(6)))),
+                      st.integers(0, SEED_MAX),
+                      st.dictionaries(st.text(max_size=8), st.floats(allow_nan=False), max_size=4))
+
+
+@given(_variants)
+def test_any_variant_round_trips(variant: Variant) -> None:
+    assert decode(encode(variant)) == variant
+
+
+@given(st.text(min_size=1), st.integers(0, MAX_VARIANTS))
+def test_any_result_round_trips(job_id: str, count: int) -> None:
+    assert decode(encode(Result(job_id, count))) == Result(job_id, count)
+    assert set(_wire(Result(job_id, count))) == {"type", "job_id", "num_variants"}
+
+
+def _plane_wire(width: int, height: int, channels: int) -> dict:
+    return dataclasses.asdict(Plane(width, height, channels, bytes(width * height * channels)))
+
+
+def _variant_wire(**changes: object) -> dict:
+    variant = Variant("v", 1, 10, 20, Plane(3, 2, 4, bytes(24)), Plane(3, 2, 1, bytes(6)), 5, {"total": 1.0})
+    return {**_wire(variant), **changes}
+
+
+@pytest.mark.parametrize("changes", [
+    {"index": MAX_VARIANTS},
+    {"index": 2**40},
+    {"index": -1},
+    {"seed": -1},  # a variant reports the seed it used, never "random"
+    {"seed": SEED_MAX + 1},
+    {"image": _plane_wire(3, 2, 3)},  # RGB, not RGBA
+    {"image": _plane_wire(3, 2, 1)},
+    {"mask": _plane_wire(3, 2, 4)},  # an RGBA mask
+    {"mask": _plane_wire(2, 3, 1)},  # same bytes, other shape
+    {"mask": _plane_wire(3, 1, 1)},
+    {"image": _plane_wire(4, 2, 4)},
+    {"index": 1.0},
+    {"timings": {"total": "fast"}},
+    {"timings": [1.0]},
+    {"num_variants": 2},
+])
+def test_an_inconsistent_variant_is_a_bad_message(changes: dict) -> None:
+    assert isinstance(decode(msgpack.packb(_variant_wire(), use_bin_type=True)), Variant)
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb(_variant_wire(**changes), use_bin_type=True))
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
+
+
+def test_a_variant_is_refused_when_built_inconsistent_too() -> None:
+    image, mask = Plane(3, 2, 4, bytes(24)), Plane(3, 2, 1, bytes(6))
+    for build in (lambda: Variant("v", MAX_VARIANTS, 0, 0, image, mask, 0),
+                  lambda: Variant("v", 0, 0, 0, mask, mask, 0),
+                  lambda: Variant("v", 0, 0, 0, image, image, 0),
+                  lambda: Variant("v", 0, 0, 0, image, Plane(2, 3, 1, bytes(6)), 0),
+                  lambda: Variant("v", 0, 0, 0, image, mask, -1)):
+        with pytest.raises(ProtocolError) as caught:
+            build()
+        assert caught.value.code is ErrorCode.BAD_MESSAGE
+
+
+def test_a_variant_over_the_pixel_limit_is_too_large() -> None:
+    variant = Variant("v", 0, 0, 0, Plane(8, 8, 4, bytes(256)), Plane(8, 8, 1, bytes(64)), 0)
+    assert decode(encode(variant), max_pixels=64) == variant
+    with pytest.raises(ProtocolError) as caught:
+        decode(encode(variant), max_pixels=63)
+    assert caught.value.code is ErrorCode.TOO_LARGE
 
 
 @given(st.binary(max_size=512))
@@ -302,14 +507,14 @@ def test_corrupted_requests_raise_protocol_errors_only(request: InpaintRequest, 
 
 
 @given(_planes)
-def test_planes_round_trip_inside_a_result(plane: Plane) -> None:
+def test_planes_round_trip_inside_a_variant(plane: Plane) -> None:
     mask = Plane(plane.width, plane.height, 1, bytes(plane.pixels))
     if plane.channels != 4:
         with pytest.raises(ProtocolError):
-            Variant(0, 0, plane, mask, 0)
+            Variant("r", 0, 0, 0, plane, mask, 0)
         return
-    result = Result("r", [Variant(0, 0, plane, mask, 7)])
-    assert decode(encode(result)) == result
+    variant = Variant("r", 0, 0, 0, plane, mask, 7)
+    assert decode(encode(variant)) == variant
 
 
 # -- client text in error messages -------------------------------------------------------------------------------------
@@ -332,15 +537,18 @@ def test_quote_is_bounded(value: object) -> None:
     assert len(text) <= QUOTE_MAX_CHARS + 1 and text.endswith("…") and "\n" not in text
 
 
-def _lora_request_frame(**changes: object) -> bytes:
-    wire = _wire(_photo_request())
-    wire.update(changes)
+def _lora_request_frame(top: dict | None = None, **option_changes: object) -> bytes:
+    """The photo request's frame with ``top`` in its map and ``option_changes`` in its options."""
+    wire = _options(**option_changes)(_wire(_photo_request()))
+    wire.update(top or {})
     return msgpack.packb(wire, use_bin_type=True)
 
 
 @pytest.mark.parametrize(("frame", "escaped"), [
     (_lora_request_frame(loras={"a\nFORGED line": "heavy"}), r"a\nFORGED line"),
-    (_lora_request_frame(**{"x\nFORGED line": 1}), r"x\nFORGED line"),
+    (_lora_request_frame({"x\nFORGED line": 1}), r"x\nFORGED line"),
+    (_lora_request_frame(**{"o\nFORGED line": 1}), r"o\nFORGED line"),
+    (_lora_request_frame(scheduler="s\nFORGED line"), r"s\nFORGED line"),
     (msgpack.packb({"type": "tele\nFORGED port"}), r"tele\nFORGED port"),
 ])
 def test_client_text_in_decode_errors_is_escaped(frame: bytes, escaped: str) -> None:
@@ -351,6 +559,7 @@ def test_client_text_in_decode_errors_is_escaped(frame: bytes, escaped: str) -> 
 
 @pytest.mark.parametrize("frame", [
     msgpack.packb({"type": b"\n" * 20_000_000}, use_bin_type=True),
+    _lora_request_frame({"k" * 900_000: 1, "j" * 900_000: 2}),
     _lora_request_frame(**{"k" * 900_000: 1, "j" * 900_000: 2}),
     _lora_request_frame(loras={"l" * 900_000: "heavy"}),
     _lora_request_frame(scheduler="s" * 900_000),
@@ -371,7 +580,8 @@ def _sorted_wire(request: InpaintRequest, **changes: object) -> bytes:
 
 @pytest.mark.parametrize(("frame", "job_id"), [
     (encode(_photo_request()), "job-1"),
-    (_sorted_wire(_photo_request(), num_variants="two"), "job-1"),
+    (_sorted_wire(_photo_request(), options={**_wire(_photo_request())["options"], "num_variants": "two"}), "job-1"),
+    (_sorted_wire(_photo_request(), engine="opencv"), "job-1"),  # a protocol-3 request
     (_sorted_wire(dataclasses.replace(_photo_request(), job_id="é\n" * 64)), "é\n" * 64),
     (_sorted_wire(_photo_request(), image={"width": 1, "height": 1, "channels": 4, "data": b"\0" * 10**6}), "job-1"),
     (msgpack.packb({"job_id": "x", "type": "inpaint", "extra": [[1, 2], {"a": [None, True, 1.5, -7]}]}), "x"),
@@ -442,7 +652,13 @@ def test_decoding_is_bounded_before_objects_are_built(frame: bytes, words: str) 
 
 
 def test_a_valid_message_at_the_limits_still_decodes() -> None:
-    request = _photo_request()
-    deepest = Result("r", [Variant(0, 0, request.image, request.mask, 1, {"queue": 0.0})] * MAX_VARIANTS)
-    assert decode(encode(deepest)) == deepest  # map → variants → variant → plane: 4 levels
+    engine = EngineInfo("sd", "diffusers", "m", True, True, family=Family.SD_INPAINT, loras=[f"l{i}" for i in range(8)],
+                        embeddings=["<cat>"])
+    deepest = Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [engine] * 64, 1 << 20)
+    assert decode(encode(deepest)) == deepest  # map → engines → engine → its LoRAs: 4 levels
+    request = _largest_request(8, 8)
+    assert decode(encode(request)) == request  # map → options → loras: 3 levels
+    variant = Variant("r", 0, 0, 0, request.image, request.mask, 1, DAEMON_TIMINGS)
+    assert decode(encode(variant)) == variant  # map → plane: 2 levels
     assert MAX_DEPTH == 4 and len(msgpack.unpackb(encode(request))) <= MAX_MAP_LEN
+    assert len(_wire(request)["options"]) == len(FILL_OPTIONS) <= MAX_MAP_LEN
