@@ -281,6 +281,10 @@ class Result:
     job_id: str
     num_variants: int
 
+    def __post_init__(self) -> None:
+        _require(0 < self.num_variants <= MAX_VARIANTS, f"a result of {self.num_variants} variants is out of range",
+                 ErrorCode.BAD_MESSAGE)
+
 
 @dataclass(frozen=True)
 class Cancel:

@@ -222,7 +222,7 @@ class FillOptions:
                        minimum=-1, maximum=SEED_MAX)
     num_variants: int = option(1, "_Variants", "Results to generate, one layer each", minimum=1,
                                maximum=MAX_VARIANTS, aliases=("--variants",))
-    grow: int = option(4, "G_row", "Pixels to grow the selection by before filling", minimum=0, maximum=1024,
+    grow: int = option(4, "Gro_w", "Pixels to grow the selection by before filling", minimum=0, maximum=1024,
                        unit="pixels")
     feather: int = option(12, "_Feather", "Blur radius of the result's edge (diffusers blur_factor)", minimum=0,
                           maximum=1024, unit="pixels")
@@ -284,8 +284,10 @@ def parse_loras(text: str) -> LoraWeights:
 
 
 def format_loras(loras: Mapping[str, float]) -> str:
-    """The LoRA field's text for ``loras``: ``"detail:0.8, style:1"``, what :func:`parse_loras` reads back."""
-    return ", ".join(f"{name}:{weight:g}" for name, weight in loras.items())
+    """The LoRA field's text for ``loras``: ``"detail:0.8, style:1"``, what :func:`parse_loras` reads back exactly
+    (a weight whose short form would round is written in full, ``repr``)."""
+    return ", ".join(f"{name}:{weight:g}" if float(f"{weight:g}") == weight else f"{name}:{weight!r}"
+                     for name, weight in loras.items())
 
 
 def _cell(spec: OptionSpec) -> tuple[str, str, str]:
