@@ -422,10 +422,18 @@ def test_any_variant_round_trips(variant: Variant) -> None:
     assert decode(encode(variant)) == variant
 
 
-@given(st.text(min_size=1), st.integers(0, MAX_VARIANTS))
+@given(st.text(min_size=1), st.integers(1, MAX_VARIANTS))
 def test_any_result_round_trips(job_id: str, count: int) -> None:
     assert decode(encode(Result(job_id, count))) == Result(job_id, count)
     assert set(_wire(Result(job_id, count))) == {"type", "job_id", "num_variants"}
+
+
+@pytest.mark.parametrize("count", [0, -1, MAX_VARIANTS + 1])
+def test_a_result_of_no_or_too_many_variants_is_a_bad_message(count: int) -> None:
+    frame = msgpack.packb({"type": "result", "job_id": "j", "num_variants": count})
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert caught.value.code is ErrorCode.BAD_MESSAGE
 
 
 def _plane_wire(width: int, height: int, channels: int) -> dict:
