@@ -36,6 +36,7 @@ from .config import (
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.opencv_engine import OpenCVEngine
+from .memory import MMAP_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
 from .registry import ModelSpec
 from .server import DaemonServer
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         0 after a clean shutdown, 1 when it cannot listen, 2 for a configuration error.
     """
     args = parse_args(argv)
+    mapped = limit_mmap_threshold()  # before the first big buffer: freed job memory goes back to the system
     overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
                  "max_pixels": args.max_pixels, "memory_budget_gb": args.memory_budget, "log_level": args.log_level,
                  "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log.info("config %s, log %s, engines %s", settings.config_dir, settings.log_file,
              ", ".join(engine.name for engine in engines))
+    if mapped:
+        log.debug("glibc's mmap threshold fixed at %d bytes", MMAP_THRESHOLD)
     try:
         asyncio.run(run())
     except OSError as exc:

@@ -71,6 +71,7 @@ from websockets.frames import CloseCode
 from .config import TOKEN_FILE, Settings, token_matches
 from .engines.base import Engine, JobCancelled
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
+from .memory import release_free_memory
 from .worker import Worker, check_request
 
 log = logging.getLogger(__name__)
@@ -428,6 +429,7 @@ class DaemonServer:
         try:
             async for frame in websocket:
                 self._receive(client, frame)
+                del frame  # a request's frame (up to ~84 MB, decoded into copies) is not kept while it idles
         except ConnectionClosed:
             pass
         finally:
@@ -439,6 +441,10 @@ class DaemonServer:
             writer.cancel()  # the peer is gone: nothing left in the outbox can be delivered
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
+            while not client.outbox.empty():  # a variant the worker waits on: it is dropped, not sent
+                item = client.outbox.get_nowait()
+                if isinstance(item, _Frame):
+                    item.sent.set_result(None)
 
     async def _handshake(self, websocket: _CountedConnection) -> _Client | None:
         """Read the Hello; reply Welcome, or Error and close (returns None).
@@ -509,10 +515,11 @@ class DaemonServer:
                     await client.websocket.send(item.data)  # waits while the socket's write buffer is full
                 finally:
                     item.sent.set_result(None)
-                continue
-            await client.websocket.send(encode(item))
-            if isinstance(item, Result):
-                client.unread_results -= 1
+            else:
+                await client.websocket.send(encode(item))
+                if isinstance(item, Result):
+                    client.unread_results -= 1
+            del item  # a sent variant's frame is not held while the next one is generated
 
     def _send(self, owner: Hashable, message: Message | _Frame) -> None:
         """Queue ``message`` for the client ``owner`` (dropped if it has gone, a frame's future completed).
@@ -606,6 +613,8 @@ class DaemonServer:
                 await self._wake.wait()
                 continue
             await self._run(loop, worker, job)
+            del job  # the request's planes go now …
+            await asyncio.to_thread(release_free_memory)  # … and the allocator hands its free pages back
 
     async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[_Pending]) -> None:
         """Run one job on the worker thread and send its Result or Error to its owner.

@@ -80,8 +80,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     options = request.options
     width, height = request.image.width, request.image.height
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
-    grown = grow_mask(request_mask(request), options.grow)
-    blend = blend_mask(grown, options.feather)
+    blend = blend_mask(grow_mask(request_mask(request), options.grow), options.feather)
     engine_mask = repaint_mask(blend, image[..., 3])
     box = mask_box(blend)  # only what the blend mask touches travels back
     rows, columns = box
@@ -125,16 +124,16 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != expected:
             found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
             raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
-        composed = overlay(image[box], generated[box], blend[box])
-        del generated
+        pixels = overlay(image[box], generated[box], blend[box]).tobytes()  # the box's RGBA, the array dropped
+        del generated  # before the variant is packed: one variant's arrays at a time
         advance(offset + per_variant)
         if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job
             raise JobCancelled(f"job {quote(request.job_id)} cancelled")
         deliver(Variant(job_id=request.job_id, index=index, x=request.x + columns.start, y=request.y + rows.start,
-                        image=Plane(box_width, box_height, 4, composed.tobytes()), mask=blend_plane, seed=seed,
+                        image=Plane(box_width, box_height, 4, pixels), mask=blend_plane, seed=seed,
                         timings={"queue": queued_seconds, "load": load_seconds, "inference": inference_seconds,
                                  "total": queued_seconds + time.perf_counter() - started}))
-        del composed
+        del pixels  # sent: nothing of this variant is kept while the next one is generated
     return Result(job_id=request.job_id, num_variants=len(seeds))
 
 
@@ -158,7 +157,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
 
     Args:
         request: the validated request; its planes are RGBA and a 1-channel mask of equal size.
-        engine: the engine named by ``request.engine``.
+        engine: the engine named by ``request.options.engine``.
         progress: called as ``progress(step, total, stage)``: the engine's ``download``/``load`` reports while
             it loads, then ``inference`` with ``total`` = engine steps per variant × variants, first
             ``(0, total)`` once the engine is loaded, last ``(total, total)``.
@@ -177,7 +176,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     """
     started = time.perf_counter()
     try:
-        return _inpaint(request, engine, progress, cancelled, queued_seconds, started)
+        return _inpaint(request, engine, progress, cancelled, deliver, queued_seconds, started)
     except JobCancelled:
         return Error(ErrorCode.CANCELLED, f"job {quote(request.job_id)} was cancelled", request.job_id)
     except EngineLoadError as exc:
