@@ -1,7 +1,8 @@
 """Test support: the real :class:`daemon.server.DaemonServer` on a free port in a background thread,
 plus small scripted engines for progress, cancel and failure cases.
 
-Used by the daemon's, the client's, the CLI's and the installer's tests (and ``bench/``): one copy.
+Used by the daemon's, the client's, the CLI's and the installer's tests (and ``bench/``): one copy. Also what a
+variant must be: the box of the whole-crop result that loses nothing (:func:`assert_box_loses_nothing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from gimp_inpaint.daemon.compositing import blend_mask, grow_mask, overlay
 from gimp_inpaint.daemon.config import Settings, ensure_token
 from gimp_inpaint.daemon.engines.base import (
     CancelCheck,
@@ -30,7 +32,7 @@ from gimp_inpaint.daemon.engines.base import (
     ProgressCallback,
 )
 from gimp_inpaint.daemon.server import DaemonServer
-from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, EngineInfo
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, EngineInfo, InpaintRequest, Variant
 
 WAIT = 20.0
 """Seconds a test waits for the daemon to start, stop or answer (only reached when something is broken)."""
@@ -53,11 +55,11 @@ class StepEngine(Engine):
     def info(self) -> EngineInfo:
         return EngineInfo(name=self.name, kind="test", model="invert", available=True, uses_prompt=True)
 
-    def steps_for(self, job: EngineJob) -> int:
+    def prepare(self, job: EngineJob) -> int:
         return self.steps
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        self.seen.append((job.prompt, job.seed))
+        self.seen.append((job.options.prompt, job.seed))
         return self.paint(job, progress, cancelled)
 
     def paint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
@@ -111,6 +113,39 @@ class MissingEngine(BrokenEngine):
 
     def load(self, progress: LoadProgress | None = None) -> None:
         raise EngineLoadError("pip install something")
+
+
+def crop_arrays(request: InpaintRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The request's RGBA crop (H×W×4) and the blend mask the daemon makes of its mask (H×W), as whole crops."""
+    height, width = request.image.height, request.image.width
+    image = np.frombuffer(request.image.data, np.uint8).reshape(height, width, 4)
+    mask = np.frombuffer(request.mask.data, np.uint8).reshape(height, width)
+    return image, blend_mask(grow_mask(mask, request.options.grow), request.options.feather)
+
+
+def variant_box(variant: Variant, request: InpaintRequest) -> tuple[slice, slice]:
+    """The (rows, columns) of the request's crop that ``variant`` covers."""
+    top, left = variant.y - request.y, variant.x - request.x
+    assert top >= 0 and left >= 0, (variant.x, variant.y)
+    return slice(top, top + variant.image.height), slice(left, left + variant.image.width)
+
+
+def assert_box_loses_nothing(variant: Variant, request: InpaintRequest, generated: np.ndarray) -> None:
+    """``variant`` is the box of the whole-crop result ``overlay(crop, generated, blend)``, and outside that box the
+    blend mask is 0 (the client keeps its own pixels there, so cutting loses nothing); unmasked pixels exact."""
+    image, blend = crop_arrays(request)
+    box = variant_box(variant, request)
+    assert box[0].stop <= image.shape[0] and box[1].stop <= image.shape[1]
+    outside = np.ones(blend.shape, bool)
+    outside[box] = False
+    assert not blend[outside].any()  # nothing the blend mask touches was cut off …
+    assert blend[box][0].any() and blend[box][-1].any() and blend[box][:, 0].any() and blend[box][:, -1].any()
+    out = np.frombuffer(variant.image.data, np.uint8).reshape(variant.image.height, variant.image.width, 4)
+    sent_blend = np.frombuffer(variant.mask.data, np.uint8).reshape(out.shape[:2])
+    assert np.array_equal(sent_blend, blend[box])  # … the box is the tightest one, and its blend mask is the crop's
+    assert np.array_equal(out, overlay(image, generated, blend)[box])
+    keep = blend[box] == 0
+    assert np.array_equal(out[keep], image[box][keep])  # every unmasked pixel, alpha included, bit-exact
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from gimp_inpaint.daemon.compositing import GROW_STEP, blend_mask, grow_mask, overlay, repaint_mask
+from gimp_inpaint.daemon.compositing import GROW_STEP, blend_mask, grow_mask, mask_box, overlay, repaint_mask
 from gimp_inpaint.protocol import feather_reach
 from PIL import Image, ImageFilter
 from skimage import data
@@ -162,3 +162,36 @@ def test_matches_diffusers_blur_and_apply_overlay(selection: np.ndarray) -> None
                                                    Image.fromarray(generated)))
     assert np.array_equal(reference[blend == 0], original[blend == 0])
     assert np.abs(composed - reference.astype(np.float64)).max() <= 2.0  # Pillow's 8-bit premultiplication
+
+
+def _numpy_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom and right exclusive, of the non-zero pixels, by NumPy."""
+    rows, columns = np.nonzero(mask)
+    return int(rows.min()), int(rows.max()) + 1, int(columns.min()), int(columns.max()) + 1
+
+
+def test_mask_box_is_the_bounding_box_of_every_non_zero_pixel(selection: np.ndarray) -> None:
+    """The faint tail of the fade counts (a value of 1 is still blended), so outside the box the blend is 0."""
+    blend = blend_mask(grow_mask(selection, 4), 12)
+    rows, columns = mask_box(blend)
+    assert (rows.start, rows.stop, columns.start, columns.stop) == _numpy_box(blend)
+    outside = np.ones(blend.shape, bool)
+    outside[rows, columns] = False
+    assert not blend[outside].any() and (blend[rows, columns] > 0).any()
+    assert blend[rows, columns].shape[0] < 512 and blend[rows, columns].shape[1] < 512  # smaller than the crop
+    faint = np.zeros((40, 50), np.uint8)
+    faint[3, 7] = 1
+    faint[30, 44] = 255
+    assert mask_box(faint) == (slice(3, 31), slice(7, 45))
+    edge = np.zeros((40, 50), np.uint8)
+    edge[39, :] = 9  # touching the crop's bottom, left and right borders
+    assert mask_box(edge) == (slice(39, 40), slice(0, 50))
+
+
+def test_mask_box_refuses_an_empty_or_wrong_mask() -> None:
+    with pytest.raises(ValueError, match="no non-zero pixel"):
+        mask_box(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError):
+        mask_box(np.ones((8, 8), np.float32))
+    with pytest.raises(ValueError):
+        mask_box(np.ones((8, 8, 1), np.uint8))

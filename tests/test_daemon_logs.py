@@ -20,6 +20,7 @@ from gimp_inpaint.protocol import (
     Accepted,
     Error,
     ErrorCode,
+    FillOptions,
     InpaintRequest,
     Message,
     Plane,
@@ -38,12 +39,13 @@ def _hello(token: str, **extra: object) -> bytes:
                           **extra})
 
 
-def _request_frame(job_id: str = "forge", **changes: object) -> bytes:
-    """A valid 8×8 opencv request's wire map with ``changes`` applied."""
-    request = InpaintRequest(job_id=job_id, engine="opencv", x=0, y=0, image=Plane(8, 8, 4, bytes(256)),
-                             mask=Plane(8, 8, 1, bytes([255]) * 64))
+def _request_frame(job_id: str = "forge", options: dict[str, object] | None = None, **changes: object) -> bytes:
+    """A valid 8×8 opencv request's wire map with ``changes`` applied, and ``options`` to its options map."""
+    request = InpaintRequest(job_id=job_id, x=0, y=0, image=Plane(8, 8, 4, bytes(256)),
+                             mask=Plane(8, 8, 1, bytes([255]) * 64), options=FillOptions(engine="opencv"))
     wire = msgpack.unpackb(encode(request))
     wire.update(changes)
+    wire["options"].update(options or {})
     return msgpack.packb(wire, use_bin_type=True)
 
 
@@ -82,11 +84,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
 
 def test_client_text_cannot_forge_log_lines(running: tuple[str, str, Path]) -> None:
     url, token, log = running
-    forged = _request_frame(loras={"a\nFORGED line": "heavy"})
+    forged = _request_frame(options={"loras": {"a\nFORGED line": "heavy"}})
     before_auth = _exchange(url, forged)  # a first frame is decoded before its type is checked
     after_auth = _exchange(url, _hello(token), forged)
     unknown_field = _exchange(url, _hello(token, **{"x\nFORGED line": 1}))
-    bad_job = _exchange(url, _hello(token), _request_frame("j\nFORGED line", strength=0.0))
+    bad_job = _exchange(url, _hello(token), _request_frame("j\nFORGED line", {"strength": 0.0}))
     good_job = _exchange(url, _hello(token), _request_frame("g\nFORGED line"))
     _settled_size(log, url, token)
     for reply in (before_auth[0], after_auth[1], unknown_field[0], bad_job[1]):
@@ -108,7 +110,7 @@ def test_refused_clients_add_a_bounded_amount_to_the_log(running: tuple[str, str
               _request_frame(**{"k" * 60_000: 1})]
     for number in range(200):
         (reply,) = _exchange(url, hellos[number % len(hellos)])
-        assert isinstance(reply, Error) and reply.code in {ErrorCode.UNAUTHORIZED.value, ErrorCode.BAD_MESSAGE.value}
+        assert isinstance(reply, Error) and reply.code in {ErrorCode.UNAUTHORIZED, ErrorCode.BAD_MESSAGE}
     growth = _settled_size(log, url, token) - start
     assert growth < 200 * 400, growth
 
@@ -130,7 +132,7 @@ def test_a_huge_bad_frame_adds_a_bounded_amount_to_the_log(running: tuple[str, s
 def test_the_unauthorized_message_keeps_the_token_path_to_the_log(running: tuple[str, str, Path]) -> None:
     url, token, log = running
     (reply,) = _exchange(url, _hello("f" * 64))
-    assert isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED.value
+    assert isinstance(reply, Error) and reply.code is ErrorCode.UNAUTHORIZED
     token_file = log.parent / "token"
     assert str(log.parent) not in reply.message and "gimp-inpaint doctor" in reply.message
     assert "configuration folder" in reply.message

@@ -37,23 +37,37 @@ from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
 from gimp_inpaint.daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
 from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
+    SEED_MAX,
     Accepted,
     Cancel,
     EngineInfo,
     Error,
     ErrorCode,
+    FillOptions,
     Hello,
     InpaintRequest,
     Message,
     Plane,
     Progress,
     Result,
+    Variant,
     Welcome,
     decode,
     encode,
 )
-from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS, MAX_PROMPT_CHARS, SEED_MAX
-from running_daemon import WAIT, BrokenEngine, MissingEngine, StepEngine, daemon_process, serving
+from gimp_inpaint.protocol.messages import MAX_CLIENT_NAME_CHARS
+from gimp_inpaint.protocol.options import MAX_PROMPT_CHARS
+from running_daemon import (
+    WAIT,
+    BrokenEngine,
+    MissingEngine,
+    StepEngine,
+    assert_box_loses_nothing,
+    crop_arrays,
+    daemon_process,
+    serving,
+    variant_box,
+)
 from skimage import data
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -73,7 +87,7 @@ class GateEngine(StepEngine):
         self.saw_cancel = threading.Event()
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        self.seen.append((job.prompt, job.seed))
+        self.seen.append((job.options.prompt, job.seed))
         self.started.set()
         deadline = time.monotonic() + WAIT
         while not self.release.wait(0.005):
@@ -142,17 +156,26 @@ class Client:
                 return self.stash.pop(index)
         while True:
             message = self.recv()
-            assert isinstance(message, Accepted | Progress | Result | Error) and message.job_id is not None, message
+            assert isinstance(message, Accepted | Progress | Variant | Result | Error), message
+            assert message.job_id is not None, message
             if message.job_id == job_id:
                 return message
             self.stash.append(message)
 
     def collect(self, job_id: str) -> tuple[list[Message], Result | Error]:
-        """The messages about ``job_id`` up to and including its Result or Error."""
+        """The messages about ``job_id`` up to and including its Result or Error (its Variants among the first)."""
         events: list[Message] = []
         while not isinstance(message := self.next_for(job_id), Result | Error):
             events.append(message)
         return events, message
+
+
+def variants_of(events: list[Message], outcome: Result | Error) -> list[Variant]:
+    """The variants a job's messages delivered: all of them, in index order, as its Result counts them."""
+    variants = [event for event in events if isinstance(event, Variant)]
+    assert isinstance(outcome, Result), outcome
+    assert outcome.num_variants == len(variants) and [v.index for v in variants] == list(range(len(variants)))
+    return variants
 
 
 @contextmanager
@@ -176,19 +199,22 @@ def crop() -> tuple[np.ndarray, np.ndarray]:
     return np.dstack([rgb, alpha]), mask
 
 
-def make_request(crop: tuple[np.ndarray, np.ndarray], job_id: str = "job-1", engine: str = "opencv",
-                 **values: object) -> InpaintRequest:
+def make_request(crop: tuple[np.ndarray, np.ndarray], job_id: str = "job-1", engine: str = "opencv", x: int = 40,
+                 y: int = 16, **values: object) -> InpaintRequest:
+    """A request for ``crop`` at ``(x, y)``; ``values`` are :class:`protocol.FillOptions` fields (grow 3, feather 4,
+    seed 7 unless given)."""
     image, mask = crop
     height, width = mask.shape
-    fields = {"x": 40, "y": 16, "prompt": "", "grow": 3, "feather": 4, "seed": 7, **values}
-    return InpaintRequest(job_id=job_id, engine=engine, image=Plane(width, height, 4, image.tobytes()),
-                          mask=Plane(width, height, 1, mask.tobytes()), **fields)
+    options = FillOptions(**{"engine": engine, "prompt": "", "grow": 3, "feather": 4, "seed": 7,
+                             **values})  # type: ignore[arg-type]
+    return InpaintRequest(job_id=job_id, x=x, y=y, image=Plane(width, height, 4, image.tobytes()),
+                          mask=Plane(width, height, 1, mask.tobytes()), options=options)
 
 
 def assert_opencv_works(client: Client, crop: tuple[np.ndarray, np.ndarray], job_id: str = "after") -> None:
     events, outcome = client.run(make_request(crop, job_id))
     assert isinstance(events[0], Accepted) and isinstance(outcome, Result), outcome
-    assert len(outcome.variants) == 1
+    assert len(variants_of(events, outcome)) == 1
 
 
 # -- handshake ---------------------------------------------------------------------------------------------------------
@@ -211,7 +237,7 @@ def test_handshake_lists_engines(tmp_path: Path) -> None:
 def test_bad_hello_is_refused_and_closed(tmp_path: Path, token: str, version: int, code: ErrorCode) -> None:
     with daemon([OpenCVEngine()], tmp_path) as server:
         with connected(server.url, token=token, version=version) as client:
-            assert isinstance(client.reply, Error) and client.reply.code == code.value and client.reply.job_id is None
+            assert isinstance(client.reply, Error) and client.reply.code is code and client.reply.job_id is None
             with pytest.raises(ConnectionClosed) as closed:
                 client.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -223,7 +249,7 @@ def test_first_message_must_be_hello(tmp_path: Path, crop: tuple[np.ndarray, np.
     with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url, hello=False) as client:
         client.send(make_request(crop))
         reply = client.recv()
-        assert isinstance(reply, Error) and reply.code == ErrorCode.UNAUTHORIZED.value
+        assert isinstance(reply, Error) and reply.code is ErrorCode.UNAUTHORIZED
         with pytest.raises(ConnectionClosed):
             client.recv()
 
@@ -244,7 +270,7 @@ def test_oversized_hello_is_refused_and_closed(tmp_path: Path, client_name: str,
             client.send(_hello_frame(client_name))
             with pytest.raises(ConnectionClosed) as closed:
                 reply = client.recv()
-                assert code is not None and isinstance(reply, Error) and reply.code == code.value, reply
+                assert code is not None and isinstance(reply, Error) and reply.code is code, reply
                 client.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == close_code
         with connected(server.url, hello=False) as client:
@@ -270,7 +296,7 @@ def test_a_bug_while_answering_the_hello_is_internal(tmp_path: Path) -> None:
     with daemon([FlakyInfoEngine(), OpenCVEngine()], tmp_path) as server:
         with connected(server.url) as client:
             reply = client.reply
-            assert isinstance(reply, Error) and reply.code == ErrorCode.INTERNAL.value, reply
+            assert isinstance(reply, Error) and reply.code is ErrorCode.INTERNAL, reply
             assert "KeyError" in reply.message and str(tmp_path / "daemon.log") in reply.message
             with pytest.raises(ConnectionClosed) as closed:
                 client.recv()
@@ -301,10 +327,13 @@ def _small(crop: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(image[16:80, 32:96]), np.ascontiguousarray(mask[16:80, 32:96])
 
 
-def _patched(crop: tuple[np.ndarray, np.ndarray], **changes: object) -> bytes:
-    """A valid 64×64 request's wire map with ``changes`` applied (re-encoded with msgpack)."""
+def _patched(crop: tuple[np.ndarray, np.ndarray], options: dict[str, object] | None = None,
+             **changes: object) -> bytes:
+    """A valid 64×64 request's wire map with ``changes`` applied, and ``options`` to its options map (re-encoded
+    with msgpack)."""
     wire = msgpack.unpackb(encode(make_request(_small(crop), "patched")))
     wire.update(changes)
+    wire["options"].update(options or {})
     return msgpack.packb(wire)
 
 
@@ -320,9 +349,13 @@ MALFORMED = {
     "unknown type": (lambda crop: msgpack.packb({"type": "teleport", "job_id": "1"}), ErrorCode.BAD_MESSAGE, None),
     "text frame": (lambda crop: "hello", ErrorCode.BAD_MESSAGE, None),
     "daemon-only type": (lambda crop: encode(Progress("1", 1, 2)), ErrorCode.BAD_MESSAGE, None),
-    "wrong field type": (lambda crop: _patched(crop, num_variants="two"), ErrorCode.BAD_MESSAGE, "patched"),
+    "wrong field type": (lambda crop: _patched(crop, x="two"), ErrorCode.BAD_MESSAGE, "patched"),
+    "wrong option type": (lambda crop: _patched(crop, {"num_variants": "two"}), ErrorCode.BAD_MESSAGE, "patched"),
+    "options not a map": (lambda crop: msgpack.packb({**msgpack.unpackb(_patched(crop)), "options": 3}),
+                          ErrorCode.BAD_MESSAGE, "patched"),
     "plane length": (_short_plane, ErrorCode.INVALID_REQUEST, "short"),
-    "bad strength": (lambda crop: _patched(crop, strength=0.0), ErrorCode.INVALID_REQUEST, "patched"),
+    "bad strength": (lambda crop: _patched(crop, {"strength": 0.0}), ErrorCode.INVALID_REQUEST, "patched"),
+    "unknown scheduler": (lambda crop: _patched(crop, {"scheduler": "warp"}), ErrorCode.INVALID_REQUEST, "patched"),
     "oversized plane": (lambda crop: encode(make_request(crop, "huge")), ErrorCode.TOO_LARGE, "huge"),
 }
 """Case → (frame maker, error code, the job id the error carries: that of every request whose id can be read)."""
@@ -336,7 +369,7 @@ def test_malformed_frame_is_answered_and_connection_survives(tmp_path: Path, cro
             connected(server.url) as client:
         client.send(make_frame(crop))
         reply = client.recv()
-        assert isinstance(reply, Error) and reply.code == code.value and reply.job_id == job_id, reply
+        assert isinstance(reply, Error) and reply.code is code and reply.job_id == job_id, reply
         assert_opencv_works(client, _small(crop))
 
 
@@ -344,10 +377,10 @@ def test_request_errors_carry_the_job_id(tmp_path: Path, crop: tuple[np.ndarray,
     engine = GateEngine()
     with daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         _, unknown = client.run(make_request(crop, "u", engine="dall-e"))
-        assert isinstance(unknown, Error) and unknown.code == ErrorCode.UNKNOWN_ENGINE.value and unknown.job_id == "u"
+        assert isinstance(unknown, Error) and unknown.code is ErrorCode.UNKNOWN_ENGINE and unknown.job_id == "u"
         assert "opencv" in unknown.message
         _, empty = client.run(make_request((crop[0], np.full_like(crop[1], 127)), "e"))
-        assert isinstance(empty, Error) and empty.code == ErrorCode.INVALID_REQUEST.value and empty.job_id == "e"
+        assert isinstance(empty, Error) and empty.code is ErrorCode.INVALID_REQUEST and empty.job_id == "e"
 
         client.send(make_request(crop, "dup", engine="gate"))
         assert isinstance(client.recv(), Accepted) and engine.started.wait(WAIT)
@@ -355,7 +388,7 @@ def test_request_errors_carry_the_job_id(tmp_path: Path, crop: tuple[np.ndarray,
         duplicate = client.next_for("dup")
         while isinstance(duplicate, Progress):  # of the running "dup"
             duplicate = client.next_for("dup")
-        assert isinstance(duplicate, Error) and duplicate.code == ErrorCode.INVALID_REQUEST.value
+        assert isinstance(duplicate, Error) and duplicate.code is ErrorCode.INVALID_REQUEST
         engine.release.set()
         _, outcome = client.collect("dup")
         assert isinstance(outcome, Result)
@@ -374,13 +407,15 @@ def test_request_over_the_pixel_limit_is_too_large_and_the_connection_survives(t
     with daemon([OpenCVEngine()], tmp_path, max_pixels=limit) as server, connected(server.url) as client:
         client.send(make_request((rgba, mask), "over"))
         reply = client.recv()
-        assert isinstance(reply, Error) and reply.code == ErrorCode.TOO_LARGE.value and reply.job_id == "over", reply
+        assert isinstance(reply, Error) and reply.code is ErrorCode.TOO_LARGE and reply.job_id == "over", reply
         assert str(limit) in reply.message
         at_limit = (np.ascontiguousarray(rgba[:, :560]), np.ascontiguousarray(mask[:, :560]))
-        events, outcome = client.run(make_request(at_limit, "at-limit", prompt="é" * MAX_PROMPT_CHARS,
-                                                  negative_prompt="ü" * MAX_PROMPT_CHARS))
+        request = make_request(at_limit, "at-limit", prompt="é" * MAX_PROMPT_CHARS,
+                               negative_prompt="ü" * MAX_PROMPT_CHARS)
+        events, outcome = client.run(request)
         assert events[0] == Accepted("at-limit", 0) and isinstance(outcome, Result), outcome
-        assert (outcome.variants[0].image.width, outcome.variants[0].image.height) == (560, 400)
+    (variant,) = variants_of(events, outcome)
+    assert_box_loses_nothing(variant, request, opencv_fill(request))
 
 
 def test_a_bug_while_handling_a_request_is_internal(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray],
@@ -397,7 +432,7 @@ def test_a_bug_while_handling_a_request_is_internal(tmp_path: Path, crop: tuple[
     monkeypatch.setattr(server_module, "check_request", buggy_once)
     with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         _, outcome = client.run(make_request(crop, "bug"))
-        assert isinstance(outcome, Error) and outcome.code == ErrorCode.INTERNAL.value and outcome.job_id == "bug"
+        assert isinstance(outcome, Error) and outcome.code is ErrorCode.INTERNAL and outcome.job_id == "bug"
         assert "AttributeError" in outcome.message
         assert_opencv_works(client, crop)  # same connection
     assert calls == ["bug", "after"]
@@ -418,57 +453,74 @@ def test_a_bug_in_the_worker_is_internal_and_the_next_job_runs(tmp_path: Path, c
     with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         events, outcome = client.run(make_request(crop, "bug"))
         assert events == [Accepted("bug", 0)]
-        assert isinstance(outcome, Error) and outcome.code == ErrorCode.INTERNAL.value and outcome.job_id == "bug"
+        assert isinstance(outcome, Error) and outcome.code is ErrorCode.INTERNAL and outcome.job_id == "bug"
         assert_opencv_works(client, crop)  # the dispatcher survived
     assert calls == ["bug", "after"]
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------------
 
+def opencv_fill(request: InpaintRequest) -> np.ndarray:
+    """What the opencv engine generates for ``request``, as a whole crop (H×W×3): Telea (radius 3) over the repaint
+    mask of the request's blend mask."""
+    image, blend = crop_arrays(request)
+    return cv2.inpaint(np.ascontiguousarray(image[..., :3]), repaint_mask(blend, image[..., 3]), 3, cv2.INPAINT_TELEA)
+
+
 def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
+    """Each variant is sent as soon as it is done, between the progress of its steps and the next one's, cut to
+    the blend mask's box; the Result ends the job with their count."""
     engine = StepEngine(steps=4)
+    request = make_request(crop, "p", engine="steps", prompt="a cat", seed=41, num_variants=3)
     with daemon([engine], tmp_path) as server, connected(server.url) as client:
-        events, result = client.run(make_request(crop, "p", engine="steps", prompt="a cat", seed=41,
-                                                 num_variants=3))
-    assert events[0] == Accepted("p", 0)
-    assert all(isinstance(event, Progress) for event in events[1:])
-    progress = [(event.step, event.total) for event in events[1:]]
-    assert progress == [(step, 12) for step in range(13)]  # 4 steps × 3 variants, each step once, in order
-    assert isinstance(result, Result) and [v.seed for v in result.variants] == [41, 42, 43]
+        events, result = client.run(request)
+    assert events[0] == Accepted("p", 0) and result == Result("p", 3)
+    # 4 steps × 3 variants, each step once, in order; variant k right after step 4(k + 1)
+    order = [(event.step, event.total) if isinstance(event, Progress) else ("variant", event.index)
+             for event in events[1:] if isinstance(event, Progress | Variant)]
+    assert len(order) == len(events) - 1
+    assert order == [*((step, 12) for step in range(5)), ("variant", 0), *((step, 12) for step in range(5, 9)),
+                     ("variant", 1), *((step, 12) for step in range(9, 13)), ("variant", 2)]
+    variants = variants_of(events, result)
+    assert [v.seed for v in variants] == [41, 42, 43] and {v.job_id for v in variants} == {"p"}
     assert engine.seen == [("a cat", 41), ("a cat", 42), ("a cat", 43)]
-    for variant in result.variants:
-        assert (variant.x, variant.y) == (40, 16)
+    image, _ = crop_arrays(request)
+    for variant in variants:
+        assert variant.x > 40 and variant.y > 16  # the box's corner in the client's image, inside the crop
         assert set(variant.timings) == {"queue", "load", "inference", "total"}
         assert all(value >= 0 for value in variant.timings.values())
-        out = np.frombuffer(variant.image.data, np.uint8).reshape(96, 128, 4)
-        assert np.array_equal(out[crop[1] == 255, :3], 255 - crop[0][crop[1] == 255, :3])  # the engine's pixels
+        assert_box_loses_nothing(variant, request, 255 - np.ascontiguousarray(image[..., :3]))  # the engine's pixels
 
 
 def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     with daemon([StepEngine(steps=1)], tmp_path) as server, connected(server.url) as client:
-        _, result = client.run(make_request(crop, engine="steps", seed=-1, num_variants=2))
-    assert isinstance(result, Result)
-    first, second = (variant.seed for variant in result.variants)
+        events, result = client.run(make_request(crop, engine="steps", seed=-1, num_variants=2))
+    first, second = (variant.seed for variant in variants_of(events, result))
     assert 0 <= first <= SEED_MAX and second == (first + 1) % (SEED_MAX + 1)
 
 
 def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     image, mask = crop
+    request = make_request(crop, grow=3, feather=4)
     with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
-        events, result = client.run(make_request(crop, grow=3, feather=4))
-    assert [type(event) for event in events] == [Accepted, Progress, Progress]
-    assert isinstance(result, Result)
-    (variant,) = result.variants
-    out = np.frombuffer(variant.image.data, np.uint8).reshape(96, 128, 4)
-    blend = np.frombuffer(variant.mask.data, np.uint8).reshape(96, 128)
+        events, result = client.run(request)
+    assert [type(event) for event in events] == [Accepted, Progress, Progress, Variant]
+    (variant,) = variants_of(events, result)
+    box = variant_box(variant, request)
+    out = np.frombuffer(variant.image.data, np.uint8).reshape(variant.image.height, variant.image.width, 4)
+    blend = np.frombuffer(variant.mask.data, np.uint8).reshape(out.shape[:2])
     grown = grow_mask(mask, 3)
-    assert np.array_equal(blend, blend_mask(grown, 4))
+    assert np.array_equal(blend, blend_mask(grown, 4)[box])
+    outside = np.ones(mask.shape, bool)
+    outside[box] = False
+    assert not blend_mask(grown, 4)[outside].any()  # nothing the blend touches lies outside the box
     keep = blend == 0
-    assert np.array_equal(out[keep], image[keep])  # every unmasked pixel, alpha included, bit-exact
+    assert np.array_equal(out[keep], image[box][keep])  # every unmasked pixel, alpha included, bit-exact
     telea = cv2.inpaint(np.ascontiguousarray(image[..., :3]), repaint_mask(blend_mask(grown, 4)), 3, cv2.INPAINT_TELEA)
-    assert np.array_equal(out[~keep, :3], telea[~keep]) and np.all(out[~keep, 3] == 255)
-    core = mask == 255
-    assert np.abs(out[core, :3].astype(int) - image[core, :3]).mean() > 10  # the face is really filled in
+    assert np.array_equal(out[~keep, :3], telea[box][~keep]) and np.all(out[~keep, 3] == 255)
+    assert_box_loses_nothing(variant, request, telea)
+    core = mask[box] == 255
+    assert np.abs(out[core, :3].astype(int) - image[box][core, :3]).mean() > 10  # the face is really filled in
 
 
 def test_cancel_running_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
@@ -480,7 +532,7 @@ def test_cancel_running_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray])
         client.send(Cancel("long"))
         events, outcome = client.collect("long")
         assert all(isinstance(event, Progress) for event in events)
-        assert isinstance(outcome, Error) and outcome.code == ErrorCode.CANCELLED.value
+        assert isinstance(outcome, Error) and outcome.code is ErrorCode.CANCELLED
         assert engine.saw_cancel.is_set()
         client.send(Cancel("long"))  # already over: ignored, no reply
         assert_opencv_works(client, crop)
@@ -496,7 +548,7 @@ def test_cancel_queued_job(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) 
         assert client.next_for("second") == Accepted("second", 1)
         client.send(Cancel("second"))
         cancelled = client.next_for("second")
-        assert isinstance(cancelled, Error) and cancelled.code == ErrorCode.CANCELLED.value
+        assert isinstance(cancelled, Error) and cancelled.code is ErrorCode.CANCELLED
         assert cancelled.job_id == "second"
         engine.release.set()
         _, outcome = client.collect("first")
@@ -513,10 +565,10 @@ def test_two_clients_run_in_arrival_order(tmp_path: Path, crop: tuple[np.ndarray
         bob.send(make_request(crop, "job", engine="gate", prompt="bob", seed=99))  # same id, other client
         assert bob.recv() == Accepted("job", 1)
         engine.release.set()
-        _, alice_result = alice.collect("job")
-        _, bob_result = bob.collect("job")
-    assert isinstance(alice_result, Result) and alice_result.variants[0].seed == 7
-    assert isinstance(bob_result, Result) and bob_result.variants[0].seed == 99
+        alice_events, alice_result = alice.collect("job")
+        bob_events, bob_result = bob.collect("job")
+    assert [v.seed for v in variants_of(alice_events, alice_result)] == [7]
+    assert [v.seed for v in variants_of(bob_events, bob_result)] == [99]
     assert [prompt for prompt, _ in engine.seen] == ["alice", "bob"]
 
 
@@ -641,7 +693,7 @@ def test_engine_failures_become_errors_and_daemon_stays_up(tmp_path: Path, crop:
         with connected(server.url) as client:
             events, outcome = client.run(make_request(crop, "doomed", engine="bad"))
             assert events[0] == Accepted("doomed", 0)
-            assert isinstance(outcome, Error) and outcome.code == code.value and outcome.job_id == "doomed"
+            assert isinstance(outcome, Error) and outcome.code is code and outcome.job_id == "doomed"
             assert words in outcome.message
             assert_opencv_works(client, crop)
         with connected(server.url) as client:

@@ -26,7 +26,7 @@ from gimp_inpaint.client.connection import (
     write_connection_config,
 )
 from gimp_inpaint.daemon.config import ensure_token
-from gimp_inpaint.protocol import InpaintRequest, Plane
+from gimp_inpaint.protocol import FillOptions, InpaintRequest, Plane
 from running_daemon import WAIT, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,11 +56,14 @@ id and the first status line, then wait to be killed."""
 
 
 def _fill_with_opencv(client: InpaintClient) -> None:
-    """One small opencv job; asserts the result has the crop's place and size."""
+    """One small opencv job (a 16×16 crop at (3, 4), its lower half masked, no growth or feather); asserts the
+    variant is that half (the blend mask's box: the upper half's blend is 0, so nothing else is sent), filled."""
     image = Plane(16, 16, 4, bytes(range(256)) * 4)
     mask = Plane(16, 16, 1, bytes([0] * 128 + [255] * 128))
-    (variant,) = client.inpaint(InpaintRequest("j1", "opencv", 3, 4, image, mask, feather=0, grow=0)).variants
-    assert (variant.x, variant.y, len(variant.image.data)) == (3, 4, 1024)
+    (variant,) = client.inpaint(InpaintRequest("j1", 3, 4, image, mask, FillOptions(engine="opencv", feather=0,
+                                                                                     grow=0)))
+    assert (variant.index, variant.x, variant.y, variant.image.width, variant.image.height) == (0, 3, 12, 16, 8)
+    assert variant.mask.data == bytes([255]) * 128 and variant.image.data[3::4] == bytes([255]) * 128
 
 
 def _gone(pid: int) -> bool:
