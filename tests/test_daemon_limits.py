@@ -3,7 +3,8 @@ connection caps, the per-connection job cap and turns between connections (``doc
 
 Memory is read as the process's peak RSS (``ru_maxrss``): the daemon runs in a thread of the test process, and the
 test clients write their big frames straight to the socket from a small buffer, so what grows is the daemon.
-Times are generous bounds on how long other clients wait, not speed tests.
+Times are generous bounds on how long other clients wait, not speed tests. A big variant is packed on the worker
+thread and sent without blocking the event loop, also to a client that does not read (:class:`RawClient`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +26,30 @@ from gimp_inpaint.daemon.config import Settings
 from gimp_inpaint.daemon.engines.base import Engine
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
 from gimp_inpaint.daemon.server import DaemonServer
-from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Accepted, Error, ErrorCode, Result, Welcome
-from running_daemon import WAIT, serving
+from gimp_inpaint.protocol import (
+    DEFAULT_MAX_PIXELS,
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    Error,
+    ErrorCode,
+    Hello,
+    InpaintRequest,
+    Message,
+    Progress,
+    Result,
+    Variant,
+    Welcome,
+    decode,
+    encode,
+)
+from running_daemon import WAIT, StepEngine, assert_box_loses_nothing, crop_arrays, serving
 from test_daemon_server import TOKEN, GateEngine, assert_opencv_works, connected, crop, make_request
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.sync.client import ClientConnection
+from websockets.uri import parse_uri
 
 __all__ = ["crop"]  # the fixture, shared with test_daemon_server
 
@@ -226,3 +247,157 @@ def test_the_client_reports_busy_with_the_daemons_message(tmp_path: Path) -> Non
             pytest.raises(DaemonError) as busy:
         InpaintClient.connect(server.url, TOKEN, "pytest", timeout=WAIT)
     assert busy.value.code is ErrorCode.BUSY and "close a client you no longer use" in str(busy.value)
+
+
+# -- issue 8, item 3: a big variant neither stalls the event loop nor, unread, the daemon -----------------------------
+
+HANDSHAKE_BOUND = 0.5
+"""Seconds another client's handshake may take while a big variant is packed or sent (it takes milliseconds when
+the event loop is free; a loop blocked by packing or by a full socket would hold it until the test gives up)."""
+
+
+class RawClient:
+    """A WebSocket client over a plain socket (websockets' sans-I/O :class:`ClientProtocol`) that reads only when
+    asked: unlike websockets' own clients, which read in a background thread, it leaves the daemon's frames in the
+    socket, so a big one fills the socket's buffers and stays in the daemon's writer."""
+
+    def __init__(self, url: str) -> None:
+        uri = parse_uri(url)
+        self.socket = socket.create_connection((uri.host, uri.port), timeout=WAIT)
+        self.protocol = ClientProtocol(uri, max_size=None)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        self.frames: list[Frame] = []
+        while self.protocol.handshake_exc is None and self.protocol.state.name == "CONNECTING":
+            self._read()
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+        self.send(Hello(protocol_version=PROTOCOL_VERSION, client="raw", token=TOKEN))
+        assert isinstance(self.recv(), Welcome)
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.socket.sendall(data)
+
+    def _read(self) -> None:
+        data = self.socket.recv(1 << 20)
+        assert data, "the daemon closed the connection"
+        self.protocol.receive_data(data)
+        self.frames += [event for event in self.protocol.events_received() if isinstance(event, Frame)]
+        self._flush()  # pongs
+
+    def send(self, message: Message) -> None:
+        self.protocol.send_binary(encode(message))
+        self._flush()
+
+    def recv(self) -> Message:
+        """The next message (the daemon sends each in one frame)."""
+        while not any(frame.opcode is Opcode.BINARY for frame in self.frames):
+            self._read()
+        while (frame := self.frames.pop(0)).opcode is not Opcode.BINARY:
+            pass
+        assert frame.fin
+        return decode(frame.data)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@contextlib.contextmanager
+def raw_client(url: str) -> Iterator[RawClient]:
+    client = RawClient(url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def timed_handshake(url: str) -> float:
+    """Seconds a new client takes from connecting to the daemon's Welcome."""
+    started = time.perf_counter()
+    with connected(url) as other:
+        assert isinstance(other.reply, Welcome), other.reply
+    return time.perf_counter() - started
+
+
+def big_request(side: int, job_id: str = "big", **options: object) -> InpaintRequest:
+    """A ``side``² RGBA crop masked all but a 16-pixel border, so its variant is nearly the whole crop (a frame of
+    about 5 × side² bytes)."""
+    ramp = np.linspace(0, 255, side).astype(np.uint8)
+    rgba = np.empty((side, side, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = ramp[None, :], ramp[:, None], 77, 255
+    mask = np.zeros((side, side), np.uint8)
+    mask[16:-16, 16:-16] = 255
+    return make_request((rgba, mask), job_id, engine="steps", grow=0, feather=2, **options)
+
+
+def test_a_big_variant_is_packed_and_sent_without_stalling_the_event_loop(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a 4096² job's variant (an 80 MB frame) is packed, and then while it is sent to a client that does
+    not read (so it fills the socket and stays in the daemon's writer), another client's handshake completes within
+    :data:`HANDSHAKE_BOUND` (0.5 s).
+
+    Packing is held open on the worker thread until that handshake is done (had it run on the event loop, the
+    handshake could not complete and the bound would fail); the variant then arrives whole, the box of the crop's
+    result, unmasked pixels exact."""
+    side = 4096
+    packed, may_return, where = threading.Event(), threading.Event(), []
+    real_encode = server_module.encode
+
+    def slow_encode(message: Message) -> bytes:
+        frame = real_encode(message)
+        if isinstance(message, Variant):
+            where.append(threading.current_thread().name)
+            packed.set()
+            assert may_return.wait(WAIT), "the test never let packing finish"
+        return frame
+
+    monkeypatch.setattr(server_module, "encode", slow_encode)
+    request = big_request(side)
+    with limited_daemon([StepEngine(steps=1)], tmp_path, DEFAULT_MAX_PIXELS) as server, \
+            raw_client(server.url) as reader:
+        reader.send(request)
+        assert packed.wait(WAIT), "the variant was never packed"
+        while_packing = timed_handshake(server.url)
+        may_return.set()
+        time.sleep(0.3)  # the writer is now sending 80 MB to a socket nobody reads …
+        while_sending = timed_handshake(server.url)
+        assert server._queue.running is not None  # … and the worker still waits for it to be sent
+        messages = [reader.recv()]
+        while not isinstance(messages[-1], Result | Error):
+            messages.append(reader.recv())
+    assert where and all(name.startswith("gimp-inpaint-worker") for name in where), where
+    assert while_packing < HANDSHAKE_BOUND and while_sending < HANDSHAKE_BOUND, (while_packing, while_sending)
+    assert messages[0] == Accepted("big", 0) and messages[-1] == Result("big", 1), messages[-1]
+    (variant,) = [message for message in messages if isinstance(message, Variant)]
+    assert variant.image.width * variant.image.height > 0.95 * side * side  # the big frame really went
+    image, _ = crop_arrays(request)
+    assert_box_loses_nothing(variant, request, 255 - np.ascontiguousarray(image[..., :3]))
+
+
+@pytest.mark.parametrize("how", ["cancel", "disconnect"])
+def test_a_client_that_stops_reading_then_cancels_or_goes_does_not_hold_the_daemon(
+        tmp_path: Path, crop: tuple[np.ndarray, np.ndarray], how: str) -> None:
+    """The worker waits for each variant to be sent, so a client that does not read holds its own job; when it
+    cancels (or goes), the job ends CANCELLED at the worker's next poll and the next client's job runs, before the
+    first client has read anything."""
+    with limited_daemon([StepEngine(steps=1), OpenCVEngine()], tmp_path, DEFAULT_MAX_PIXELS) as server, \
+            raw_client(server.url) as reader, connected(server.url) as other:
+        reader.send(big_request(2048, num_variants=3))
+        time.sleep(0.5)  # the first variant (20 MB) fills the socket: the worker waits in its delivery
+        assert server._queue.running is not None
+        other.send(make_request(crop, "next"))
+        assert other.next_for("next") == Accepted("next", 1)  # queued behind the held job
+        if how == "cancel":
+            reader.send(Cancel("big"))
+        else:
+            reader.close()
+        _, outcome = other.collect("next")
+        assert isinstance(outcome, Result), outcome
+        if how == "disconnect":
+            return
+        messages = [reader.recv()]
+        while not isinstance(messages[-1], Result | Error):
+            messages.append(reader.recv())
+    assert isinstance(messages[-1], Error) and messages[-1].code is ErrorCode.CANCELLED
+    assert sum(isinstance(message, Variant) for message in messages) <= 1  # what was in the writer, void
+    assert all(isinstance(message, Accepted | Progress | Variant) for message in messages[:-1])
