@@ -383,8 +383,11 @@ def test_a_client_that_stops_reading_then_cancels_or_goes_does_not_hold_the_daem
     with limited_daemon([StepEngine(steps=1), OpenCVEngine()], tmp_path, DEFAULT_MAX_PIXELS) as server, \
             raw_client(server.url) as reader, connected(server.url) as other:
         reader.send(big_request(2048, num_variants=3))
-        time.sleep(0.5)  # the first variant (20 MB) fills the socket: the worker waits in its delivery
+        deadline = time.monotonic() + WAIT
+        while server._queue.running is None and time.monotonic() < deadline:  # the request is read and started
+            time.sleep(0.01)
         assert server._queue.running is not None
+        time.sleep(0.5)  # the first variant (20 MB) fills the socket: the worker waits in its delivery
         other.send(make_request(crop, "next"))
         assert other.next_for("next") == Accepted("next", 1)  # queued behind the held job
         if how == "cancel":
