@@ -121,6 +121,8 @@ class OptionSpec:
             value = float(value)
         if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
             raise _invalid(f"{self.name} must be of type {self.type.__name__}, got {type(value).__name__}")
+        if self.type is str:
+            _check_text(self.name, value)
         if self.type is str and self.max_chars is not None and len(value) > self.max_chars:
             raise _invalid(f"{self.name} has {len(value)} characters; at most {self.max_chars} are allowed")
         if self.type in (int, float):
@@ -141,9 +143,24 @@ class OptionSpec:
         for name, weight in loras.items():
             if not isinstance(name, str) or not 1 <= len(name) <= MAX_ENGINE_NAME_CHARS:
                 raise _invalid(f"LoRA names must be strings of 1…{MAX_ENGINE_NAME_CHARS} characters")
+            _check_text("a LoRA name", name)
             if isinstance(weight, bool) or not isinstance(weight, int | float):
                 raise _invalid(f"the weight of LoRA {quote(name)} must be a number")
             self._check_range(f"the weight of LoRA {quote(name)}", weight)
+
+
+def _check_text(what: str, text: str) -> None:
+    """Refuse a string that is not Unicode text: a lone surrogate, which UTF-8 (msgpack's strings) cannot carry, as
+    Python makes of a command-line argument's undecodable bytes.
+
+    Raises:
+        ProtocolError(INVALID_REQUEST): ``text`` holds one.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _invalid(f"{what} is not valid text (character {exc.start + 1} is a lone surrogate, "
+                       f"{text[exc.start]!a}): check the terminal's or file's encoding") from None
 
 
 def _invalid(message: str) -> ProtocolError:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
 
+import msgpack
 import numpy as np
 import pytest
 from gimp_inpaint.client.connection import (
@@ -285,8 +286,8 @@ def scripted_job(script: Script) -> Iterator[tuple[str, list[object]]]:
         for step in script(request):
             if step == "await cancel":
                 received.append(decode(await websocket.recv()))
-            else:
-                await websocket.send(encode(step))  # type: ignore[arg-type]
+            else:  # a message, or a frame no message can be built into
+                await websocket.send(step if isinstance(step, bytes) else encode(step))  # type: ignore[arg-type]
         await websocket.wait_closed()
 
     with scripted_peer(handler) as url:
@@ -341,7 +342,8 @@ def _ending(request: InpaintRequest, *variants: tuple[int, ...], count: int | No
     (lambda r: _ending(r, (0,), (1,), count=1), "a result of 1 variants after sending 2 of the 2 requested"),
     (lambda r: _ending(r, (0,), (1,), count=3), "a result of 3 variants after sending 2"),
     (lambda r: _ending(r, (0,)), "a result of 1 variants after sending 1 of the 2 requested"),
-    (lambda r: _ending(r), "a result of 0 variants after sending 0"),
+    (lambda r: [msgpack.packb({"type": "result", "job_id": r.job_id, "num_variants": 0})],
+     "invalid message: a result of 0 variants is out of range"),
 ], ids=["out of order", "twice", "one skipped", "left of the crop", "above the crop", "past the right edge",
         "past the bottom", "wider than the crop", "far away", "more than requested", "result counts fewer",
         "result counts more", "fewer than requested", "no variant"])

@@ -113,16 +113,17 @@ ISOLATED_FILL = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from gimp_inpaint.client.connection import InpaintClient, pick_engine, read_connection_config
-    from gimp_inpaint.protocol import InpaintRequest, Plane
+    from gimp_inpaint.protocol import FillOptions, InpaintRequest, Plane
     url, token, _command = read_connection_config(Path(sys.argv[2]))
     with InpaintClient.connect(sys.argv[3], token, "isolated") as client:
         engine = pick_engine(client.welcome, "")
         image = Plane(16, 16, 4, bytes(range(256)) * 4)
         mask = Plane(16, 16, 1, bytes([0] * 128 + [255] * 128))
-        result = client.inpaint(InpaintRequest("j1", engine, 3, 4, image, mask, feather=0, grow=0))
-    (variant,) = result.variants
-    assert (variant.x, variant.y, len(variant.image.data)) == (3, 4, 1024)
-    assert variant.image.data[:512] == image.data[:512]  # unmasked top half: the original, exactly
+        options = FillOptions(engine=engine, feather=0, grow=0)
+        (variant,) = client.inpaint(InpaintRequest("j1", 3, 4, image, mask, options))
+    # only the masked bottom half comes back (the blend mask's box); the unmasked top half stays the user's
+    assert (variant.x, variant.y, variant.image.width, variant.image.height) == (3, 12, 16, 8)
+    assert variant.mask.data == bytes([255] * 128) and variant.image.data[3::4] == bytes([255] * 128)
     print(engine, url)
 """)
 

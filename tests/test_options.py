@@ -44,8 +44,9 @@ MSGPACK_INTS = st.integers(-(2**63), 2**64 - 1)
 
 def _capped_text(cap: int) -> st.SearchStrategy[str]:
     """Short random text, or one character repeated up to ``cap`` times (4-byte characters included)."""
-    return st.one_of(st.text(max_size=min(cap, 24)),
-                     st.tuples(st.characters(), st.integers(0, cap)).map(lambda pair: pair[0] * pair[1]))
+    characters = st.characters(blacklist_categories=("Cs",))  # lone surrogates are refused (below)
+    return st.one_of(st.text(characters, max_size=min(cap, 24)),
+                     st.tuples(characters, st.integers(0, cap)).map(lambda pair: pair[0] * pair[1]))
 
 
 _weights = st.floats(-LORA_WEIGHT_MAX, LORA_WEIGHT_MAX)
@@ -346,8 +347,8 @@ def test_options_must_be_a_map() -> None:
 
 # -- the LoRA field's text ---------------------------------------------------------------------------------------------
 
-_lora_names = st.text(st.characters(blacklist_characters=","), min_size=1, max_size=MAX_ENGINE_NAME_CHARS).filter(
-    lambda name: name == name.strip() != "")
+_lora_names = st.text(st.characters(blacklist_characters=",", blacklist_categories=("Cs",)), min_size=1,
+                      max_size=MAX_ENGINE_NAME_CHARS).filter(lambda name: name == name.strip() != "")
 
 
 @given(st.dictionaries(_lora_names, st.integers(-4000, 4000).map(lambda n: n / 1000), max_size=MAX_LORAS))
@@ -401,3 +402,12 @@ def test_the_markdown_table_has_one_row_per_option() -> None:
         assert all(f"`{flag}`" in line for flag in (spec.flag, *spec.aliases))
         assert spec.help in line and spec.range_text in line
         assert (" (editor only, never sent) |" in line) == (spec.name in EDITOR_OPTIONS)
+
+
+@pytest.mark.parametrize("options", [{"prompt": "a \udcff cat"}, {"engine": "\ud800"}, {"loras": {"x\udcff": 1.0}}],
+                         ids=["prompt", "engine", "lora name"])
+def test_text_that_utf8_cannot_carry_is_refused(options: dict[str, object]) -> None:
+    """Python turns a command-line argument's undecodable bytes into lone surrogates; msgpack cannot send them."""
+    with pytest.raises(ProtocolError) as caught:
+        FillOptions(**options)  # type: ignore[arg-type]
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and "lone surrogate" in caught.value.message
