@@ -9,8 +9,10 @@ helpers: byte progress of downloads, single-file detection, placement, the memor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -376,6 +378,106 @@ def test_download_progress_reaches_the_load_callback_in_bytes(tmp_path: Path,
     assert [stage for stage, _, _ in reports] == ["download"] * 5
     assert [done for _, done, _ in reports] == [100, 200, 300, 400, 500]  # bytes, over both files
     assert reports[-1] == ("download", 500, 500)  # the total grew to the sum of the sizes
+
+
+def repo_files(folder: Path) -> list[str]:
+    """The files of a pipeline folder as a hub repo lists them (``/``-separated paths)."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+EXTRA_REPO_FILES = [
+    "unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+    "text_encoder/model.fp16.safetensors", "unet/diffusion_pytorch_model.bin", "text_encoder/pytorch_model.bin",
+    "unet/diffusion_flax_model.msgpack", "vae/model.onnx", "README.md", "sd-v1-5-inpainting.ckpt", ".gitattributes",
+]
+"""What a real hub repo holds beside a pipeline's own files: fp16 weights, pickled, Flax and ONNX ones, a
+single-file checkpoint."""
+
+
+@pytest.mark.parametrize("variant", ["", "fp16"])
+def test_the_prefetch_asks_for_the_files_diffusers_downloads(tiny_inpaint_model: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """:func:`daemon.engines.loading.pipeline_patterns` gives ``snapshot_download`` the patterns
+    ``DiffusionPipeline.download`` itself gives it (diffusers' network calls faked here, in the test only)."""
+    from diffusers import DiffusionPipeline
+    from diffusers.pipelines import pipeline_utils
+    from gimp_inpaint.daemon.engines.loading import INDEX_FILE, pipeline_patterns
+
+    filenames = [*repo_files(tiny_inpaint_model), *EXTRA_REPO_FILES]
+    snapshot = tmp_path / "snapshot"  # only the index: diffusers finds the pipeline not cached and downloads
+    snapshot.mkdir()
+    (snapshot / INDEX_FILE).write_bytes((tiny_inpaint_model / INDEX_FILE).read_bytes())
+    asked: dict[str, Any] = {}
+
+    def fake_snapshot_download(repo_id: str, **kwargs: Any) -> str:
+        asked.update(kwargs)
+        return str(snapshot)
+
+    monkeypatch.setattr(pipeline_utils, "_resolve_revision", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline_utils, "model_info", lambda *args, **kwargs: SimpleNamespace(
+        siblings=[SimpleNamespace(rfilename=name) for name in filenames]))
+    monkeypatch.setattr(pipeline_utils, "hf_hub_download", lambda *args, **kwargs: str(snapshot / INDEX_FILE))
+    monkeypatch.setattr(pipeline_utils, "snapshot_download", fake_snapshot_download)
+    DiffusionPipeline.download("owner/model", variant=variant or None)
+
+    index = json.loads((tiny_inpaint_model / INDEX_FILE).read_text(encoding="utf-8"))
+    allow, ignore = pipeline_patterns(index, filenames, variant or None)
+    assert sorted(allow) == sorted(asked["allow_patterns"]) and sorted(ignore) == sorted(asked["ignore_patterns"])
+    weights = "unet/diffusion_pytorch_model.fp16.safetensors" if variant else "unet/diffusion_pytorch_model.safetensors"
+    assert weights in allow and not [name for name in allow if name.endswith((".bin", ".ckpt", ".msgpack"))]
+    assert "*.onnx" in ignore and "*.bin" in ignore
+
+
+def test_a_hub_pipeline_downloads_with_byte_progress_then_diffusers_has_the_last_word(
+        tiny_inpaint_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`daemon.engines.loading.download_pipeline`: ``snapshot_download`` gets diffusers' selection and our
+    ``tqdm_class`` (its byte bar becomes download progress), then ``DiffusionPipeline.download`` returns the folder;
+    a prefetch that fails leaves the download to diffusers. The hub is faked; nothing of diffusers is patched."""
+    import huggingface_hub
+    from diffusers import DiffusionPipeline
+    from gimp_inpaint.daemon.engines import loading
+    from huggingface_hub import constants
+
+    filenames = repo_files(tiny_inpaint_model)
+    snapshots: list[dict[str, Any]] = []
+    finished: list[tuple[str, str | None]] = []
+
+    def fake_snapshot_download(repo_id: str, *, allow_patterns: list[str], ignore_patterns: list[str],
+                               tqdm_class: Any) -> str:
+        snapshots.append({"allow": allow_patterns, "ignore": ignore_patterns})
+        files = tqdm_class(total=len(filenames), name="files")  # bars of other names stay silent
+        files.update(len(filenames))
+        with tqdm_class(total=0, initial=0, name=loading.SNAPSHOT_BYTES_BAR) as bar:
+            bar.total += 500  # as huggingface_hub does when a file's download starts
+            bar.update(300)
+            bar.update(200)
+        return str(tiny_inpaint_model)
+
+    def fake_diffusers_download(cls: type, model: str, variant: str | None = None) -> Path:
+        finished.append((model, variant))
+        return tiny_inpaint_model
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id: SimpleNamespace(
+        siblings=[SimpleNamespace(rfilename=name) for name in filenames]))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo_id, filename: str(tiny_inpaint_model / filename))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(DiffusionPipeline, "download", classmethod(fake_diffusers_download))
+    reports: list[tuple[str, int, int]] = []
+    folder = loading.download_pipeline("owner/model", "", lambda *report: reports.append(report))
+    assert folder == str(tiny_inpaint_model) and finished == [("owner/model", None)]
+    assert reports == [("download", 300, 500), ("download", 500, 500)]
+    index = json.loads((tiny_inpaint_model / loading.INDEX_FILE).read_text(encoding="utf-8"))
+    allow, ignore = loading.pipeline_patterns(index, filenames, None)
+    assert snapshots == [{"allow": allow, "ignore": ignore}]
+
+    def unreachable(repo_id: str) -> Any:
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    assert loading.download_pipeline("owner/model", "fp16", lambda *report: None) == str(tiny_inpaint_model)
+    assert finished[-1] == ("owner/model", "fp16") and len(snapshots) == 1
 
 
 def test_memory_budget_on_the_cpu_is_half_the_ram() -> None:

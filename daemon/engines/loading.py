@@ -1,17 +1,20 @@
 """Getting weights onto the device: downloads with byte progress, and placement within the pool's budget.
 
-Importing this module is cheap: huggingface_hub, diffusers and torch are imported inside the functions.
+Downloads go through huggingface_hub's public API only: ``snapshot_download`` with a ``tqdm_class``
+(:func:`byte_progress_class`) whose byte bar becomes the engine's ``("download", bytes, total)`` progress. Importing
+this module is cheap: huggingface_hub, diffusers and torch are imported inside the functions.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 from ..pool import ModelPool, component_bytes
 from .base import EngineLoadError, LoadProgress
@@ -56,26 +59,125 @@ def byte_progress_class(progress: LoadProgress) -> type:
     return ByteProgress
 
 
+INDEX_FILE = "model_index.json"
+"""The file of a diffusers pipeline repo that names its class and components (diffusers'
+``DiffusionPipeline.config_name``)."""
+
+
+def pipeline_patterns(index: Mapping[str, Any], filenames: Iterable[str],
+                      variant: str | None) -> tuple[list[str], list[str]]:
+    """``(allow_patterns, ignore_patterns)`` of ``snapshot_download`` for a pipeline repo: the files
+    ``DiffusionPipeline.download`` (diffusers 0.42, ``pipelines/pipeline_utils.py``) asks for, computed with its
+    helpers (``filter_model_files``, ``is_safetensors_compatible``, ``variant_compatible_siblings``).
+
+    That is: the safetensors weights of ``variant`` (else the default ones; ``.bin`` only where a component has no
+    safetensors), every file of the non-weight folders (tokenizers, schedulers), the weight folders' ``config.json``,
+    the top-level configs and transformers' auxiliary files, ``README.md`` for pipelines with connected pipelines
+    (Kandinsky's combined ones); never ONNX, Flax or FlashPack weights. Custom pipeline code is not asked for (this
+    daemon does not run it). ``tests/test_families.py`` checks the result against diffusers' own.
+
+    Args:
+        index: the repo's ``model_index.json``.
+        filenames: every file of the repo (``model_info(...).siblings``).
+        variant: diffusers weight variant (``"fp16"``) or None.
+
+    Raises:
+        ValueError: ``variant`` is asked for and the repo has no weights of it (``variant_compatible_siblings``, as
+            diffusers).
+    """
+    import diffusers
+    from diffusers.pipelines.pipeline_loading_utils import (
+        CUSTOM_PIPELINE_FILE_NAME,
+        filter_model_files,
+        is_safetensors_compatible,
+        variant_compatible_siblings,
+    )
+    from diffusers.schedulers.scheduling_utils import SCHEDULER_CONFIG_NAME
+    from diffusers.utils import CONFIG_NAME, TRANSFORMERS_COMPONENT_AUX_FILES
+
+    index = dict(index)
+    names = set(filenames) - set(index.pop("_ignore_files", []))
+    folders = [key for key, value in index.items() if isinstance(value, list) and key != "_class_name"]
+    weight_folders = {os.path.split(name)[0] for name in filter_model_files(names)
+                      if os.path.split(name)[0] in folders}
+    if is_safetensors_compatible(names, folder_names=weight_folders, variant=variant):
+        ignore = ["*.bin", "*.msgpack", "*.onnx", "*.pb"]
+    else:  # diffusers' use_safetensors=None: pickled weights are allowed when safetensors are missing
+        ignore = ["*.safetensors", "*.msgpack", "*.onnx", "*.pb"]
+    # annotated "list | str" in diffusers 0.42, it returns the (usable, variant) file sets
+    siblings: Any = variant_compatible_siblings(names, variant=variant, ignore_patterns=ignore)
+    weights: set[str] = siblings[0]
+    pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+    allow = [*sorted(weights),
+             *(f"{folder}/*" for folder in folders if folder not in weight_folders),
+             *(os.path.join(folder, "config.json") for folder in weight_folders),
+             SCHEDULER_CONFIG_NAME, CONFIG_NAME, INDEX_FILE, CUSTOM_PIPELINE_FILE_NAME,
+             *TRANSFORMERS_COMPONENT_AUX_FILES,
+             *(["README.md"] if getattr(pipeline_class, "_load_connected_pipes", False) else [])]
+    return allow, [*ignore, *(f"{pattern}.index.*json" for pattern in ignore)]
+
+
+def connected_pipelines(folder: Path, index: Mapping[str, Any]) -> list[str]:
+    """Hub ids of the pipelines a downloaded pipeline ``folder`` is connected to (its README's ``prior`` list:
+    diffusers' ``CONNECTED_PIPES_KEYS``, for classes with ``_load_connected_pipes``, Kandinsky's combined
+    pipelines); empty for the others."""
+    import diffusers
+    from diffusers.pipelines.pipeline_loading_utils import CONNECTED_PIPES_KEYS
+    from huggingface_hub import ModelCard
+
+    pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+    readme = folder / "README.md"
+    if not getattr(pipeline_class, "_load_connected_pipes", False) or not readme.is_file():
+        return []
+    card = ModelCard.load(str(readme))
+    return [repo for key in CONNECTED_PIPES_KEYS for repo in getattr(card.data, key, None) or []]
+
+
+def prefetch_pipeline(model: str, variant: str, progress: LoadProgress) -> None:
+    """Download the files of hub pipeline ``model`` that diffusers will load, with byte progress.
+
+    1. The repo's file list (``huggingface_hub.model_info``) and its ``model_index.json`` (``hf_hub_download``;
+       a small file, no progress).
+    2. diffusers' file selection for them (:func:`pipeline_patterns`).
+    3. ``huggingface_hub.snapshot_download`` of that selection with :func:`byte_progress_class` as ``tqdm_class``
+       (what is cached already is not downloaded again).
+    4. The same for each connected pipeline (:func:`connected_pipelines`).
+
+    Raises:
+        Exception: huggingface_hub's and diffusers' errors (network, authentication, no weights of ``variant``).
+    """
+    from huggingface_hub import hf_hub_download, model_info, snapshot_download
+
+    filenames = [sibling.rfilename for sibling in model_info(model).siblings or []]
+    index = json.loads(Path(hf_hub_download(model, INDEX_FILE)).read_text(encoding="utf-8"))
+    allow, ignore = pipeline_patterns(index, filenames, variant or None)
+    folder = Path(snapshot_download(model, allow_patterns=allow, ignore_patterns=ignore,
+                                    tqdm_class=byte_progress_class(progress)))
+    for connected in connected_pipelines(folder, index):
+        prefetch_pipeline(connected, variant, progress)
+
+
 def download_pipeline(model: str, variant: str, progress: LoadProgress) -> str:
     """The local folder of the hub pipeline ``model``, downloading what is missing with byte progress.
 
-    The file selection is diffusers' own: ``DiffusionPipeline.download`` (pipelines/pipeline_utils.py) computes
-    the allow/ignore patterns (safetensors of ``variant``, configs, tokenizer and scheduler files; no other
-    weight formats) and returns the cached snapshot at once when every expected file is there. Only its call of
-    ``huggingface_hub.snapshot_download`` is given :func:`byte_progress_class` as ``tqdm_class`` (diffusers
-    passes none), so nothing of the selection logic is copied here. Offline (``HF_HUB_OFFLINE=1``) it returns
-    the cached snapshot or raises.
+    Online, :func:`prefetch_pipeline` downloads diffusers' selection of files with byte progress. Then
+    ``DiffusionPipeline.download(model, variant=...)``, diffusers' own call, has the last word: it returns the
+    cached snapshot when every file it expects is there (after a prefetch, always), downloads (without progress)
+    whatever the prefetch did not, and offline (``HF_HUB_OFFLINE=1``) returns the cached snapshot or raises. A failed
+    prefetch is logged and left to it, so its errors and its fall-back to the cache are diffusers' own.
 
     Raises:
         OSError (and huggingface_hub's errors): the download failed or the model is not cached offline.
     """
     from diffusers import DiffusionPipeline
-    from diffusers.pipelines import pipeline_utils
+    from huggingface_hub import constants
 
-    with mock.patch.object(pipeline_utils, "snapshot_download",
-                           functools.partial(pipeline_utils.snapshot_download,
-                                             tqdm_class=byte_progress_class(progress))):
-        return str(DiffusionPipeline.download(model, variant=variant or None))
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            prefetch_pipeline(model, variant, progress)
+        except Exception as error:  # network, authentication, a repo diffusers reads differently: diffusers decides
+            log.info("prefetching %s with progress failed (%s); diffusers downloads it", model, error)
+    return str(DiffusionPipeline.download(model, variant=variant or None))
 
 
 def download_model(model: str, variant: str, progress: LoadProgress) -> str:
@@ -193,6 +295,25 @@ def hub_model_hint(model: str, index_file: str = "model_index.json") -> str:
             f"model {model!r} is not downloaded (not in the Hugging Face cache {constants.HF_HUB_CACHE}) and "
             f"offline mode is on (HF_HUB_OFFLINE=1): {download}")
     return f"offline mode is on (HF_HUB_OFFLINE=1) and the download may be incomplete: {download}"
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a family's loading code needs beyond the model: the load's progress, the weights' dtype and variant.
+
+    Attributes:
+        progress: ``progress(stage, step, total)`` of the load (:data:`daemon.engines.base.LoadProgress`).
+        torch_dtype: the dtype the weights are loaded in (:func:`daemon.device.torch_dtype_for`).
+        variant: diffusers weight variant (``"fp16"``) or empty.
+    """
+
+    progress: LoadProgress
+    torch_dtype: torch.dtype
+    variant: str
+
+    def fetch(self, model: str, *, pipeline: bool = True) -> tuple[str, str]:
+        """:func:`fetch` of ``model`` with this load's variant and progress."""
+        return fetch(model, self.variant, self.progress, pipeline=pipeline)
 
 
 def fetch(model: str, variant: str, progress: LoadProgress, *, pipeline: bool = True) -> tuple[str, str]:
