@@ -13,6 +13,7 @@ from .config import DEVICES
 
 if TYPE_CHECKING:
     import torch
+    from gimp_inpaint.protocol import Family
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -64,16 +65,17 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def torch_dtype_for(device: torch.device, dtype: str = "auto", family: str = "auto") -> torch.dtype:
+def torch_dtype_for(device: torch.device, dtype: str = "auto", family: Family | None = None) -> torch.dtype:
     """The weights' dtype on ``device`` for a model declared with ``dtype`` (:data:`daemon.registry.DTYPES`).
 
     An explicit ``"float16"``, ``"bfloat16"`` or ``"float32"`` is used as given. ``"auto"``:
 
-    - CUDA: ``float16`` for every family (``family`` is accepted so that a family needing another dtype can be
-      added here). It is what diffusers' documentation loads each of them with on NVIDIA GPUs — SD 1.x/2.x,
-      SDXL (its VAE overflows in float16, but the SDXL pipelines upcast it to float32 for decoding because the
-      VAE's config says ``force_upcast``), Kandinsky 2.2 and the SD ControlNets — and it runs at full speed on
-      every CUDA GPU, whereas ``bfloat16`` is unsupported or emulated before Ampere (T4, V100, GTX/RTX 20xx).
+    - CUDA: ``float16`` for every family (``family``, None while not known, is accepted so that a family needing
+      another dtype can be added here). It is what diffusers' documentation loads each of them with on NVIDIA
+      GPUs — SD 1.x/2.x, SDXL (its VAE overflows in float16, but the SDXL pipelines upcast it to float32 for
+      decoding because the VAE's config says ``force_upcast``), Kandinsky 2.2 and the SD ControlNets — and it runs
+      at full speed on every CUDA GPU, whereas ``bfloat16`` is unsupported or emulated before Ampere (T4, V100,
+      GTX/RTX 20xx).
     - MPS: ``float32``, as in diffusers' "Metal Performance Shaders (MPS)" guide (fp16 on MPS has had
       dtype-mismatch failures, diffusers issue #2521).
     - CPU: ``float32`` (half precision is slow or unsupported in CPU kernels).

@@ -1,6 +1,7 @@
 """The warm pool: loaded pipelines kept between requests, least recently used evicted first, within a memory budget.
 
-Pure bookkeeping: the pool never imports torch. It holds whatever objects the engines load (diffusers pipelines),
+Pure bookkeeping: the pool never imports torch. It holds whatever objects the engines load (the diffusers engine's
+:class:`daemon.engines.loaded.LoadedPipeline`: a pipeline with its state, which lives and dies with the entry),
 measures them through their ``components`` (diffusers' ``DiffusionPipeline.components``), and counts a module that
 several pipelines share — ``from_pipe`` hands the same UNet, VAE and text encoders to a new pipeline — once.
 Eviction drops the pool's reference; the memory returns when no other entry holds the module

@@ -5,7 +5,7 @@ each :class:`ModelSpec` to a :class:`daemon.engines.diffusers_engine.DiffusersEn
 
     [models.sd15-inpaint]
     model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, diffusers folder or .safetensors file
-    family = "sd-inpaint"        # optional for hub ids and folders (read from the loaded pipeline)
+    family = "sd-inpaint"        # optional for hub ids and folders ("auto": read from the model)
     dtype = "auto"               # auto | float16 | bfloat16 | float32
     variant = "fp16"             # optional: diffusers weight variant to download (hub repos that have one)
 
@@ -36,15 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gimp_inpaint.protocol.messages import MAX_ENGINE_NAME_CHARS
+from gimp_inpaint.protocol import Family
+from gimp_inpaint.protocol.options import MAX_ENGINE_NAME_CHARS
 
-FAMILIES = ("auto", "sd-inpaint", "sd", "sdxl-inpaint", "sdxl", "kandinsky22-inpaint", "sd-controlnet-inpaint")
-"""Model families. ``sd-inpaint``: a 9-channel Stable Diffusion 1.x/2.x inpainting UNet
-(``StableDiffusionInpaintPipeline``); ``sd``: a plain 4-channel text-to-image checkpoint used for inpainting through
-the same class; ``sdxl-inpaint`` / ``sdxl``: the same for SDXL (``StableDiffusionXLInpaintPipeline``, ~1024²);
-``kandinsky22-inpaint``: ``KandinskyV22InpaintCombinedPipeline``; ``sd-controlnet-inpaint``: an SD 1.5 checkpoint
-with an inpainting ControlNet (``StableDiffusionControlNetInpaintPipeline``); ``auto``: read from the pipeline
-``AutoPipelineForInpainting`` loads (hub ids and folders only)."""
+AUTO = "auto"
+"""The ``family`` value of ``daemon.toml`` (and the default) that leaves the family to the model: read from its
+folder, from the pipeline ``AutoPipelineForInpainting`` loads, or from a single file's header. Config-only: a
+:class:`ModelSpec` holds None for it."""
+
+FAMILIES = (AUTO, *(family.value for family in Family))
+"""The values ``family`` may take in ``daemon.toml``: :data:`AUTO` or a :class:`protocol.Family` (how each runs:
+:data:`daemon.engines.families.FAMILY_STRATEGIES`)."""
 
 BASES = ("sd", "sdxl")
 """Base architectures a LoRA or an embedding is made for: ``sd`` (SD 1.x/2.x UNet and CLIP text encoder) or
@@ -56,16 +58,6 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 """A model path ending in one of these is a single-file checkpoint loaded with ``from_single_file``."""
-
-
-def base_of(family: str) -> str | None:
-    """The LoRA/embedding base of ``family`` (:data:`BASES`), None for families without LoRA support (Kandinsky)
-    or not yet known (``auto``)."""
-    if family in ("sd-inpaint", "sd", "sd-controlnet-inpaint"):
-        return "sd"
-    if family in ("sdxl-inpaint", "sdxl"):
-        return "sdxl"
-    return None
 
 
 class RegistryError(ValueError):
@@ -80,7 +72,8 @@ class ModelSpec:
         name: the engine name (alias) in the handshake and in requests.
         model: a Hugging Face Hub id, a local diffusers folder, or a single-file checkpoint
             (:data:`SINGLE_FILE_SUFFIXES`).
-        family: one of :data:`FAMILIES`.
+        family: the declared :class:`protocol.Family`, or None for :data:`AUTO` (read from the model); the
+            config's strings (``"sd"``, ``"auto"``) are accepted and converted.
         dtype: one of :data:`DTYPES`.
         variant: diffusers weight variant (``"fp16"``) or empty for the default weights.
         controlnet: hub id or folder of a ControlNet (``sd-controlnet-inpaint`` only, required there).
@@ -93,13 +86,17 @@ class ModelSpec:
 
     name: str
     model: str
-    family: str = "auto"
+    family: Family | None = None
     dtype: str = "auto"
     variant: str = ""
     controlnet: str = ""
     refiner: str = ""
     config: str = ""
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        family: Family | str | None = self.family
+        object.__setattr__(self, "family", None if family in (None, AUTO) else Family(family))
 
     @property
     def single_file(self) -> bool:
@@ -134,14 +131,14 @@ class Registry:
     loras: tuple[LoraSpec, ...] = ()
     embeddings: tuple[EmbeddingSpec, ...] = ()
 
-    def loras_for(self, family: str) -> list[LoraSpec]:
-        """The LoRAs usable with a model of ``family`` (same :func:`base_of`)."""
-        base = base_of(family)
+    def loras_for(self, base: str | None) -> list[LoraSpec]:
+        """The LoRAs made for models of ``base`` (:data:`BASES`; a family's is
+        :attr:`daemon.engines.family.FamilyStrategy.base`); none for None (a family that takes none, or not known
+        yet)."""
         return [lora for lora in self.loras if base is not None and lora.base == base]
 
-    def embeddings_for(self, family: str) -> list[EmbeddingSpec]:
-        """The embeddings usable with a model of ``family`` (same :func:`base_of`)."""
-        base = base_of(family)
+    def embeddings_for(self, base: str | None) -> list[EmbeddingSpec]:
+        """The embeddings made for models of ``base``, as :meth:`loras_for`."""
         return [embedding for embedding in self.embeddings if base is not None and embedding.base == base]
 
 
@@ -185,15 +182,16 @@ def model_spec(source: str, name: str, table: Any) -> ModelSpec:
         RegistryError: unknown keys, wrong types, a missing ``model``, an unknown family or dtype, a ControlNet
             outside ``sd-controlnet-inpaint`` (or that family without one), a refiner outside the SDXL families.
     """
-    spec = ModelSpec(name=name, **_table(source, "models", name, table, _MODEL_KEYS, ("model",)))
+    values = _table(source, "models", name, table, _MODEL_KEYS, ("model",))
     where = f"models.{name}"
-    _choice(source, where, "family", spec.family, FAMILIES)
+    _choice(source, where, "family", values.get("family", AUTO), FAMILIES)
+    spec = ModelSpec(name=name, **values)
     _choice(source, where, "dtype", spec.dtype, DTYPES)
-    if (spec.family == "sd-controlnet-inpaint") != bool(spec.controlnet):
+    if (spec.family is Family.SD_CONTROLNET_INPAINT) != bool(spec.controlnet):
         raise RegistryError(f"{source}: [{where}] a controlnet goes with family = \"sd-controlnet-inpaint\" (SD 1.5 "
                             "ControlNet inpainting) and that family needs one; diffusers has no inpainting ControlNet "
                             "pipeline for the other families")
-    if spec.refiner and spec.family not in ("sdxl-inpaint", "sdxl", "auto"):
+    if spec.refiner and spec.family not in (Family.SDXL_INPAINT, Family.SDXL, None):
         raise RegistryError(f"{source}: [{where}] refiner is for SDXL models (family sdxl-inpaint or sdxl)")
     if spec.config and not spec.single_file:
         raise RegistryError(f"{source}: [{where}] config is only for single-file checkpoints (.safetensors, .ckpt)")

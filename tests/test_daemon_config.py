@@ -11,9 +11,10 @@ import pytest
 from gimp_inpaint.daemon import __main__ as cli
 from gimp_inpaint.daemon.config import ConfigError, Settings, ensure_token, load_settings, token_matches
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
 from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec
-from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Family
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
@@ -98,16 +99,23 @@ def test_registry_tables(tmp_path: Path) -> None:
     assert [spec.name for spec in registry.models] == ["sd15-inpaint", "xl", "kandinsky", "civitai", "sd15-controlnet"]
     xl = settings.models["xl"]
     assert (xl.family, xl.variant, xl.refiner, xl.compile, xl.dtype) == (
-        "auto", "fp16", "stabilityai/stable-diffusion-xl-refiner-1.0", True, "auto")
+        None, "fp16", "stabilityai/stable-diffusion-xl-refiner-1.0", True, "auto")  # auto: read from the model
     assert settings.models["civitai"].single_file and not xl.single_file
     assert settings.models["sd15-controlnet"].controlnet == "lllyasviel/control_v11p_sd15_inpaint"
-    assert registry.loras_for("sd-controlnet-inpaint") == [
+    assert settings.models["sd15-controlnet"].family is Family.SD_CONTROLNET_INPAINT
+
+    def base(family: Family) -> str | None:
+        return FAMILY_STRATEGIES[family].base
+
+    assert registry.loras_for(base(Family.SD_CONTROLNET_INPAINT)) == [
         LoraSpec("pixel-art", Path.home() / "loras" / "pixel-art.safetensors", "sd")]
-    assert [lora.name for lora in registry.loras_for("sdxl-inpaint")] == ["xl-film"]
-    assert registry.loras_for("kandinsky22-inpaint") == [] and registry.loras_for("auto") == []
-    assert registry.embeddings_for("sd") == [
+    assert [lora.name for lora in registry.loras_for(base(Family.SDXL_INPAINT))] == ["xl-film"]
+    assert registry.loras_for(base(Family.KANDINSKY22_INPAINT)) == [] and registry.loras_for(None) == []
+    assert registry.embeddings_for(base(Family.SD)) == [
         EmbeddingSpec("bad-hands", Path("/embeddings/bad-hands.safetensors"), "<bad-hands>", "sd")]
-    assert registry.embeddings_for("sdxl") == []
+    assert registry.embeddings_for(base(Family.SDXL)) == []
+    assert ModelSpec("x", "a/b", family="sdxl").family is Family.SDXL  # the config's strings are converted
+    assert ModelSpec("x", "a/b", family="auto").family is None
 
 
 @pytest.mark.parametrize(("text", "words"), [

@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +27,18 @@ from gimp_inpaint.daemon.engines.diffusers_engine import (
     scaled_size,
 )
 from gimp_inpaint.daemon.pool import ModelPool
-from gimp_inpaint.daemon.registry import ModelSpec, Registry
-from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, ProtocolError, Result
+from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
+from gimp_inpaint.protocol import (
+    Error,
+    ErrorCode,
+    FillOptions,
+    InpaintRequest,
+    Plane,
+    ProtocolError,
+    Result,
+    Stage,
+    Variant,
+)
 from skimage import data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,17 +50,28 @@ def astronaut_job(seed: int = 7, prompt: str = "a red helmet", strength: float =
     image = np.ascontiguousarray(data.astronaut()[20:220:2, 100:380:2])
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[30:70, 50:100] = 255
-    return EngineJob(image=image, mask=mask, prompt=prompt, negative_prompt="blurry", strength=strength,
-                     guidance_scale=7.5, num_inference_steps=num_inference_steps, seed=seed)
+    options = FillOptions(prompt=prompt, negative_prompt="blurry", strength=strength, guidance_scale=7.5,
+                          num_inference_steps=num_inference_steps)
+    return EngineJob(image=image, mask=mask, options=options, seed=seed)
 
 
-def request_for(job: EngineJob, job_id: str = "j1", **fields: object) -> InpaintRequest:
-    """An inpaint request carrying ``job``'s crop (made opaque RGBA), mask, prompt and steps, plus ``fields``."""
+def request_for(job: EngineJob, job_id: str = "j1", **fields: Any) -> InpaintRequest:
+    """An inpaint request carrying ``job``'s crop (made opaque RGBA), mask and options, with ``fields`` changed."""
     rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
     height, width = job.mask.shape
-    return InpaintRequest(job_id=job_id, engine="tiny", x=10, y=20, image=Plane(width, height, 4, rgba.tobytes()),
-                          mask=Plane(width, height, 1, job.mask.tobytes()), prompt=job.prompt,
-                          num_inference_steps=job.num_inference_steps, strength=job.strength, **fields)
+    return InpaintRequest(job_id=job_id, x=10, y=20, image=Plane(width, height, 4, rgba.tobytes()),
+                          mask=Plane(width, height, 1, job.mask.tobytes()),
+                          options=replace(job.options, engine="tiny", **fields))
+
+
+def run_request(request: InpaintRequest, engine: DiffusersEngine,
+                progress: Any = None) -> tuple[Result | Error, list[Variant]]:
+    """The worker's ``run_job`` on ``request``: its outcome and the variants it delivered."""
+    from gimp_inpaint.daemon.worker import run_job
+
+    delivered: list[Variant] = []
+    outcome = run_job(request, engine, progress or no_progress, never, delivered.append)
+    return outcome, delivered
 
 
 def make_engine(name: str, model: str, device: str = "auto", **spec: object) -> DiffusersEngine:
@@ -120,7 +143,7 @@ def test_modules_import_without_torch() -> None:
 def test_strength_too_low_for_any_step_is_refused_before_loading() -> None:
     engine = make_engine("sd", "nobody/nonexistent-model")  # a hub id: no local path to check
     with pytest.raises(ProtocolError, match="no denoising step") as caught:
-        engine.steps_for(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
+        engine.check(astronaut_job(strength=0.2, num_inference_steps=4))  # int(0.8) = 0 steps
     assert caught.value.code is ErrorCode.INVALID_REQUEST  # the worker answers with this code
     assert engine.info().detail == "loads on first use"  # nothing was loaded, nothing failed
 
@@ -207,7 +230,7 @@ def test_progress_counts_the_steps_actually_run(engine: DiffusersEngine, strengt
     job = astronaut_job(strength=strength, num_inference_steps=steps)
     reports: list[tuple[int, int]] = []
     engine.inpaint(job, lambda step, total: reports.append((step, total)), never)
-    total = engine.steps_for(job)
+    total = engine.prepare(job)
     ran = engine.pipeline.num_timesteps  # the pipeline's own count of its denoising loop
     assert total == ran
     assert reports == [(step, total) for step in range(1, total + 1)]
@@ -219,7 +242,7 @@ def test_cancel_after_the_first_step(engine: DiffusersEngine) -> None:
     job = astronaut_job(num_inference_steps=6)
     with pytest.raises(JobCancelled):
         engine.inpaint(job, lambda step, total: reports.append((step, total)), lambda: len(reports) >= 1)
-    assert reports == [(1, engine.steps_for(job))]  # interrupted: no further step ran
+    assert reports == [(1, engine.prepare(job))]  # interrupted: no further step ran
     assert engine.inpaint(job, no_progress, never).shape == (100, 140, 3)  # the next job runs normally
 
 
@@ -283,6 +306,7 @@ OFFLINE_SCRIPT = textwrap.dedent("""
     from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
     from gimp_inpaint.daemon.pool import ModelPool
     from gimp_inpaint.daemon.registry import ModelSpec, Registry
+    from gimp_inpaint.protocol import FillOptions
 
     result = {}
     pool = ModelPool(10**11)
@@ -296,7 +320,8 @@ OFFLINE_SCRIPT = textwrap.dedent("""
     image = np.full((64, 80, 3), 128, np.uint8)
     mask = np.zeros((64, 80), np.uint8)
     mask[16:48, 20:60] = 255
-    out = cached.inpaint(EngineJob(image, mask, "", "", 1.0, 5.0, 2, 1), lambda s, t: None, lambda: False)
+    job = EngineJob(image, mask, FillOptions(guidance_scale=5.0, num_inference_steps=2), seed=1)
+    out = cached.inpaint(job, lambda s, t: None, lambda: False)
     result["cached_shape"] = list(out.shape)
     print(json.dumps(result))
 """)
@@ -331,55 +356,60 @@ def test_offline_mode_loads_cached_hub_models_and_explains_missing_ones(tmp_path
 # --- through the daemon's worker ---
 
 
+def whole_crop(variant: Variant, request: InpaintRequest) -> tuple[np.ndarray, np.ndarray]:
+    """A variant pasted into its request's crop: the RGBA (the request's pixels outside the variant's box) and the
+    blend mask (0 there)."""
+    left, top = variant.x - request.x, variant.y - request.y
+    box = slice(top, top + variant.image.height), slice(left, left + variant.image.width)
+    image = np.frombuffer(request.image.data, np.uint8).reshape(request.image.height, request.image.width, 4).copy()
+    mask = np.zeros((request.image.height, request.image.width), np.uint8)
+    image[box] = np.frombuffer(variant.image.data, np.uint8).reshape(variant.image.height, variant.image.width, 4)
+    mask[box] = np.frombuffer(variant.mask.data, np.uint8).reshape(variant.mask.height, variant.mask.width)
+    return image, mask
+
+
 @pytest.mark.diffusers
 def test_worker_runs_the_engine_and_keeps_unmasked_pixels(engine: DiffusersEngine) -> None:
-    from gimp_inpaint.daemon.worker import run_job
-
     job = astronaut_job(num_inference_steps=5)
     rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
-    height, width = job.mask.shape
     request = request_for(job, seed=41, num_variants=2, grow=2, feather=4)
     reports: list[tuple[int, int]] = []
-    stages: list[str] = []
+    stages: list[Stage] = []
 
-    def record(step: int, total: int, stage: str) -> None:
+    def record(step: int, total: int, stage: Stage) -> None:
         stages.append(stage)
-        if stage == "inference":
+        if stage is Stage.INFERENCE:
             reports.append((step, total))
 
-    result = run_job(request, engine, record, never)
-    assert isinstance(result, Result), result
-    per_variant = engine.steps_for(job)
+    result, variants = run_request(request, engine, record)
+    assert result == Result(job_id="j1", num_variants=2), result
+    per_variant = engine.prepare(job)
     assert reports[0] == (0, 2 * per_variant) and reports[-1] == (2 * per_variant, 2 * per_variant)
-    assert stages[0] == "load" and stages.count("load") == 1  # the model loaded once, from a local folder
-    assert [variant.seed for variant in result.variants] == [41, 42]
-    images = [np.frombuffer(v.image.data, np.uint8).reshape(height, width, 4) for v in result.variants]
-    blend = np.frombuffer(result.variants[0].mask.data, np.uint8).reshape(height, width)
-    for image in images:
+    assert stages[0] is Stage.LOAD and stages.count(Stage.LOAD) == 1  # the model loaded once, from a local folder
+    assert [variant.seed for variant in variants] == [41, 42]
+    crops = [whole_crop(variant, request) for variant in variants]
+    for image, blend in crops:
         np.testing.assert_array_equal(image[blend == 0], rgba[blend == 0])
-    assert not np.array_equal(images[0], images[1])
+    assert not np.array_equal(crops[0][0], crops[1][0])
 
 
 @pytest.mark.diffusers
 def test_worker_reports_a_missing_model_as_engine_unavailable(tmp_path: Path) -> None:
-    from gimp_inpaint.daemon.worker import run_job
-
     engine = make_engine("gone", str(tmp_path / "gone"), device="cpu")
     job = astronaut_job()
     height, width = job.mask.shape
-    request = InpaintRequest(job_id="j2", engine="gone", x=0, y=0,
+    request = InpaintRequest(job_id="j2", x=0, y=0,
                              image=Plane(width, height, 4, np.zeros((height, width, 4), np.uint8).tobytes()),
-                             mask=Plane(width, height, 1, job.mask.tobytes()))
-    error = run_job(request, engine, no_progress, never)
-    assert error.code == ErrorCode.ENGINE_UNAVAILABLE.value and "does not exist" in error.message
+                             mask=Plane(width, height, 1, job.mask.tobytes()), options=FillOptions(engine="gone"))
+    error, variants = run_request(request, engine)
+    assert isinstance(error, Error) and variants == []
+    assert error.code is ErrorCode.ENGINE_UNAVAILABLE and "does not exist" in error.message
 
 
 @pytest.mark.diffusers
-def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_counts_build_one_scheduler_per_setting(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting the steps asks a fresh scheduler once per (steps, strength), not once per variant or job (the
     model's own scheduler, restored by scheduler "default", is built once more, at the first request)."""
-    from gimp_inpaint.daemon.worker import run_job
-
     engine.load()
     scheduler_class = type(engine.pipeline.scheduler)
     built: list[type] = []
@@ -392,11 +422,116 @@ def test_steps_for_builds_one_scheduler_per_setting(engine: DiffusersEngine, mon
     monkeypatch.setattr(scheduler_class, "from_config", classmethod(counting_from_config))
     job = astronaut_job(num_inference_steps=4)
     for job_id in ("first", "second"):
-        assert isinstance(run_job(request_for(job, job_id, seed=3, num_variants=3), engine, no_progress, never), Result)
+        result, _ = run_request(request_for(job, job_id, seed=3, num_variants=3), engine)
+        assert isinstance(result, Result), result
     assert built == [scheduler_class] * 2  # "default" built once, the step count once
     six_steps = astronaut_job(num_inference_steps=6)
-    assert engine.steps_for(six_steps) == engine.steps_for(six_steps) == 7  # PNDM runs one timestep more
+    assert engine.prepare(six_steps) == engine.prepare(six_steps) == 7  # PNDM runs one timestep more
     assert built == [scheduler_class] * 3
+
+
+class PipelineSpy:
+    """Counts what changes a tiny pipeline's options: scheduler assignments (the pipeline class's ``__setattr__``)
+    and calls of ``set_adapters``, ``load_lora_weights`` and ``load_textual_inversion`` (wrapped on the instance)."""
+
+    def __init__(self, pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: dict[str, int] = {"scheduler": 0, "set_adapters": 0, "load_lora_weights": 0,
+                                      "load_textual_inversion": 0}
+        setattr_ = type(pipeline).__setattr__
+
+        def counting_setattr(instance: Any, name: str, value: Any) -> None:
+            if instance is pipeline and name == "scheduler":
+                self.calls["scheduler"] += 1
+            setattr_(instance, name, value)
+
+        monkeypatch.setattr(type(pipeline), "__setattr__", counting_setattr)
+        for method in ("set_adapters", "load_lora_weights", "load_textual_inversion"):
+            original = getattr(pipeline, method)
+
+            def counting(*args: Any, _method: str = method, _original: Any = original, **kwargs: Any) -> Any:
+                self.calls[_method] += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(pipeline, method, counting)
+
+
+@pytest.fixture
+def optioned(tiny_sd_model: Path, tiny_sd_lora: Path, tiny_sd_embedding: tuple[Path, str]) -> DiffusersEngine:
+    """The tiny 4-channel SD model with the tiny LoRA and embedding in its registry, loaded."""
+    embedding, token = tiny_sd_embedding
+    registry = Registry(loras=(LoraSpec("sd-lora", tiny_sd_lora, "sd"),),
+                        embeddings=(EmbeddingSpec("emb", embedding, token, "sd"),))
+    engine = DiffusersEngine(ModelSpec("tiny", str(tiny_sd_model)), registry, ModelPool(10**11), device="cpu")
+    engine.load()
+    return engine
+
+
+def optioned_job(token: str, seed: int = 3, **fields: Any) -> EngineJob:
+    """A job with a scheduler, a LoRA and an embedding token in its prompt (3 steps), ``fields`` over them."""
+    job = astronaut_job(seed=seed, num_inference_steps=3, prompt=f"a {token} helmet")
+    options = replace(job.options, **{"scheduler": "euler_a", "loras": {"sd-lora": 0.8}, "refiner_strength": 0.5,
+                                      **fields})
+    return replace(job, options=options)
+
+
+@pytest.mark.diffusers
+def test_check_validates_and_changes_nothing(optioned: DiffusersEngine, tiny_sd_embedding: tuple[Path, str]) -> None:
+    """``check`` on a job with a scheduler, a LoRA, an embedding and a refining pass leaves the pipeline as it
+    was: same scheduler object, no adapter, no new token, no image-to-image companion; it still refuses what
+    cannot run."""
+    token = tiny_sd_embedding[1]
+    pipeline = optioned.pipeline
+    scheduler, vocabulary = pipeline.scheduler, len(pipeline.tokenizer)
+    loaded = optioned.pool.peek(optioned.main_key)
+    for _ in range(2):
+        optioned.check(optioned_job(token))
+    assert pipeline.scheduler is scheduler and type(scheduler).__name__ == "PNDMScheduler"
+    assert not any(pipeline.get_list_adapters().values())
+    assert len(pipeline.tokenizer) == vocabulary and token not in pipeline.tokenizer.get_vocab()
+    assert loaded.applied is None and loaded.embeddings == set() and loaded._image_to_image is None
+    with pytest.raises(ProtocolError) as caught:
+        optioned.check(optioned_job(token, loras={"nope": 1.0}))
+    assert caught.value.code is ErrorCode.INCOMPATIBLE
+    with pytest.raises(ProtocolError, match="no refining step"):
+        optioned.check(optioned_job(token, refiner_strength=0.2))  # int(3 × 0.2) = 0
+    assert pipeline.scheduler is scheduler and not any(pipeline.get_list_adapters().values())
+
+
+@pytest.mark.diffusers
+def test_options_are_applied_once_per_job(optioned: DiffusersEngine, tiny_sd_embedding: tuple[Path, str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the worker, a job of 3 variants swaps the scheduler and sets the adapters once, loads the LoRA and
+    the embedding once; the next job with the same options applies them once more, and loads nothing."""
+    token = tiny_sd_embedding[1]
+    spy = PipelineSpy(optioned.pipeline, monkeypatch)
+    job = optioned_job(token)
+    result, variants = run_request(request_for(job, "first", seed=9, num_variants=3), optioned)
+    assert result == Result(job_id="first", num_variants=3) and len(variants) == 3
+    assert spy.calls == {"scheduler": 1, "set_adapters": 1, "load_lora_weights": 1, "load_textual_inversion": 1}
+    assert type(optioned.pipeline.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert optioned.pool.peek(optioned.main_key).embeddings == {token}
+    result, _ = run_request(request_for(job, "second", seed=9, num_variants=2), optioned)
+    assert isinstance(result, Result)
+    assert spy.calls == {"scheduler": 2, "set_adapters": 2, "load_lora_weights": 1, "load_textual_inversion": 1}
+
+
+@pytest.mark.diffusers
+def test_inpaint_applies_the_options_it_is_given(optioned: DiffusersEngine, tiny_sd_embedding: tuple[Path, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called without ``prepare`` (or after another request's), ``inpaint`` checks and applies its job's options
+    once, then runs the next variants of the same options as they are: the pixels equal the prepared run's."""
+    token = tiny_sd_embedding[1]
+    job = optioned_job(token)
+    optioned.check(job)
+    optioned.prepare(job)
+    prepared = [optioned.inpaint(replace(job, seed=seed), no_progress, never) for seed in (1, 2)]
+    plain = astronaut_job(seed=1, num_inference_steps=3, prompt=f"a {token} helmet")
+    optioned.inpaint(plain, no_progress, never)  # the defaults: another scheduler, the LoRA off
+    spy = PipelineSpy(optioned.pipeline, monkeypatch)
+    again = [optioned.inpaint(replace(job, seed=seed), no_progress, never) for seed in (1, 2)]
+    assert spy.calls == {"scheduler": 1, "set_adapters": 1, "load_lora_weights": 0, "load_textual_inversion": 0}
+    for first, second in zip(prepared, again, strict=True):
+        np.testing.assert_array_equal(first, second)
 
 
 @pytest.fixture(scope="module")
@@ -426,8 +561,6 @@ def flagging_model(tiny_inpaint_model: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.mark.diffusers
 def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_model: Path) -> None:
-    from gimp_inpaint.daemon.worker import run_job
-
     engine = make_engine("checked", str(flagging_model), device="cpu")
     with pytest.raises(ProtocolError) as caught:
         engine.inpaint(astronaut_job(seed=7), no_progress, never)
@@ -435,9 +568,10 @@ def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_
     assert caught.value.message == SAFETY_CHECKER_MESSAGE.format(seed=7)
     assert "safety checker blanked" in caught.value.message and "another prompt or seed" in caught.value.message
 
-    error = run_job(request_for(astronaut_job(), "flagged", seed=41), engine, no_progress, never)
-    assert (error.code, error.message, error.job_id) == (ErrorCode.JOB_FAILED.value,
-                                                         SAFETY_CHECKER_MESSAGE.format(seed=41), "flagged")
+    error, variants = run_request(request_for(astronaut_job(), "flagged", seed=41), engine)
+    assert isinstance(error, Error) and variants == []
+    assert (error.code, error.message, error.job_id) == (ErrorCode.JOB_FAILED, SAFETY_CHECKER_MESSAGE.format(seed=41),
+                                                         "flagged")
 
     import torch
 

@@ -1,5 +1,6 @@
-"""Per-request diffusion options (daemon/engines/options.py) on the tiny offline pipelines: schedulers, LoRAs,
-textual-inversion embeddings, Compel prompt weighting."""
+"""Per-request diffusion options (daemon/engines/options.py) and the state a loaded pipeline keeps of them
+(daemon/engines/loaded.py) on the tiny offline pipelines: schedulers, LoRAs, textual-inversion embeddings, Compel
+prompt weighting."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from gimp_inpaint.daemon.engines import options
+from gimp_inpaint.daemon.engines.kandinsky import KANDINSKY22_INPAINT
+from gimp_inpaint.daemon.engines.loaded import LoadedPipeline
+from gimp_inpaint.daemon.engines.sd import SD, SD_INPAINT
+from gimp_inpaint.daemon.engines.sdxl import SDXL_INPAINT
 from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec
-from gimp_inpaint.protocol import ErrorCode, ProtocolError
-from gimp_inpaint.protocol.messages import SCHEDULERS
+from gimp_inpaint.protocol import ErrorCode, ProtocolError, Scheduler
 
 SIZE = 64
 """Side of the test images (pixels): 8×8 latents on the tiny pipelines."""
@@ -47,8 +51,13 @@ WEIGHTED_PROMPTS = [
 ]
 
 
+def no_compel() -> Any:
+    """The Compel factory of prompts that need none: calling it fails the test."""
+    pytest.fail("Compel was asked for a plain prompt")
+
+
 def test_importing_options_does_not_import_torch() -> None:
-    code = ("import sys, gimp_inpaint.daemon.engines.options; "
+    code = ("import sys, gimp_inpaint.daemon.engines.options, gimp_inpaint.daemon.engines.loaded; "
             "sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], check=False).returncode == 0
 
@@ -56,7 +65,7 @@ def test_importing_options_does_not_import_torch() -> None:
 @pytest.mark.parametrize("prompt", ORDINARY_PROMPTS)
 def test_ordinary_prompts_are_not_weighting_syntax(prompt: str) -> None:
     assert not options.uses_weighting(prompt)
-    assert options.prompt_kwargs(object(), "kandinsky22-inpaint", prompt, "blurry, low-res") == {
+    assert options.prompt_kwargs(no_compel, None, prompt, "blurry, low-res", family="kandinsky22-inpaint") == {
         "prompt": prompt, "negative_prompt": "blurry, low-res"}
 
 
@@ -67,7 +76,7 @@ def test_compel_syntax_is_weighting(prompt: str) -> None:
 
 def test_weighting_on_kandinsky_is_incompatible() -> None:
     with pytest.raises(ProtocolError) as raised:
-        options.prompt_kwargs(object(), "kandinsky22-inpaint", "a ball", "ugly--")
+        options.prompt_kwargs(no_compel, None, "a ball", "ugly--", family="kandinsky22-inpaint")
     assert raised.value.code is ErrorCode.INCOMPATIBLE
     assert "SD or SDXL" in raised.value.message
 
@@ -142,14 +151,18 @@ EXPECTED_SCHEDULERS = {
 
 
 def test_every_scheduler_has_its_class_and_config_and_draws_its_own_pixels(sd_pipeline: Any) -> None:
-    assert set(EXPECTED_SCHEDULERS) == set(SCHEDULERS) - {"default"}
-    default = options.default_scheduler_config(sd_pipeline)
+    assert set(EXPECTED_SCHEDULERS) == {str(scheduler) for scheduler in Scheduler} - {"default"}
+    loaded = LoadedPipeline(sd_pipeline, SD_INPAINT)
+    default = loaded.default_scheduler_config
     assert default["_class_name"] == "PNDMScheduler"
     # 3 steps: in 2, UniPC and DPM++ 2M both take first-order steps only (lower_order_final) and draw the same
     pixels = {"default": _run(sd_pipeline, steps=3)}
     for name, (class_name, config) in EXPECTED_SCHEDULERS.items():
-        options.set_scheduler(sd_pipeline, name, default)
+        built = loaded.scheduler_for(Scheduler(name))
+        assert sd_pipeline.scheduler is not built  # built, not installed
+        loaded.use_scheduler(Scheduler(name))
         scheduler = sd_pipeline.scheduler
+        assert scheduler is built
         assert type(scheduler).__name__ == class_name
         assert {key: scheduler.config[key] for key in config} == config
         # the model's noise schedule is kept
@@ -163,59 +176,63 @@ def test_every_scheduler_has_its_class_and_config_and_draws_its_own_pixels(sd_pi
 
 
 def test_default_restores_the_model_scheduler_and_switching_reuses_objects(sd_pipeline: Any) -> None:
-    default = options.default_scheduler_config(sd_pipeline)
+    loaded = LoadedPipeline(sd_pipeline, SD_INPAINT)
+    default = loaded.default_scheduler_config
     before = _run(sd_pipeline)
-    options.set_scheduler(sd_pipeline, "euler_a", default)
+    loaded.use_scheduler(Scheduler.EULER_A)
     euler_a = sd_pipeline.scheduler
-    options.set_scheduler(sd_pipeline, "default", default)
+    loaded.use_scheduler(Scheduler.DEFAULT)
     assert type(sd_pipeline.scheduler).__name__ == "PNDMScheduler"
     assert all(sd_pipeline.scheduler.config[key] == value for key, value in default.items() if key[0] != "_")
     assert np.array_equal(_run(sd_pipeline), before)
     pndm = sd_pipeline.scheduler
-    options.set_scheduler(sd_pipeline, "euler_a", default)
+    loaded.use_scheduler(Scheduler.EULER_A)
     assert sd_pipeline.scheduler is euler_a
-    options.set_scheduler(sd_pipeline, "default", default)
+    loaded.use_scheduler(Scheduler.DEFAULT)
     assert sd_pipeline.scheduler is pndm
 
 
 def test_lms_without_scipy_names_the_package(sd_pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _without_package(monkeypatch, "scipy")
-    message = _incompatible(lambda: options.set_scheduler(
-        sd_pipeline, "lms_karras", options.default_scheduler_config(sd_pipeline)))
+    loaded = LoadedPipeline(sd_pipeline, SD_INPAINT)
+    message = _incompatible(lambda: loaded.use_scheduler(Scheduler.LMS_KARRAS))
     assert "pip install scipy" in message
     assert type(sd_pipeline.scheduler).__name__ == "PNDMScheduler"
 
 
 def test_kandinsky_swaps_the_decoder_scheduler_only(tiny_kandinsky22_inpaint_model: Path) -> None:
     pipeline = _load(tiny_kandinsky22_inpaint_model)
-    default = options.default_scheduler_config(pipeline)
+    loaded = LoadedPipeline(pipeline, KANDINSKY22_INPAINT)
     prior_scheduler = pipeline.prior_scheduler
     before = _run(pipeline, prior_num_inference_steps=STEPS)
-    options.set_scheduler(pipeline, "dpmpp_2m_karras", default)
+    loaded.use_scheduler(Scheduler.DPMPP_2M_KARRAS)
     assert type(pipeline.decoder_pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert pipeline.scheduler is pipeline.decoder_pipe.scheduler
     assert pipeline.prior_scheduler is prior_scheduler and pipeline.prior_pipe.scheduler is prior_scheduler
     assert not np.array_equal(_run(pipeline, prior_num_inference_steps=STEPS), before)
     for name in ("euler", "euler_a", "lms_karras"):
-        assert "Kandinsky" in _incompatible(lambda name=name: options.set_scheduler(pipeline, name, default))
+        assert "Kandinsky" in _incompatible(lambda name=name: loaded.use_scheduler(Scheduler(name)))
     assert type(pipeline.decoder_pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
-    options.set_scheduler(pipeline, "default", default)
+    loaded.use_scheduler(Scheduler.DEFAULT)
     assert np.array_equal(_run(pipeline, prior_num_inference_steps=STEPS), before)
-    # the engine calls the other options for every request too; Kandinsky takes no LoRAs and no embeddings
+    # nothing requested: the other options are no-ops; Kandinsky takes no LoRAs and no embeddings
     options.apply_loras(pipeline, {}, {})
     options.load_embeddings(pipeline, ["a ball"], [], set())
     assert "LoRAs for this model: none" in _incompatible(lambda: options.apply_loras(pipeline, {"x": 1.0}, {}))
 
 
-def test_caches_do_not_keep_pipelines_alive(tiny_inpaint_model: Path) -> None:
+def test_a_pipelines_state_dies_with_it(tiny_inpaint_model: Path) -> None:
+    """No side table outlives a pipeline: dropping its LoadedPipeline (what the pool's eviction does) frees it, with
+    the schedulers and the Compel wrapper built for it."""
     import gc
     import weakref
 
     pipeline = _load(tiny_inpaint_model)
-    options.set_scheduler(pipeline, "euler", options.default_scheduler_config(pipeline))
-    options.prompt_kwargs(pipeline, "sd-inpaint", "a red+ ball", "")
+    loaded = LoadedPipeline(pipeline, SD_INPAINT)
+    loaded.use_scheduler(Scheduler.EULER)
+    loaded.prompt_kwargs("a red+ ball", "")
     alive = weakref.ref(pipeline)
-    del pipeline
+    del pipeline, loaded
     gc.collect()
     assert alive() is None
 
@@ -395,9 +412,10 @@ def test_sdxl_embedding_loads_into_both_text_encoders(sdxl_pipeline: Any, tiny_s
 def test_weighted_prompt_gives_other_embeddings_and_runs(sd_pipeline: Any) -> None:
     import torch
 
-    plain = options.prompt_kwargs(sd_pipeline, "sd-inpaint", "a red ball", "ugly")
+    loaded = LoadedPipeline(sd_pipeline, SD_INPAINT)
+    plain = loaded.prompt_kwargs("a red ball", "ugly")
     assert plain == {"prompt": "a red ball", "negative_prompt": "ugly"}
-    weighted = options.prompt_kwargs(sd_pipeline, "sd-inpaint", "a (red)1.5 ball", "ugly")
+    weighted = loaded.prompt_kwargs("a (red)1.5 ball", "ugly")
     assert set(weighted) == {"prompt_embeds", "negative_prompt_embeds"}
     embeds, negative = sd_pipeline.encode_prompt("a red ball", "cpu", 1, True, "ugly")
     assert weighted["prompt_embeds"].shape == embeds.shape == (1, 77, 32)
@@ -405,13 +423,13 @@ def test_weighted_prompt_gives_other_embeddings_and_runs(sd_pipeline: Any) -> No
     assert not torch.allclose(weighted["prompt_embeds"], embeds, atol=1e-3)
     assert not np.array_equal(_run(sd_pipeline, **weighted), _run(sd_pipeline, "a red ball", negative_prompt="ugly"))
     # a weight of 1 is the plain prompt: the same embeddings diffusers computes
-    same = options.prompt_kwargs(sd_pipeline, "sd-inpaint", "a (red)1.0 ball", "ugly")
+    same = loaded.prompt_kwargs("a (red)1.0 ball", "ugly")
     assert torch.allclose(same["prompt_embeds"], embeds, atol=1e-5)
 
 
 def test_weighted_negative_prompt_and_long_prompts_are_padded_alike(sd_pipeline: Any) -> None:
     long_prompt = "a red ball on a green lawn under a blue sky " * 3  # over 77 one-character tokens
-    kwargs = options.prompt_kwargs(sd_pipeline, "sd", long_prompt, "blurry--")
+    kwargs = LoadedPipeline(sd_pipeline, SD).prompt_kwargs(long_prompt, "blurry--")
     assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape
     assert kwargs["prompt_embeds"].shape[1] > 77 and kwargs["prompt_embeds"].shape[1] % 77 == 0
     _run(sd_pipeline, **kwargs)
@@ -420,7 +438,7 @@ def test_weighted_negative_prompt_and_long_prompts_are_padded_alike(sd_pipeline:
 def test_weighted_prompt_on_sdxl_has_pooled_embeddings(sdxl_pipeline: Any) -> None:
     import torch
 
-    kwargs = options.prompt_kwargs(sdxl_pipeline, "sdxl-inpaint", "a (red)1.5 ball", "ugly")
+    kwargs = LoadedPipeline(sdxl_pipeline, SDXL_INPAINT).prompt_kwargs("a (red)1.5 ball", "ugly")
     assert set(kwargs) == {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                            "negative_pooled_prompt_embeds"}
     embeds, negative, pooled, _ = sdxl_pipeline.encode_prompt("a red ball", device="cpu",

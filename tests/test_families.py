@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES
 from gimp_inpaint.daemon.pool import ModelPool
 from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
-from gimp_inpaint.protocol import ErrorCode, InpaintRequest, Plane, Result
+from gimp_inpaint.protocol import FILL_OPTIONS, ErrorCode, Family, FillOptions, InpaintRequest, Plane, Variant
 from skimage import data
+from test_diffusers_engine import whole_crop
 
 pytestmark = pytest.mark.diffusers
 
@@ -45,13 +47,15 @@ def request(engine: str, seed: int = 11, job_id: str = "job", **fields: Any) -> 
     rgba = np.dstack([image, np.full((height, width), 255, np.uint8)])
     values: dict[str, Any] = {"prompt": "a red balloon", "num_inference_steps": STEPS, "num_variants": 2,
                               "grow": 0, "feather": 4, **fields}
-    return InpaintRequest(job_id=job_id, engine=engine, x=5, y=7, image=Plane(width, height, 4, rgba.tobytes()),
-                          mask=Plane(width, height, 1, mask.tobytes()), seed=seed, **values)
+    return InpaintRequest(job_id=job_id, x=5, y=7, image=Plane(width, height, 4, rgba.tobytes()),
+                          mask=Plane(width, height, 1, mask.tobytes()),
+                          options=FillOptions(engine=engine, seed=seed, **values))
 
 
-def pixels(result: Result) -> list[np.ndarray]:
-    """The variants' RGBA images (H×W×4 uint8)."""
-    return [np.frombuffer(v.image.data, np.uint8).reshape(v.image.height, v.image.width, 4) for v in result.variants]
+def job(seed: int, **fields: Any) -> EngineJob:
+    """An engine job on :func:`astronaut_crop` with ``fields`` over guidance 5 and 4 steps, an empty prompt."""
+    image, mask = astronaut_crop()
+    return EngineJob(image, mask, FillOptions(**{"guidance_scale": 5.0, "num_inference_steps": 4, **fields}), seed)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +92,8 @@ def daemon(engines: dict[str, DiffusersEngine], tmp_path_factory: pytest.TempPat
         yield served
 
 
-def run(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> Result:
-    """Send ``inpaint_request`` through a fresh client connection; the result (or the client's DaemonError)."""
+def run(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> list[Variant]:
+    """Send ``inpaint_request`` through a fresh client connection; its variants (or the client's DaemonError)."""
     from gimp_inpaint.client.connection import InpaintClient
 
     url, token = daemon
@@ -117,12 +121,13 @@ def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> An
 ])
 def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[str, DiffusersEngine], engine: str,
                                         fields: dict[str, Any], family: str) -> None:
-    first = run(daemon, request(engine, **fields))
-    again = run(daemon, request(engine, job_id="again", **fields))
+    sent = request(engine, **fields)
+    first = [whole_crop(variant, sent) for variant in run(daemon, sent)]
+    again = [whole_crop(variant, sent) for variant in run(daemon, request(engine, job_id="again", **fields))]
     image, mask = astronaut_crop()
     rgba = np.dstack([image, np.full(mask.shape, 255, np.uint8)])
-    variants, repeated = pixels(first), pixels(again)
-    blend = np.frombuffer(first.variants[0].mask.data, np.uint8).reshape(mask.shape)
+    variants, repeated = [crop for crop, _ in first], [crop for crop, _ in again]
+    blend = first[0][1]
     assert [v.shape for v in variants] == [rgba.shape] * 2
     for variant in variants:
         np.testing.assert_array_equal(variant[blend == 0], rgba[blend == 0])  # unmasked pixels exactly the request's
@@ -132,6 +137,20 @@ def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[s
     info = engines[engine].info()
     assert (info.family, info.available, info.detail.startswith("loaded on cpu")) == (family, True, True)
     assert info.refiner == (family != "kandinsky22-inpaint")
+    assert info.options == FAMILY_STRATEGIES[Family(family)].options()
+
+
+def test_each_family_lists_the_options_it_uses() -> None:
+    """The handshake's ``options``: the table's rows in its order; the ControlNet scale only for ControlNet, no
+    strength, LoRAs or refining pass for Kandinsky, and every family uses what every request needs."""
+    every = {"engine", "prompt", "negative_prompt", "scheduler", "num_inference_steps", "guidance_scale", "seed",
+             "num_variants", "grow", "feather"}
+    for family, strategy in FAMILY_STRATEGIES.items():
+        used = strategy.options()
+        assert used == [name for name in FILL_OPTIONS if name in used] and every <= set(used), family
+        assert ("controlnet_conditioning_scale" in used) == (family is Family.SD_CONTROLNET_INPAINT)
+        for option in ("strength", "loras", "refiner_strength"):
+            assert (option in used) == (family is not Family.KANDINSKY22_INPAINT), (family, option)
 
 
 def test_controlnet_and_plain_sd_share_the_base_modules(daemon: tuple[str, str], engines: dict[str, DiffusersEngine],
@@ -159,7 +178,7 @@ def test_refiner_shares_vae_and_second_text_encoder(daemon: tuple[str, str], eng
                                                    pool: ModelPool) -> None:
     run(daemon, request("sdxl-refined", num_variants=1, refiner_strength=0.5))
     engine = engines["sdxl-refined"]
-    base, refiner = engine.pipeline, pool.peek(engine.refiner_key)
+    base, refiner = engine.pipeline, pool.peek(engine.refiner_key).pipeline
     assert refiner.vae is base.vae and refiner.text_encoder_2 is base.text_encoder_2
     assert refiner.unet is not base.unet and refiner.text_encoder is None
 
@@ -167,29 +186,30 @@ def test_refiner_shares_vae_and_second_text_encoder(daemon: tuple[str, str], eng
 @pytest.mark.parametrize("engine", ["sd-inpaint", "sd", "sdxl-refined", "controlnet"])
 def test_refining_pass_changes_pixels_and_is_counted(engines: dict[str, DiffusersEngine], engine: str) -> None:
     """``refiner_strength`` adds a pass (SDXL refiner, img2img of a 4-channel model, a second inpainting pass of
-    a 9-channel one); its steps are in :meth:`steps_for` and reported."""
-    image, mask = astronaut_crop()
+    a 9-channel one); its steps are in :meth:`prepare`'s count and reported."""
+    _, mask = astronaut_crop()
     results = {}
     for share in (0.0, 0.5):
-        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 4, seed=3, refiner_strength=share)
+        variant = job(3, prompt="a red balloon", refiner_strength=share)
         reports: list[tuple[int, int]] = []
-        results[share] = engines[engine].inpaint(job, lambda step, total, r=reports: r.append((step, total)),
+        results[share] = engines[engine].inpaint(variant, lambda step, total, r=reports: r.append((step, total)),
                                                  lambda: False)
-        total = engines[engine].steps_for(job)
+        total = engines[engine].prepare(variant)
         assert reports == [(step, total) for step in range(1, total + 1)]
     assert np.abs(results[0.0][mask == 255].astype(int) - results[0.5][mask == 255]).mean() > 1
 
 
 def test_kandinsky_reports_its_decoder_steps(engines: dict[str, DiffusersEngine]) -> None:
-    image, mask = astronaut_crop()
-    job = EngineJob(image, mask, "a red balloon", "", 1.0, 4.0, 5, seed=1)
+    image, _ = astronaut_crop()
+    variant = job(1, prompt="a red balloon", guidance_scale=4.0, num_inference_steps=5)
     reports: list[tuple[int, int]] = []
-    out = engines["kandinsky"].inpaint(job, lambda step, total: reports.append((step, total)), lambda: False)
-    assert out.shape == image.shape and engines["kandinsky"].steps_for(job) == 5
+    out = engines["kandinsky"].inpaint(variant, lambda step, total: reports.append((step, total)), lambda: False)
+    assert out.shape == image.shape and engines["kandinsky"].prepare(variant) == 5
     assert reports == [(step, 5) for step in range(1, 6)]
     reports.clear()  # its pipelines ignore _interrupt: the step callback raises instead
     with pytest.raises(JobCancelled):
-        engines["kandinsky"].inpaint(job, lambda step, total: reports.append((step, total)), lambda: bool(reports))
+        engines["kandinsky"].inpaint(variant, lambda step, total: reports.append((step, total)),
+                                     lambda: bool(reports))
     assert reports == [(1, 5)]
 
 
@@ -221,6 +241,7 @@ def test_handshake_knows_families_before_anything_loads(engines: dict[str, Diffu
         fresh = DiffusersEngine(engines[name].spec, Registry(), ModelPool(1), device="cpu")
         assert fresh.info().family == family and fresh.pool.keys() == []
     assert family_from_index(tmp_path) is None  # no model_index.json
+    assert DiffusersEngine(ModelSpec("any", "owner/model"), Registry(), ModelPool(1)).info().family is None
     missing = DiffusersEngine(ModelSpec("gone", str(tmp_path / "gone")), Registry(), ModelPool(1), device="cpu")
     assert not missing.info().available and "does not exist" in missing.info().detail
 
@@ -247,7 +268,7 @@ def test_single_file_family_is_read_from_the_header(tiny_sd_single_file: Path, t
                                                      tmp_path: Path) -> None:
     from gimp_inpaint.daemon.engines.families import family_of_single_file
 
-    assert family_of_single_file(tiny_sd_single_file).name == "sd"
+    assert family_of_single_file(tiny_sd_single_file).family is Family.SD
     for name in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         with pytest.raises(EngineLoadError, match="none of the supported families"):  # diffusers-layout keys
             family_of_single_file(tiny_inpaint_model / name)
@@ -262,7 +283,7 @@ def test_controlnet_on_an_sdxl_model_is_a_clear_load_error(tiny_sdxl_inpaint_mod
     engine = DiffusersEngine(ModelSpec("xl-cn", str(tiny_sdxl_inpaint_model), family="sd-controlnet-inpaint",
                                        controlnet=str(tiny_controlnet_model)), Registry(), ModelPool(10**11),
                              device="cpu")
-    with pytest.raises(EngineLoadError, match=r"ControlNet pipeline is for SD 1\.x/2\.x"):
+    with pytest.raises(EngineLoadError, match=r"StableDiffusionControlNetInpaintPipeline\) is for SD 1\.x/2\.x"):
         engine.load()
     assert not engine.info().available
 
@@ -289,13 +310,13 @@ def test_out_of_memory_evicts_the_others_and_retries_once(tiny_inpaint_model: Pa
         return original(pipe, *args, **kwargs)
 
     monkeypatch.setattr(StableDiffusionInpaintPipeline, "__call__", failing_once)
-    image, mask = astronaut_crop()
-    job = EngineJob(image, mask, "", "", 1.0, 5.0, 2, seed=1)
-    assert engine.inpaint(job, lambda step, total: None, lambda: False).shape == image.shape
+    image, _ = astronaut_crop()
+    variant = job(1, num_inference_steps=2)
+    assert engine.inpaint(variant, lambda step, total: None, lambda: False).shape == image.shape
     assert pool.keys() == [engine.base_key]  # the other model was evicted
     failures[:] = [OutOfMemoryError("again"), OutOfMemoryError("and again")]
     with pytest.raises(OutOfMemoryError, match="and again"):
-        engine.inpaint(job, lambda step, total: None, lambda: False)
+        engine.inpaint(variant, lambda step, total: None, lambda: False)
 
 
 class FakePipeline:
@@ -492,8 +513,7 @@ def test_dtype_choice() -> None:
     from gimp_inpaint.daemon.device import torch_dtype_for
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert [torch_dtype_for(cuda, "auto", family) for family in ("sd", "sdxl-inpaint", "kandinsky22-inpaint")] == \
-        [torch.float16] * 3
+    assert [torch_dtype_for(cuda, "auto", family) for family in (*Family, None)] == [torch.float16] * 7
     assert torch_dtype_for(cpu) == torch.float32 and torch_dtype_for(cpu, "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         torch_dtype_for(cpu, "float8")
@@ -502,7 +522,7 @@ def test_dtype_choice() -> None:
 def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model: Path, tiny_sd_lora: Path,
                                     tiny_sdxl_lora: Path, tiny_sd_embedding: tuple[Path, str]) -> None:
     """Scheduler, LoRAs, embeddings and prompt weighting reach the pipeline (daemon/engines/options.py), with
-    :meth:`check` refusing what does not fit and :meth:`steps_for` counting the chosen scheduler's steps."""
+    :meth:`check` refusing what does not fit and :meth:`prepare` counting the chosen scheduler's steps."""
     from gimp_inpaint.protocol import ProtocolError
 
     embedding, token = tiny_sd_embedding
@@ -513,14 +533,15 @@ def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model
     xl = DiffusersEngine(ModelSpec("xl", str(tiny_sdxl_inpaint_model)), registry, pool, device="cpu")
     # read from the folder's model_index.json and unet/config.json before anything loads
     assert (sd.info().family, sd.info().loras, pool.keys()) == ("sd", ["sd-lora"], [])
-    image, mask = astronaut_crop()
+    _, mask = astronaut_crop()
 
     def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
-        job = EngineJob(image, mask, fields.pop("prompt", "a red balloon"), "", 1.0, 5.0, 4, seed=5, **fields)
-        engine.check(job)
+        variant = job(5, **{"prompt": "a red balloon", **fields})
+        engine.check(variant)
+        total = engine.prepare(variant)
         reports: list[int] = []
-        out = engine.inpaint(job, lambda step, total: reports.append(step), lambda: False)
-        assert len(reports) == engine.steps_for(job)
+        out = engine.inpaint(variant, lambda step, total: reports.append(step), lambda: False)
+        assert len(reports) == total
         return out[mask == 255].astype(int)
 
     plain = generate(sd)
@@ -535,7 +556,7 @@ def test_options_through_the_engine(tiny_sd_model: Path, tiny_sdxl_inpaint_model
     for engine, fields in ((sd, {"loras": {"xl-lora": 1.0}}), (xl, {"loras": {"sd-lora": 1.0}}),
                            (sd, {"loras": {"nope": 1.0}})):
         with pytest.raises(ProtocolError) as caught:
-            engine.check(EngineJob(image, mask, "", "", 1.0, 5.0, 4, 1, **fields))
+            engine.check(job(1, **fields))
         assert caught.value.code is ErrorCode.INCOMPATIBLE
 
 
@@ -548,7 +569,7 @@ def test_loading_several_models_reports_load_once(tiny_sdxl_inpaint_model: Path,
     assert reports == [("load", 0, 0)]  # local folders: no download
     assert pool.keys() == [engine.base_key, engine.refiner_key]
     shared = pool.used_bytes([engine.base_key]) + pool.used_bytes([engine.refiner_key]) - pool.used_bytes()
-    refiner = pool.peek(engine.refiner_key)
+    refiner = pool.peek(engine.refiner_key).pipeline
     assert shared == sum(t.numel() * t.element_size() for module in (refiner.vae, refiner.text_encoder_2)
                          for t in [*module.parameters(), *module.buffers()])  # counted once
 
@@ -557,11 +578,10 @@ def test_loading_several_models_reports_load_once(tiny_sdxl_inpaint_model: Path,
 def test_steps_follow_the_requested_scheduler(engines: dict[str, DiffusersEngine], scheduler: str,
                                               expected: int) -> None:
     """4 steps are 5 timesteps of the model's PNDM scheduler, 4 of DPM++ 2M; counted before the run switches."""
-    image, mask = astronaut_crop()
-    job = EngineJob(image, mask, "", "", 1.0, 5.0, 4, seed=2, scheduler=scheduler)
+    variant = job(2, scheduler=scheduler)
     reports: list[int] = []
-    engines["sd-inpaint"].inpaint(job, lambda step, total: reports.append(total), lambda: False)
-    assert reports == [expected] * expected and engines["sd-inpaint"].steps_for(job) == expected
+    engines["sd-inpaint"].inpaint(variant, lambda step, total: reports.append(total), lambda: False)
+    assert reports == [expected] * expected and engines["sd-inpaint"].prepare(variant) == expected
 
 
 def test_missing_single_file_fails_clearly(tmp_path: Path) -> None:
@@ -581,12 +601,11 @@ def test_a_lora_on_one_engine_does_not_leak_into_an_engine_sharing_its_unet(
     sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model)), registry, pool, device="cpu")
     controlnet = DiffusersEngine(ModelSpec("cn", str(tiny_sd_model), family="sd-controlnet-inpaint",
                                            controlnet=str(tiny_controlnet_model)), registry, pool, device="cpu")
-    image, mask = astronaut_crop()
-
     def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
-        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 3, seed=5, **fields)
-        engine.check(job)
-        return engine.inpaint(job, lambda step, total: None, lambda: False)
+        variant = job(5, prompt="a red balloon", num_inference_steps=3, **fields)
+        engine.check(variant)
+        engine.prepare(variant)
+        return engine.inpaint(variant, lambda step, total: None, lambda: False)
 
     without = generate(controlnet)
     assert controlnet.pipeline.unet is sd.pipeline.unet
@@ -600,18 +619,17 @@ def test_a_controlnet_engine_keeps_its_own_default_scheduler_and_the_base_dtype(
     """``from_pipe`` hands over the base's scheduler of the moment and, without a dtype, casts the shared modules
     to float32: the ControlNet engine's "default" stays the model's own scheduler, the base keeps its dtype."""
     import torch
-    from gimp_inpaint.daemon.engines.diffusers_engine import _state
 
     pool = ModelPool(10**11)
     sd = DiffusersEngine(ModelSpec("sd", str(tiny_sd_model), dtype="bfloat16"), Registry(), pool, device="cpu")
     controlnet = DiffusersEngine(ModelSpec("cn", str(tiny_sd_model), family="sd-controlnet-inpaint", dtype="bfloat16",
                                            controlnet=str(tiny_controlnet_model)), Registry(), pool, device="cpu")
-    image, mask = astronaut_crop()
-    job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 3, seed=5, scheduler="euler")
-    sd.check(job)  # the shared base now runs Euler
+    euler = job(5, prompt="a red balloon", num_inference_steps=3, scheduler="euler")
+    sd.check(euler)
+    sd.prepare(euler)  # the shared base now runs Euler
     controlnet.load()
     assert type(sd.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
-    assert _state(controlnet.pipeline).scheduler_config["_class_name"] == "PNDMScheduler"  # the model's own
+    assert pool.peek(controlnet.main_key).default_scheduler_config["_class_name"] == "PNDMScheduler"  # the model's
     assert sd.pipeline.unet.dtype == controlnet.pipeline.controlnet.dtype == torch.bfloat16
 
 
@@ -624,11 +642,11 @@ def test_an_sdxl_base_and_refiner_that_only_fit_together_over_budget_stay_warm(
     DiffusersEngine(spec, Registry(), measuring, device="cpu").load()
     pool = ModelPool(measuring.used_bytes() - 1)
     engine = DiffusersEngine(spec, Registry(), pool, device="cpu")
-    image, mask = astronaut_crop()
     for _ in range(2):
-        job = EngineJob(image, mask, "a red balloon", "", 1.0, 5.0, 4, seed=5, refiner_strength=0.5)
-        engine.check(job)
-        engine.inpaint(job, lambda step, total: None, lambda: False)
+        variant = job(5, prompt="a red balloon", refiner_strength=0.5)
+        engine.check(variant)
+        engine.prepare(variant)
+        engine.inpaint(variant, lambda step, total: None, lambda: False)
     assert pool.load_counts == {engine.base_key: 1, engine.refiner_key: 1}
     assert pool.keys() == [engine.base_key, engine.refiner_key]
 
@@ -638,16 +656,17 @@ def test_the_refiner_takes_its_share_of_the_steps_strength_runs(engines: dict[st
                                                                  share: float) -> None:
     """The base hands over at 1 − strength × refiner_strength: together base and refiner run about the steps a
     plain job of that strength runs, the refiner about refiner_strength of them."""
-    from gimp_inpaint.daemon.engines.diffusers_engine import count_steps, handover
+    from gimp_inpaint.daemon.engines.refining import count_steps, handover
 
     engine = engines["sdxl-refined"]
-    image, mask = astronaut_crop()
-    job = EngineJob(image, mask, "", "", strength, 5.0, 20, seed=1, scheduler="euler", refiner_strength=share)
-    assert handover(job) == pytest.approx(1 - strength * share)
-    engine.check(job)
-    main, refiner = engine._pipelines()
+    variant = job(1, strength=strength, num_inference_steps=20, scheduler="euler", refiner_strength=share)
+    assert handover(variant.options) == pytest.approx(1 - strength * share)
+    engine.check(variant)
+    total = engine.prepare(variant)
+    main, refiner = engine.pipeline, engine.pool.peek(engine.refiner_key).pipeline
+    assert type(main.scheduler).__name__ == type(refiner.scheduler).__name__ == "EulerDiscreteScheduler"
     plain = count_steps(main.scheduler, 20, strength)
-    base = count_steps(main.scheduler, 20, strength, denoising_end=handover(job))
-    second = count_steps(refiner.scheduler, 20, denoising_start=handover(job))
+    base = count_steps(main.scheduler, 20, strength, denoising_end=handover(variant.options))
+    second = count_steps(refiner.scheduler, 20, denoising_start=handover(variant.options))
     assert base >= 1 and abs(base + second - plain) <= 1 and abs(second - round(plain * share)) <= 1
-    assert engine.steps_for(job) == base + second
+    assert total == base + second

@@ -1,27 +1,40 @@
-"""Generative inpainting with warm diffusers pipelines of every family of :data:`daemon.registry.FAMILIES`.
+"""Generative inpainting with warm diffusers pipelines: the generic engine behind every family.
 
-Importing this module is cheap: torch, diffusers and huggingface_hub are imported by
-:meth:`DiffusersEngine.load`, on the first request, so the daemon starts and serves other engines
-without them. What differs between families (pipeline class, native size, call arguments, refining pass) lives
-in :mod:`daemon.engines.families`; downloads and placement on the device in :mod:`daemon.engines.loading`;
-per-request options (scheduler, LoRAs, embeddings, prompt weighting) in :mod:`daemon.engines.options`.
+:class:`DiffusersEngine` is one registry model as an :class:`daemon.engines.base.Engine`. It knows no family by
+name: what differs between families (pipeline class, native size, options used and refused, call arguments,
+extra models) is its :class:`daemon.engines.family.FamilyStrategy`, one module per family, listed in
+:data:`daemon.engines.families.FAMILY_STRATEGIES`; the passes of a variant and their step counts are in
+:mod:`daemon.engines.refining`; a loaded pipeline's state (scheduler, adapters, embeddings, offload, pool key) is its
+:class:`daemon.engines.loaded.LoadedPipeline`; per-request options in :mod:`daemon.engines.options`; downloads and
+placement on the device in :mod:`daemon.engines.loading`.
+
+Importing this module is cheap: torch, diffusers and huggingface_hub are imported by :meth:`DiffusersEngine.load`,
+on the first request, so the daemon starts and serves other engines without them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gimp_inpaint.protocol import LATENT_MULTIPLE, EngineInfo, ErrorCode, ProtocolError
+from gimp_inpaint.protocol import (
+    FILL_OPTIONS,
+    LATENT_MULTIPLE,
+    EngineInfo,
+    ErrorCode,
+    Family,
+    FillOptions,
+    ProtocolError,
+    Scheduler,
+)
 from PIL import Image
 
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
 from ..pool import ModelPool, release_device_memory
-from ..registry import ModelSpec, Registry
+from ..registry import LoraSpec, ModelSpec, Registry
 from . import options
 from .base import (
     CancelCheck,
@@ -34,16 +47,11 @@ from .base import (
     incompatible,
     is_out_of_memory,
 )
-from .families import (
-    FAMILY_STRATEGIES,
-    ControlNetFamily,
-    Family,
-    SDXLFamily,
-    family_from_index,
-    family_of_single_file,
-    resolve_family,
-)
-from .loading import cached_folder, fetch, local_folder, new_bytes, offload, place
+from .families import FAMILY_STRATEGIES, family_from_index, family_of_pipeline, family_of_single_file, resolve_family
+from .family import FamilyStrategy
+from .loaded import LoadedPipeline
+from .loading import LoadContext, cached_folder, fetch, local_folder, new_bytes, place
+from .refining import VariantCall, check_denoising
 
 if TYPE_CHECKING:
     import torch
@@ -57,30 +65,8 @@ SAFETY_CHECKER_MESSAGE = ("the model's safety checker blanked this result (seed 
                           "try another prompt or seed")
 """The JOB_FAILED message when the model's safety checker replaced the image with a black one (``{seed}``: its seed)."""
 
-_PIPELINE_STATE: weakref.WeakKeyDictionary[Any, PipelineState] = weakref.WeakKeyDictionary()
-"""Per loaded pipeline (shared by every engine that uses it): what :mod:`daemon.engines.options` needs."""
-
-
-class PipelineState:
-    """Bookkeeping of one loaded pipeline, living and dying with it: its own scheduler config (captured right
-    after loading, or inherited from the pipeline it was made from), the embedding tokens loaded into it, whether
-    it runs with model CPU offload, and its cached image-to-image refining pipeline. (LoRA adapters need no
-    bookkeeping: the pipeline lists them.)"""
-
-    def __init__(self, pipeline: Any, scheduler_config: dict[str, Any] | None = None) -> None:
-        self.scheduler_config = scheduler_config or options.default_scheduler_config(pipeline)
-        self.embeddings: set[str] = set()
-        self.offloaded = False
-        self.refine: Any = None
-
-
-def _state(pipeline: Any, scheduler_config: dict[str, Any] | None = None) -> PipelineState:
-    """The :class:`PipelineState` of ``pipeline``, created on first sight (with ``scheduler_config`` as its
-    default scheduler, else the one it has now)."""
-    state = _PIPELINE_STATE.get(pipeline)
-    if state is None:
-        state = _PIPELINE_STATE[pipeline] = PipelineState(pipeline, scheduler_config)
-    return state
+StepKey = tuple[Scheduler, int, float, float]
+"""What a step count depends on: scheduler, ``num_inference_steps``, ``strength``, ``refiner_strength``."""
 
 
 def diffusers_available() -> bool:
@@ -103,59 +89,22 @@ def scaled_size(width: int, height: int, long_side: int, multiple: int = LATENT_
     return side(width), side(height)
 
 
-def count_steps(scheduler: Any, num_inference_steps: int, strength: float = 1.0,
-                denoising_start: float | None = None, denoising_end: float | None = None) -> int:
-    """Denoising steps a pipeline with ``scheduler`` (a template: a fresh copy is made) runs, i.e. the number of
-    its ``callback_on_step_end`` calls.
-
-    Without ``denoising_start``: ``int(num_inference_steps × strength)`` of the scheduler's steps, each
-    ``scheduler.order`` timesteps (some schedulers have more timesteps than steps: PNDM one more), as
-    ``get_timesteps`` of the SD pipelines does. ``denoising_start`` (SDXL refiner): the timesteps below the
-    cutoff, one more for an even count on a 2nd-order scheduler; ``denoising_end`` (SDXL base): the timesteps at
-    or above the cutoff (``StableDiffusionXLInpaintPipeline.get_timesteps`` and ``__call__``).
-    """
-    scheduler = type(scheduler).from_config(scheduler.config)
-    scheduler.set_timesteps(num_inference_steps)
-    timesteps = scheduler.timesteps
-    train_steps = scheduler.config.num_train_timesteps
-    if denoising_start is None:
-        denoising = min(int(num_inference_steps * strength), num_inference_steps)
-        timesteps = timesteps[(num_inference_steps - denoising) * scheduler.order:]
-    else:
-        cutoff = round(train_steps - denoising_start * train_steps)
-        count = int((timesteps < cutoff).sum())
-        if scheduler.order == 2 and count % 2 == 0:
-            count += 1
-        timesteps = timesteps[len(timesteps) - count:]
-    if denoising_end is not None:
-        cutoff = round(train_steps - denoising_end * train_steps)
-        timesteps = [t for t in timesteps if t >= cutoff]
-    return len(timesteps)
-
-
-def handover(job: EngineJob) -> float:
-    """Where the SDXL base hands over to the refiner, as a fraction of the whole noise schedule (diffusers'
-    ``denoising_end`` of the base = ``denoising_start`` of the refiner): ``1 − strength × refiner_strength``.
-
-    The base starts at ``strength`` of the schedule (its ``strength``), so the refiner does ``refiner_strength``
-    of the denoising actually run; with ``strength`` 1 this is the guide's ``high_noise_frac`` = 1 − share.
-    """
-    return 1 - job.strength * job.refiner_strength
-
-
 class DiffusersEngine(Engine):
     """One registry model (:class:`daemon.registry.ModelSpec`) as an engine: its pipelines are loaded on first use
     into the shared :class:`daemon.pool.ModelPool` and stay warm until the pool evicts them.
 
-    The crop is scaled so its long side is the model's native resolution (:func:`scaled_size`, on the family's
-    size multiple), run through the pipeline with the job's prompt (Compel-weighted or plain), strength,
-    guidance_scale, num_inference_steps, seed, scheduler and LoRAs, optionally refined (``refiner_strength``:
-    the SDXL refiner of ``spec.refiner``, else a second pass of the same model), and the result is scaled back to
-    the crop's size (Pillow, Lanczos). Compositing is left to :mod:`daemon.compositing`.
+    Per request, as the worker calls it: :meth:`check` validates the options and changes nothing; :meth:`prepare`
+    applies them once (scheduler, LoRAs, embeddings) and returns the steps per variant; :meth:`inpaint` runs one
+    variant. The crop is scaled so its long side is the model's native resolution (:func:`scaled_size`, on the
+    family's size multiple), run through the pipeline with the job's prompt (Compel-weighted or plain), strength,
+    guidance_scale, num_inference_steps and seed, optionally refined (``refiner_strength``: the SDXL refiner of
+    ``spec.refiner``, else a second pass of the same model), and the result is scaled back to the crop's size
+    (Pillow, Lanczos). Compositing is left to :mod:`daemon.compositing`.
 
     Pool keys: the base pipeline of a model source lives under ``source:MODEL:VARIANT:DTYPE``, so engines on the
-    same source (plain SD and its ControlNet variant) share it; a ControlNet pipeline (``from_pipe`` of that base,
-    its modules the same objects) under ``NAME:controlnet``; an SDXL refiner under ``refiner:REFINER:BASE KEY``.
+    same source (plain SD and its ControlNet variant) share it; a derived family's pipeline (ControlNet:
+    ``from_pipe`` of that base, its modules the same objects) under ``NAME:SUFFIX`` (``NAME:controlnet``); an SDXL
+    refiner under ``refiner:REFINER:BASE KEY``. The pool holds each as its :class:`LoadedPipeline`.
 
     Load failures are remembered: :meth:`info` reports ``available=False`` with the error as ``detail`` until a
     later :meth:`load` succeeds. Every request retries the load, so a model that was downloaded or a network
@@ -181,21 +130,23 @@ class DiffusersEngine(Engine):
         self.pool = pool
         self.device = device
         self.torch_threads = torch_threads
-        self._family: Family | None = None  # resolved at load
+        self._declared = FAMILY_STRATEGIES[spec.family] if spec.family is not None else None
+        self._family: FamilyStrategy | None = None  # resolved at load
         self._device: torch.device | None = None
-        self._step_counts: dict[tuple[Any, ...], int] = {}
+        self._step_counts: dict[StepKey, int] = {}
         self._device_description = ""
         self._load_error = ""
+        derived = self._declared if self._declared is not None and self._declared.derived else None
         self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
-        self.main_key = f"{spec.name}:controlnet" if spec.controlnet else self.base_key
+        self.main_key = f"{spec.name}:{derived.key_suffix}" if derived is not None else self.base_key
         self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
         self._found_family = self._read_family()
 
-    def _read_family(self) -> str | None:
+    def _read_family(self) -> Family | None:
         """The family of an ``auto`` model read from its folder (or cached hub snapshot) without loading it
         (:func:`daemon.engines.families.family_from_index`), so the handshake lists its family and LoRAs before
         the first request; None for single files, declared families and models not on disk."""
-        if self.spec.family != "auto" or self.spec.single_file:
+        if self.spec.family is not None or self.spec.single_file:
             return None
         try:
             folder = local_folder(self.spec.model) or cached_folder(self.spec.model)
@@ -206,12 +157,20 @@ class DiffusersEngine(Engine):
     # --- what the handshake shows ---
 
     @property
-    def family(self) -> str:
+    def strategy(self) -> FamilyStrategy | None:
         """The resolved family once loaded, else the one read from the model's folder at start, else the declared
-        one (possibly ``auto``)."""
+        one; None while unknown (``auto``)."""
         if self._family is not None:
-            return self._family.name
-        return self._found_family or self.spec.family
+            return self._family
+        if self._found_family is not None:
+            return FAMILY_STRATEGIES[self._found_family]
+        return self._declared
+
+    @property
+    def family(self) -> Family | None:
+        """:attr:`strategy`'s family, None while unknown."""
+        strategy = self.strategy
+        return strategy.family if strategy is not None else None
 
     @property
     def keys(self) -> list[str]:
@@ -220,13 +179,14 @@ class DiffusersEngine(Engine):
 
     @property
     def pipeline(self) -> Any:
-        """The warm pipeline that runs the first pass, or None (never loads)."""
-        return self.pool.peek(self.main_key)
+        """The warm diffusers pipeline that runs the first pass, or None (never loads)."""
+        loaded = self.pool.peek(self.main_key)
+        return loaded.pipeline if loaded is not None else None
 
     def info(self) -> EngineInfo:
         """Availability without loading or blocking: False when torch/diffusers are missing, the last load
         failed or the model's local path does not exist (a request still retries: the user may have put it there
-        since); the LoRAs and embedding tokens of the registry for the model's family."""
+        since); the family, the options it uses, the LoRAs and embedding tokens of the registry for its base."""
         if not diffusers_available():
             available, detail = False, f"torch and diffusers are not installed: {INSTALL_HINT}"
         elif self._load_error:
@@ -241,18 +201,19 @@ class DiffusersEngine(Engine):
                 available, detail = True, "loads on first use"
             except EngineLoadError as error:
                 available, detail = False, str(error)
-        family = self.family
-        strategy = FAMILY_STRATEGIES.get(family)
+        strategy = self.strategy
+        base = strategy.base if strategy is not None else None
         return EngineInfo(name=self.name, kind="diffusers", model=self.model, available=available,
-                          uses_prompt=True, detail=detail, family=family,
-                          loras=[lora.name for lora in self.registry.loras_for(family)],
-                          embeddings=[embedding.token for embedding in self.registry.embeddings_for(family)],
-                          refiner=strategy is None or strategy.refinable)
+                          uses_prompt=True, detail=detail, family=self.family,
+                          loras=[lora.name for lora in self.registry.loras_for(base)],
+                          embeddings=[embedding.token for embedding in self.registry.embeddings_for(base)],
+                          refiner=strategy is None or strategy.refinable,
+                          options=strategy.options() if strategy is not None else list(FILL_OPTIONS))
 
     def _offloaded(self) -> bool:
         """True when a warm pipeline of this engine runs with model CPU offload (never loads, never blocks)."""
         warm = (self.pool.peek(key) for key in (self.main_key, self.refiner_key) if key)
-        return any(_state(pipeline).offloaded for pipeline in warm if pipeline is not None)
+        return any(loaded.offloaded for loaded in warm if loaded is not None)
 
     # --- loading ---
 
@@ -268,14 +229,23 @@ class DiffusersEngine(Engine):
                 not a pipeline of a supported family (or not of the declared one). The message says what to do;
                 :meth:`info` reports it until a load succeeds.
         """
+        self._warm(progress)
+
+    def _warm(self, progress: LoadProgress | None = None) -> tuple[LoadedPipeline, LoadedPipeline | None]:
+        """:meth:`_pipelines`, remembering a load failure for :meth:`info` (and forgetting it on success).
+
+        Raises:
+            EngineLoadError: as :meth:`load`.
+        """
         try:
-            self._pipelines(progress)
+            pipelines = self._pipelines(progress)
         except EngineLoadError as error:
             self._load_error = str(error)
             raise
         self._load_error = ""
+        return pipelines
 
-    def _pipelines(self, progress: LoadProgress | None = None) -> tuple[Any, Any]:
+    def _pipelines(self, progress: LoadProgress | None = None) -> tuple[LoadedPipeline, LoadedPipeline | None]:
         """``(first-pass pipeline, SDXL refiner or None)`` from the pool, loading what is not warm (each becomes
         the most recently used)."""
         started = False
@@ -286,12 +256,14 @@ class DiffusersEngine(Engine):
                 progress(stage, step, total)
             started |= stage == "load"
 
-        main = self.pool.get(self.main_key, lambda: self._load_main(report), keep=self.keys)
+        main: LoadedPipeline = self.pool.get(self.main_key, lambda: self._load_main(report), keep=self.keys)
         if self._family is None:  # warm in the pool through another engine on the same source
-            self._family = resolve_family(self.spec.family, main)
+            self._family = main.strategy if main.strategy.derived else resolve_family(self.spec.family, main.pipeline)
         if not self.refiner_key:
             return main, None
-        return main, self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report), keep=self.keys)
+        refiner: LoadedPipeline = self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report),
+                                                keep=self.keys)
+        return main, refiner
 
     def _prepare_device(self) -> torch.device:
         if not diffusers_available():
@@ -305,170 +277,182 @@ class DiffusersEngine(Engine):
             self._device_description = describe_device(self._device)
         return self._device
 
-    def _dtype(self) -> torch.dtype:
-        return torch_dtype_for(self._prepare_device(), self.spec.dtype, self.spec.family)
+    def _context(self, progress: LoadProgress) -> LoadContext:
+        """What a family's loading code needs: the progress, the dtype on this engine's device, the variant."""
+        dtype = torch_dtype_for(self._prepare_device(), self.spec.dtype, self.spec.family)
+        return LoadContext(progress=progress, torch_dtype=dtype, variant=self.spec.variant)
 
-    def _load_main(self, progress: LoadProgress) -> Any:
-        """The first-pass pipeline: the base, or for a ControlNet model ``from_pipe`` of the shared base."""
-        if not self.spec.controlnet:
+    def _load_main(self, progress: LoadProgress) -> LoadedPipeline:
+        """The first-pass pipeline: the base, or for a derived family (ControlNet) its pipeline made from the
+        shared base (:meth:`daemon.engines.family.FamilyStrategy.derive`)."""
+        if self._declared is None or not self._declared.derived:
             return self._load_base(progress)
-        base = self.pool.get(self.base_key, lambda: self._load_base(progress), keep=self.keys)
-        family = self._family = resolve_family(self.spec.family, base)  # raises unless base is SD 1.x/2.x
-        assert isinstance(family, ControlNetFamily)
-        from diffusers import ControlNetModel
-
-        source, hint = fetch(self.spec.controlnet, self.spec.variant, progress, pipeline=False)
-        progress("load", 0, 0)
-        try:
-            controlnet = ControlNetModel.from_pretrained(source, torch_dtype=self._dtype(),
-                                                         variant=self.spec.variant or None)
-        except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
-            raise EngineLoadError(
-                f"could not load the ControlNet {self.spec.controlnet!r}: {error} ({hint})") from error
-        pipeline = family.attach(base, controlnet)
+        base: LoadedPipeline = self.pool.get(self.base_key, lambda: self._load_base(progress), keep=self.keys)
+        family = self._family = resolve_family(self.spec.family, base.pipeline)  # raises for a base of another kind
+        pipeline = family.derive(base.pipeline, self.spec, self._context(progress))
         # from_pipe hands over the base's scheduler of the moment: the default stays the base's own
-        _state(pipeline, scheduler_config=_state(base).scheduler_config)
-        self._place(pipeline, new_bytes(controlnet), label=f"{self.name} (ControlNet)")
-        return pipeline
+        loaded = LoadedPipeline(pipeline, family, key=self.main_key,
+                                default_scheduler_config=base.default_scheduler_config)
+        self._place(loaded, new_bytes(pipeline, shared_with=[base.pipeline]),
+                    label=f"{self.name} ({family.key_suffix})")
+        return loaded
 
-    def _load_base(self, progress: LoadProgress) -> Any:
-        """The model source's pipeline, on the device (or offloaded)."""
+    def _load_base(self, progress: LoadProgress) -> LoadedPipeline:
+        """The model source's pipeline, on the device (or offloaded).
+
+        The strategy that loads it: the declared family's (a derived family's :attr:`~FamilyStrategy.loads_as`);
+        for ``auto``, the family of a single file's header, or of a folder's ``model_index.json``, else the
+        generic loader (``AutoPipelineForInpainting``).
+        """
         self._prepare_device()
-        declared = self.spec.family
+        declared = self._declared
+        loader = FAMILY_STRATEGIES[declared.loads_as or declared.family] if declared is not None else None
         if self.spec.single_file:
             source = str(Path(self.spec.model).expanduser())
             if not Path(source).is_file():
                 raise EngineLoadError(f"checkpoint file {source} does not exist")
-            if declared == "auto":
-                family = family_of_single_file(Path(source))
-            else:  # a ControlNet model's base is a plain SD checkpoint
-                family = FAMILY_STRATEGIES["sd" if declared == "sd-controlnet-inpaint" else declared]
+            strategy = loader or family_of_single_file(Path(source))
             hint = ("the file must be an original-format (LDM) SD/SDXL checkpoint; set config to the model's "
                     "diffusers folder or hub id to load it offline")
         else:
             source, hint = fetch(self.spec.model, self.spec.variant, progress)
-            family = FAMILY_STRATEGIES["sd"]  # folders load through AutoPipelineForInpainting whatever the family
+            found = family_from_index(Path(source))
+            strategy = loader or FAMILY_STRATEGIES[found or Family.SD_INPAINT]  # any: AutoPipelineForInpainting
+        context = self._context(progress)
         progress("load", 0, 0)
         try:
-            pipeline = family.load(source, single_file=self.spec.single_file, config=self.spec.config,
-                                   torch_dtype=self._dtype(), variant=self.spec.variant)
+            pipeline = strategy.load(source, single_file=self.spec.single_file, config=self.spec.config,
+                                     torch_dtype=context.torch_dtype, variant=self.spec.variant)
         except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
             raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
-        self._family = resolve_family(declared, pipeline)
-        _state(pipeline)
-        self._place(pipeline, new_bytes(pipeline), label=self.name)
-        return pipeline
+        self._family = resolve_family(self.spec.family, pipeline)
+        loaded = LoadedPipeline(pipeline, family_of_pipeline(pipeline), key=self.base_key)
+        self._place(loaded, new_bytes(pipeline), label=self.name)
+        return loaded
 
-    def _load_refiner(self, base: Any, progress: LoadProgress) -> Any:
-        """The SDXL refiner of ``spec.refiner``, sharing ``base``'s ``text_encoder_2`` and ``vae``."""
+    def _load_refiner(self, base: LoadedPipeline, progress: LoadProgress) -> LoadedPipeline:
+        """The separate refiner of ``spec.refiner`` (:meth:`daemon.engines.family.FamilyStrategy.load_refiner`:
+        SDXL's shares ``base``'s ``text_encoder_2`` and ``vae``)."""
         family = self._family
-        if not isinstance(family, SDXLFamily):
-            raise EngineLoadError(f"a refiner is for SDXL models; {self.model!r} is {self.family}")
-        source, hint = fetch(self.spec.refiner, self.spec.variant, progress)
-        progress("load", 0, 0)
-        try:
-            refiner = family.load_refiner(source, base, torch_dtype=self._dtype(), variant=self.spec.variant)
-        except Exception as error:  # any failure here (OSError, ValueError) means "cannot load"
-            raise EngineLoadError(f"could not load the refiner {self.spec.refiner!r}: {error} ({hint})") from error
-        _state(refiner)
-        self._place(refiner, new_bytes(refiner, shared_with=[base]), label=f"{self.name} (refiner)")
-        return refiner
+        assert family is not None, "the base is loaded first"
+        pipeline = family.load_refiner(base.pipeline, self.spec, self._context(progress))
+        loaded = LoadedPipeline(pipeline, family, key=self.refiner_key)
+        self._place(loaded, new_bytes(pipeline, shared_with=[base.pipeline]), label=f"{self.name} (refiner)")
+        return loaded
 
-    def _place(self, pipeline: Any, size: int, label: str) -> None:
-        device = self._prepare_device()
-        _state(pipeline).offloaded = place(pipeline, device, self.pool, size=size, keep=self.keys,
-                                           compile_unet=self.spec.compile, label=label)
+    def _place(self, loaded: LoadedPipeline, size: int, label: str) -> None:
+        """Put ``loaded`` on the device within the pool's budget (:func:`daemon.engines.loading.place`)."""
+        loaded.offloaded = place(loaded.pipeline, self._prepare_device(), self.pool, size=size, keep=self.keys,
+                                 compile_unet=self.spec.compile, label=label)
 
     # --- per request ---
 
-    def _prepare(self, job: EngineJob, main: Any, refiner: Any) -> None:
-        """Apply the job's scheduler (both pipelines), LoRAs and embeddings (first pass) through
-        :mod:`daemon.engines.options`; raises its ProtocolErrors."""
+    def _resolved(self) -> FamilyStrategy:
         family = self._family
-        assert family is not None
-        self._set_scheduler(job, main, refiner)
-        if family.lora_base is None:
-            return
-        state = _state(main)
-        options.apply_loras(main, job.loras, {lora.name: lora for lora in self.registry.loras_for(family.name)},
-                            all_loras={lora.name: lora for lora in self.registry.loras})
-        options.load_embeddings(main, [job.prompt, job.negative_prompt], self.registry.embeddings_for(family.name),
-                                state.embeddings)
+        assert family is not None, "resolved when the pipelines load"
+        return family
 
-    @staticmethod
-    def _set_scheduler(job: EngineJob, main: Any, refiner: Any) -> None:
-        """The job's scheduler on both pipelines (:func:`daemon.engines.options.set_scheduler`)."""
-        for pipeline in (main, refiner) if refiner is not None else (main,):
-            options.set_scheduler(pipeline, job.scheduler, _state(pipeline).scheduler_config)
+    def _loras(self, family: FamilyStrategy) -> dict[str, LoraSpec]:
+        """The registry's LoRAs for ``family``'s base, by name."""
+        return {lora.name: lora for lora in self.registry.loras_for(family.base)}
 
     def check(self, job: EngineJob) -> None:
-        """Refuse options the model cannot honour, and apply the others (scheduler, LoRAs, embeddings), before
-        anything runs. Loads the model if needed.
+        """Refuse options the model cannot honour, before anything runs; changes nothing (loads the model if it
+        is not warm).
+
+        In order: a first pass without a denoising step (before loading); options the family does not use
+        (:meth:`daemon.engines.family.FamilyStrategy.check`); prompt weighting without a Compel base; LoRAs on a
+        UNet compiled on CUDA; a scheduler the pipelines cannot run (built, not installed:
+        :meth:`LoadedPipeline.scheduler_for`); LoRA names that are not the registry's for this base; a refining
+        pass without a step.
 
         Raises:
             EngineLoadError: as :meth:`load`.
-            ProtocolError: INCOMPATIBLE from the family (ControlNet scale without ControlNet; Kandinsky: strength
-                < 1, LoRAs, refining), for LoRAs on a UNet compiled on CUDA, or from :mod:`daemon.engines.options`
-                (prompt weighting, scheduler, LoRA, embedding).
+            ProtocolError: INVALID_REQUEST (no denoising or refining step: the message says what to raise);
+                INCOMPATIBLE from the family (ControlNet scale without ControlNet; Kandinsky: strength < 1, LoRAs,
+                refining), for LoRAs on a compiled UNet, or from :mod:`daemon.engines.options` (prompt weighting,
+                scheduler, LoRA).
         """
-        self.load()
-        family = self._family
-        assert family is not None
+        opts = job.options
+        check_denoising(opts)
+        main, refiner = self._warm()
+        family = self._resolved()
         family.check(job)
-        options.check_weighting(family.name, job.prompt, job.negative_prompt)
-        if self.spec.compile and job.loras and self._device is not None and self._device.type == "cuda":
+        options.check_weighting(family.base, opts.prompt, opts.negative_prompt, family=str(family.family))
+        if self.spec.compile and opts.loras and self._device is not None and self._device.type == "cuda":
             raise incompatible("LoRAs change the UNet that compile = true compiled (every request would recompile): "
                                "set compile = false for this model in daemon.toml to use LoRAs")
-        self._prepare(job, *self._pipelines())
+        for loaded in (main, refiner):
+            if loaded is not None:
+                loaded.scheduler_for(opts.scheduler)
+        if family.base is not None:
+            options.check_loras(opts.loras, self._loras(family),
+                                all_loras={lora.name: lora for lora in self.registry.loras})
+        self._count(opts, main, refiner)
 
-    def steps_for(self, job: EngineJob) -> int:
-        """Denoising steps :meth:`inpaint` runs for ``job`` (both passes): the number of its progress reports
-        (:func:`count_steps` with the scheduler the job uses; cached per scheduler, steps, strength and
-        refiner_strength). Loads the pipelines if needed.
+    def prepare(self, job: EngineJob) -> int:
+        """Apply the request's options once, for all its variants (after :meth:`check`): its scheduler on every
+        pipeline (:meth:`LoadedPipeline.use_scheduler`), its LoRAs at their weights (exactly those: the others are
+        switched off) and the embeddings its prompts use on the first-pass pipeline; each pipeline then records
+        them as applied (:attr:`LoadedPipeline.applied`).
+
+        Returns:
+            The denoising steps :meth:`inpaint` reports per variant (both passes): :mod:`daemon.engines.refining`'s
+            count with the request's scheduler, cached per scheduler, steps, strength and refiner_strength.
 
         Raises:
             EngineLoadError: as :meth:`load`.
-            ProtocolError(INVALID_REQUEST): ``strength × num_inference_steps`` < 1, so no step would run, or the
-                refining pass would run none.
+            ProtocolError(INCOMPATIBLE): a LoRA or embedding file is missing or does not fit the model (the pipeline
+                runs as before the call); the others as :meth:`check`.
         """
-        steps = job.num_inference_steps
-        if min(int(steps * job.strength), steps) < 1:
-            raise ProtocolError(
-                ErrorCode.INVALID_REQUEST,
-                f"strength {job.strength} × {steps} steps runs no denoising step (diffusers runs "
-                f"int(num_inference_steps × strength)): raise strength to ≥ {1 / steps:.3g} "
-                f"or num_inference_steps to ≥ {int(np.ceil(1 / job.strength))}")
-        self.load()
-        main, refiner = self._pipelines()
-        key = (job.scheduler, steps, job.strength, job.refiner_strength)
+        opts = job.options
+        main, refiner = self._warm()
+        family = self._resolved()
+        pipelines = [loaded for loaded in (main, refiner) if loaded is not None]
+        for loaded in pipelines:
+            loaded.applied = None
+        for loaded in pipelines:
+            loaded.use_scheduler(opts.scheduler)
+        if family.base is not None:
+            main.apply_loras(opts.loras, self._loras(family), {lora.name: lora for lora in self.registry.loras})
+            main.load_embeddings([opts.prompt, opts.negative_prompt], self.registry.embeddings_for(family.base))
+        steps = self._count(opts, main, refiner)
+        for loaded in pipelines:
+            loaded.applied = (self.name, opts)
+        return steps
+
+    def _count(self, opts: FillOptions, main: LoadedPipeline, refiner: LoadedPipeline | None) -> int:
+        """Denoising steps per variant for ``opts`` (:meth:`daemon.engines.refining.Refinement.count` with the
+        schedulers the request uses), cached per :data:`StepKey`.
+
+        Raises:
+            ProtocolError(INVALID_REQUEST): the refining pass would run no step.
+        """
+        key = (opts.scheduler, opts.num_inference_steps, opts.strength, opts.refiner_strength)
         if key not in self._step_counts:
-            self._set_scheduler(job, main, refiner)  # the count depends on it (PNDM runs one timestep more)
-            self._step_counts[key] = self._count(main, refiner, job)
+            refinement = self._resolved().refinement(opts.refiner_strength, refiner is not None)
+            self._step_counts[key] = refinement.count(
+                opts, main.scheduler_for(opts.scheduler),
+                refiner.scheduler_for(opts.scheduler) if refiner is not None else None)
         return self._step_counts[key]
 
-    def _count(self, main: Any, refiner: Any, job: EngineJob) -> int:
-        steps, share = job.num_inference_steps, job.refiner_strength
-        if share == 0:
-            return count_steps(main.scheduler, steps, job.strength)
-        if refiner is not None:
-            first = count_steps(main.scheduler, steps, job.strength, denoising_end=handover(job))
-            second = count_steps(refiner.scheduler, steps, denoising_start=handover(job))
-        else:
-            first = count_steps(main.scheduler, steps, job.strength)
-            second = count_steps(main.scheduler, steps, share)
-        if second < 1 or int(steps * share) < 1:  # as for strength: diffusers runs int(steps × share) steps
-            raise ProtocolError(
-                ErrorCode.INVALID_REQUEST,
-                f"refiner_strength {share} × {steps} steps runs no refining step: raise refiner_strength to "
-                f"≥ {1 / steps:.3g} or num_inference_steps to ≥ {int(np.ceil(1 / share))}, or set it to 0")
-        return first + second
+    def _prepared(self, job: EngineJob, main: LoadedPipeline, refiner: LoadedPipeline | None) -> int:
+        """The steps per variant of ``job``, :meth:`check` and :meth:`prepare` first unless its options are the
+        ones applied to every pipeline (another engine sharing a pipeline, or a caller that skipped
+        :meth:`prepare`, leaves them otherwise)."""
+        applied = (self.name, job.options)
+        if all(loaded.applied == applied for loaded in (main, refiner) if loaded is not None):
+            return self._count(job.options, main, refiner)
+        self.check(job)
+        return self.prepare(job)
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 RGB, mask H×W uint8, 255 = repaint).
+        """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 RGB, mask H×W uint8, 255 = repaint) with the
+        options :meth:`prepare` applied (it checks and prepares them first when they are not those).
 
-        Progress is ``(i, total)`` after each denoising step of either pass, ``total`` = :meth:`steps_for`.
+        Progress is ``(i, total)`` after each denoising step of either pass, ``total`` = :meth:`prepare`'s count.
         Cancel is checked after each step: the pipeline is interrupted (diffusers' ``_interrupt`` flag, its
-        documented way to stop early; Kandinsky's pipelines lack it, so the callback raises there) and
+        documented way to stop early; a family whose pipelines lack it, Kandinsky, raises from the callback) and
         :class:`JobCancelled` raised.
 
         The noise comes from a CPU ``torch.Generator`` seeded with ``job.seed``, as diffusers'
@@ -489,44 +473,63 @@ class DiffusersEngine(Engine):
         Raises:
             JobCancelled: ``cancelled()`` became True.
             EngineLoadError: as :meth:`load`.
-            ProtocolError: as :meth:`check` and :meth:`steps_for`; JOB_FAILED (:data:`SAFETY_CHECKER_MESSAGE`)
-                when the model's safety checker blanked the image.
+            ProtocolError: as :meth:`check` and :meth:`prepare`; JOB_FAILED (:data:`SAFETY_CHECKER_MESSAGE`) when
+                the model's safety checker blanked the image.
         """
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
-        total = self.steps_for(job)
+        main, refiner = self._warm()
+        total = self._prepared(job, main, refiner)
         try:
-            return self._generate(job, progress, cancelled, total)
+            return self._generate(job, main, refiner, progress, cancelled, total)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
             log.warning("%s: out of memory (%s); evicting the other models and retrying once", self.name, error)
-            self._free_memory()
-        return self._generate(job, progress, cancelled, total)
+            self._free_memory(main, refiner)
+        return self._generate(job, main, refiner, progress, cancelled, total)
 
-    def _free_memory(self) -> None:
+    def _free_memory(self, main: LoadedPipeline, refiner: LoadedPipeline | None) -> None:
         """Evict every other model, release cached memory, and on CUDA offload this model's pipelines."""
         self.pool.evict_others(keep=self.keys)
         release_device_memory()  # also when nothing was evicted: torch's cache may hold freed blocks
         if self._device is None or self._device.type != "cuda":
             return
-        for pipeline in self._pipelines():
-            if pipeline is not None and not _state(pipeline).offloaded:
-                offload(pipeline, self._device)
-                _state(pipeline).offloaded = True
+        for loaded in (main, refiner):
+            if loaded is not None and not loaded.offloaded:
+                loaded.offload(self._device)
                 log.info("%s: model CPU offload enabled after running out of memory", self.name)
 
-    def _generate(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck, total: int) -> np.ndarray:
+    def _generate(self, job: EngineJob, main: LoadedPipeline, refiner: LoadedPipeline | None,
+                  progress: ProgressCallback, cancelled: CancelCheck, total: int) -> np.ndarray:
+        """Run one variant on the prepared pipelines and return its pixels (H×W×3 uint8, the crop's size).
+
+        1. Scale the crop and its mask to the model's size: the long side at the family's native size, both sides
+           multiples of its size multiple (:func:`scaled_size`; Lanczos).
+        2. The step callback: after every denoising step of every pass it reports ``(done, total)`` and, once
+           ``cancelled()``, stops the pipeline (diffusers' ``_interrupt``; for a family whose pipelines ignore it,
+           it raises :class:`JobCancelled`).
+        3. The call arguments (:class:`daemon.engines.refining.VariantCall`): the prompts (plain, or Compel
+           embeddings), what every pass shares (mask, size, guidance, steps, the variant's seeded CPU generator,
+           the callback) and the family's own (strength, ControlNet's control image and scale).
+        4. The passes of the request's refinement (:mod:`daemon.engines.refining`): the first pass alone, the SDXL
+           base handing over to its refiner, or a second pass of the same model; each output goes through
+           :meth:`_images` (cancel, safety checker).
+        5. Scale the last pass's image back to the crop's size.
+
+        Raises:
+            JobCancelled, ProtocolError(JOB_FAILED): as :meth:`inpaint`; whatever the pipeline raises.
+        """
         import torch
 
-        main, refiner = self._pipelines()
-        self._prepare(job, main, refiner)
-        family = self._family
-        assert family is not None
+        family = self._resolved()
+        # 1. the model's size
         height, width = job.image.shape[:2]
-        model_width, model_height = scaled_size(width, height, family.native_size(main), family.size_multiple)
+        model_width, model_height = scaled_size(width, height, family.native_size(main.pipeline), family.size_multiple)
         image = Image.fromarray(job.image).resize((model_width, model_height), Image.Resampling.LANCZOS)
         mask = Image.fromarray(job.mask).resize((model_width, model_height), Image.Resampling.LANCZOS)
+
+        # 2. progress and cancel after each step
         done = 0
 
         def on_step_end(pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -539,41 +542,31 @@ class DiffusersEngine(Engine):
                 pipe._interrupt = True
             return tensors
 
-        common = {
-            "mask_image": mask,  # diffusers' convention, like ours: white (255) = repaint
-            "height": model_height,  # without these, diffusers would resize to the native square
-            "width": model_width,
-            "guidance_scale": job.guidance_scale,
-            "num_inference_steps": job.num_inference_steps,
-            "generator": torch.Generator("cpu").manual_seed(job.seed),
-            "callback_on_step_end": on_step_end,
-        }
-        prompts = options.prompt_kwargs(main, family.name, job.prompt, job.negative_prompt)
-        first = {**prompts, **common, "image": image, **family.call_kwargs(job, image, mask)}
-        share = job.refiner_strength
-        if share == 0:
-            result = self._images(main(**first, output_type="pil"), job, cancelled)
-        elif refiner is not None:  # diffusers' SDXL guide: base stops at denoising_end, the refiner starts there
-            latents = self._images(main(**first, denoising_end=handover(job), output_type="latent"), job, cancelled)
-            # the refiner has only the second text encoder, which options' Compel conditioning does not fit
-            result = self._images(refiner(prompt=job.prompt, negative_prompt=job.negative_prompt, **common,
-                                          image=latents, denoising_start=handover(job), output_type="pil"),
-                                  job, cancelled)
-        else:
-            state = _state(main)
-            if state.refine is None:
-                state.refine = family.refine_pipeline(main)
-            second_pass = state.refine
-            second_pass.scheduler = main.scheduler  # the job's scheduler, set on main by _prepare
-            if second_pass is main:  # inpainting UNet: a second inpainting pass over the first one's pixels
-                image_1 = self._images(main(**first, output_type="pil"), job, cancelled)
-                result = self._images(main(**{**first, "image": image_1, "strength": share}, output_type="pil"),
-                                      job, cancelled)
-            else:  # image-to-image pass of the same modules over the first pass's latents
-                latents = self._images(main(**first, output_type="latent"), job, cancelled)
-                result = self._images(second_pass(**prompts, **{k: v for k, v in common.items() if k != "mask_image"},
-                                                  image=latents, strength=share, output_type="pil"),
-                                      job, cancelled)
+        # 3. the call arguments
+        opts = job.options
+        call = VariantCall(
+            options=opts,
+            image=image,
+            prompts=main.prompt_kwargs(opts.prompt, opts.negative_prompt),
+            shared={
+                "mask_image": mask,  # diffusers' convention, like ours: white (255) = repaint
+                "height": model_height,  # without these, diffusers would resize to the native square
+                "width": model_width,
+                "guidance_scale": opts.guidance_scale,
+                "num_inference_steps": opts.num_inference_steps,
+                "generator": torch.Generator("cpu").manual_seed(job.seed),
+                "callback_on_step_end": on_step_end,
+            },
+            family=family.call_kwargs(job, image, mask),
+        )
+
+        # 4. the passes
+        def run(pipeline: Any, **kwargs: Any) -> Any:
+            return self._images(pipeline(**kwargs), job, cancelled)
+
+        result = family.refinement(opts.refiner_strength, refiner is not None).run(call, run, main, refiner)
+
+        # 5. back to the crop's size
         return np.asarray(result.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
 
     def _images(self, output: Any, job: EngineJob, cancelled: CancelCheck) -> Any:
@@ -590,4 +583,3 @@ class DiffusersEngine(Engine):
             raise ProtocolError(ErrorCode.JOB_FAILED, SAFETY_CHECKER_MESSAGE.format(seed=job.seed))
         images = output.images
         return images if not isinstance(images, list) else images[0]
-

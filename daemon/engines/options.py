@@ -1,24 +1,25 @@
 """Per-request diffusion options on a loaded diffusers pipeline: scheduler, LoRAs, textual-inversion embeddings and
 prompt weighting.
 
-:class:`daemon.engines.diffusers_engine.DiffusersEngine` calls these before each run, on its worker thread. Every
-option the model cannot take raises :class:`protocol.ProtocolError` with :attr:`protocol.ErrorCode.INCOMPATIBLE`
-and leaves the pipeline as usable as before. Importing this module is cheap: torch, diffusers, peft, safetensors and
-compel are imported inside the functions.
+Stateless functions: what they build or remember (scheduler objects, loaded embedding tokens, the Compel wrapper)
+is kept by the pipeline's :class:`daemon.engines.loaded.LoadedPipeline`, which calls them, on the worker thread:
+the ``check_*`` functions from the engine's ``check`` (they change nothing), the others from its ``prepare``, once
+per request. Every option the model cannot take raises :class:`protocol.ProtocolError` with
+:attr:`protocol.ErrorCode.INCOMPATIBLE` and leaves the pipeline as usable as before. Importing this module is cheap:
+torch, diffusers, peft, safetensors and compel are imported inside the functions.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gimp_inpaint.protocol import ErrorCode, ProtocolError
+from gimp_inpaint.protocol import Scheduler
 
-from ..registry import EmbeddingSpec, LoraSpec, base_of
+from ..registry import EmbeddingSpec, LoraSpec
 from .base import incompatible, is_out_of_memory
 
 
@@ -40,22 +41,22 @@ def _sigmas(karras: bool) -> dict[str, bool]:
     return {"use_karras_sigmas": karras, "use_exponential_sigmas": False, "use_beta_sigmas": False}
 
 
-SCHEDULER_CHOICES: dict[str, SchedulerChoice] = {
+SCHEDULER_CHOICES: dict[Scheduler, SchedulerChoice] = {
     # latents are not images in [-1, 1]: every SD/SDXL scheduler_config.json sets clip_sample false, DDIM's default
     # (True) would clamp them when a model's config does not say (configs built in memory, single-file models)
-    "ddim": SchedulerChoice("DDIMScheduler", {"clip_sample": False}),
-    "euler": SchedulerChoice("EulerDiscreteScheduler", _sigmas(False), needs_input_scaling=True),
-    "euler_a": SchedulerChoice("EulerAncestralDiscreteScheduler", {}, needs_input_scaling=True),
-    "dpmpp_2m": SchedulerChoice("DPMSolverMultistepScheduler",
-                                {"algorithm_type": "dpmsolver++", "solver_order": 2, **_sigmas(False)}),
-    "dpmpp_2m_karras": SchedulerChoice("DPMSolverMultistepScheduler",
-                                       {"algorithm_type": "dpmsolver++", "solver_order": 2, **_sigmas(True)}),
-    "dpmpp_2m_sde_karras": SchedulerChoice("DPMSolverMultistepScheduler",
-                                           {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_sigmas(True)}),
-    "lms_karras": SchedulerChoice("LMSDiscreteScheduler", _sigmas(True), needs_input_scaling=True),
-    "unipc": SchedulerChoice("UniPCMultistepScheduler", _sigmas(False)),
+    Scheduler.DDIM: SchedulerChoice("DDIMScheduler", {"clip_sample": False}),
+    Scheduler.EULER: SchedulerChoice("EulerDiscreteScheduler", _sigmas(False), needs_input_scaling=True),
+    Scheduler.EULER_A: SchedulerChoice("EulerAncestralDiscreteScheduler", {}, needs_input_scaling=True),
+    Scheduler.DPMPP_2M: SchedulerChoice("DPMSolverMultistepScheduler",
+                                        {"algorithm_type": "dpmsolver++", "solver_order": 2, **_sigmas(False)}),
+    Scheduler.DPMPP_2M_KARRAS: SchedulerChoice("DPMSolverMultistepScheduler",
+                                               {"algorithm_type": "dpmsolver++", "solver_order": 2, **_sigmas(True)}),
+    Scheduler.DPMPP_2M_SDE_KARRAS: SchedulerChoice(
+        "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_sigmas(True)}),
+    Scheduler.LMS_KARRAS: SchedulerChoice("LMSDiscreteScheduler", _sigmas(True), needs_input_scaling=True),
+    Scheduler.UNIPC: SchedulerChoice("UniPCMultistepScheduler", _sigmas(False)),
 }
-""":data:`protocol.messages.SCHEDULERS` (all but ``default``) as diffusers schedulers, after the A1111/k-diffusion
+"""Every :class:`protocol.Scheduler` but ``DEFAULT`` as a diffusers scheduler, after the A1111/k-diffusion
 table of diffusers' "Schedulers" overview (https://huggingface.co/docs/diffusers/api/schedulers/overview): DPM++ 2M =
 ``DPMSolverMultistepScheduler``, its Karras variant ``use_karras_sigmas=True``, DPM++ 2M SDE Karras
 ``algorithm_type="sde-dpmsolver++"`` with Karras sigmas, Euler = ``EulerDiscreteScheduler``, Euler a =
@@ -69,17 +70,8 @@ SCHEDULER_PACKAGES = {"LMSDiscreteScheduler": "scipy"}
 """Packages a scheduler class needs beyond diffusers' own requirements (``scheduling_lms_discrete.py`` imports
 ``scipy.integrate`` only when scipy is installed and fails at its first step without it)."""
 
-DEFAULT_SCHEDULER = "default"
-"""The scheduler name that restores the model's own scheduler."""
-
 MESSAGE_REASON_CHARS = 300
 """Longest library error text quoted in an INCOMPATIBLE message (diffusers puts whole tensors into some)."""
-
-_schedulers: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-"""Per pipeline: scheduler name → the scheduler object built for it (built once, reused on every switch)."""
-
-_compels: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-"""Per pipeline: its ``compel.CompelForSD`` / ``CompelForSDXL`` (holding only a weak proxy of the pipeline)."""
 
 
 def _reason(error: BaseException) -> str:
@@ -101,65 +93,60 @@ def _require_package(package: str, needed_for: str) -> None:
 
 
 def default_scheduler_config(pipeline: Any) -> dict[str, Any]:
-    """The ``default_config`` for :func:`set_scheduler`: the pipeline's scheduler config plus its class name
+    """The ``default_config`` for :func:`build_scheduler`: the pipeline's scheduler config plus its class name
     (``_class_name``, the key of diffusers' ``scheduler_config.json``, which schedulers built in memory lack).
 
-    Call it once, right after loading, before any :func:`set_scheduler`.
+    Call it once, right after loading, before any scheduler is swapped in.
     """
     return {**pipeline.scheduler.config, "_class_name": type(pipeline.scheduler).__name__}
 
 
-def _scheduler_owners(pipeline: Any) -> list[Any]:
+def scheduler_owners(pipeline: Any) -> list[Any]:
     """The pipelines whose ``scheduler`` a run uses: the pipeline itself, and for Kandinsky's combined pipelines
     also the decoder pipeline it delegates to (``decoder_pipe``, which holds its own reference). The prior's
     ``UnCLIPScheduler`` (``prior_scheduler``) is never swapped: it samples image embeddings, not latents."""
     return [pipeline, *([pipeline.decoder_pipe] if hasattr(pipeline, "decoder_pipe") else [])]
 
 
-def set_scheduler(pipeline: Any, name: str, default_config: Mapping[str, Any]) -> None:
-    """Give ``pipeline`` the scheduler called ``name`` (:data:`protocol.messages.SCHEDULERS`).
+def build_scheduler(scheduler: Scheduler, default_config: Mapping[str, Any], *, scales_model_input: bool = True,
+                    label: str = "this model") -> Any:
+    """A new diffusers scheduler object for ``scheduler``; installs nothing.
 
     Args:
-        pipeline: a loaded diffusers pipeline (for Kandinsky's combined pipeline the decoder's scheduler changes).
-        name: ``"default"`` restores the model's own scheduler; the others are :data:`SCHEDULER_CHOICES`.
+        scheduler: ``DEFAULT`` rebuilds the model's own scheduler; the others are :data:`SCHEDULER_CHOICES`.
         default_config: the model's scheduler config captured at load by :func:`default_scheduler_config` (must
             hold ``_class_name``); every scheduler is built from it with ``Class.from_config``.
-
-    Each (pipeline, name) is built once and cached; switching back and forth reuses the objects.
+        scales_model_input: False for pipelines that never call ``scheduler.scale_model_input`` (Kandinsky 2.2's
+            decoder, ``pipeline_kandinsky2_2_inpainting.py``), which sigma-space schedulers need.
+        label: what the model is, for the message (``"Kandinsky 2.2"``).
 
     Raises:
-        ProtocolError: INVALID_REQUEST for an unknown name; INCOMPATIBLE for a sigma-space scheduler (euler, euler_a,
-            lms_karras) on Kandinsky 2.2, whose decoder never calls ``scale_model_input``
-            (``pipeline_kandinsky2_2_inpainting.py``), or when the scheduler needs a package that is missing
+        ProtocolError: INCOMPATIBLE for a sigma-space scheduler (euler, euler_a, lms_karras) on a pipeline that does
+            not scale the model input, or when the scheduler needs a package that is missing
             (:data:`SCHEDULER_PACKAGES`).
         KeyError: ``default_config`` has no ``_class_name``.
     """
-    cache = _schedulers.setdefault(pipeline, {})
-    scheduler = cache.get(name)
-    if scheduler is None:
-        scheduler = cache[name] = _build_scheduler(pipeline, name, default_config)
-    for owner in _scheduler_owners(pipeline):
-        owner.scheduler = scheduler
-
-
-def _build_scheduler(pipeline: Any, name: str, default_config: Mapping[str, Any]) -> Any:
-    """A new scheduler object for ``name`` (see :func:`set_scheduler` for the errors)."""
     import diffusers
 
-    if name == DEFAULT_SCHEDULER:
+    if scheduler is Scheduler.DEFAULT:
         choice = SchedulerChoice(default_config["_class_name"], {})
-    elif name in SCHEDULER_CHOICES:
-        choice = SCHEDULER_CHOICES[name]
     else:
-        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"unknown scheduler {name!r}")
-    if choice.needs_input_scaling and type(pipeline).__name__.startswith("Kandinsky"):
-        usable = [key for key, value in SCHEDULER_CHOICES.items() if not value.needs_input_scaling]
-        raise incompatible(f"scheduler {name!r} needs a pipeline that scales the model input each step, which "
-                            f"Kandinsky 2.2 does not; use one of: {', '.join([DEFAULT_SCHEDULER, *usable])}")
+        choice = SCHEDULER_CHOICES[scheduler]
+    if choice.needs_input_scaling and not scales_model_input:
+        usable = [str(key) for key, value in SCHEDULER_CHOICES.items() if not value.needs_input_scaling]
+        raise incompatible(f"scheduler {str(scheduler)!r} needs a pipeline that scales the model input each step, "
+                           f"which {label} does not; use one of: {', '.join([str(Scheduler.DEFAULT), *usable])}")
     package = SCHEDULER_PACKAGES.get(choice.class_name)
     if package is not None:
-        _require_package(package, f"scheduler {name!r}")
+        _require_package(package, f"scheduler {str(scheduler)!r}")
     return getattr(diffusers, choice.class_name).from_config(default_config, **choice.overrides)
+
+
+def install_scheduler(pipeline: Any, scheduler: Any) -> None:
+    """Make ``scheduler`` (a diffusers scheduler object) the one every run of ``pipeline`` uses
+    (:func:`scheduler_owners`)."""
+    for owner in scheduler_owners(pipeline):
+        owner.scheduler = scheduler
 
 
 def _adapter_names(pipeline: Any) -> set[str]:
@@ -198,6 +185,20 @@ def _load_lora(pipeline: Any, spec: LoraSpec) -> None:
         raise incompatible(f"LoRA {spec.name!r} ({spec.path}) does not fit this model: {_reason(error)}") from error
 
 
+def check_loras(requested: Mapping[str, float], available: Mapping[str, LoraSpec],
+                *, all_loras: Mapping[str, LoraSpec] | None = None) -> list[LoraSpec]:
+    """The registry entries of the ``requested`` LoRA names, in order; loads nothing, changes nothing.
+
+    Raises:
+        ProtocolError: INCOMPATIBLE when a name is not in ``available`` (unknown, or made for another base: then
+            ``all_loras`` words the message), or LoRAs are requested and peft is not installed.
+    """
+    if not requested:
+        return []
+    _require_package("peft", "LoRAs")
+    return [_lora_spec(name, available, all_loras or {}) for name in requested]
+
+
 def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mapping[str, LoraSpec],
                 *, all_loras: Mapping[str, LoraSpec] | None = None) -> None:
     """Activate exactly the LoRAs of ``requested`` on ``pipeline``, at their weights.
@@ -217,8 +218,7 @@ def apply_loras(pipeline: Any, requested: Mapping[str, float], available: Mappin
         if _adapter_names(pipeline):
             pipeline.disable_lora()
         return
-    _require_package("peft", "LoRAs")
-    specs = [_lora_spec(name, available, all_loras or {}) for name in requested]
+    specs = check_loras(requested, available, all_loras=all_loras)
     present = _adapter_names(pipeline)
     for spec in specs:
         if spec.name not in present:  # adapters stay loaded (one load_lora_weights per name and UNet)
@@ -335,52 +335,54 @@ def uses_weighting(text: str) -> bool:
     return WEIGHTING_SYNTAX.search(text) is not None
 
 
-def check_weighting(family: str, prompt: str, negative_prompt: str) -> bool:
+def check_weighting(base: str | None, prompt: str, negative_prompt: str, *, family: str = "") -> bool:
     """True when ``prompt`` or ``negative_prompt`` uses :data:`WEIGHTING_SYNTAX` (so :func:`prompt_kwargs` will
     encode them with Compel); called before a job runs, so a model that cannot take it is refused up front.
 
+    Args:
+        base: the model's text-encoder base (:data:`daemon.registry.BASES`, the family's
+            :attr:`daemon.engines.family.FamilyStrategy.base`); None for a family without a CLIP prompt encoder
+            Compel supports (Kandinsky 2.2).
+        family: the model's family, for the message.
+
     Raises:
-        ProtocolError: INCOMPATIBLE for weighting syntax on a family without a CLIP prompt encoder Compel supports
-            (Kandinsky 2.2: :func:`daemon.registry.base_of` is None).
+        ProtocolError: INCOMPATIBLE for weighting syntax when ``base`` is None.
     """
     if not (uses_weighting(prompt) or uses_weighting(negative_prompt)):
         return False
-    if base_of(family) is None:
-        raise incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family} (remove the "
-                           "weighting syntax: word+, word-, (words)1.3, .blend(, .and()")
+    if base is None:
+        raise incompatible(f"prompt weighting needs an SD or SDXL model; this model is {family or 'neither'} (remove "
+                           "the weighting syntax: word+, word-, (words)1.3, .blend(, .and()")
     return True
 
 
-def _compel(pipeline: Any, base: str) -> Any:
-    """The cached Compel wrapper of ``pipeline``: ``CompelForSD`` (base ``sd``) or ``CompelForSDXL`` (``sdxl``:
-    both encoders, penultimate non-normalised hidden states, pooled output of the second), with long prompts split
-    into 77-token chunks instead of truncated and embeddings' multi-vector tokens expanded as diffusers does."""
-    compel = _compels.get(pipeline)
-    if compel is None:
-        from compel import CompelForSD, CompelForSDXL, DiffusersTextualInversionManager
+def make_compel(pipeline: Any, base: str) -> Any:
+    """A Compel wrapper of ``pipeline``: ``CompelForSD`` (base ``sd``) or ``CompelForSDXL`` (``sdxl``: both encoders,
+    penultimate non-normalised hidden states, pooled output of the second), with long prompts split into 77-token
+    chunks instead of truncated and embeddings' multi-vector tokens expanded as diffusers does. Building it loads
+    nothing; :class:`daemon.engines.loaded.LoadedPipeline` keeps one per pipeline."""
+    from compel import CompelForSD, CompelForSDXL, DiffusersTextualInversionManager
 
-        wrapper = CompelForSDXL if base == "sdxl" else CompelForSD
-        # a proxy, so that the cache entry does not keep its own key (the pipeline) alive
-        compel = _compels[pipeline] = wrapper(
-            pipeline, textual_inversion_manager=DiffusersTextualInversionManager(weakref.proxy(pipeline)))
-    return compel
+    wrapper = CompelForSDXL if base == "sdxl" else CompelForSD
+    return wrapper(pipeline, textual_inversion_manager=DiffusersTextualInversionManager(pipeline))
 
 
-def prompt_kwargs(pipeline: Any, family: str, prompt: str, negative_prompt: str) -> dict[str, Any]:
+def prompt_kwargs(compel: Callable[[], Any], base: str | None, prompt: str, negative_prompt: str, *,
+                  family: str = "") -> dict[str, Any]:
     """The prompt keyword arguments of the pipeline call for ``prompt`` and ``negative_prompt``.
 
     Plain prompts (no :data:`WEIGHTING_SYNTAX` in either) come back unchanged as ``{"prompt", "negative_prompt"}``.
-    Weighted ones are encoded by Compel into ``{"prompt_embeds", "negative_prompt_embeds"}`` (1×T×C tensors on
-    the text encoder's device, T a multiple of 77 tokens and the same for both; C 768 for SD 1.x, 2048 for SDXL), plus
-    ``"pooled_prompt_embeds"``/``"negative_pooled_prompt_embeds"`` (1×1280) for SDXL families.
+    Weighted ones are encoded by the Compel wrapper that ``compel()`` returns (:func:`make_compel`; called only
+    then) into ``{"prompt_embeds", "negative_prompt_embeds"}`` (1×T×C tensors on the text encoder's device, T a
+    multiple of 77 tokens and the same for both; C 768 for SD 1.x, 2048 for SDXL), plus
+    ``"pooled_prompt_embeds"``/``"negative_pooled_prompt_embeds"`` (1×1280) for base ``sdxl``.
 
     Raises:
         ProtocolError: INCOMPATIBLE as :func:`check_weighting`.
     """
-    if not check_weighting(family, prompt, negative_prompt):
+    if not check_weighting(base, prompt, negative_prompt, family=family):
         return {"prompt": prompt, "negative_prompt": negative_prompt}
-    base = base_of(family)
-    conditioning = _compel(pipeline, base)(prompt, negative_prompt=negative_prompt)
+    conditioning = compel()(prompt, negative_prompt=negative_prompt)
     kwargs = {"prompt_embeds": conditioning.embeds, "negative_prompt_embeds": conditioning.negative_embeds}
     if base == "sdxl":
         kwargs.update(pooled_prompt_embeds=conditioning.pooled_embeds,
