@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
+from gimp_inpaint.protocol import Family
+
 from .config import (
     LOG_LEVELS,
     ConfigError,
@@ -44,7 +46,8 @@ from .tray import Tray
 
 log = logging.getLogger("gimp_inpaint.daemon")
 
-DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", family="sd-inpaint"),)
+DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+                            family=Family.SD_INPAINT),)
 """Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""
 
 

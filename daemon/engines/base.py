@@ -20,7 +20,12 @@ ProgressCallback = Callable[[int, int], None]
 LoadProgress = Callable[[str, int, int], None]
 """Called as ``progress(stage, step, total)`` while a model loads: stage ``"download"`` counts bytes
 (``0 ≤ step ≤ total``), stage ``"load"`` is reported once as ``(0, 0)`` when loading from disk starts
-(:data:`protocol.messages.PROGRESS_STAGES`)."""
+(:class:`protocol.Stage`)."""
+
+WORKER_OPTIONS = frozenset({"engine", "seed", "num_variants", "grow", "feather"})
+"""The :data:`protocol.FILL_OPTIONS` rows that the worker itself uses for every engine (:mod:`daemon.worker`: the
+engine's name, the variants' seeds, the mask's growth and the blend mask's fade); an engine lists them with its
+own in :attr:`protocol.EngineInfo.options`."""
 
 CancelCheck = Callable[[], bool]
 """Returns True once the job has been cancelled; engines poll it between steps."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gimp_inpaint.protocol import FILL_OPTIONS, Family
 
-from .base import EngineJob, EngineLoadError, incompatible
+from .base import WORKER_OPTIONS, EngineJob, EngineLoadError, incompatible
 from .refining import ImageToImagePass, NoRefinement, Refinement, RefinerHandover, SecondInpaintPass
 
 if TYPE_CHECKING:
@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from ..registry import ModelSpec
     from .loading import LoadContext
 
-GENERIC_OPTIONS = frozenset({"engine", "prompt", "negative_prompt", "scheduler", "strength", "num_inference_steps",
-                             "guidance_scale", "seed", "num_variants", "grow", "feather"})
-""":data:`protocol.FILL_OPTIONS` rows every diffusion family uses (the worker uses ``seed``, ``num_variants``,
-``grow`` and ``feather``; the pipeline call the others). A family adds ``loras`` when it has a
+GENERIC_OPTIONS = WORKER_OPTIONS | {"prompt", "negative_prompt", "scheduler", "strength", "num_inference_steps",
+                                    "guidance_scale"}
+""":data:`protocol.FILL_OPTIONS` rows every diffusion family uses (the worker's,
+:data:`daemon.engines.base.WORKER_OPTIONS`; the pipeline call the others). A family adds ``loras`` when it has a
 :attr:`FamilyStrategy.base`, ``refiner_strength`` when it is :attr:`FamilyStrategy.refinable`, and its own
 (:meth:`FamilyStrategy.used_options`)."""
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from gimp_inpaint.protocol import EngineInfo, ErrorCode, ProtocolError
+from gimp_inpaint.protocol import FILL_OPTIONS, EngineInfo, ErrorCode, ProtocolError
 
-from .base import CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
-
-OPTIONS = ("engine", "num_variants", "grow", "feather")
-"""The :data:`protocol.FILL_OPTIONS` this engine uses: Telea is deterministic and has no prompt or steps, so its
-variants are identical (each still reports its seed)."""
+from .base import WORKER_OPTIONS, CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 
 
 class OpenCVEngine(Engine):
@@ -33,9 +29,12 @@ class OpenCVEngine(Engine):
         self.radius = radius
 
     def info(self) -> EngineInfo:
-        """Always available; ``uses_prompt`` is False."""
+        """Always available; ``uses_prompt`` is False; its options are the worker's alone
+        (:data:`daemon.engines.base.WORKER_OPTIONS`): Telea is deterministic and has no prompt or steps, so its
+        variants are identical (each still reports its seed)."""
         return EngineInfo(name=self.name, kind="opencv", model="telea", available=True, uses_prompt=False,
-                          detail=f"cv2.inpaint (Telea), radius {self.radius} px", options=list(OPTIONS))
+                          detail=f"cv2.inpaint (Telea), radius {self.radius} px",
+                          options=[name for name in FILL_OPTIONS if name in WORKER_OPTIONS])
 
     def check(self, job: EngineJob) -> None:
         """Refuse a mask that leaves no pixel unmasked (after growing): Telea fills the hole from the pixels around
