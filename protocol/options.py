@@ -119,7 +119,7 @@ class OptionSpec:
                                f"{', '.join(m.value for m in self.type)}") from None
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
+        if not _is_of_type(value, self.type):
             raise _invalid(f"{self.name} must be of type {self.type.__name__}, got {type(value).__name__}")
         if self.type is str:
             _check_text(self.name, value)
@@ -147,6 +147,13 @@ class OptionSpec:
             if isinstance(weight, bool) or not isinstance(weight, int | float):
                 raise _invalid(f"the weight of LoRA {quote(name)} must be a number")
             self._check_range(f"the weight of LoRA {quote(name)}", weight)
+
+
+def _is_of_type(value: object, kind: type) -> bool:
+    """``isinstance(value, kind)``, except that a ``bool`` is of no type but ``bool``. A function of its own so that
+    :meth:`OptionSpec.check` keeps its value typed ``Any``: ``isinstance`` with a plain ``type`` narrows to
+    ``object``."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _check_text(what: str, text: str) -> None:
@@ -235,6 +242,9 @@ class FillOptions:
     controlnet_conditioning_scale: float = option(1.0, "_ControlNet scale", "Weight of the ControlNet "
                                                   "(ControlNet engines only)", minimum=0.0, maximum=2.0,
                                                   aliases=("--controlnet-scale",))
+    clip_skip: int = option(0, "CL_IP skip", "Final CLIP text-encoder layers to skip (0: none; 1: the pre-final "
+                            "layer, as many SD 1.5 anime checkpoints expect); SD families", minimum=0, maximum=4,
+                            unit="layers")
     seed: int = option(-1, "See_d", "Random seed (-1: a new one each run); variant k uses seed + k",
                        minimum=-1, maximum=SEED_MAX)
     num_variants: int = option(1, "_Variants", "Results to generate, one layer each", minimum=1,
