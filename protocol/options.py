@@ -242,9 +242,9 @@ class FillOptions:
     controlnet_conditioning_scale: float = option(1.0, "_ControlNet scale", "Weight of the ControlNet "
                                                   "(ControlNet engines only)", minimum=0.0, maximum=2.0,
                                                   aliases=("--controlnet-scale",))
-    clip_skip: int = option(0, "CL_IP skip", "Final CLIP text-encoder layers to skip (0: none; 1: the pre-final "
-                            "layer, as many SD 1.5 anime checkpoints expect); SD families", minimum=0, maximum=4,
-                            unit="layers")
+    eta: float = option(0.0, "DD_IM eta", "Noise added at each step by the DDIM scheduler (η of the DDIM paper: "
+                        "0 deterministic, 1 like DDPM); other schedulers ignore it; SD families", minimum=0.0,
+                        maximum=1.0)
     seed: int = option(-1, "See_d", "Random seed (-1: a new one each run); variant k uses seed + k",
                        minimum=-1, maximum=SEED_MAX)
     num_variants: int = option(1, "_Variants", "Results to generate, one layer each", minimum=1,

@@ -36,6 +36,7 @@ from gimp_inpaint.protocol import (
     Plane,
     ProtocolError,
     Result,
+    Scheduler,
     Stage,
     Variant,
 )
@@ -580,3 +581,25 @@ def test_an_image_blanked_by_the_safety_checker_is_a_clear_job_failure(flagging_
     job = astronaut_job(seed=7)
     out = engine.inpaint(job, no_progress, never)
     assert out[job.mask == 255].mean() > 10  # the generated pixels, not the black image
+
+
+@pytest.mark.diffusers
+def test_eta_reaches_the_ddim_scheduler(engine: DiffusersEngine) -> None:
+    """``eta`` 1 makes each DDIM step add fresh noise (diffusers' ``eta``): other pixels than η = 0 from the same seed,
+    the same pixels again for the same η; schedulers without η (Euler) ignore it."""
+    ddim = astronaut_job(seed=7)
+    ddim = replace(ddim, options=replace(ddim.options, scheduler=Scheduler.DDIM))
+    noisy = replace(ddim, options=replace(ddim.options, eta=1.0))
+    assert "eta" in engine.info().options
+    engine.load()
+
+    def run(job: EngineJob) -> np.ndarray:
+        engine.check(job)
+        engine.prepare(job)
+        return engine.inpaint(job, no_progress, never)
+
+    first = run(noisy)
+    np.testing.assert_array_equal(first, run(noisy))
+    assert np.abs(first.astype(int) - run(ddim)).mean() > 0.5
+    euler = replace(ddim, options=replace(ddim.options, scheduler=Scheduler.EULER))
+    np.testing.assert_array_equal(run(euler), run(replace(euler, options=replace(euler.options, eta=1.0))))

@@ -8,14 +8,29 @@ refiner is a second inpainting pass (9 channels) or an image-to-image pass (4 ch
 
 from __future__ import annotations
 
-from gimp_inpaint.protocol import Family
+from typing import Any
 
+from gimp_inpaint.protocol import Family
+from PIL import Image
+
+from .base import EngineJob
 from .family import FamilyStrategy
 
 
 class StableDiffusionStrategy(FamilyStrategy):
-    """SD 1.x/2.x families: the generic behaviour, nothing overridden yet. An option or call argument of SD's own
-    (its text encoder, its UNet) goes here, and the ControlNet family, built on SD pipelines, inherits it."""
+    """SD 1.x/2.x families: the generic behaviour plus SD's own options (``eta``). The ControlNet family, built on
+    SD pipelines, inherits them."""
+
+    def used_options(self) -> set[str]:
+        """The generic options and ``eta``."""
+        return {*super().used_options(), "eta"}
+
+    def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
+        """The generic arguments and diffusers' ``eta`` (η of the DDIM paper, Song et al. 2020: the share of fresh
+        noise each DDIM step adds; ``StableDiffusionInpaintPipeline`` hands it to schedulers whose ``step`` takes
+        it, DDIM's, and other schedulers ignore it)."""
+        return {**super().call_kwargs(job, image, mask), "eta": job.options.eta}
+
 
 INDEX_CLASSES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline")
 """``model_index.json`` classes of SD 1.x/2.x repos (text-to-image or inpainting) that
