@@ -102,6 +102,9 @@ class EngineInfo:
     may be above 0, ``options`` the names of the :data:`protocol.FILL_OPTIONS` rows the engine uses (a dialog shows
     only those; the others are ignored or, where a value other than the default cannot be honoured, refused).
 
+    ``warming_up`` is true while the daemon loads the engine's model at start (``daemon.toml``'s ``preload``); a
+    request to it meanwhile waits until that load ends, and then finds the model loaded.
+
     Raises:
         ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`.
     """
@@ -117,6 +120,7 @@ class EngineInfo:
     embeddings: list[str] = field(default_factory=list)
     refiner: bool = False
     options: list[str] = field(default_factory=lambda: list(FILL_OPTIONS))
+    warming_up: bool = False
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.options if name not in FILL_OPTIONS]
