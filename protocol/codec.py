@@ -86,7 +86,8 @@ def encode(message: Message) -> bytes:
     """Serialise a message to one binary WebSocket frame (msgpack bytes)."""
     wire = _to_wire(message)
     wire["type"] = message.type
-    return msgpack.packb(wire, use_bin_type=True)
+    frame: bytes = msgpack.packb(wire, use_bin_type=True)  # msgpack has no type hints
+    return frame
 
 
 def _bad(message: str) -> ProtocolError:
@@ -162,11 +163,12 @@ _RECORDS = (FillOptions, EditorOptions)
 each is of a wire type (an enum's value as a string) and leaves the rest to the record."""
 
 
-def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
+def decode(frame: bytes | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
     """Parse and validate one frame.
 
     Args:
-        frame: the bytes of one binary WebSocket frame.
+        frame: one WebSocket frame as websockets receives it: the bytes of a binary frame (a text frame's ``str``
+            is refused with ``BAD_MESSAGE``).
         max_pixels: largest ``width × height`` accepted for any :class:`Plane`.
 
     Returns:
@@ -195,7 +197,8 @@ def decode(frame: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Message:
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise _bad(f"unknown message type {quote(kind)}")
-    return _build(cls, wire, kind, max_pixels)
+    message: Message = _build(cls, wire, kind, max_pixels)  # an instance of cls
+    return message
 
 
 _PEEK_MAX_OBJECTS = 256
