@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -171,13 +172,15 @@ class InpaintClient:
         welcome: the daemon's :class:`protocol.Welcome` (version, device, engines, pixel limit).
     """
 
-    def __init__(self, websocket: ClientConnection, stack: ExitStack, url: str, timeout: float) -> None:
-        """Internal: use :meth:`connect`, which performs the handshake."""
+    def __init__(self, websocket: ClientConnection, stack: ExitStack, url: str, timeout: float, token: str,
+                 client_name: str) -> None:
+        """Internal: use :meth:`connect`, which opens ``websocket`` (closed by ``stack``) and closes it if this
+        handshake (Hello → Welcome) fails."""
         self._ws = websocket
         self._stack = stack
         self._timeout = timeout
         self.url = url
-        self.welcome: Welcome | None = None
+        self.welcome: Welcome = self._handshake(token, client_name)
 
     @classmethod
     def connect(cls, url: str, token: str, client_name: str, timeout: float = 5.0) -> InpaintClient:
@@ -218,13 +221,11 @@ class InpaintClient:
             raise _unreachable(url, exc.strerror or str(exc), DaemonNotRunning) from None
         except OSError as exc:
             raise _unreachable(url, exc.strerror or str(exc)) from None
-        client = cls(websocket, stack, url, timeout)
         try:
-            client.welcome = client._handshake(token, client_name)
+            return cls(websocket, stack, url, timeout, token, client_name)
         except BaseException:
-            client.close()
+            stack.close()
             raise
-        return client
 
     def _handshake(self, token: str, client_name: str) -> Welcome:
         self._send(Hello(protocol_version=PROTOCOL_VERSION, client=client_name, token=token))
@@ -294,8 +295,6 @@ class InpaintClient:
                 size limit (WebSocket close code 1009).
             DaemonUnavailable: the connection dropped.
         """
-        if self.welcome is None:
-            raise RuntimeError("InpaintClient.inpaint called before the handshake")
         self._send(request)
         cancelled_at: float | None = None
         variants: list[Variant] = []
@@ -526,13 +525,15 @@ def start_daemon(command: Sequence[str], log_file: Path) -> subprocess.Popen[byt
         OSError: the program cannot be run, or ``log_file`` cannot be opened.
     """
     environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
-    detach: dict[str, object] = (
-        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS} if os.name == "nt"
-        else {"start_new_session": True})
+    if sys.platform == "win32":  # the flags exist only there (os.name == "nt")
+        creationflags, new_session = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS, False
+    else:
+        creationflags, new_session = 0, True  # 0 and False: Popen's defaults
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as output:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                close_fds=True, env=environment, **detach)
+                                close_fds=True, env=environment, creationflags=creationflags,
+                                start_new_session=new_session)
 
 
 def _output_since(log_file: Path, offset: int) -> str:
