@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Plane, Rect
@@ -90,7 +91,8 @@ def load_mask(path: Path) -> np.ndarray:
     with _open_8bit(path) as image:
         if "A" in image.getbands() or "transparency" in image.info:
             rgba = image.convert("RGBA")
-            *colour, alpha = rgba.getextrema()
+            # Pillow's union includes a one-band image's (low, high); RGBA's is one (low, high) per band
+            *colour, alpha = cast(tuple[tuple[int, int], ...], rgba.getextrema())
             if all(low == high for low, high in colour) and alpha[0] != alpha[1]:
                 return np.asarray(rgba.getchannel("A")).copy()
         return np.asarray(image.convert("L")).copy()

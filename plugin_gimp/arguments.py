@@ -53,7 +53,13 @@ def gimp_default(spec: OptionSpec) -> Any:
 
 def choices(spec: OptionSpec) -> list[tuple[str, str]]:
     """``(nick, label)`` of each member of an enum option, in order (the label is the member's ``label`` when it
-    has one, e.g. ``"Euler Ancestral"``)."""
+    has one, e.g. ``"Euler Ancestral"``).
+
+    Raises:
+        TypeError: ``spec`` is not an enum option.
+    """
+    if not issubclass(spec.type, Enum):
+        raise TypeError(f"{spec.name} is not a choice (enum) option")
     return [(member.value, getattr(member, "label", member.value)) for member in spec.type]
 
 
