@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import logging.handlers
 import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import cast
 
 from gimp_inpaint.protocol import Family
 
@@ -100,8 +101,10 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     :func:`daemon.config.open_private`: the log and each new one after a rotation are 0600 (the log holds
     client names, job ids and paths), and a log an older version left readable by others is tightened."""
 
-    def _open(self) -> TextIO:
-        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=open_private)
+    def _open(self) -> io.TextIOWrapper:
+        # a text mode ("a", which RotatingFileHandler sets), so a TextIOWrapper: mypy cannot tell from a str mode
+        return cast(io.TextIOWrapper, open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                                           opener=open_private))
 
 
 def log_file_handler(path: Path) -> logging.handlers.RotatingFileHandler:

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
+Owner = TypeVar("Owner", bound=Hashable)
+"""The owners' type (the server's: its connection ids, ints)."""
 P = TypeVar("P")
+"""The payloads' type."""
 
 
 class DuplicateJob(ValueError):
@@ -42,7 +45,7 @@ class CancelOutcome(Enum):
 
 
 @dataclass(eq=False)
-class Job(Generic[P]):
+class Job(Generic[Owner, P]):
     """One queued or running job.
 
     Attributes:
@@ -51,7 +54,7 @@ class Job(Generic[P]):
         payload: what the worker needs (the server stores the request and its engine here).
     """
 
-    owner: Hashable
+    owner: Owner
     job_id: str
     payload: P
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -65,7 +68,7 @@ class Job(Generic[P]):
         return self._cancel.is_set()
 
 
-class JobQueue(Generic[P]):
+class JobQueue(Generic[Owner, P]):
     """Round-robin queue over owners with at most one running job.
 
     Each owner's jobs run in the order it sent them; between owners the queue takes turns: the next
@@ -88,12 +91,12 @@ class JobQueue(Generic[P]):
         if max_per_owner is not None and max_per_owner < 1:
             raise ValueError(f"max_per_owner must be ≥ 1, got {max_per_owner}")
         self.max_per_owner = max_per_owner
-        self._waiting: dict[Hashable, deque[Job[P]]] = {}  # owner → its waiting jobs, oldest first
-        self._turns: deque[Hashable] = deque()  # owners with waiting jobs; the first one's job runs next
-        self._running: Job[P] | None = None
+        self._waiting: dict[Owner, deque[Job[Owner, P]]] = {}  # owner → its waiting jobs, oldest first
+        self._turns: deque[Owner] = deque()  # owners with waiting jobs; the first one's job runs next
+        self._running: Job[Owner, P] | None = None
 
     @property
-    def running(self) -> Job[P] | None:
+    def running(self) -> Job[Owner, P] | None:
         """The job between :meth:`pop` and :meth:`finish`, or None."""
         return self._running
 
@@ -101,12 +104,12 @@ class JobQueue(Generic[P]):
         """Number of waiting (not running) jobs."""
         return sum(map(len, self._waiting.values()))
 
-    def _find(self, owner: Hashable, job_id: str) -> Job[P] | None:
+    def _find(self, owner: Owner, job_id: str) -> Job[Owner, P] | None:
         if self._running is not None and (self._running.owner, self._running.job_id) == (owner, job_id):
             return self._running
         return next((job for job in self._waiting.get(owner, ()) if job.job_id == job_id), None)
 
-    def _position(self, owner: Hashable) -> int:
+    def _position(self, owner: Owner) -> int:
         """Jobs that run before the next job ``owner`` adds (it joins the turns last if it has none waiting)."""
         rounds = len(self._waiting.get(owner, ()))  # the new job runs in this round (0 = the next one) …
         turns = list(self._turns)
@@ -115,7 +118,7 @@ class JobQueue(Generic[P]):
                     for index, other in enumerate(turns) if other != owner)
         return ahead + rounds + (self._running is not None)
 
-    def add(self, owner: Hashable, job_id: str, payload: P, held: int = 0) -> tuple[Job[P], int]:
+    def add(self, owner: Owner, job_id: str, payload: P, held: int = 0) -> tuple[Job[Owner, P], int]:
         """Queue a job after ``owner``'s other waiting jobs.
 
         Args:
@@ -142,7 +145,7 @@ class JobQueue(Generic[P]):
         self._waiting[owner].append(job)
         return job, position
 
-    def pop(self) -> Job[P] | None:
+    def pop(self) -> Job[Owner, P] | None:
         """Start the next owner's oldest waiting job: it becomes :attr:`running`. Returns None when none waits.
 
         Raises:
@@ -161,7 +164,7 @@ class JobQueue(Generic[P]):
             del self._waiting[owner]
         return self._running
 
-    def finish(self, job: Job[P]) -> None:
+    def finish(self, job: Job[Owner, P]) -> None:
         """Mark the running ``job`` as done.
 
         Raises:
@@ -171,7 +174,7 @@ class JobQueue(Generic[P]):
             raise RuntimeError(f"job {job.job_id!r} is not the running job")
         self._running = None
 
-    def _remove(self, owner: Hashable, jobs: list[Job[P]]) -> None:
+    def _remove(self, owner: Owner, jobs: list[Job[Owner, P]]) -> None:
         """Cancel and take out ``jobs``, waiting jobs of ``owner``; the owner leaves the turns when none is left."""
         waiting = self._waiting[owner]
         for job in jobs:
@@ -181,7 +184,7 @@ class JobQueue(Generic[P]):
             del self._waiting[owner]
             self._turns.remove(owner)
 
-    def cancel(self, owner: Hashable, job_id: str) -> CancelOutcome:
+    def cancel(self, owner: Owner, job_id: str) -> CancelOutcome:
         """Cancel ``owner``'s job ``job_id``: remove it if waiting, flag it if running."""
         job = self._find(owner, job_id)
         if job is None:
@@ -192,7 +195,7 @@ class JobQueue(Generic[P]):
         self._remove(owner, [job])
         return CancelOutcome.REMOVED
 
-    def drop_owner(self, owner: Hashable) -> list[Job[P]]:
+    def drop_owner(self, owner: Owner) -> list[Job[Owner, P]]:
         """Cancel every job of ``owner`` (it disconnected).
 
         Returns:

@@ -38,10 +38,10 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
@@ -336,7 +336,7 @@ class DaemonServer:
         self.url: str | None = None
         self._token = token
         self._on_status = on_status or (lambda state, text: None)
-        self._queue: JobQueue[_Pending] = JobQueue(max_queued_jobs)
+        self._queue: JobQueue[int, _Pending] = JobQueue(max_queued_jobs)
         self._repeats = RepeatLimiter(log)
         self._admission = _Admission(max_connections, max_handshakes, self._repeats)
         self._clients: dict[int, _Client] = {}
@@ -370,9 +370,13 @@ class DaemonServer:
                         self.settings.host)
         worker = Worker()
         try:
-            async with serve(self._handle, self.settings.host, self.settings.port, compression=None, origins=[None],
+            # websockets types serve() for plain ServerConnections: its create_connection as a class (it documents
+            # "a wrapper or a subclass"), its handler as taking any; each connection here is a _CountedConnection
+            handler = cast(Callable[[ServerConnection], Awaitable[None]], self._handle)
+            create_connection = cast(type[ServerConnection], functools.partial(_CountedConnection, self._admission))
+            async with serve(handler, self.settings.host, self.settings.port, compression=None, origins=[None],
                              max_size=HELLO_MAX_BYTES, max_queue=FRAME_QUEUE,
-                             create_connection=functools.partial(_CountedConnection, self._admission)) as server:
+                             create_connection=create_connection) as server:
                 port = server.sockets[0].getsockname()[1]
                 self.url = f"ws://{self.settings.host}:{port}"
                 log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
@@ -521,7 +525,7 @@ class DaemonServer:
                     client.unread_results -= 1
             del item  # a sent variant's frame is not held while the next one is generated
 
-    def _send(self, owner: Hashable, message: Message | _Frame) -> None:
+    def _send(self, owner: int, message: Message | _Frame) -> None:
         """Queue ``message`` for the client ``owner`` (dropped if it has gone, a frame's future completed).
         Event loop thread only."""
         client = self._clients.get(owner)
@@ -616,7 +620,7 @@ class DaemonServer:
             del job  # the request's planes go now …
             await asyncio.to_thread(release_free_memory)  # … and the allocator hands its free pages back
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[_Pending]) -> None:
+    async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[int, _Pending]) -> None:
         """Run one job on the worker thread and send its Result or Error to its owner.
 
         :func:`daemon.worker.run_job` turns every failure of the job into an Error; should the

@@ -7,7 +7,7 @@ from gimp_inpaint.daemon.jobs import CancelOutcome, DuplicateJob, JobQueue, Queu
 
 
 def test_fifo_order_and_positions() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     assert queue.pop() is None
     first, position = queue.add("alice", "1", "a1")
     assert position == 0
@@ -25,7 +25,7 @@ def test_fifo_order_and_positions() -> None:
 
 
 def test_duplicate_ids_rejected_until_finished() -> None:
-    queue: JobQueue[int] = JobQueue()
+    queue: JobQueue[str, int] = JobQueue()
     queue.add("alice", "x", 1)
     with pytest.raises(DuplicateJob):
         queue.add("alice", "x", 2)
@@ -39,7 +39,7 @@ def test_duplicate_ids_rejected_until_finished() -> None:
 
 
 def test_cancel_queued_running_and_unknown() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     running, _ = queue.add("alice", "1", "run")
     waiting, _ = queue.add("alice", "2", "wait")
     queue.add("bob", "3", "other")
@@ -56,7 +56,7 @@ def test_cancel_queued_running_and_unknown() -> None:
 
 
 def test_drop_owner_removes_waiting_and_flags_running() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     running, _ = queue.add("alice", "1", "a1")
     queue.add("bob", "1", "b1")
     queue.add("alice", "2", "a2")
@@ -72,7 +72,7 @@ def test_drop_owner_removes_waiting_and_flags_running() -> None:
     assert queue.drop_owner("nobody") == []
 
 
-def _drain(queue: JobQueue[str]) -> list[str]:
+def _drain(queue: JobQueue[str, str]) -> list[str]:
     """Run every waiting job to the end; their payloads in the order they ran."""
     order = []
     while (job := queue.pop()) is not None:
@@ -82,7 +82,7 @@ def _drain(queue: JobQueue[str]) -> list[str]:
 
 
 def test_round_robin_between_two_owners() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     for n in range(1, 4):
         queue.add("alice", str(n), f"a{n}")
     queue.add("bob", "1", "b1")
@@ -90,7 +90,7 @@ def test_round_robin_between_two_owners() -> None:
 
 
 def test_round_robin_between_three_owners_keeps_each_owners_order() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     for owner, count in (("alice", 3), ("bob", 2), ("carol", 1)):
         for n in range(1, count + 1):
             queue.add(owner, str(n), f"{owner[0]}{n}")
@@ -102,7 +102,7 @@ def test_round_robin_between_three_owners_keeps_each_owners_order() -> None:
 
 
 def test_positions_follow_the_round_robin_order() -> None:
-    queue: JobQueue[str] = JobQueue()
+    queue: JobQueue[str, str] = JobQueue()
     assert queue.add("alice", "1", "a1")[1] == 0
     assert queue.add("alice", "2", "a2")[1] == 1
     assert queue.add("alice", "3", "a3")[1] == 2
@@ -112,7 +112,7 @@ def test_positions_follow_the_round_robin_order() -> None:
 
 
 def test_queued_jobs_per_owner_are_capped() -> None:
-    queue: JobQueue[str] = JobQueue(max_per_owner=2)
+    queue: JobQueue[str, str] = JobQueue(max_per_owner=2)
     queue.add("alice", "1", "a1")
     queue.add("alice", "2", "a2")
     with pytest.raises(QueueFull) as full:
