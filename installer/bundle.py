@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from gimp_inpaint.client.connection import write_connection_config
 from gimp_inpaint.daemon.config import TOKEN_FILE, ensure_token
@@ -123,7 +124,9 @@ def _copy_licenses(distribution: metadata.Distribution, target: Path) -> None:
     for file in distribution.files or []:
         if file.name.upper().startswith(("LICENSE", "COPYING")):
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(distribution.locate_file(file)), target / f"{distribution.name}-{file.name}")
+            # an installed distribution (a PathDistribution) locates its files as Paths; typeshed says SimplePath
+            located = cast("os.PathLike[str]", distribution.locate_file(file))
+            shutil.copyfile(Path(located), target / f"{distribution.name}-{file.name}")
 
 
 def vendor_packages(target: Path) -> dict[str, str]:
@@ -212,9 +215,10 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         entry.chmod(0o755)
         vendored = vendor_packages(staging / VENDOR)
         write_connection_config(staging / CONNECTION_FILE, url, token, daemon_command)
-        shortcut_file = gimp_config_dir / "shortcutsrc" if shortcut else None
+        shortcut_file: Path | None = None
         owned, detail = (None, "left alone (--no-shortcut)")
-        if shortcut_file is not None:
+        if shortcut:
+            shortcut_file = gimp_config_dir / "shortcutsrc"
             owned, detail = _update_shortcut(shortcut_file, shortcut, previous)
         manifest: Manifest = {"versions": vendored, "shortcut": owned,
                               "shortcut_file": str(shortcut_file) if owned else None}
@@ -244,10 +248,11 @@ def uninstall(plugin_dir: Path) -> UninstallReport:
         raise InstallError(f"{folder} does not look like the gimp-inpaint plug-in; remove it by hand if it is")
     manifest = _read_manifest(folder)
     detail = "no shortcut was added by the install"
-    if manifest.get("shortcut") and manifest.get("shortcut_file"):
-        shortcut_file = Path(manifest["shortcut_file"])
+    owned, recorded = manifest.get("shortcut"), manifest.get("shortcut_file")
+    if owned and recorded:
+        shortcut_file = Path(recorded)
         if shortcut_file.exists():
-            change = remove_shortcut(shortcut_file.read_text(encoding="utf-8"), PROCEDURE, manifest["shortcut"])
+            change = remove_shortcut(shortcut_file.read_text(encoding="utf-8"), PROCEDURE, owned)
             if change.changed:
                 shortcut_file.write_text(change.text, encoding="utf-8")
             detail = f"{change.detail} in {shortcut_file}"

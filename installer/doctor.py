@@ -93,7 +93,7 @@ class Check:
 
 
 def check_python(version: Sequence[int]) -> Check:
-    """Python ``version`` (``sys.version_info``) against :data:`MIN_PYTHON`."""
+    """Python ``version`` (``sys.version_info[:3]``) against :data:`MIN_PYTHON`."""
     text = ".".join(str(part) for part in version[:3])
     if tuple(version[:2]) < MIN_PYTHON:
         return Check("python", Level.BROKEN, f"Python {text} is older than {MIN_PYTHON[0]}.{MIN_PYTHON[1]}",
@@ -336,7 +336,6 @@ Connect = Callable[[str, str], Welcome]
 def connect_daemon(url: str, token: str, timeout: float = 5.0) -> Welcome:
     """A :data:`Connect` over :meth:`client.connection.InpaintClient.connect` (``timeout`` in seconds)."""
     with InpaintClient.connect(url, token, CLIENT_NAME, timeout) as client:
-        assert client.welcome is not None
         return client.welcome
 
 
@@ -504,7 +503,7 @@ def run_checks(config_dir: Path | None = None, environ: Mapping[str, str] | None
 
     environ = os.environ if environ is None else environ
     home = Path.home() if home is None else home
-    yield check_python(sys.version_info)
+    yield check_python(sys.version_info[:3])
     package = importlib.util.find_spec("gimp_inpaint.client")
     yield check_venv(sys.prefix, sys.base_prefix, Path(next(iter(package.submodule_search_locations))).parent
                      if package and package.submodule_search_locations else None, _version("gimp-inpaint"))

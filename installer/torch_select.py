@@ -124,10 +124,10 @@ def parse_nvidia_smi(summary: str, query: str) -> tuple[tuple[str, ...], str | N
     """
     names, drivers = [], []
     for line in query.splitlines():
-        name, _, driver = line.rpartition(",")
+        name, _, gpu_driver = line.rpartition(",")
         if name.strip():
             names.append(name.strip())
-            drivers.append(driver.strip())
+            drivers.append(gpu_driver.strip())
     driver_match = re.search(r"Driver Version:\s*([\d.]+)", summary)
     cuda_match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", summary)
     driver = driver_match.group(1) if driver_match else (drivers[0] if drivers else None)
