@@ -431,12 +431,14 @@ def engine_table(engines: Sequence[EngineInfo]) -> list[str]:
     """The ``status`` table: a header line (:data:`ENGINE_COLUMNS`), then one line per engine, columns padded
     to their widest cell. FAMILY is the registry's model family (the engine kind, e.g. ``opencv``, when it has
     none); LORAS and EMBEDDINGS are comma-separated names and tokens (``-`` for none); REFINER is yes/no;
-    STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), last, so
-    a long detail does not widen the table.
+    STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), or
+    ``warming up`` while the daemon preloads it (:attr:`protocol.EngineInfo.warming_up`), last, so a long detail
+    does not widen the table.
     """
     rows = [ENGINE_COLUMNS] + [(
         engine.name, engine.family or engine.kind, engine.model, ", ".join(engine.loras) or "-",
         ", ".join(engine.embeddings) or "-", "yes" if engine.refiner else "no",
+        "warming up" if engine.warming_up and engine.available else
         (("available; " if engine.available else "unavailable: ") + engine.detail).rstrip(": ").rstrip("; "),
     ) for engine in engines]
     widths = [max(len(row[column]) for row in rows) for column in range(len(ENGINE_COLUMNS) - 1)]

@@ -4,10 +4,11 @@
 
     python -m gimp_inpaint.daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
                      [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
-                     [--max-pixels N] [--memory-budget GB] [--log-level info]
+                     [--max-pixels N] [--memory-budget GB] [--preload NAME] [--log-level info]
 
 Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves, and runs until
-SIGINT/SIGTERM or the tray icon's Quit.
+SIGINT/SIGTERM or the tray icon's Quit. With ``preload`` (``daemon.toml`` or ``--preload``) it then loads that
+model in the background (:meth:`daemon.server.DaemonServer.serve`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
-from gimp_inpaint.protocol import Family
-
 from .config import (
+    DEFAULT_MODELS,
     LOG_LEVELS,
     ConfigError,
     Settings,
@@ -41,15 +41,10 @@ from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.opencv_engine import OpenCVEngine
 from .memory import MMAP_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
-from .registry import ModelSpec
 from .server import DaemonServer
 from .tray import Tray
 
 log = logging.getLogger("gimp_inpaint.daemon")
-
-DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
-                            family=Family.SD_INPAINT),)
-"""Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""
 
 
 def _model_option(text: str) -> tuple[str, str]:
@@ -85,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, help="largest width × height of a request's image")
     parser.add_argument("--memory-budget", type=float, metavar="GB",
                         help="memory the warm models may fill, in GB (default: measured from the device)")
+    parser.add_argument("--preload", metavar="NAME",
+                        help="load this model in the background once listening, so the first fill finds it warm "
+                             "(default: none, each model loads on its first request; \"\" turns daemon.toml's off)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
     return parser.parse_args(argv)
 
@@ -170,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     mapped = limit_mmap_threshold()  # before the first big buffer: freed job memory goes back to the system
     overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
                  "max_pixels": args.max_pixels, "memory_budget_gb": args.memory_budget, "log_level": args.log_level,
+                 "preload": args.preload,
                  "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
     try:
         settings = load_settings(args.config_dir, overrides)

@@ -11,6 +11,7 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     threads = 0              # torch CPU threads, 0 = torch's default
     max_pixels = 16777216    # largest width × height of a request's image
     memory_budget_gb = 0     # memory the warm models may fill (GB); 0 = measured from the device
+    preload = ""             # a model name: loaded in the background once the daemon listens ("" = on first use)
 
     [models.sd15-inpaint]
     model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, local folder or .safetensors file
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Family
 
 from .registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry, RegistryError, model_spec, parse_registry
 
@@ -66,6 +67,10 @@ _DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """Accepted values of ``log_level``, from the most to the least verbose."""
 
+DEFAULT_MODELS = (ModelSpec("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+                            family=Family.SD_INPAINT),)
+"""Offered when no model is configured and diffusers is installed (downloaded and loaded on first use)."""
+
 
 def is_device_name(text: str) -> bool:
     """True for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (N a decimal GPU index) and ``mps``.
@@ -98,6 +103,9 @@ class Settings:
         log_file: the daemon's log file.
         log_level: one of :data:`LOG_LEVELS`.
         tray: whether to show the system-tray icon.
+        preload: the name of a model (of :attr:`models`, or of :data:`DEFAULT_MODELS` when there is none) that the
+            daemon loads in the background once it listens, so that the first request finds it warm; ``""``: none
+            (every model loads on its first request).
     """
 
     config_dir: Path
@@ -113,6 +121,7 @@ class Settings:
     embeddings: tuple[EmbeddingSpec, ...] = ()
     log_level: str = "info"
     tray: bool = True
+    preload: str = ""
 
     @property
     def registry(self) -> Registry:
@@ -121,7 +130,8 @@ class Settings:
 
 
 _TOML_TYPES: dict[str, type | tuple[type, ...]] = {"host": str, "port": int, "device": str, "threads": int,
-                                                   "max_pixels": int, "memory_budget_gb": (int, float)}
+                                                   "max_pixels": int, "memory_budget_gb": (int, float),
+                                                   "preload": str}
 _REGISTRY_TABLES = ("models", "loras", "embeddings")
 
 
@@ -184,7 +194,8 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
             (or replace same-named) models of the file, with the family read from the model when it loads.
 
     Raises:
-        ConfigError: unreadable TOML, unknown keys, wrong types, or values out of range.
+        ConfigError: unreadable TOML, unknown keys, wrong types, values out of range, or a ``preload`` that names
+            no model.
     """
     if config_dir is None:
         config_dir = Path(platformdirs.user_config_dir(APP_NAME))
@@ -206,7 +217,19 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
         except RegistryError as exc:
             raise ConfigError(str(exc)) from None
         given["models"] = {**settings.models, **added}
-    return _check(replace(settings, **given), "command line")
+    settings = _check(replace(settings, **given), "command line")
+    _check_preload(settings, "command line" if "preload" in given else str(toml_path))
+    return settings
+
+
+def _check_preload(settings: Settings, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` unless ``preload`` is empty or names a model: one of
+    :attr:`Settings.models`, or of :data:`DEFAULT_MODELS` when none is configured (checked once the command line's
+    models are merged, since ``preload`` may name one of them)."""
+    names = list(settings.models) or [spec.name for spec in DEFAULT_MODELS]
+    if settings.preload and settings.preload not in names:
+        raise ConfigError(f"{source}: preload = {settings.preload!r} is not a model of the registry; the models are "
+                          f"{', '.join(names)}")
 
 
 def make_private_folder(folder: Path) -> None:

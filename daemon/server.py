@@ -8,6 +8,11 @@ client's outbox, a queue that one writer task drains, so a client receives Accep
 and Result in order. Each variant is encoded on the worker thread (a big frame never stalls the event loop
 while it is packed), and the worker waits until the writer has sent it before it starts the next one.
 
+Preload (``daemon.toml``'s ``preload``): once it listens, the server loads that engine on the worker thread
+before the first job, so the first request finds it warm; meanwhile the handshake lists it as
+:attr:`protocol.EngineInfo.warming_up`, the tray says "warming up", and requests wait in order behind the load.
+A failed load is logged and shown as an error; the daemon serves on, the engine's load retried by its requests.
+
 Security: the server binds to ``127.0.0.1`` by default (it logs a warning for any other address:
 the token then crosses the network in cleartext), refuses every handshake that carries an
 ``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
@@ -39,7 +44,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, cast
 
@@ -47,6 +52,7 @@ from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
+    EngineInfo,
     Error,
     ErrorCode,
     Hello,
@@ -69,7 +75,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .config import TOKEN_FILE, Settings, token_matches
-from .engines.base import Engine, JobCancelled
+from .engines.base import Engine, EngineLoadError, JobCancelled
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .memory import release_free_memory
 from .worker import Worker, check_request
@@ -116,7 +122,11 @@ WRONG_TOKEN_MESSAGE = ("wrong token: the daemon's token is in the token file of 
 (the user's home folder): the daemon's log does, with the refusal."""
 
 StatusListener = Callable[[str, str], None]
-"""Called as ``listener(state, text)`` on the event loop's thread; ``state``: ``"idle"``, ``"busy"`` or ``"error"``."""
+"""Called as ``listener(state, text)`` on the event loop's thread; ``state``: ``"idle"``, ``"busy"`` (a job, or the
+preload: ``text`` then starts with ``"warming up: "``) or ``"error"``."""
+
+WARMING_UP_DETAIL = "warming up: loading at daemon start; a request waits until it is loaded"
+"""The :attr:`protocol.EngineInfo.detail` of the engine being preloaded (:attr:`~protocol.EngineInfo.warming_up`)."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -307,7 +317,7 @@ class DaemonServer:
     """Serves ``engines`` over WebSocket until :meth:`stop`.
 
     Args:
-        settings: host, port (0 = any free port), max_pixels are used here.
+        settings: host, port (0 = any free port), max_pixels and preload (an engine name, or ``""``) are used here.
         engines: the engines to offer, in the order the handshake lists them; names must be unique.
         token: the secret every client's :class:`Hello` must carry (:func:`daemon.config.ensure_token`).
         device: what :class:`protocol.Welcome` reports as the device (e.g. ``"cuda:0 (NVIDIA H100)"``).
@@ -345,6 +355,8 @@ class DaemonServer:
         self._stop_requested = False
         self._stop_event = asyncio.Event()  # asyncio events bind to the loop that first waits on them
         self._wake = asyncio.Event()
+        self._warming = ""
+        """The name of the engine being preloaded (``settings.preload``) until its load ends; ``""`` otherwise."""
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -354,6 +366,9 @@ class DaemonServer:
         Args:
             on_listening: called once with the URL (``ws://HOST:PORT``, the real port when 0 was asked)
                 as soon as connections are accepted.
+
+        With ``settings.preload``, that engine loads on the worker thread as soon as connections are accepted,
+        before any job (the module's docstring says what clients see meanwhile).
 
         Returns once the running job (cancelled first) has ended; the event loop keeps running
         meanwhile (the worker thread is joined in another thread), so signal handlers still work.
@@ -380,7 +395,7 @@ class DaemonServer:
                 port = server.sockets[0].getsockname()[1]
                 self.url = f"ws://{self.settings.host}:{port}"
                 log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
-                self._status("idle", "")
+                self._start_warming_up()
                 dispatcher = asyncio.create_task(self._dispatch(self._loop, worker))
                 if on_listening is not None:
                     on_listening(self.url)
@@ -400,6 +415,60 @@ class DaemonServer:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already closed: serve() has returned
                 self._loop.call_soon_threadsafe(self._stop_event.set)
+
+    def _start_warming_up(self) -> None:
+        """Mark ``settings.preload``'s engine as warming up (the dispatcher loads it before the first job) and set
+        the first status: idle, warming up, or an error for a preload that names no engine of this daemon (the
+        configuration checks names, but the default model exists only where diffusers is installed)."""
+        name = self.settings.preload
+        if not name:
+            self._status("idle", "")
+        elif name not in self.engines:
+            log.error("cannot preload %s: this daemon has no engine of that name (its engines: %s)", name,
+                      ", ".join(self.engines))
+            self._status("error", f"cannot preload {name}: no such engine")
+        else:
+            self._warming = name
+            self._status("busy", f"warming up: loading {name}")
+
+    async def _warm_up(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        """Load the preloaded engine (:meth:`_start_warming_up`) on the worker thread, reporting downloads to the
+        status; a failure is logged and shown as an error status, and the daemon serves on (the engine's
+        :meth:`~daemon.engines.base.Engine.info` then says why, and each request retries the load)."""
+        engine = self.engines[self._warming]
+        started = time.perf_counter()
+        shown = -1
+
+        def progress(stage: str, step: int, total: int) -> None:  # worker thread
+            nonlocal shown
+            percent = 100 * step // total if stage == "download" and total > 0 else -1
+            if percent != shown:
+                shown = percent
+                text = f"downloading {engine.name}, {percent} %" if percent >= 0 else f"loading {engine.name}"
+                loop.call_soon_threadsafe(self._status, "busy", f"warming up: {text}")
+
+        log.info("warming up: loading %s", engine.name)
+        try:
+            await asyncio.wrap_future(worker.call(lambda: engine.load(progress)))
+        except EngineLoadError as exc:
+            log.error("warming up %s failed: %s", engine.name, exc)
+            self._status("error", f"warming up {engine.name} failed: {exc}")
+        except Exception as exc:
+            log.exception("warming up %s failed", engine.name)
+            self._status("error", f"warming up {engine.name} failed: {type(exc).__name__}: {exc}")
+        else:
+            log.info("warmed up %s in %.2f s", engine.name, time.perf_counter() - started)
+            self._status("idle", "")
+        finally:
+            self._warming = ""
+
+    def _engine_info(self, engine: Engine) -> EngineInfo:
+        """``engine.info()``, marked :attr:`~protocol.EngineInfo.warming_up` (and, while available, its detail
+        :data:`WARMING_UP_DETAIL`) while it is preloaded."""
+        info = engine.info()
+        if engine.name != self._warming:
+            return info
+        return replace(info, warming_up=True, detail=WARMING_UP_DETAIL if info.available else info.detail)
 
     def _status(self, state: str, text: str) -> None:
         try:
@@ -486,7 +555,7 @@ class DaemonServer:
         client = _Client(id=next(self._ids), name=hello.client or "client", websocket=websocket)
         try:
             welcome = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version(), device=self.device,
-                              engines=[engine.info() for engine in self.engines.values()],
+                              engines=[self._engine_info(engine) for engine in self.engines.values()],
                               max_pixels=self.settings.max_pixels)
         except Exception as exc:  # a bug (e.g. in an engine's info()): tell the client, keep serving others
             log.exception("connection %d (%s): cannot answer its hello", client.id, quote(client.name))
@@ -609,7 +678,10 @@ class DaemonServer:
     # -- jobs ------------------------------------------------------------------------------------------------------
 
     async def _dispatch(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
-        """Run queued jobs one at a time, forever (until cancelled by :meth:`serve`)."""
+        """Warm the preloaded engine up, if any (:meth:`_warm_up`), then run queued jobs one at a time, forever
+        (until cancelled by :meth:`serve`)."""
+        if self._warming:
+            await self._warm_up(loop, worker)
         while True:
             job = self._queue.pop()
             if job is None:

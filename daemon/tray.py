@@ -1,5 +1,7 @@
 """The daemon's system-tray icon (pystray): a coloured dot for idle / busy / error, a status tooltip, Quit.
 
+Busy covers a job and the warm-up of ``daemon.toml``'s ``preload`` (tooltip ``busy — warming up: loading NAME``).
+
 Optional by nature: without a display (SSH, CI, a headless server) importing or starting pystray
 fails, on X11 with ``Xlib.error.DisplayNameError`` rather than ImportError, so :meth:`Tray.start`
 catches every exception, logs a warning and the daemon keeps serving without an icon.
@@ -71,11 +73,13 @@ class Tray:
 
     def __init__(self, on_quit: Callable[[], None]) -> None:
         self.url = ""
+        self.state, self.text = "idle", ""
+        """The last status (:meth:`set_status`), shown by an icon started later too."""
         self._on_quit = on_quit
         self._icon: Any = None
 
     def start(self, url: str) -> bool:
-        """Show the icon for the daemon at ``url`` (shown in the tooltip).
+        """Show the icon for the daemon at ``url`` (shown in the tooltip), in the last status set.
 
         Returns:
             True when the icon runs; False (after logging why) on macOS, or when no tray is possible here.
@@ -88,7 +92,8 @@ class Tray:
         try:
             import pystray
 
-            self._icon = pystray.Icon("gimp-inpaint", icon=draw_icon("idle"), title=status_title("idle", "", self.url),
+            self._icon = pystray.Icon("gimp-inpaint", icon=draw_icon(self.state),
+                                      title=status_title(self.state, self.text, self.url),
                                       menu=pystray.Menu(pystray.MenuItem("Quit", self._quit)))
             threading.Thread(target=self._icon.run, name="gimp-inpaint-tray", daemon=True).start()
         except Exception as exc:  # no display: Xlib.error.DisplayNameError, missing backends, D-Bus errors …
@@ -98,7 +103,9 @@ class Tray:
         return True
 
     def set_status(self, state: str, text: str) -> None:
-        """Show ``state`` (``idle``/``busy``/``error``) and ``text`` (a :data:`daemon.server.StatusListener`)."""
+        """Show ``state`` (``idle``/``busy``/``error``) and ``text`` (a :data:`daemon.server.StatusListener`); before
+        :meth:`start`, they are kept for it."""
+        self.state, self.text = state, text
         if self._icon is not None:
             self._icon.icon = draw_icon(state)
             self._icon.title = status_title(state, text, self.url)

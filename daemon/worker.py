@@ -206,6 +206,11 @@ class Worker:
         """Schedule :func:`run_job` on the worker thread; the future's result is never an exception."""
         return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds)
 
+    def call(self, function: Callable[[], None]) -> Future[None]:
+        """Schedule ``function()`` on the worker thread, after what was submitted before it and before what comes
+        after (the daemon's preload, :meth:`daemon.server.DaemonServer.serve`); its exception is the future's."""
+        return self._executor.submit(function)
+
     def shutdown(self) -> None:
         """Stop accepting jobs and wait for the running one (which should have been cancelled) to end."""
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -261,3 +261,37 @@ def test_main_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "daemon.toml").write_text("port = 'x'\n")
     assert cli.main(["--no-tray", "--config-dir", str(tmp_path)]) == 2
     assert "port must be of type int" in capsys.readouterr().err
+
+
+def test_preload_names_a_model_of_the_file_or_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "daemon.toml").write_text('preload = "local"\n[models.local]\nmodel = "/models/my-inpaint"\n')
+    assert load_settings(tmp_path).preload == "local"
+    assert load_settings(tmp_path, {"preload": ""}).preload == ""  # --preload "" turns the file's off
+    assert load_settings(tmp_path, {"preload": "xl", "models": {"xl": "a/b"}}).preload == "xl"
+    other = tmp_path / "other"
+    other.mkdir()
+    assert load_settings(other).preload == ""  # off by default
+    assert load_settings(other, {"preload": "sd15-inpaint"}).preload == "sd15-inpaint"  # the default model
+    (other / "daemon.toml").write_text('preload = "xl"\n')  # a model only the command line adds
+    assert load_settings(other, {"models": {"xl": "a/b"}}).preload == "xl"
+    assert cli.parse_args(["--preload", "local"]).preload == "local"
+    assert cli.parse_args([]).preload is None  # left to daemon.toml
+
+
+def test_unknown_preload_is_a_config_error_naming_the_models(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    toml = tmp_path / "daemon.toml"
+    toml.write_text('preload = "sd21"\n[models.sd15]\nmodel = "a/b"\n[models.xl]\nmodel = "c/d"\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(tmp_path)
+    assert str(error.value) == f"{toml}: preload = 'sd21' is not a model of the registry; the models are sd15, xl"
+    with pytest.raises(ConfigError, match=r"^command line: preload = 'opencv' is not a model"):
+        load_settings(tmp_path, {"preload": "opencv"})  # opencv loads nothing: not a registry model
+    with pytest.raises(ConfigError, match=r"the models are sd15-inpaint$"):
+        load_settings(tmp_path / "none", {"preload": "sd15"})  # no models: the default one
+    toml.write_text("preload = 1\n")
+    with pytest.raises(ConfigError, match="preload must be of type str"):
+        load_settings(tmp_path)
+    toml.write_text('preload = "sd21"\n')
+    assert cli.main(["--no-tray", "--config-dir", str(tmp_path)]) == 2
+    assert "preload = 'sd21' is not a model of the registry; the models are sd15-inpaint" in capsys.readouterr().err

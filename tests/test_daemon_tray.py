@@ -66,6 +66,22 @@ def test_tray_drives_pystray(monkeypatch: pytest.MonkeyPatch) -> None:
     tray.set_status("idle", "")  # harmless once stopped
 
 
+def test_a_status_set_before_the_icon_starts_is_shown_when_it_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon sets its first status (warming up, with a preload) as it listens, before the tray starts."""
+    fake = types.SimpleNamespace(Icon=FakeIcon, Menu=lambda *items: list(items),
+                                 MenuItem=lambda text, action: (text, action))
+    monkeypatch.setitem(sys.modules, "pystray", fake)
+    tray = Tray(on_quit=lambda: None)
+    tray.set_status("busy", "warming up: loading sd15-inpaint")
+    assert tray.start("ws://127.0.0.1:1234")
+    icon: FakeIcon = tray._icon
+    assert icon.title == "gimp-inpaint: busy — warming up: loading sd15-inpaint (ws://127.0.0.1:1234)"
+    assert icon.icon.getpixel((ICON_SIZE // 2, ICON_SIZE // 2))[:3] == STATE_COLOURS["busy"]
+    tray.set_status("error", "warming up sd15-inpaint failed: no such folder")
+    assert icon.title.startswith("gimp-inpaint: error — warming up sd15-inpaint failed")
+    tray.stop()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland display variables are Linux's")
 def test_no_display_means_no_tray_and_a_warning(monkeypatch: pytest.MonkeyPatch,
                                                 caplog: pytest.LogCaptureFixture) -> None:
