@@ -2,9 +2,10 @@
 
 ::
 
-    gimp-inpaint fill photo.png mask.png -o filled.png [--engine E] [--prompt P] [--num-variants N]
-                 [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R] [--controlnet-scale C] …
-    gimp-inpaint demo -o demo.png
+    gimp-inpaint fill photo.png mask.png -o filled.png [--png-compression 0…9] [--engine E] [--prompt P]
+                 [--num-variants N] [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R]
+                 [--controlnet-scale C] …
+    gimp-inpaint demo -o demo.png [--png-compression 0…9]
     gimp-inpaint status
     gimp-inpaint doctor [--config-dir DIR]
 
@@ -16,7 +17,9 @@ non-zero pixels is sent, and each variant is composed into the whole picture thr
 mask (:func:`client.imaging.compose`). With ``--num-variants N`` > 1 the outputs are ``OUT-1.png`` …
 ``OUT-N.png`` (the stem of ``-o`` plus ``-k``); with one variant, ``OUT`` itself. Progress goes to
 stderr (model download, model load, then steps: :func:`client.fill.progress_text`), one line per
-written file (path, seed, timings) to stdout. Ctrl+C cancels the job.
+written file (path, seed, timings) to stdout. Ctrl+C cancels the job. ``--png-compression`` (default
+:data:`PNG_COMPRESSION`, fast) is the zlib level of PNG outputs (:func:`client.imaging.save_image`): a setting of
+the files written, not a fill option, so not a row of the options table.
 ``status`` connects, prints the daemon's version and device and a table of its engines (family, model,
 LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon cannot be reached (scripts
 use it to check for a running daemon).
@@ -48,37 +51,45 @@ from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import platformdirs
-from gimp_inpaint.client.connection import DEFAULT_URL, ClientError, ConnectionConfigError, InpaintClient, check_url
-from gimp_inpaint.client.document import Document, ResultLayer
-from gimp_inpaint.client.fill import FillError, add_hint, run_fill
-from gimp_inpaint.client.imaging import (
-    MAX_IMAGE_PIXELS,
-    check_writable,
-    compose,
-    load_mask,
-    load_rgba,
-    mask_bounds,
-    save_image,
-)
-from gimp_inpaint.client.local_daemon import configured_url
-from gimp_inpaint.daemon.config import APP_NAME, TOKEN_FILE, ConfigError
 from gimp_inpaint.protocol import (
     EDITOR_OPTIONS,
     FILL_OPTIONS,
     EditorOptions,
-    EngineInfo,
     ErrorCode,
     FillOptions,
     OptionSpec,
     ProtocolError,
-    Rect,
     Scheduler,
     parse_loras,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    from gimp_inpaint.client.imaging import ArrayDocument
+    from gimp_inpaint.protocol import EngineInfo
+
+# The modules each command needs are imported inside it: `fill` and `demo` NumPy and Pillow (client.imaging),
+# `status` the connection (websockets, msgpack) but not NumPy, and `--help` only argparse and the options table
+# (protocol.options; the protocol package imports its modules on first use). tests/test_cli.py checks that
+# building the parser imports none of NumPy, Pillow, websockets or msgpack.
+
+DEFAULT_URL = "ws://127.0.0.1:7869"
+"""The daemon's default URL, shown in ``--help``: :data:`client.connection.DEFAULT_URL`, copied here so that the
+help does not import websockets (``tests/test_cli.py`` checks that the two are equal)."""
+
+APP_NAME = "gimp-inpaint"
+"""The daemon's configuration folder's name, shown in ``--help``: :data:`daemon.config.APP_NAME`, copied so that
+the help does not import the daemon's settings (and through them msgpack); tests check that they are equal."""
+
+MAX_IMAGE_SIDE = 8192
+"""Side of the largest square picture ``fill`` reads, shown in ``--help``: the square root of
+:data:`client.imaging.MAX_IMAGE_PIXELS`, copied so that the help does not import NumPy and Pillow; tests check it."""
+
+PNG_COMPRESSION = 1
+"""Default ``--png-compression`` (zlib level 0…9 of PNG outputs): 1 writes a 2048² photo in a quarter to a third of
+the time of Pillow's default (6), for a file about a fifth larger; the pixels are the same at every level."""
 
 CLIENT_NAME = "gimp-inpaint-cli/0.1"
 """How this client introduces itself in the Hello (the daemon logs it)."""
@@ -118,66 +129,6 @@ class UsageError(Exception):
     """Bad arguments or input files (exit status 2); the message is printed as is."""
 
 
-class ArrayDocument(Document):
-    """A :class:`Document` over an H×W×4 uint8 RGBA picture and an H×W uint8 mask (the "selection").
-
-    Result layers are kept in :attr:`layers` instead of being pasted; :meth:`composite` renders one.
-    Progress and messages go to ``stream`` (default: ``sys.stderr``).
-    """
-
-    def __init__(self, image: np.ndarray, mask: np.ndarray, stream: TextIO | None = None) -> None:
-        self.image = image
-        self.mask = mask
-        self.layers: list[ResultLayer] = []
-        self.cancel = threading.Event()
-        self._stream = stream or sys.stderr
-        self._last_text = ""
-
-    def size(self) -> tuple[int, int]:
-        """``(width, height)`` of the picture."""
-        return self.image.shape[1], self.image.shape[0]
-
-    def selection_bounds(self) -> Rect | None:
-        """Bounding box of the mask's non-zero pixels."""
-        return mask_bounds(self.mask)
-
-    def read_rgba(self, rect: Rect) -> bytes:
-        """The picture's RGBA bytes inside ``rect``."""
-        return self.image[rect.y:rect.bottom, rect.x:rect.right].tobytes()
-
-    def read_mask(self, rect: Rect) -> bytes:
-        """The mask's bytes inside ``rect``."""
-        return self.mask[rect.y:rect.bottom, rect.x:rect.right].tobytes()
-
-    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
-        """Keep the layers for :meth:`composite`."""
-        self.layers = list(layers)
-        return [layer.name for layer in layers]
-
-    def progress(self, fraction: float, text: str) -> None:
-        """Print ``text`` when it changes."""
-        if text != self._last_text:
-            print(text, file=self._stream, flush=True)
-            self._last_text = text
-
-    def message(self, text: str) -> None:
-        """Print ``text`` as a note."""
-        print(f"note: {text}", file=self._stream, flush=True)
-
-    def cancel_requested(self) -> bool:
-        """True after Ctrl+C."""
-        return self.cancel.is_set()
-
-    def composite(self, layer: ResultLayer) -> np.ndarray:
-        """The whole H×W×4 picture with ``layer`` composed through its mask at its offset (a copy)."""
-        box = (slice(layer.y, layer.y + layer.height), slice(layer.x, layer.x + layer.width))
-        pixels = np.frombuffer(layer.rgba, np.uint8).reshape(layer.height, layer.width, 4)
-        mask = np.frombuffer(layer.mask, np.uint8).reshape(layer.height, layer.width)
-        result = self.image.copy()
-        result[box] = compose(self.image[box], pixels, mask)
-        return result
-
-
 def output_paths(output: Path, count: int) -> list[Path]:
     """``[output]`` for one variant, else ``output``'s stem + ``-1`` … ``-count`` + its suffix."""
     if count == 1:
@@ -193,6 +144,9 @@ def resolve_token(token: str | None, config_dir: Path | None) -> str:
     """
     if token:
         return token
+    import platformdirs
+    from gimp_inpaint.daemon.config import TOKEN_FILE
+
     path = (config_dir or Path(platformdirs.user_config_dir(APP_NAME))) / TOKEN_FILE
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -305,8 +259,31 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _png_level(text: str) -> int:
+    """The ``--png-compression`` value: an integer 0…9.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not one.
+    """
+    if text.strip() not in {str(level) for level in range(10)}:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 9, got {text!r}")
+    return int(text)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``-o/--output`` and ``--png-compression``: settings of the written files, not fill options (so not rows of
+    the options table)."""
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    parser.add_argument("--png-compression", type=_png_level, default=PNG_COMPRESSION, metavar="0…9",
+                        help="zlib compression level of PNG outputs, 0 (none) to 9 (smallest, slowest); other "
+                             f"formats keep their defaults (default {PNG_COMPRESSION}: fast, a file about a fifth "
+                             "larger than at Pillow's 6 with the same pixels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``demo``, ``status`` and ``doctor``)."""
+    import platformdirs  # only the folder's name, shown in the help (a few milliseconds)
+
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("daemon connection")
     group.add_argument("--url", help="daemon WebSocket URL (default: host and port of <config-dir>/daemon.toml, "
@@ -332,17 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
                                            "channel (one colour everywhere, the alpha varies), its alpha (opaque = "
                                            "fill, transparent = keep). Both files are turned upright as their EXIF "
                                            "orientation says; the result is written upright.")
-    side = math.isqrt(MAX_IMAGE_PIXELS)
-    fill.add_argument("image", type=Path, help=f"the picture (any format Pillow reads, at most {side}×{side} pixels)")
+    fill.add_argument("image", type=Path, help="the picture (any format Pillow reads, at most "
+                                               f"{MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels)")
     fill.add_argument("mask", type=Path, help="the mask, same size: white or opaque = fill (see above)")
-    fill.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    _add_output_flags(fill)
     add_option_flags(fill)
 
     demo = commands.add_parser("demo", parents=[connection], help="remove a patch from a bundled photo",
                                description="Remove the mission patch from the suit in scikit-image's astronaut "
                                            "photo with the opencv engine; also writes OUT's stem + "
                                            "'-before-after', the two pictures side by side.")
-    demo.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    _add_output_flags(demo)
     demo.add_argument("--engine", default=DEMO_ENGINE, help=f"daemon engine (default {DEMO_ENGINE})")
 
     commands.add_parser("status", parents=[connection], help="show the running daemon and its engines",
@@ -373,6 +350,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from gimp_inpaint.client.imaging import load_mask, load_rgba, mask_bounds
+
     try:
         image, mask = load_rgba(image_path), load_mask(mask_path)
     except (OSError, ValueError) as exc:
@@ -391,6 +370,8 @@ def _check_outputs(paths: Sequence[Path]) -> None:
     Raises:
         UsageError: one cannot; the message names it and says why.
     """
+    from gimp_inpaint.client.imaging import check_writable
+
     for path in paths:
         try:
             check_writable(path)
@@ -400,23 +381,28 @@ def _check_outputs(paths: Sequence[Path]) -> None:
             raise UsageError(f"Cannot write {path}: {exc}.") from None
 
 
-def _save(path: Path, pixels: np.ndarray) -> None:
+def _save(path: Path, pixels: np.ndarray, png_compression: int = PNG_COMPRESSION) -> None:
+    from gimp_inpaint.client.imaging import save_image
+
     try:
-        save_image(path, pixels)
+        save_image(path, pixels, png_compression=png_compression)
     except (OSError, ValueError) as exc:
         raise UsageError(f"Cannot write {path}: {exc}") from None
 
 
 def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOptions,
           editor: EditorOptions) -> list[tuple[Path, np.ndarray]]:
-    """Run the fill and write one file per variant; returns ``(path, picture)`` pairs."""
+    """Run the fill and write one file per variant (``--png-compression``); returns ``(path, picture)`` pairs."""
+    from gimp_inpaint.client.connection import InpaintClient
+    from gimp_inpaint.client.fill import run_fill
+
     token = resolve_token(args.token, args.config_dir)
     with cancel_on_interrupt(document.cancel):
         run_fill(document, lambda: InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout), options, editor)
     written = []
     for path, layer in zip(output_paths(args.output, len(document.layers)), document.layers, strict=True):
         picture = document.composite(layer)
-        _save(path, picture)
+        _save(path, picture, args.png_compression)
         timings = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in layer.timings.items())
         print(f"{path}: seed {layer.seed}" + (f"; {timings}" if timings else ""), flush=True)
         written.append((path, picture))
@@ -453,6 +439,8 @@ def _status(args: argparse.Namespace) -> None:
         UsageError: no token.
         ClientError: the daemon cannot be reached or refuses the handshake.
     """
+    from gimp_inpaint.client.connection import InpaintClient
+
     token = resolve_token(args.token, args.config_dir)
     with InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout) as client:
         welcome = client.welcome
@@ -469,6 +457,10 @@ def _url(args: argparse.Namespace) -> str:
     Raises:
         UsageError: the URL is malformed, or ``daemon.toml`` is invalid or sets no fixed port.
     """
+    from gimp_inpaint.client.connection import ConnectionConfigError, check_url
+    from gimp_inpaint.client.local_daemon import configured_url
+    from gimp_inpaint.daemon.config import ConfigError
+
     try:
         return check_url(args.url or configured_url(args.config_dir))
     except (ConfigError, ConnectionConfigError) as exc:
@@ -480,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return _doctor(args)
+    from gimp_inpaint.client.connection import ClientError
+    from gimp_inpaint.client.fill import FillError, add_hint
+
     try:
         args.url = _url(args)
         if args.command == "status":
@@ -495,10 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             options, editor = options_from(args)
             _check_outputs(output_paths(args.output, options.num_variants))
             image, mask = _load_inputs(args.image, args.mask)
+        from gimp_inpaint.client.imaging import ArrayDocument
+
         document = ArrayDocument(image, mask)
         written = _fill(document, args, options, editor)
         if args.command == "demo":
-            _save(compare, np.concatenate([image, written[0][1]], axis=1))
+            import numpy as np
+
+            _save(compare, np.concatenate([image, written[0][1]], axis=1), args.png_compression)
             print(f"{compare}: before (left) and after (right)", flush=True)
     except UsageError as exc:
         print(f"gimp-inpaint: error: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Image files ↔ protocol planes and result compositing for the command-line client (NumPy + Pillow).
+"""Image files ↔ protocol planes, result compositing and the file-backed :class:`ArrayDocument` for the
+command-line client (NumPy + Pillow).
 
 Never vendored into the GIMP plug-in (GIMP composites with the layer mask itself).
 """
@@ -6,13 +7,16 @@ Never vendored into the GIMP plug-in (GIMP composites with the layer mask itself
 from __future__ import annotations
 
 import math
+import sys
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import TextIO, cast
 
 import numpy as np
+from gimp_inpaint.client.document import Document, ResultLayer
 from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Plane, Rect
 from PIL import Image, ImageMode, ImageOps
 
@@ -98,18 +102,29 @@ def load_mask(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L")).copy()
 
 
-def save_image(path: Path, pixels: np.ndarray) -> None:
+def save_image(path: Path, pixels: np.ndarray, png_compression: int | None = None) -> None:
     """Write H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 pixels; the format follows the file's extension.
 
     RGBA pixels that are all opaque are written as RGB, so formats without alpha (JPEG) work.
 
+    Args:
+        png_compression: zlib level 0…9 of a PNG file (Pillow's ``compress_level``; None = Pillow's default, 6);
+            the pixels are the same at every level, only the size and the time differ. Other formats ignore it
+            and keep their defaults.
+
     Raises:
         OSError: the file cannot be written.
-        ValueError: Pillow knows no format for the extension.
+        ValueError: Pillow knows no format for the extension, or ``png_compression`` is not 0…9.
     """
+    if png_compression is not None and png_compression not in range(10):
+        raise ValueError(f"the PNG compression level must be 0 to 9, got {png_compression!r}")
     if pixels.ndim == 3 and pixels.shape[2] == 4 and bool(np.all(pixels[..., 3] == 255)):
         pixels = pixels[..., :3]
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    if png_compression is not None and Image.registered_extensions().get(path.suffix.lower()) == "PNG":
+        image.save(path, compress_level=png_compression)
+    else:
+        image.save(path)
 
 
 def check_writable(path: Path) -> None:
@@ -191,3 +206,64 @@ def compose(original: np.ndarray, image: np.ndarray, blend_mask: np.ndarray) -> 
                                Image.fromarray(np.ascontiguousarray(original)),
                                Image.fromarray(np.ascontiguousarray(blend_mask)))
     return np.asarray(composed).copy()
+
+
+class ArrayDocument(Document):
+    """A :class:`client.document.Document` over an H×W×4 uint8 RGBA picture and an H×W uint8 mask (the
+    "selection"): the command line's document.
+
+    Result layers are kept in :attr:`layers` instead of being pasted; :meth:`composite` renders one.
+    Progress and messages go to ``stream`` (default: ``sys.stderr``).
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, stream: TextIO | None = None) -> None:
+        self.image = image
+        self.mask = mask
+        self.layers: list[ResultLayer] = []
+        self.cancel = threading.Event()
+        self._stream = stream or sys.stderr
+        self._last_text = ""
+
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the picture."""
+        return self.image.shape[1], self.image.shape[0]
+
+    def selection_bounds(self) -> Rect | None:
+        """Bounding box of the mask's non-zero pixels."""
+        return mask_bounds(self.mask)
+
+    def read_rgba(self, rect: Rect) -> bytes:
+        """The picture's RGBA bytes inside ``rect``."""
+        return self.image[rect.y:rect.bottom, rect.x:rect.right].tobytes()
+
+    def read_mask(self, rect: Rect) -> bytes:
+        """The mask's bytes inside ``rect``."""
+        return self.mask[rect.y:rect.bottom, rect.x:rect.right].tobytes()
+
+    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+        """Keep the layers for :meth:`composite`."""
+        self.layers = list(layers)
+        return [layer.name for layer in layers]
+
+    def progress(self, fraction: float, text: str) -> None:
+        """Print ``text`` when it changes."""
+        if text != self._last_text:
+            print(text, file=self._stream, flush=True)
+            self._last_text = text
+
+    def message(self, text: str) -> None:
+        """Print ``text`` as a note."""
+        print(f"note: {text}", file=self._stream, flush=True)
+
+    def cancel_requested(self) -> bool:
+        """True after Ctrl+C."""
+        return self.cancel.is_set()
+
+    def composite(self, layer: ResultLayer) -> np.ndarray:
+        """The whole H×W×4 picture with ``layer`` composed through its mask at its offset (a copy)."""
+        box = (slice(layer.y, layer.y + layer.height), slice(layer.x, layer.x + layer.width))
+        pixels = np.frombuffer(layer.rgba, np.uint8).reshape(layer.height, layer.width, 4)
+        mask = np.frombuffer(layer.mask, np.uint8).reshape(layer.height, layer.width)
+        result = self.image.copy()
+        result[box] = compose(self.image[box], pixels, mask)
+        return result

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gimp_inpaint.client import cli
+from gimp_inpaint.client import cli, connection
 from gimp_inpaint.client.fill import add_hint
 from gimp_inpaint.client.imaging import (
     MAX_IMAGE_PIXELS,
@@ -22,8 +24,9 @@ from gimp_inpaint.client.imaging import (
     plane_from_array,
     save_image,
 )
+from gimp_inpaint.daemon.config import APP_NAME
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
-from gimp_inpaint.protocol import EngineInfo, Rect, Scheduler
+from gimp_inpaint.protocol import EDITOR_OPTIONS, FILL_OPTIONS, EngineInfo, Rect, Scheduler
 from PIL import Image
 from running_daemon import LoadingEngine, StepEngine, free_port, running_daemon
 from skimage import data
@@ -78,6 +81,94 @@ def test_save_image_drops_an_opaque_alpha_channel(tmp_path):
     save_image(tmp_path / "b.png", rgba)
     assert Image.open(tmp_path / "a.jpg").mode == "RGB"
     assert np.array_equal(load_rgba(tmp_path / "b.png"), rgba)
+
+
+def test_png_levels_write_the_same_pixels_and_9_is_not_larger(tmp_path):
+    rgba = _photo_rgba()
+    rgba[:64, :64, 3] = 128  # not all opaque: written as RGBA
+    save_image(tmp_path / "fast.png", rgba, png_compression=1)
+    save_image(tmp_path / "small.png", rgba, png_compression=9)
+    assert np.array_equal(load_rgba(tmp_path / "fast.png"), rgba)
+    assert np.array_equal(load_rgba(tmp_path / "small.png"), rgba)
+    assert (tmp_path / "small.png").stat().st_size <= (tmp_path / "fast.png").stat().st_size
+    with pytest.raises(ValueError, match="0 to 9"):
+        save_image(tmp_path / "bad.png", rgba, png_compression=10)
+
+
+def test_the_png_level_leaves_other_formats_at_their_defaults(tmp_path):
+    rgb = data.astronaut()[:64, :64]
+    save_image(tmp_path / "default.jpg", rgb)
+    save_image(tmp_path / "level.jpg", rgb, png_compression=0)
+    save_image(tmp_path / "default.tif", rgb)
+    save_image(tmp_path / "level.tif", rgb, png_compression=9)
+    assert (tmp_path / "level.jpg").read_bytes() == (tmp_path / "default.jpg").read_bytes()
+    assert (tmp_path / "level.tif").read_bytes() == (tmp_path / "default.tif").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["fill", "demo"])
+def test_png_compression_is_an_output_flag_of_fill_and_demo_with_a_fast_default(tmp_path, capsys, command):
+    files = ["image.png", "mask.png"] if command == "fill" else []
+    parse = cli.build_parser().parse_args
+    assert parse([command, *files, "-o", "o.png"]).png_compression == cli.PNG_COMPRESSION == 1
+    assert parse([command, *files, "-o", "o.png", "--png-compression", "9"]).png_compression == 9
+    for bad in ("10", "-1", "fast", "1.5"):
+        with pytest.raises(SystemExit) as caught:
+            parse([command, *files, "-o", "o.png", "--png-compression", bad])
+        assert caught.value.code == 2
+        assert "must be an integer from 0 to 9" in capsys.readouterr().err
+    assert "png_compression" not in {spec.name for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values())}
+
+
+def _imported_by(code: str) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running ``code``."""
+    script = f"import sys\n{code}\nprint(' '.join(sorted({{name.partition('.')[0] for name in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    return set(done.stdout.split())
+
+
+HEAVY = {"numpy", "PIL", "websockets", "msgpack"}
+"""What ``gimp-inpaint --help`` does not import (issue 10): only argparse and the options table."""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fill", "--help"], ["demo", "--help"], ["status", "--help"]])
+def test_help_imports_neither_numpy_pillow_websockets_nor_msgpack(argv):
+    imported = _imported_by(f"from gimp_inpaint.client import cli\ntry:\n    cli.main({argv!r})\n"
+                            "except SystemExit:\n    pass")
+    assert "gimp_inpaint" in imported and not imported & HEAVY, imported & HEAVY
+
+
+def test_status_imports_neither_numpy_nor_pillow():
+    argv = ["status", "--url", f"ws://127.0.0.1:{free_port()}", "--token", "t", "--timeout", "2"]
+    imported = _imported_by(f"from gimp_inpaint.client import cli\nassert cli.main({argv!r}) == 1")
+    assert {"websockets", "msgpack"} <= imported and not imported & {"numpy", "PIL"}
+
+
+def test_the_protocol_package_imports_each_name_of_its_all_from_the_module_that_type_checkers_see():
+    """protocol/__init__.py's lazy table (``_MODULES``, PEP 562) equals its ``TYPE_CHECKING`` imports and
+    ``__all__``, and each name is its module's object."""
+    import ast
+    import importlib
+
+    import gimp_inpaint.protocol as protocol
+
+    tree = ast.parse(Path(protocol.__file__).read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    seen = {node.module: tuple(alias.name for alias in node.names) for node in block.body
+            if isinstance(node, ast.ImportFrom) and node.module}
+    assert seen == protocol._MODULES
+    assert sorted(protocol.__all__) == sorted(name for names in seen.values() for name in names)
+    for module, names in seen.items():
+        source = importlib.import_module(f"gimp_inpaint.protocol.{module}")
+        assert all(getattr(protocol, name) is getattr(source, name) for name in names), module
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        _ = protocol.nonexistent
+
+
+def test_the_facts_the_help_shows_are_those_of_their_modules():
+    """--help shows them without importing their modules, from copies in client.cli."""
+    assert cli.DEFAULT_URL == connection.DEFAULT_URL
+    assert cli.APP_NAME == APP_NAME
+    assert cli.MAX_IMAGE_SIDE ** 2 == MAX_IMAGE_PIXELS
 
 
 def test_output_paths_number_variants(tmp_path):
@@ -190,6 +281,16 @@ def test_fill_composes_each_variant_into_the_whole_picture(inputs, daemon, tmp_p
     ys, xs = np.nonzero(np.any(result != original, axis=2))
     assert ys.min() >= 100 - 9 and ys.max() < 130 + 9 and xs.min() >= 20 - 9 and xs.max() < 60 + 9
     assert np.array_equal(load_rgba(tmp_path / "filled-2.png"), result)  # the invert engine ignores the seed
+
+
+def test_the_png_compression_flag_sets_the_level_of_the_written_files(inputs, daemon, tmp_path):
+    url, config = daemon
+    for level in (0, 9):
+        assert cli.main(["fill", *map(str, inputs), "-o", str(tmp_path / f"{level}.png"), "--url", url,
+                         "--config-dir", str(config), "--engine", "invert", "--png-compression", str(level)]) == 0
+    stored, small = tmp_path / "0.png", tmp_path / "9.png"
+    assert np.array_equal(load_rgba(stored), load_rgba(small))
+    assert stored.stat().st_size > 512 * 512 * 3 > small.stat().st_size  # level 0 stores the pixels as they are
 
 
 def test_fill_with_opencv_removes_the_patch(inputs, daemon, tmp_path):
