@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
+from unittest import mock
 
 import msgpack
 import numpy as np
@@ -21,6 +22,7 @@ from gimp_inpaint.protocol import (
     FillOptions,
     Hello,
     InpaintRequest,
+    Message,
     Plane,
     Progress,
     ProtocolError,
@@ -29,6 +31,7 @@ from gimp_inpaint.protocol import (
     Stage,
     Variant,
     Welcome,
+    codec,
     decode,
     encode,
     max_frame_bytes,
@@ -670,3 +673,130 @@ def test_a_valid_message_at_the_limits_still_decodes() -> None:
     assert decode(encode(variant)) == variant  # map → plane: 2 levels
     assert MAX_DEPTH == 4 and len(msgpack.unpackb(encode(request))) <= MAX_MAP_LEN
     assert len(_wire(request)["options"]) == len(FILL_OPTIONS) <= MAX_MAP_LEN
+
+
+# -- issue 10: the encoder's pieces and the decoder's views of the frame -----------------------------------------------
+
+def _packb_frame(message: Message) -> bytes:
+    """What msgpack itself makes of ``message``'s wire map (its fields in order, then its type)."""
+    return msgpack.packb({**dataclasses.asdict(message), "type": message.type}, use_bin_type=True)
+
+
+def _plane_pair(width: int, height: int) -> tuple[Plane, Plane]:
+    """An RGBA plane and a mask of ``width × height`` pixels, of varied bytes."""
+    pixels = width * height
+    return (Plane(width, height, 4, bytes(range(256)) * (pixels * 4 // 256) + bytes(pixels * 4 % 256)),
+            Plane(width, height, 1, bytes(range(255, -1, -1)) * (pixels // 256) + bytes(pixels % 256)))
+
+
+_SIZED_PLANES = [_plane_pair(width, height) for width, height in
+                 [(2048, 2048), (255, 257), (4, 16384), (128, 128), (127, 129), (8, 4096)]]
+"""Planes on both sides of the join's threshold (:data:`protocol.codec.JOINED_BIN_BYTES`, 65,536 bytes) and of the
+bin 16 → bin 32 header: data of 16 MiB and 4 MiB (2048²), 262,140 and 65,535 (255 × 257: its mask packed by msgpack
+as bin 16), 262,144 and 65,536 (4 × 16384), 65,536 and 16,384, 65,532 and 16,383, 131,072 and 32,768 bytes."""
+
+
+def _real_messages() -> list[Message]:
+    photo = _photo_request()
+    return [
+        photo, _largest_request(512, 512), _largest_request(8, 8),
+        *[InpaintRequest("big", 3, -4, image, mask, PHOTO_OPTIONS) for image, mask in _SIZED_PLANES],
+        *[Variant("big", 1, 7, 9, image, mask, 42, DAEMON_TIMINGS) for image, mask in _SIZED_PLANES],
+        Variant("job-1", 0, 150, 100, photo.image, photo.mask, SEED_MAX, DAEMON_TIMINGS),
+        Hello(PROTOCOL_VERSION, "test", "secret"),
+        Welcome(PROTOCOL_VERSION, "0.1.0", "cpu", [EngineInfo("sd", "diffusers", "m", True, True, "",
+                                                              Family.SD_INPAINT, ["film"], ["<cat>"], True)], 1 << 24),
+        Accepted("j", 3), Progress("j", 1 << 33, 1 << 34, Stage.DOWNLOAD), Result("j", 2), Cancel("j"),
+        Error(ErrorCode.INTERNAL, "boom", "j"),
+    ]
+
+
+def test_encode_writes_the_bytes_msgpack_writes() -> None:
+    for message in _real_messages():
+        frame = encode(message)
+        assert frame == _packb_frame(message), message.type
+        assert decode(frame, max_pixels=1 << 28) == message
+
+
+@given(st.one_of(_requests(), _variants), st.sampled_from([0, 1, 2, 16, 256]))
+@settings(max_examples=200)
+def test_encode_writes_msgpacks_bytes_wherever_it_joins(message: InpaintRequest | Variant, threshold: int) -> None:
+    """With the join's threshold low, every plane (and a LoRA name of bytes, never) is joined: bin 8 and bin 16
+    headers written by the codec too."""
+    with mock.patch.object(codec, "JOINED_BIN_BYTES", threshold):
+        assert encode(message) == _packb_frame(message)
+
+
+@pytest.mark.parametrize("length", [0, 1, 255, 256, 65535, 65536, 70000])
+def test_bin_headers_are_msgpacks(length: int) -> None:
+    packed = msgpack.packb(bytes(length), use_bin_type=True)
+    assert codec._bin_header(length) == packed[:len(packed) - length]
+
+
+def test_a_viewed_request_shares_the_frames_memory_and_equals_the_copied_one() -> None:
+    request = InpaintRequest("big", 0, 0, *_SIZED_PLANES[0], PHOTO_OPTIONS)
+    frame = encode(request)
+    viewed, copied = decode(frame, views=True), decode(frame)
+    assert viewed == copied == request and isinstance(viewed, InpaintRequest)
+    for plane in (viewed.image, viewed.mask):
+        view = plane.data
+        assert isinstance(view, memoryview) and view.obj is frame and view.readonly, type(view)
+        assert np.shares_memory(np.frombuffer(view, np.uint8), np.frombuffer(frame, np.uint8))
+    assert hash(viewed.image) == hash(copied.image)  # a read-only view hashes as its bytes
+    assert encode(viewed) == frame
+    small = decode(encode(_photo_request()), views=True)  # planes under VIEW_BIN_BYTES are bytes
+    assert type(small.image.data) is bytes and small == _photo_request()  # type: ignore[union-attr]
+    for mutable in (bytearray(frame), memoryview(frame)):  # only an immutable frame is viewed
+        assert type(decode(mutable, views=True).image.data) is bytes  # type: ignore[arg-type, union-attr]
+
+
+def _both_decodings(frame: bytes) -> tuple[object, object]:
+    """``decode(frame)`` and ``decode(frame, views=True)`` (each its message or its ProtocolError's code and text),
+    the views' threshold at 1 byte so that every map, array and bin of the frame is walked or viewed."""
+    outcomes = []
+    for views in (False, True):
+        try:
+            with mock.patch.object(codec, "VIEW_BIN_BYTES", 1):
+                outcomes.append(decode(frame, max_pixels=1 << 20, views=views))
+        except ProtocolError as exc:
+            outcomes.append((exc.code, exc.message))
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize("frame", [
+    b"", b"\xc1", b"\x93\x01\x02\x03", msgpack.packb({"type": 5}), msgpack.packb({1: 2}), msgpack.packb({(1,): 2}),
+    encode(Cancel("x")) + b"\x00", encode(_photo_request())[:-10], msgpack.packb(b"raw"),
+    msgpack.packb({"type": "cancel", "job_id": ["nested"]}), msgpack.packb({"type": "cancel", "job_id": b"bin"}),
+    msgpack.packb({"type": "inpaint", "job_id": b"x", "image": b"y"}),
+    msgpack.packb({"type": "x", "k": [0] * (MAX_MAP_LEN * 20)}), msgpack.packb({str(i): i for i in range(65)}),
+    msgpack.packb({"type": msgpack.ExtType(1, b"e")}), msgpack.packb({"type": "s" * 70_000}),
+    msgpack.packb({b"type": "cancel", "job_id": "x"}), b"\x82\xa4type\xa6cancel\xa6job_id\xa1\xff",  # not UTF-8
+    NESTED_FRAME, b"\x91" * 5 + b"\x90", msgpack.packb({"type": [[None] * 1000] * 17}),
+    _lora_request_frame(loras={"a\nFORGED line": "heavy"}), _lora_request_frame({"x": b"\0" * 10}),
+    _sorted_wire(_photo_request(), image={"width": 1, "height": 1, "channels": 4, "data": b"\0" * 10**6}),
+    msgpack.packb({**_wire(_photo_request()), "image": {**_wire(_photo_request())["image"], "width": 5000,
+                                                        "height": 5000}}),
+    msgpack.packb({**_wire(_photo_request()), "mask": {**_wire(_photo_request())["mask"], "data": "text"}}),
+    encode(_largest_request(8, 8)), encode(Variant("v", 1, 10, 20, Plane(3, 2, 4, bytes(24)), Plane(3, 2, 1, bytes(6)),
+                                                   5, {"total": 1.0})),
+], ids=lambda frame: f"{len(frame)} bytes")
+def test_views_decode_as_copies_do(frame: bytes) -> None:
+    copied, viewed = _both_decodings(frame)
+    assert viewed == copied
+
+
+@given(_requests(), st.data())
+@settings(max_examples=300)
+def test_views_decode_corrupted_frames_as_copies_do(request: InpaintRequest, draw: st.DataObject) -> None:
+    frame = bytearray(encode(request))
+    for _ in range(draw.draw(st.integers(0, 4))):
+        frame[draw.draw(st.integers(0, len(frame) - 1))] = draw.draw(st.integers(0, 255))
+    copied, viewed = _both_decodings(bytes(frame[:draw.draw(st.integers(1, len(frame)))]))
+    assert viewed == copied
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=300)
+def test_views_decode_garbage_as_copies_do(frame: bytes) -> None:
+    copied, viewed = _both_decodings(frame)
+    assert viewed == copied
