@@ -9,6 +9,7 @@ thread and sent without blocking the event loop, also to a client that does not 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import resource
@@ -404,3 +405,62 @@ def test_a_client_that_stops_reading_then_cancels_or_goes_does_not_hold_the_daem
     assert isinstance(messages[-1], Error) and messages[-1].code is ErrorCode.CANCELLED
     assert sum(isinstance(message, Variant) for message in messages) <= 1  # what was in the writer, void
     assert all(isinstance(message, Accepted | Progress | Variant) for message in messages[:-1])
+
+
+# -- issue 10: a big request is decoded off the event loop -------------------------------------------------------------
+
+def _on_event_loop() -> bool:
+    """True in a thread that runs an asyncio event loop (the daemon's), False in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_a_big_request_is_decoded_without_stalling_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  crop: tuple[np.ndarray, np.ndarray]) -> None:
+    """While a 4096² request (an 84 MB frame) is decoded, another client's handshake completes within
+    :data:`HANDSHAKE_BOUND` (0.5 s), and the connection's next request is answered after it, in order.
+
+    Decoding is held open off the event loop until that handshake is done (had it run on the event loop, the
+    handshake could not complete and the bound would fail); the request is then decoded into views of its frame and
+    runs. Its mask is a small square, so its variant is small."""
+    side = 4096
+    decoding, may_return, on_loop, planes = threading.Event(), threading.Event(), [], []
+    real_decode = server_module.decode
+
+    def slow_decode(frame: bytes | str, max_pixels: int = DEFAULT_MAX_PIXELS, **kwargs: bool) -> Message:
+        if len(frame) < MB:  # the Hellos and the small request
+            return real_decode(frame, max_pixels, **kwargs)
+        on_loop.append(_on_event_loop())
+        decoding.set()
+        assert may_return.wait(WAIT), "the test never let decoding finish"
+        message = real_decode(frame, max_pixels, **kwargs)
+        assert isinstance(message, InpaintRequest)
+        planes.extend(type(plane.data) for plane in (message.image, message.mask))
+        return message
+
+    monkeypatch.setattr(server_module, "decode", slow_decode)
+    image = np.zeros((side, side, 4), np.uint8)
+    image[..., 0], image[..., 3] = np.linspace(0, 255, side).astype(np.uint8)[None, :], 255
+    mask = np.zeros((side, side), np.uint8)
+    mask[2000:2040, 3000:3040] = 255
+    big = make_request((image, mask), "big", engine="steps", x=0, y=0, grow=0, feather=2)
+    with limited_daemon([StepEngine(steps=1)], tmp_path, DEFAULT_MAX_PIXELS) as server, \
+            connected(server.url) as client:
+        client.send(big)
+        client.send(make_request(crop, "small", engine="steps"))
+        assert decoding.wait(WAIT), "the big request was never decoded"
+        while_decoding = timed_handshake(server.url)
+        may_return.set()
+        messages = [client.recv()]
+        while sum(isinstance(message, Result | Error) for message in messages) < 2:
+            messages.append(client.recv())
+    assert on_loop == [False] and planes == [memoryview, memoryview], (on_loop, planes)
+    assert while_decoding < HANDSHAKE_BOUND, while_decoding
+    assert messages[0] == Accepted("big", 0), messages[0]  # the small request waited behind the big one's decoding
+    assert [message for message in messages if isinstance(message, Result | Error)] == [Result("big", 1),
+                                                                                         Result("small", 1)]
+    (variant,) = [message for message in messages if isinstance(message, Variant) and message.job_id == "big"]
+    assert 40 * 40 <= variant.image.width * variant.image.height < 64 * 64  # the square and its feather
