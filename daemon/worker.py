@@ -31,7 +31,7 @@ from gimp_inpaint.protocol import (
     quote,
 )
 
-from .compositing import blend_mask, grow_mask, mask_box, overlay, repaint_mask
+from .compositing import blend_mask, grow_mask, mask_box, overlay, repaint_mask, rgb_channels
 from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, is_out_of_memory
 
 StageProgress = Callable[[int, int, Stage], None]
@@ -86,7 +86,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     rows, columns = box
     box_width, box_height = columns.stop - columns.start, rows.stop - rows.start
     blend_plane = Plane(box_width, box_height, 1, blend[box].tobytes())
-    rgb = np.ascontiguousarray(image[..., :3])
+    rgb = rgb_channels(image)
 
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
         raise JobCancelled(f"job {quote(request.job_id)} cancelled")

@@ -1,11 +1,26 @@
-"""daemon.compositing on a real photo: grown masks, the feathered blend mask, and the exact overlay."""
+"""daemon.compositing on a real photo: grown masks, the feathered blend mask, and the exact overlay.
+
+The fast (OpenCV, bounding-box) implementations are checked bit for bit against the plain NumPy /
+whole-image ones they replaced (issue 10), kept here as ``_reference_*``.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
 import pytest
-from gimp_inpaint.daemon.compositing import GROW_STEP, blend_mask, grow_mask, mask_box, overlay, repaint_mask
+from gimp_inpaint.daemon.compositing import (
+    GROW_STEP,
+    REPAINT_THRESHOLD,
+    blend_mask,
+    grow_mask,
+    mask_box,
+    overlay,
+    repaint_mask,
+    rgb_channels,
+)
 from gimp_inpaint.protocol import feather_reach
 from PIL import Image, ImageFilter
 from skimage import data
@@ -195,3 +210,217 @@ def test_mask_box_refuses_an_empty_or_wrong_mask() -> None:
         mask_box(np.ones((8, 8), np.float32))
     with pytest.raises(ValueError):
         mask_box(np.ones((8, 8, 1), np.uint8))
+
+
+# --- bit-identical to the implementations the OpenCV/bounding-box ones replaced (issue 10) ---
+
+
+def _reference_grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The former grow_mask: successive elliptic dilations of the whole array."""
+    grown = mask.copy()
+    remaining = pixels
+    while remaining > 0:
+        step = min(remaining, GROW_STEP)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * step + 1, 2 * step + 1))
+        grown = cv2.dilate(grown, kernel)
+        remaining -= step
+    return grown
+
+
+def _reference_blend_mask(mask: np.ndarray, feather: int) -> np.ndarray:
+    """The former blend_mask: Pillow's GaussianBlur of the whole array, then the maximum with the mask."""
+    if feather == 0:
+        return mask.copy()
+    blurred = np.asarray(Image.fromarray(mask).filter(ImageFilter.GaussianBlur(feather)), dtype=np.uint8)
+    return np.maximum(mask, blurred)
+
+
+def _reference_repaint_mask(blend: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """The former repaint_mask: boolean arrays and an int64 ``np.where``."""
+    repaint = blend >= REPAINT_THRESHOLD
+    if alpha is not None:
+        repaint |= alpha == 0
+    return np.where(repaint, 255, 0).astype(np.uint8)
+
+
+def _reference_overlay(original: np.ndarray, generated: np.ndarray, blend: np.ndarray) -> np.ndarray:
+    """The former overlay: boolean-mask fancy indexing into a copy of the original."""
+    result = original.copy()
+    inside = blend > 0
+    result[inside, :3] = generated[inside]
+    result[inside, 3] = 255
+    return result
+
+
+SIZES = [(97, 131), (512, 512), (1024, 1536)]
+"""(height, width): odd, square, and a large landscape crop."""
+
+SHAPES = ["ellipse", "thin_line", "border", "soft", "pixel", "faint_corner", "almost_full", "photo", "empty"]
+
+AMOUNTS = [0, 1, 4, 12, 64]
+"""Grow and feather values (pixels); 64 is two GROW_STEP dilations and a blur wider than the smallest crop."""
+
+PHOTOS = {"astronaut": data.astronaut, "coffee": data.coffee, "chelsea": data.chelsea, "rocket": data.rocket}
+
+
+@functools.cache
+def _photo(name: str, height: int, width: int) -> np.ndarray:
+    """The skimage photo ``name`` resized to height×width (H×W×3 uint8, read-only)."""
+    rgb = cv2.resize(PHOTOS[name](), (width, height), interpolation=cv2.INTER_AREA)
+    rgb.setflags(write=False)
+    return rgb
+
+
+@functools.cache
+def _mask(shape: str, height: int, width: int) -> np.ndarray:
+    """An H×W uint8 mask (read-only, so a function that wrote into its input would fail)."""
+    mask = np.zeros((height, width), np.uint8)
+    if shape == "ellipse":  # a tilted ellipse well inside the crop
+        cv2.ellipse(mask, (width // 2, height // 2), (max(width // 5, 2), max(height // 4, 2)), 30, 0, 360, 255, -1)
+    elif shape == "thin_line":  # one pixel wide, diagonal, a few pixels from the borders
+        cv2.line(mask, (3, height // 3), (width - 4, 2 * height // 3), 255, 1)
+    elif shape == "border":  # touching the top, left and bottom borders
+        mask[: height // 2, : width // 3] = 255
+        mask[-2:, width // 4: 3 * width // 4] = 255
+    elif shape == "soft":  # a feathered selection: grey values 1…255, and a flat grey patch
+        cv2.ellipse(mask, (2 * width // 3, height // 2), (max(width // 6, 2), max(height // 5, 2)), 0, 0, 360, 255, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(min(height, width) / 40, 1))
+        mask[height // 5: height // 3, width // 8: width // 4] = 100
+    elif shape == "pixel":
+        mask[height // 2, width // 3] = 255
+    elif shape == "faint_corner":  # one faint pixel in the top-right corner
+        mask[0, width - 1] = 1
+    elif shape == "almost_full":  # everything but a hole and a one-pixel column
+        mask[:] = 255
+        mask[height // 3: height // 2, width // 2: 2 * width // 3] = 0
+        mask[:, width // 5] = 0
+    elif shape == "photo":  # an irregular real-world selection: the cat's dark pixels, with soft values
+        gray = cv2.cvtColor(_photo("chelsea", height, width), cv2.COLOR_RGB2GRAY)
+        mask = np.where(gray < 70, 255, np.where(gray < 90, 128, 0)).astype(np.uint8)
+        mask[:, : width // 6] = 0
+    else:
+        assert shape == "empty"
+    mask.setflags(write=False)
+    return mask
+
+
+def _assert_identical(fast: np.ndarray, reference: np.ndarray) -> None:
+    assert fast.dtype == reference.dtype == np.uint8
+    assert fast.shape == reference.shape
+    assert fast.flags.c_contiguous and fast.flags.writeable
+    if not np.array_equal(fast, reference):
+        rows, columns = np.nonzero(fast != reference)
+        pytest.fail(f"{rows.size} pixels differ, first at ({rows[0]}, {columns[0]})")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("pixels", AMOUNTS)
+def test_grow_mask_is_bit_identical_to_the_whole_array_dilation(size: tuple[int, int], shape: str,
+                                                                  pixels: int) -> None:
+    mask = _mask(shape, *size)
+    grown = grow_mask(mask, pixels)
+    _assert_identical(grown, _reference_grow_mask(mask, pixels))
+    assert not np.shares_memory(grown, mask)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("feather", AMOUNTS)
+def test_blend_mask_is_bit_identical_to_the_whole_image_blur(size: tuple[int, int], shape: str,
+                                                              feather: int) -> None:
+    mask = _mask(shape, *size)
+    blend = blend_mask(mask, feather)
+    _assert_identical(blend, _reference_blend_mask(mask, feather))
+    assert not np.shares_memory(blend, mask)
+
+
+def test_grow_and_blend_are_bit_identical_on_random_masks_near_the_borders() -> None:
+    """Random soft blobs anywhere (also within the reach of a border, where the box is clipped), random amounts."""
+    rng = np.random.default_rng(10)
+    for _ in range(40):
+        height, width = (int(n) for n in rng.integers(20, 260, 2))
+        mask = np.zeros((height, width), np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+            mask[y: y + int(rng.integers(1, 9)), x: x + int(rng.integers(1, 9))] = rng.integers(1, 256)
+        pixels, feather = (int(n) for n in rng.integers(0, 70, 2))
+        grown = grow_mask(mask, pixels)
+        _assert_identical(grown, _reference_grow_mask(mask, pixels))
+        _assert_identical(blend_mask(grown, feather), _reference_blend_mask(grown, feather))
+
+
+def _alpha(kind: str, height: int, width: int) -> np.ndarray | None:
+    """None, or an H×W uint8 alpha channel with fully transparent regions (read-only)."""
+    if kind == "none":
+        return None
+    if kind == "photo":  # transparent where the coffee photo is dark, a ramp elsewhere, a transparent left strip
+        gray = cv2.cvtColor(_photo("coffee", height, width), cv2.COLOR_RGB2GRAY)
+        ramp = np.broadcast_to(np.linspace(1, 255, width).astype(np.uint8), (height, width))
+        alpha = np.where(gray < 60, 0, ramp).astype(np.uint8)
+        alpha[:, : width // 7] = 0
+    else:
+        assert kind == "transparent"
+        alpha = np.zeros((height, width), np.uint8)
+    alpha.setflags(write=False)
+    return alpha
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("alpha_kind", ["none", "photo", "transparent"])
+def test_repaint_mask_is_bit_identical_to_the_numpy_threshold(size: tuple[int, int], shape: str,
+                                                              alpha_kind: str) -> None:
+    blend = _reference_blend_mask(_reference_grow_mask(_mask(shape, *size), 4), 12)
+    alpha = _alpha(alpha_kind, *size)
+    repaint = repaint_mask(blend, alpha)
+    _assert_identical(repaint, _reference_repaint_mask(blend, alpha))
+    if alpha is not None:  # the worker passes the request's alpha as a strided, read-only view of its RGBA
+        rgba = np.dstack([_photo("rocket", *size), alpha])
+        view = np.frombuffer(rgba.tobytes(), np.uint8).reshape(rgba.shape)[..., 3]
+        _assert_identical(repaint_mask(blend, view), _reference_repaint_mask(blend, alpha))
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every value, on both sides of the threshold
+    _assert_identical(repaint_mask(every, every[::-1]), _reference_repaint_mask(every, every[::-1]))
+
+
+def test_repaint_mask_rejects_wrong_arrays() -> None:
+    blend = np.zeros((8, 8), np.uint8)
+    with pytest.raises(ValueError):
+        repaint_mask(blend.astype(np.float32))
+    with pytest.raises(ValueError):
+        repaint_mask(blend, np.zeros((8, 9), np.uint8))
+    with pytest.raises(ValueError):
+        repaint_mask(blend, np.zeros((8, 8), np.uint16))
+
+
+def _request_rgba(size: tuple[int, int]) -> np.ndarray:
+    """The astronaut at ``size`` with the photo alpha, as the worker sees a request: read-only, from bytes."""
+    alpha = _alpha("photo", *size)
+    assert alpha is not None
+    rgba = np.dstack([_photo("astronaut", *size), alpha])
+    return np.frombuffer(rgba.tobytes(), np.uint8).reshape(rgba.shape)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_rgb_channels_is_the_contiguous_copy_of_the_colour_channels(size: tuple[int, int]) -> None:
+    image = _request_rgba(size)
+    rgb = rgb_channels(image)
+    _assert_identical(rgb, np.ascontiguousarray(image[..., :3]))
+    assert not np.shares_memory(rgb, image)
+    with pytest.raises(ValueError):
+        rgb_channels(image[..., :3])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_overlay_is_bit_identical_to_the_boolean_indexing(size: tuple[int, int], shape: str) -> None:
+    original = _request_rgba(size)
+    generated = _photo("coffee", *size)
+    blend = _reference_blend_mask(_reference_grow_mask(_mask(shape, *size), 4), 12)
+    result = overlay(original, generated, blend)
+    _assert_identical(result, _reference_overlay(original, generated, blend))
+    assert not np.shares_memory(result, original) and not np.shares_memory(result, generated)
+    if blend.any():  # as the worker calls it: strided views of the blend mask's box
+        box = mask_box(blend)
+        _assert_identical(overlay(original[box], generated[box], blend[box]),
+                          _reference_overlay(original[box], generated[box], blend[box]))
