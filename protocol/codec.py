@@ -9,6 +9,7 @@ truncated, oversized or inconsistent frame through: it raises :class:`ProtocolEr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from enum import Enum
@@ -180,9 +181,19 @@ def _convert(value: Any, hint: Any, where: str, max_pixels: int) -> Any:
     return value
 
 
-def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
+@functools.cache
+def _fields(cls: Any) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A message dataclass's field types, as :func:`_convert` checks them, and its fields, by name (once per class:
+    ``typing.get_type_hints`` evaluates the annotations' strings, most of a small message's decoding)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls in _RECORDS:  # a record checks its own values, INVALID_REQUEST for a bad one (a string for an enum too)
+        hints = {name: str if isinstance(hint, type) and issubclass(hint, Enum) else hint
+                 for name, hint in hints.items()}
+    return hints, {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
+    hints, fields = _fields(cls)
     unknown = set(wire) - set(fields)
     if unknown:
         raise _bad(f"{where} has unknown fields {quote(sorted(unknown, key=str))}")
@@ -195,9 +206,6 @@ def _build(cls: Any, wire: dict[Any, Any], where: str, max_pixels: int) -> Any:
         if isinstance(width, int) and isinstance(height, int) and width * height > max_pixels:
             raise ProtocolError(ErrorCode.TOO_LARGE,
                                 f"{where} has {width}×{height} pixels; this daemon's limit is {max_pixels}")
-    if cls in _RECORDS:  # a record checks its own values, INVALID_REQUEST for a bad one (a string for an enum too)
-        hints = {name: str if isinstance(hint, type) and issubclass(hint, Enum) else hint
-                 for name, hint in hints.items()}
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}", max_pixels) for name, value in wire.items()}
     return cls(**kwargs)
 
