@@ -15,6 +15,7 @@ Pure: standard library only (vendored into the GIMP plug-in).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from collections.abc import Mapping
@@ -190,8 +191,10 @@ def option(default: Any, label: str, help: str, *, minimum: float | None = None,
     return field(default=default, metadata={_ROW: row})
 
 
+@functools.cache
 def table(record: type) -> dict[str, OptionSpec]:
-    """The rows of an options record, name → :class:`OptionSpec`, in field order."""
+    """The rows of an options record, name → :class:`OptionSpec`, in field order (built once per record: every
+    record made checks itself against it)."""
     hints = typing.get_type_hints(record)
     rows = {}
     for f in dataclasses.fields(record):
