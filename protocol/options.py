@@ -15,7 +15,6 @@ Pure: standard library only (vendored into the GIMP plug-in).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import typing
 from collections.abc import Mapping
@@ -191,20 +190,27 @@ def option(default: Any, label: str, help: str, *, minimum: float | None = None,
     return field(default=default, metadata={_ROW: row})
 
 
-@functools.cache
 def table(record: type) -> dict[str, OptionSpec]:
-    """The rows of an options record, name → :class:`OptionSpec`, in field order (built once per record: every
-    record made checks itself against it)."""
-    hints = typing.get_type_hints(record)
-    rows = {}
-    for f in dataclasses.fields(record):
-        kind = typing.get_origin(hints[f.name]) or hints[f.name]
-        default = {} if f.default is dataclasses.MISSING else f.default
-        rows[f.name] = OptionSpec(name=f.name, type=kind, default=default, **f.metadata[_ROW])
+    """The rows of an options record, name → :class:`OptionSpec`, in field order (built once per record and kept
+    in :data:`_TABLES`: every record made checks itself against it)."""
+    rows = _TABLES.get(record)
+    if rows is None:
+        hints = typing.get_type_hints(record)
+        rows = {}
+        for f in dataclasses.fields(record):
+            kind = typing.get_origin(hints[f.name]) or hints[f.name]
+            default = {} if f.default is dataclasses.MISSING else f.default
+            rows[f.name] = OptionSpec(name=f.name, type=kind, default=default, **f.metadata[_ROW])
+        _TABLES[record] = rows
     return rows
 
 
-def _check_record(record: object) -> None:
+_TABLES: dict[type, dict[str, OptionSpec]] = {}
+""":func:`table`'s rows of each record it has read (``functools.cache`` would do, but mypy cannot see a class as
+hashable there)."""
+
+
+def _check_record(record: FillOptions | EditorOptions) -> None:
     """Check (and normalise, see :meth:`OptionSpec.check`) every field of a frozen options record."""
     for name, spec in table(type(record)).items():
         object.__setattr__(record, name, spec.check(getattr(record, name)))
