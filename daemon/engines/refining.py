@@ -181,15 +181,21 @@ class RefinerHandover(Refinement):
                    **call.shared, image=latents, denoising_start=cut, output_type="pil")
 
 
-class SecondInpaintPass(Refinement):
-    """The first pass, then the same inpainting pipeline again over its pixels at ``strength = refiner_strength``
-    (the same mask, and for ControlNet the same control image)."""
+class _SameModelPass(Refinement):
+    """A refining pass of the same model after the first one: :meth:`count` is common to both kinds."""
 
     def count(self, options: FillOptions, scheduler: Any, refiner_scheduler: Any = None) -> int:
+        """The first pass's steps plus ``int(num_inference_steps × refiner_strength)`` of the second, both with
+        ``scheduler`` (:func:`count_steps`)."""
         steps = options.num_inference_steps
         second = count_steps(scheduler, steps, options.refiner_strength)
         _check_refining(options, second)
         return count_steps(scheduler, steps, options.strength) + second
+
+
+class SecondInpaintPass(_SameModelPass):
+    """The first pass, then the same inpainting pipeline again over its pixels at ``strength = refiner_strength``
+    (the same mask, and for ControlNet the same control image)."""
 
     def run(self, call: VariantCall, run: PassRunner, main: LoadedPipeline, refiner: LoadedPipeline | None) -> Any:
         first = run(main.pipeline, **call.first_pass(output_type="pil"))
@@ -197,16 +203,10 @@ class SecondInpaintPass(Refinement):
                                                     output_type="pil"))
 
 
-class ImageToImagePass(Refinement):
+class ImageToImagePass(_SameModelPass):
     """The first pass returns latents; the image-to-image pipeline of the same modules
     (:meth:`daemon.engines.loaded.LoadedPipeline.image_to_image`, with the request's scheduler) refines them at
     ``strength = refiner_strength``, without the mask."""
-
-    def count(self, options: FillOptions, scheduler: Any, refiner_scheduler: Any = None) -> int:
-        steps = options.num_inference_steps
-        second = count_steps(scheduler, steps, options.refiner_strength)
-        _check_refining(options, second)
-        return count_steps(scheduler, steps, options.strength) + second
 
     def run(self, call: VariantCall, run: PassRunner, main: LoadedPipeline, refiner: LoadedPipeline | None) -> Any:
         latents = run(main.pipeline, **call.first_pass(output_type="latent"))
