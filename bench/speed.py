@@ -9,8 +9,9 @@ and the spread of every sample set ((max − min) ÷ median). The daemon is the 
 gimp_inpaint.daemon --no-tray --port 0`` in a subprocess with its own temporary configuration folder (``device =
 "cpu"``), driven by :class:`gimp_inpaint.client.connection.InpaintClient` from this process. The pictures are
 scikit-image's astronaut scaled with Pillow (Lanczos) to the size, with a centred disc masked (radius side / 3.5, a
-quarter of the area); requests are sent with ``grow = 0`` (so the engine fills exactly the disc a bare call fills),
-the default feather and seed 1.
+quarter of the area); requests are sent with ``grow = 0``, the default feather and seed 1, and the bare
+``cv2.inpaint`` gets the mask the daemon's engine fills (:func:`engine_mask`: the disc where its feathered fade
+reaches 16 %, a ring wider than the disc), so that both fill the same hole.
 
 The pairs (``--only`` takes these names, or their numbers):
 
@@ -345,6 +346,15 @@ def opencv_options() -> FillOptions:
     return FillOptions(engine="opencv", seed=1, grow=0)
 
 
+def engine_mask(mask: np.ndarray, options: FillOptions) -> np.ndarray:
+    """The H×W uint8 mask the daemon's engine fills for the request mask ``mask``: grown by ``options.grow``,
+    repainted wherever the blend mask's fade of ``options.feather`` reaches 16 % (:mod:`daemon.compositing`, as
+    :func:`daemon.worker.run_job` computes it), so a bare call on it fills the same hole as the engine."""
+    from gimp_inpaint.daemon.compositing import blend_mask, grow_mask, repaint_mask
+
+    return repaint_mask(blend_mask(grow_mask(mask, options.grow), options.feather))
+
+
 # --------------------------------------------------------------------------------------------- the pairs
 
 
@@ -352,6 +362,7 @@ def pair_opencv(bench: Bench, result: PairResult, size: str) -> None:
     """Pairs 1 and 2: end-to-end through the daemon ÷ bare cv2.inpaint on the same arrays."""
     side = bench.sizes[size]
     image, rgb, mask = rgba(side), photo(side), disc(side)
+    hole = engine_mask(mask, opencv_options())
     inference: list[float] = []
     with bench.opencv_daemon().client() as client:
         def end_to_end() -> float:
@@ -361,7 +372,7 @@ def pair_opencv(bench: Bench, result: PairResult, size: str) -> None:
 
         values = interleaved(bench.repeat, {
             "end-to-end": end_to_end,
-            "bare": lambda: timed(lambda: cv2.inpaint(rgb, mask, RADIUS, cv2.INPAINT_TELEA)),
+            "bare": lambda: timed(lambda: cv2.inpaint(rgb, hole, RADIUS, cv2.INPAINT_TELEA)),
         })
     a = Samples(f"{side}² end-to-end", values["end-to-end"])
     b = Samples(f"{side}² bare cv2.inpaint", values["bare"])
@@ -506,7 +517,8 @@ def pair_cli_fill(bench: Bench, result: PairResult) -> None:
     values = interleaved(bench.repeat, {
         "fill": lambda: run_process(command),
         "one-shot": lambda: run_process(one_shot),
-        "bare": lambda: timed(lambda: cv2.inpaint(rgb, mask, RADIUS, cv2.INPAINT_TELEA)),
+        "bare": lambda: timed(lambda: cv2.inpaint(rgb, engine_mask(mask, opencv_options()), RADIUS,
+                                                  cv2.INPAINT_TELEA)),
     })
     a = Samples(f"gimp-inpaint fill, {side}² PNG in and out, whole process", values["fill"])
     b = Samples(f"bare cv2.inpaint on the {side}² arrays of the same files", values["bare"])
