@@ -61,7 +61,24 @@ class OpenCVEngine(Engine):
         if cancelled():
             raise JobCancelled(f"{self.name}: cancelled")
         progress(0, 1)
-        result = cv2.inpaint(np.ascontiguousarray(job.image), np.ascontiguousarray(job.mask), self.radius,
-                             cv2.INPAINT_TELEA)
+        rows, columns = self.reach(job.mask)
+        result = job.image.copy()
+        result[rows, columns] = cv2.inpaint(np.ascontiguousarray(job.image[rows, columns]),
+                                            np.ascontiguousarray(job.mask[rows, columns]), self.radius,
+                                            cv2.INPAINT_TELEA)
         progress(1, 1)
         return result
+
+    def reach(self, mask: np.ndarray) -> tuple[slice, slice]:
+        """``(rows, columns)`` of the part of the crop Telea reads for ``mask`` (H×W uint8): the mask's bounding box
+        grown by ``radius + 2`` pixels, inside the crop.
+
+        Telea's method fills each hole pixel from the known pixels within ``inpaintRadius`` of it, marching inward
+        from the hole's edge (Telea 2004, section 2), so nothing farther out is read: ``cv2.inpaint`` on this part
+        gives the pixels of a call on the whole crop bit for bit (``tests/test_opencv_engine.py`` compares them on
+        real photos), in a fraction of the time and memory when the hole is small beside its context.
+        """
+        x, y, width, height = cv2.boundingRect(mask)
+        margin = self.radius + 2
+        return (slice(max(0, y - margin), min(mask.shape[0], y + height + margin)),
+                slice(max(0, x - margin), min(mask.shape[1], x + width + margin)))
