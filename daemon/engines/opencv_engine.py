@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 from gimp_inpaint.protocol import FILL_OPTIONS, EngineInfo, ErrorCode, ProtocolError
 
+from ..compositing import mask_box
 from .base import WORKER_OPTIONS, CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 
 
@@ -70,15 +71,15 @@ class OpenCVEngine(Engine):
         return result
 
     def reach(self, mask: np.ndarray) -> tuple[slice, slice]:
-        """``(rows, columns)`` of the part of the crop Telea reads for ``mask`` (H×W uint8): the mask's bounding box
-        grown by ``radius + 2`` pixels, inside the crop.
+        """``(rows, columns)`` of the part of the crop Telea reads for ``mask`` (H×W uint8, some pixel non-zero): the
+        mask's bounding box (:func:`daemon.compositing.mask_box`) grown by ``radius + 2`` pixels, inside the crop.
 
         Telea's method fills each hole pixel from the known pixels within ``inpaintRadius`` of it, marching inward
         from the hole's edge (Telea 2004, section 2), so nothing farther out is read: ``cv2.inpaint`` on this part
         gives the pixels of a call on the whole crop bit for bit (``tests/test_opencv_engine.py`` compares them on
         real photos), in a fraction of the time and memory when the hole is small beside its context.
         """
-        x, y, width, height = cv2.boundingRect(mask)
+        rows, columns = mask_box(mask)
         margin = self.radius + 2
-        return (slice(max(0, y - margin), min(mask.shape[0], y + height + margin)),
-                slice(max(0, x - margin), min(mask.shape[1], x + width + margin)))
+        return (slice(max(0, rows.start - margin), min(mask.shape[0], rows.stop + margin)),
+                slice(max(0, columns.start - margin), min(mask.shape[1], columns.stop + margin)))
