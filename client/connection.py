@@ -309,10 +309,11 @@ class InpaintClient:
                 continue  # poll again, or a late reply to an earlier job of this connection
             if isinstance(message, Error):
                 raise DaemonError(message.code, message.message)
-            if cancelled_at is not None and isinstance(message, Result | Variant):
-                if isinstance(message, Result):
-                    raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
-            elif isinstance(message, Variant):
+            if cancelled_at is not None and isinstance(message, Result):
+                raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
+            if cancelled_at is not None and isinstance(message, Variant):
+                continue  # the job is cancelled: its variants are dropped as they come
+            if isinstance(message, Variant):
                 variants.append(_check_variant(message, request, len(variants)))
             elif isinstance(message, Result):
                 if not message.num_variants == len(variants) == request.options.num_variants:
