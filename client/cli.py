@@ -58,6 +58,7 @@ from gimp_inpaint.protocol import (
     FILL_OPTIONS,
     EditorOptions,
     ErrorCode,
+    FillMode,
     FillOptions,
     OptionSpec,
     ProtocolError,
@@ -196,7 +197,7 @@ def _flag_help(spec: OptionSpec) -> str:
         return f"{spec.help}; repeat for several (`gimp-inpaint status` lists each engine's LoRAs)"
     if spec.type in (int, float):
         return f"{spec.help} ({spec.range_text}; default {spec.default:g})"
-    if isinstance(spec.default, Scheduler):  # the one enum option; its members have a label
+    if isinstance(spec.default, Scheduler | FillMode):  # the enum options; their members have a label
         return spec.help + ": " + ", ".join(f"{m.value} ({m.label})" for m in type(spec.default)) + \
             f" (default: {spec.default.value})"
     return f"{spec.help} (default {'on' if spec.default else 'off'})" if spec.type is bool else spec.help

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .codec import DEFAULT_MAX_PIXELS, decode, encode, max_frame_bytes, peek_job_id
-    from .enums import Family, Scheduler, Stage, WireEnum
+    from .enums import Family, FillMode, Scheduler, Stage, WireEnum
     from .errors import ErrorCode, ProtocolError
     from .geometry import LATENT_MULTIPLE, Rect, context_crop, feather_reach
     from .messages import (
@@ -46,18 +46,19 @@ if TYPE_CHECKING:
         OptionSpec,
         format_loras,
         parse_loras,
+        resolve_fill_mode,
     )
     from .quoting import quote
 
 _MODULES = {
     "codec": ("DEFAULT_MAX_PIXELS", "decode", "encode", "max_frame_bytes", "peek_job_id"),
-    "enums": ("Family", "Scheduler", "Stage", "WireEnum"),
+    "enums": ("Family", "FillMode", "Scheduler", "Stage", "WireEnum"),
     "errors": ("ErrorCode", "ProtocolError"),
     "geometry": ("LATENT_MULTIPLE", "Rect", "context_crop", "feather_reach"),
     "messages": ("PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error", "Hello", "InpaintRequest",
                  "Message", "Plane", "Progress", "Result", "Variant", "Welcome"),
     "options": ("EDITOR_OPTIONS", "FILL_OPTIONS", "MAX_LORAS", "MAX_VARIANTS", "SEED_MAX", "EditorOptions",
-                "FillOptions", "OptionSpec", "format_loras", "parse_loras"),
+                "FillOptions", "OptionSpec", "format_loras", "parse_loras", "resolve_fill_mode"),
     "quoting": ("quote",),
 }
 """Module (of this package) → the names this package exports from it (the ``TYPE_CHECKING`` imports above)."""
@@ -68,9 +69,10 @@ _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = [
     "DEFAULT_MAX_PIXELS", "EDITOR_OPTIONS", "FILL_OPTIONS", "LATENT_MULTIPLE", "MAX_LORAS", "MAX_VARIANTS",
     "PROTOCOL_VERSION", "SEED_MAX", "Accepted", "Cancel", "EditorOptions", "EngineInfo", "Error", "ErrorCode",
-    "Family", "FillOptions", "Hello", "InpaintRequest", "Message", "OptionSpec", "Plane", "Progress",
+    "Family", "FillMode", "FillOptions", "Hello", "InpaintRequest", "Message", "OptionSpec", "Plane", "Progress",
     "ProtocolError", "Rect", "Result", "Scheduler", "Stage", "Variant", "Welcome", "WireEnum", "context_crop",
     "decode", "encode", "feather_reach", "format_loras", "max_frame_bytes", "parse_loras", "peek_job_id", "quote",
+    "resolve_fill_mode",
 ]
 
 

@@ -48,6 +48,28 @@ _SCHEDULER_LABELS = {
 }
 
 
+class FillMode(WireEnum):
+    """How the hole is prepared before an engine fills it: Krita AI Diffusion's inpaint modes (``InpaintMode`` of
+    its ``ai_diffusion/api.py``) that a daemon can run without a custom workflow. :func:`protocol.resolve_fill_mode`
+    turns ``auto`` into one of the others; the pre-fills are the daemon's (``daemon/prefill.py``)."""
+
+    AUTO = "auto"
+    FILL = "fill"
+    REMOVE = "remove"
+    EXPAND = "expand"
+
+    @property
+    def label(self) -> str:
+        """The readable name shown in the GIMP dialog's list and the CLI's help, e.g. ``"Remove object"``."""
+        return _FILL_MODE_LABELS[self]
+
+
+_FILL_MODE_LABELS = {
+    FillMode.AUTO: "Automatic", FillMode.FILL: "Fill from the prompt", FillMode.REMOVE: "Remove object",
+    FillMode.EXPAND: "Expand the canvas",
+}
+
+
 class Stage(WireEnum):
     """What a :class:`protocol.Progress` counts: ``download`` bytes of a model being downloaded, ``load`` a model
     being loaded (no steps, sent once as ``(0, 0)``), ``inference`` denoising steps."""

@@ -22,11 +22,12 @@ from .errors import ErrorCode, ProtocolError
 from .options import FILL_OPTIONS, MAX_VARIANTS, SEED_MAX, FillOptions
 from .quoting import quote
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
 model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses; 4: a
 request's options as one :class:`protocol.FillOptions` record, each variant sent as its own :class:`Variant` message
-as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job)."""
+as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job; 5: the
+``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .enums import Scheduler
+from .enums import FillMode, Scheduler
 from .errors import ErrorCode, ProtocolError
 from .quoting import quote
 
@@ -234,6 +234,10 @@ class FillOptions:
     engine: str = option("", "_Engine", "Daemon engine, e.g. sd15-inpaint or opencv (empty: the first available); "
                          "`gimp-inpaint status` lists the engines with their families, LoRAs and refiners",
                          max_chars=MAX_ENGINE_NAME_CHARS)
+    fill_mode: FillMode = option(FillMode.AUTO, "Fill m_ode", "How the hole is prepared for the engine: fill (a "
+                                 "blur of the surroundings), remove (the removal engine's fill, then a neutral "
+                                 "prompt), expand (from the canvas border); auto picks remove without a prompt, "
+                                 "expand at the canvas edge or over transparent canvas, else fill")
     scheduler: Scheduler = option(Scheduler.DEFAULT, "Sc_heduler", "Denoising scheduler (Model default: the one "
                                   "the model was published with)")
     loras: LoraWeights = option({}, "_LoRAs", "LoRAs of the daemon's configuration as name:weight, separated by "
@@ -262,6 +266,8 @@ class FillOptions:
                        unit="pixels")
     feather: int = option(12, "_Feather", "Blur radius of the result's edge (diffusers blur_factor)", minimum=0,
                           maximum=1024, unit="pixels")
+    color_match: bool = option(True, "_Keep surrounding colours", "Colour match: give the generated pixels the "
+                               "LAB mean and spread of the original ring around the hole, so no colour shift shows")
 
     def __post_init__(self) -> None:
         _check_record(self)
@@ -282,6 +288,26 @@ class EditorOptions:
 
     def __post_init__(self) -> None:
         _check_record(self)
+
+
+def resolve_fill_mode(mode: FillMode, prompt: str, *, touches_edge: bool, covers_transparent: bool) -> FillMode:
+    """The fill mode a request runs with: ``mode`` itself unless it is ``auto``; then ``expand`` when the selection
+    touches the canvas edge or covers fully transparent canvas, else ``remove`` for a blank prompt (whitespace
+    only), else ``fill``. (Krita AI Diffusion's ``detect_inpaint_mode``, ``ai_diffusion/workflow.py``, picks expand
+    only when the selection spans the canvas's whole width or height; issue 11 asks for any edge.)
+
+    Args:
+        mode: the request's :attr:`FillOptions.fill_mode`.
+        prompt: the request's prompt.
+        touches_edge: the selection reaches a side of the canvas (the editor knows; a daemon, which sees only the
+            crop, passes False).
+        covers_transparent: some pixel to repaint has alpha 0.
+    """
+    if mode is not FillMode.AUTO:
+        return mode
+    if touches_edge or covers_transparent:
+        return FillMode.EXPAND
+    return FillMode.FILL if prompt.strip() else FillMode.REMOVE
 
 
 FILL_OPTIONS = table(FillOptions)

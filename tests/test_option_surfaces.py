@@ -74,7 +74,8 @@ def test_a_run_reads_back_the_records_it_was_registered_with():
 @pytest.mark.parametrize("spec", [s for s in ROWS if s.name not in cli.CLI_SKIPS], ids=lambda s: s.name)
 def test_each_row_is_a_cli_flag_with_its_default(spec: OptionSpec):
     action = _fill_actions()[spec.name]
-    assert action.option_strings == [spec.flag, *spec.aliases]
+    negated = [f"--no-{spec.flag[2:]}"] if spec.type is bool else []  # argparse.BooleanOptionalAction's off switch
+    assert action.option_strings == [spec.flag, *negated, *spec.aliases]
     if spec.type is dict:
         assert action.default == []
     elif issubclass(spec.type, Enum):

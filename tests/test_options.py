@@ -19,6 +19,7 @@ from gimp_inpaint.protocol import (
     SEED_MAX,
     EditorOptions,
     ErrorCode,
+    FillMode,
     FillOptions,
     InpaintRequest,
     OptionSpec,
@@ -29,6 +30,7 @@ from gimp_inpaint.protocol import (
     encode,
     format_loras,
     parse_loras,
+    resolve_fill_mode,
 )
 from gimp_inpaint.protocol.options import LORA_WEIGHT_MAX, MAX_ENGINE_NAME_CHARS, MAX_PROMPT_CHARS, markdown_table
 from hypothesis import given, settings
@@ -411,3 +413,22 @@ def test_text_that_utf8_cannot_carry_is_refused(options: dict[str, object]) -> N
     with pytest.raises(ProtocolError) as caught:
         FillOptions(**options)  # type: ignore[arg-type]
     assert caught.value.code is ErrorCode.INVALID_REQUEST and "lone surrogate" in caught.value.message
+
+
+@pytest.mark.parametrize(("prompt", "touches_edge", "covers_transparent", "expected"), [
+    ("", False, False, FillMode.REMOVE),
+    ("  \n", False, False, FillMode.REMOVE),
+    ("a red boat", False, False, FillMode.FILL),
+    ("a red boat", True, False, FillMode.EXPAND),
+    ("", False, True, FillMode.EXPAND),
+    ("", True, True, FillMode.EXPAND),
+])
+def test_auto_picks_the_fill_mode_from_the_prompt_and_the_selection(prompt, touches_edge, covers_transparent,
+                                                                    expected):
+    assert resolve_fill_mode(FillMode.AUTO, prompt, touches_edge=touches_edge,
+                             covers_transparent=covers_transparent) is expected
+
+
+@pytest.mark.parametrize("mode", [FillMode.FILL, FillMode.REMOVE, FillMode.EXPAND])
+def test_a_chosen_fill_mode_is_kept_whatever_the_selection(mode):
+    assert resolve_fill_mode(mode, "", touches_edge=True, covers_transparent=True) is mode

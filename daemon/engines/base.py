@@ -22,10 +22,10 @@ LoadProgress = Callable[[str, int, int], None]
 (``0 ≤ step ≤ total``), stage ``"load"`` is reported once as ``(0, 0)`` when loading from disk starts
 (:class:`protocol.Stage`)."""
 
-WORKER_OPTIONS = frozenset({"engine", "seed", "num_variants", "grow", "feather"})
+WORKER_OPTIONS = frozenset({"engine", "seed", "num_variants", "grow", "feather", "fill_mode", "color_match"})
 """The :data:`protocol.FILL_OPTIONS` rows that the worker itself uses for every engine (:mod:`daemon.worker`: the
-engine's name, the variants' seeds, the mask's growth and the blend mask's fade); an engine lists them with its
-own in :attr:`protocol.EngineInfo.options`."""
+engine's name, the variants' seeds, the mask's growth, the blend mask's fade, the hole's pre-fill and the colour
+match); an engine lists them with its own in :attr:`protocol.EngineInfo.options`."""
 
 CancelCheck = Callable[[], bool]
 """Returns True once the job has been cancelled; engines poll it between steps."""
