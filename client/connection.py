@@ -45,9 +45,9 @@ from gimp_inpaint.protocol import (
     Variant,
     Welcome,
     decode,
-    encode,
     max_frame_bytes,
 )
+from gimp_inpaint.protocol.codec import encode_fragments
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
@@ -242,8 +242,12 @@ class InpaintClient:
         return reply
 
     def _send(self, message: Message) -> None:
+        """Send ``message``; a request larger than :data:`protocol.codec.FRAGMENT_BYTES` goes as fragments of that
+        size (:func:`protocol.codec.encode_fragments`: no copy of its planes here, and the daemon's event loop reads
+        it a fragment per turn instead of stalling its other clients for the whole frame)."""
+        fragments = encode_fragments(message)
         try:
-            self._ws.send(encode(message))
+            self._ws.send(fragments if len(fragments) > 1 else fragments[0])
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
 

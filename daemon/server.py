@@ -70,6 +70,7 @@ from gimp_inpaint.protocol import (
     peek_job_id,
     quote,
 )
+from gimp_inpaint.protocol.codec import encode_fragments
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -288,12 +289,19 @@ def daemon_version() -> str:
         return "unknown"
 
 
+def _joined(fragments: list[str] | list[bytes]) -> str | bytes:
+    """One message's fragments as websockets' ``recv`` gives it: text (``str``) or binary (``bytes``)."""
+    return "".join(cast(list[str], fragments)) if isinstance(fragments[0], str) else \
+        b"".join(cast(list[bytes], fragments))
+
+
 @dataclass(frozen=True)
 class _Frame:
-    """An encoded message for the outbox (a :class:`protocol.Variant` packed on the worker thread), and the future
-    the writer completes once the frame is on the socket (or the connection is gone)."""
+    """An encoded message for the outbox (a :class:`protocol.Variant` packed on the worker thread, as the fragments
+    of :func:`protocol.codec.encode_fragments`), and the future the writer completes once the message is on the
+    socket (or the connection is gone)."""
 
-    data: bytes
+    data: list[bytes | memoryview]
     sent: concurrent.futures.Future[None]
 
 
@@ -505,9 +513,10 @@ class DaemonServer:
         self._clients[client.id] = client
         writer = asyncio.create_task(self._write(client))
         try:
-            async for frame in websocket:
-                await self._receive(client, frame)
-                del frame  # a request's frame (up to ~84 MB, its planes' memory) goes with its job, not with this loop
+            while True:
+                fragments = [fragment async for fragment in websocket.recv_streaming()]
+                await self._receive(client, fragments)
+                del fragments  # a request's frame (up to ~84 MB, its planes' memory) goes with its job, not this loop
         except ConnectionClosed:
             pass
         finally:
@@ -590,7 +599,7 @@ class DaemonServer:
             item = await client.outbox.get()
             if isinstance(item, _Frame):
                 try:
-                    await client.websocket.send(item.data)  # waits while the socket's write buffer is full
+                    await client.websocket.send(item.data)  # a fragment per loop turn; waits while the socket is full
                 finally:
                     item.sent.set_result(None)
             else:
@@ -613,11 +622,15 @@ class DaemonServer:
 
     # -- requests --------------------------------------------------------------------------------------------------
 
-    async def _receive(self, client: _Client, frame: str | bytes) -> None:
-        """Handle one frame after the handshake; errors are answered and the connection stays open.
+    async def _receive(self, client: _Client, fragments: list[str] | list[bytes]) -> None:
+        """Handle one message after the handshake, as the fragments it arrived in; errors are answered and the
+        connection stays open.
 
-        A frame of :data:`DECODE_IN_THREAD_BYTES` or more is decoded on a thread. A request's planes are views of
-        its frame (:func:`protocol.decode`'s ``views``): decoding copies nothing, so it holds the GIL, and with it
+        The message is read fragment by fragment (websockets' ``recv_streaming``; the daemon's client sends
+        :data:`protocol.codec.FRAGMENT_BYTES` at a time), so no event-loop turn handles more than a fragment, and
+        the fragments of a message of :data:`DECODE_IN_THREAD_BYTES` or more are joined, and the frame decoded, on a
+        thread (``asyncio.to_thread``; ``recv`` would join them on the event loop). A request's planes are views of its
+        frame (:func:`protocol.decode`'s ``views``): decoding copies nothing, so it holds the GIL, and with it
         the event loop, about a millisecond whatever the request's size (copying a 4096² request's planes held it
         45–80 ms, a thread or not).
 
@@ -626,8 +639,11 @@ class DaemonServer:
         daemon: logged with its traceback and answered INTERNAL (with the job id when known).
         """
         message: Message | None = None
+        big = sum(map(len, fragments)) >= DECODE_IN_THREAD_BYTES
+        frame = fragments[0] if len(fragments) == 1 else await asyncio.to_thread(_joined, fragments) if big else \
+            _joined(fragments)
         try:  # a text frame is BAD_MESSAGE too
-            if len(frame) >= DECODE_IN_THREAD_BYTES:
+            if big:
                 message = await asyncio.to_thread(decode, frame, self.settings.max_pixels, views=True)
             else:
                 message = decode(frame, self.settings.max_pixels, views=True)
@@ -720,7 +736,7 @@ class DaemonServer:
             loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total, stage))
 
         def deliver(variant: Variant) -> None:  # worker thread: pack here, send on the loop, wait until sent
-            frame = _Frame(encode(variant), concurrent.futures.Future())
+            frame = _Frame(encode_fragments(variant), concurrent.futures.Future())
             loop.call_soon_threadsafe(self._send, owner, frame)
             while True:
                 try:

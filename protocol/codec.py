@@ -114,6 +114,21 @@ def _chunks(value: Any, packer: msgpack.Packer, out: list[bytes]) -> None:
         out.append(packer.pack(value))
 
 
+FRAGMENT_BYTES = 1 << 20
+"""Largest WebSocket fragment (bytes) of a message sent by :func:`encode_fragments`: websockets frames, masks and
+writes one fragment per event-loop turn and awaits the socket's drain between them, so a 4096² variant (84 MB)
+holds the daemon's event loop for one MiB's copy at a time instead of the whole message's (issue 10's stall)."""
+
+
+def _pieces(message: Message) -> list[bytes]:
+    """The msgpack pieces of ``message`` (:func:`_chunks`): joined, the bytes of ``packb(wire, use_bin_type=True)``."""
+    wire = _to_wire(message)
+    wire["type"] = message.type
+    out: list[bytes] = []
+    _chunks(wire, msgpack.Packer(use_bin_type=True, buf_size=4096), out)
+    return out
+
+
 def encode(message: Message) -> bytes:
     """Serialise a message to one binary WebSocket frame: the bytes of ``msgpack.packb(wire, use_bin_type=True)``.
 
@@ -124,11 +139,40 @@ def encode(message: Message) -> bytes:
     thread holds the event loop about 7 ms instead of 105 ms. (A plane whose data is a ``memoryview``, as
     :func:`decode` gives with ``views``, goes to msgpack: copied with the GIL held.)
     """
-    wire = _to_wire(message)
-    wire["type"] = message.type
-    out: list[bytes] = []
-    _chunks(wire, msgpack.Packer(use_bin_type=True, buf_size=4096), out)
-    return b"".join(out)
+    return b"".join(_pieces(message))
+
+
+def encode_fragments(message: Message, fragment_bytes: int = FRAGMENT_BYTES) -> list[bytes | memoryview]:
+    """Serialise a message as the fragments of one binary WebSocket message (RFC 6455 section 5.4), for
+    ``websocket.send(fragments)``; joined, they are :func:`encode`'s bytes, and the receiver's ``recv`` gives those.
+
+    Each fragment is at most ``fragment_bytes`` long (or one msgpack piece under :data:`JOINED_BIN_BYTES`, when
+    that is longer): the small pieces between planes are joined, and a plane is sent as read-only ``memoryview``
+    slices of its own ``bytes``, so nothing of the planes is copied here
+    (:func:`encode` copies each once, into its frame). The fragments keep the message's planes alive until they are
+    sent.
+
+    Raises:
+        ValueError: ``fragment_bytes`` < 1.
+    """
+    if fragment_bytes < 1:
+        raise ValueError(f"fragment_bytes must be ≥ 1, got {fragment_bytes}")
+    fragments: list[bytes | memoryview] = []
+    small: list[bytes] = []
+    pending = 0  # bytes in small
+    for piece in _pieces(message):
+        if small and (len(piece) >= JOINED_BIN_BYTES or pending + len(piece) > fragment_bytes):
+            fragments.append(b"".join(small))
+            small, pending = [], 0
+        if len(piece) < JOINED_BIN_BYTES:
+            small.append(piece)
+            pending += len(piece)
+        else:
+            view = memoryview(piece).toreadonly()
+            fragments += (view[at:at + fragment_bytes] for at in range(0, len(view), fragment_bytes))
+    if small:
+        fragments.append(b"".join(small))
+    return fragments
 
 
 def _bad(message: str) -> ProtocolError:

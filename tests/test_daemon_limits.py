@@ -291,13 +291,22 @@ class RawClient:
         self._flush()
 
     def recv(self) -> Message:
-        """The next message (the daemon sends each in one frame)."""
+        """The next message, from its frame or its fragments (a binary frame, then continuation frames until one
+        has ``fin``)."""
         while not any(frame.opcode is Opcode.BINARY for frame in self.frames):
             self._read()
         while (frame := self.frames.pop(0)).opcode is not Opcode.BINARY:
             pass
-        assert frame.fin
-        return decode(frame.data)
+        data = [frame.data]
+        while not frame.fin:
+            while not self.frames:
+                self._read()
+            frame = self.frames.pop(0)
+            if frame.opcode in (Opcode.PING, Opcode.PONG):  # control frames may come between fragments
+                continue
+            assert frame.opcode is Opcode.CONT, frame
+            data.append(frame.data)
+        return decode(b"".join(data))
 
     def close(self) -> None:
         self.socket.close()
@@ -342,17 +351,17 @@ def test_a_big_variant_is_packed_and_sent_without_stalling_the_event_loop(tmp_pa
     result, unmasked pixels exact."""
     side = 4096
     packed, may_return, where = threading.Event(), threading.Event(), []
-    real_encode = server_module.encode
+    real_encode = server_module.encode_fragments
 
-    def slow_encode(message: Message) -> bytes:
-        frame = real_encode(message)
+    def slow_encode(message: Message) -> list[bytes | memoryview]:
+        fragments = real_encode(message)
         if isinstance(message, Variant):
             where.append(threading.current_thread().name)
             packed.set()
             assert may_return.wait(WAIT), "the test never let packing finish"
-        return frame
+        return fragments
 
-    monkeypatch.setattr(server_module, "encode", slow_encode)
+    monkeypatch.setattr(server_module, "encode_fragments", slow_encode)
     request = big_request(side)
     with limited_daemon([StepEngine(steps=1)], tmp_path, DEFAULT_MAX_PIXELS) as server, \
             raw_client(server.url) as reader:

@@ -727,6 +727,26 @@ def test_encode_writes_msgpacks_bytes_wherever_it_joins(message: InpaintRequest 
         assert encode(message) == _packb_frame(message)
 
 
+@pytest.mark.parametrize("fragment_bytes", [4096, 65536, codec.FRAGMENT_BYTES])
+def test_fragments_join_into_the_frame_and_none_is_longer_than_asked(fragment_bytes: int) -> None:
+    for message in _real_messages():
+        fragments = codec.encode_fragments(message, fragment_bytes)
+        assert b"".join(fragments) == _packb_frame(message), message.type
+        assert all(1 <= len(fragment) <= max(fragment_bytes, codec.JOINED_BIN_BYTES - 1) for fragment in fragments)
+
+
+def test_fragments_view_the_planes_instead_of_copying_them() -> None:
+    request = InpaintRequest("big", 0, 0, *_SIZED_PLANES[0], PHOTO_OPTIONS)
+    views = [f for f in codec.encode_fragments(request, 1 << 16) if isinstance(f, memoryview)]
+    assert views and all(f.readonly and f.obj in (request.image.data, request.mask.data) for f in views)
+    assert sum(map(len, views)) == len(request.image.data) + len(request.mask.data)
+
+
+def test_fragments_of_no_bytes_are_refused() -> None:
+    with pytest.raises(ValueError, match="fragment_bytes"):
+        codec.encode_fragments(Cancel("j"), 0)
+
+
 @pytest.mark.parametrize("length", [0, 1, 255, 256, 65535, 65536, 70000])
 def test_bin_headers_are_msgpacks(length: int) -> None:
     packed = msgpack.packb(bytes(length), use_bin_type=True)
