@@ -64,6 +64,14 @@ def request_mask(request: InpaintRequest) -> np.ndarray:
     return np.frombuffer(request.mask.data, dtype=np.uint8).reshape(request.mask.height, request.mask.width)
 
 
+def plane_data(array: np.ndarray) -> memoryview:
+    """A :class:`protocol.Plane`'s data for ``array`` (H×W or H×W×C uint8): a read-only 1-D byte view of it, made
+    C-contiguous first if it is not (NumPy's copy releases the GIL). The codec sends the view as it is
+    (:func:`protocol.codec.encode_fragments`); ``ndarray.tobytes`` would copy it again with the GIL held, which
+    stalled the daemon's event loop 40–60 ms at 4096² (issue 10)."""
+    return memoryview(np.ascontiguousarray(array)).cast("B").toreadonly()
+
+
 def check_request(request: InpaintRequest) -> None:
     """Reject a request that would repaint nothing (checked before it is queued).
 
@@ -85,7 +93,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     box = mask_box(blend)  # only what the blend mask touches travels back
     rows, columns = box
     box_width, box_height = columns.stop - columns.start, rows.stop - rows.start
-    blend_plane = Plane(box_width, box_height, 1, blend[box].tobytes())
+    blend_plane = Plane(box_width, box_height, 1, plane_data(blend[box]))
     rgb = rgb_channels(image)
 
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
@@ -124,7 +132,7 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != expected:
             found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
             raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
-        pixels = overlay(image[box], generated[box], blend[box]).tobytes()  # the box's RGBA, the array dropped
+        pixels = plane_data(overlay(image[box], generated[box], blend[box]))  # the box's RGBA
         del generated  # before the variant is packed: one variant's arrays at a time
         advance(offset + per_variant)
         if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job

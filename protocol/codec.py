@@ -96,9 +96,10 @@ def _bin_header(length: int) -> bytes:
     raise ValueError("bytes object is too large")  # msgpack's words; a plane is at most 1 GiB
 
 
-def _chunks(value: Any, packer: msgpack.Packer, out: list[bytes]) -> None:
+def _chunks(value: Any, packer: msgpack.Packer, out: list[bytes | memoryview]) -> None:
     """Append the msgpack bytes of ``value`` to ``out`` in pieces: maps and arrays item by item, a bin of at least
-    :data:`JOINED_BIN_BYTES` as its header and the ``bytes`` object itself, anything else as ``packer`` packs it."""
+    :data:`JOINED_BIN_BYTES` (``bytes``, or a 1-D ``memoryview`` of bytes, as :func:`decode` with ``views`` and the
+    daemon's worker make) as its header and the object itself, anything else as ``packer`` packs it."""
     if isinstance(value, dict):
         out.append(packer.pack_map_header(len(value)))
         for key, item in value.items():
@@ -108,7 +109,8 @@ def _chunks(value: Any, packer: msgpack.Packer, out: list[bytes]) -> None:
         out.append(packer.pack_array_header(len(value)))
         for item in value:
             _chunks(item, packer, out)
-    elif type(value) is bytes and len(value) >= JOINED_BIN_BYTES:
+    elif (type(value) is bytes or (type(value) is memoryview and value.format == "B" and value.ndim == 1)) and \
+            len(value) >= JOINED_BIN_BYTES:
         out += (_bin_header(len(value)), value)
     else:
         out.append(packer.pack(value))
@@ -120,11 +122,11 @@ writes one fragment per event-loop turn and awaits the socket's drain between th
 holds the daemon's event loop for one MiB's copy at a time instead of the whole message's (issue 10's stall)."""
 
 
-def _pieces(message: Message) -> list[bytes]:
+def _pieces(message: Message) -> list[bytes | memoryview]:
     """The msgpack pieces of ``message`` (:func:`_chunks`): joined, the bytes of ``packb(wire, use_bin_type=True)``."""
     wire = _to_wire(message)
     wire["type"] = message.type
-    out: list[bytes] = []
+    out: list[bytes | memoryview] = []
     _chunks(wire, msgpack.Packer(use_bin_type=True, buf_size=4096), out)
     return out
 
@@ -136,8 +138,8 @@ def encode(message: Message) -> bytes:
     ``packb`` copies them into its growing buffer and then into its result: a 2048² variant takes 0.1× packb's time
     (0.3× with the daemon's fixed mmap threshold, page faults included). ``join`` also releases the GIL while it
     copies more than a MiB of ``bytes`` objects, which ``packb`` never does: a 4096² variant packed on the worker
-    thread holds the event loop about 7 ms instead of 105 ms. (A plane whose data is a ``memoryview``, as
-    :func:`decode` gives with ``views``, goes to msgpack: copied with the GIL held.)
+    thread holds the event loop about 7 ms instead of 105 ms. (A plane whose data is a ``memoryview`` of another
+    shape than 1-D bytes goes to msgpack: copied with the GIL held.)
     """
     return b"".join(_pieces(message))
 
@@ -158,7 +160,7 @@ def encode_fragments(message: Message, fragment_bytes: int = FRAGMENT_BYTES) -> 
     if fragment_bytes < 1:
         raise ValueError(f"fragment_bytes must be ≥ 1, got {fragment_bytes}")
     fragments: list[bytes | memoryview] = []
-    small: list[bytes] = []
+    small: list[bytes | memoryview] = []
     pending = 0  # bytes in small
     for piece in _pieces(message):
         if small and (len(piece) >= JOINED_BIN_BYTES or pending + len(piece) > fragment_bytes):

@@ -742,6 +742,19 @@ def test_fragments_view_the_planes_instead_of_copying_them() -> None:
     assert sum(map(len, views)) == len(request.image.data) + len(request.mask.data)
 
 
+def test_a_plane_viewing_an_array_is_encoded_as_its_bytes_without_msgpack() -> None:
+    """The daemon's worker sends each variant's pixels as a byte view of its array (``daemon.worker.plane_data``)."""
+    image, mask = _SIZED_PLANES[0]
+    viewed = Variant("big", 1, 7, 9, Plane(image.width, image.height, 4, memoryview(image.data).toreadonly()),
+                     Plane(mask.width, mask.height, 1, memoryview(mask.data)), 42, DAEMON_TIMINGS)
+    copied = Variant("big", 1, 7, 9, image, mask, 42, DAEMON_TIMINGS)
+    assert encode(viewed) == b"".join(codec.encode_fragments(viewed)) == _packb_frame(copied)
+    packer = mock.Mock(wraps=msgpack.Packer(use_bin_type=True))
+    out: list[bytes | memoryview] = []
+    codec._chunks(viewed.image.data, packer, out)
+    assert packer.pack.call_count == 0 and out[1] is viewed.image.data
+
+
 def test_fragments_of_no_bytes_are_refused() -> None:
     with pytest.raises(ValueError, match="fragment_bytes"):
         codec.encode_fragments(Cancel("j"), 0)
