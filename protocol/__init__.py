@@ -19,7 +19,18 @@ if TYPE_CHECKING:
     from .codec import DEFAULT_MAX_PIXELS, decode, encode, max_frame_bytes, peek_job_id
     from .enums import Family, FillMode, Scheduler, Stage, WireEnum
     from .errors import ErrorCode, ProtocolError
-    from .geometry import LATENT_MULTIPLE, Rect, context_crop, feather_reach
+    from .geometry import (
+        CANVAS_SIDES,
+        LATENT_MULTIPLE,
+        MAX_CANVAS_SIDE,
+        CanvasExpansion,
+        Rect,
+        context_crop,
+        expand_canvas,
+        expand_to_aspect,
+        expand_to_size,
+        feather_reach,
+    )
     from .messages import (
         PROTOCOL_VERSION,
         Accepted,
@@ -54,7 +65,8 @@ _MODULES = {
     "codec": ("DEFAULT_MAX_PIXELS", "decode", "encode", "max_frame_bytes", "peek_job_id"),
     "enums": ("Family", "FillMode", "Scheduler", "Stage", "WireEnum"),
     "errors": ("ErrorCode", "ProtocolError"),
-    "geometry": ("LATENT_MULTIPLE", "Rect", "context_crop", "feather_reach"),
+    "geometry": ("CANVAS_SIDES", "LATENT_MULTIPLE", "MAX_CANVAS_SIDE", "CanvasExpansion", "Rect", "context_crop",
+                 "expand_canvas", "expand_to_aspect", "expand_to_size", "feather_reach"),
     "messages": ("PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error", "Hello", "InpaintRequest",
                  "Message", "Plane", "Progress", "Result", "Variant", "Welcome"),
     "options": ("EDITOR_OPTIONS", "FILL_OPTIONS", "MAX_LORAS", "MAX_VARIANTS", "SEED_MAX", "EditorOptions",
@@ -67,12 +79,13 @@ _HOME = {name: module for module, names in _MODULES.items() for name in names}
 """Exported name → its module."""
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "EDITOR_OPTIONS", "FILL_OPTIONS", "LATENT_MULTIPLE", "MAX_LORAS", "MAX_VARIANTS",
-    "PROTOCOL_VERSION", "SEED_MAX", "Accepted", "Cancel", "EditorOptions", "EngineInfo", "Error", "ErrorCode",
-    "Family", "FillMode", "FillOptions", "Hello", "InpaintRequest", "Message", "OptionSpec", "Plane", "Progress",
-    "ProtocolError", "Rect", "Result", "Scheduler", "Stage", "Variant", "Welcome", "WireEnum", "context_crop",
-    "decode", "encode", "feather_reach", "format_loras", "max_frame_bytes", "parse_loras", "peek_job_id", "quote",
-    "resolve_fill_mode",
+    "CANVAS_SIDES", "DEFAULT_MAX_PIXELS", "EDITOR_OPTIONS", "FILL_OPTIONS", "LATENT_MULTIPLE", "MAX_CANVAS_SIDE",
+    "MAX_LORAS", "MAX_VARIANTS", "PROTOCOL_VERSION", "SEED_MAX", "Accepted", "Cancel", "CanvasExpansion",
+    "EditorOptions", "EngineInfo", "Error", "ErrorCode", "Family", "FillMode", "FillOptions", "Hello",
+    "InpaintRequest", "Message", "OptionSpec", "Plane", "Progress", "ProtocolError", "Rect", "Result", "Scheduler",
+    "Stage", "Variant", "Welcome", "WireEnum", "context_crop", "decode", "encode", "expand_canvas",
+    "expand_to_aspect", "expand_to_size", "feather_reach", "format_loras", "max_frame_bytes", "parse_loras",
+    "peek_job_id", "quote", "resolve_fill_mode",
 ]
 
 
