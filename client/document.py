@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gimp_inpaint.protocol import Rect
+from gimp_inpaint.protocol import CanvasExpansion, Rect
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,17 @@ class Document(ABC):
         """The selection's coverage inside ``rect``: ``rect.width × rect.height`` bytes (Y u8, 255 = selected)."""
 
     @abstractmethod
-    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+    def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         """Add every layer directly above the source layer (the first on top), as ONE undo step.
 
         Each layer is placed at ``(x, y)`` with its RGBA pixels and its ``mask`` as layer mask.
+
+        Args:
+            layers: the layers, in image coordinates (of the grown canvas, with ``canvas``).
+            canvas: Generative Expand's new canvas (:class:`protocol.CanvasExpansion`): first grow the canvas to its
+                size with the old picture at ``canvas.picture`` (every layer keeps its size and pixels and moves
+                with the picture; the new area is transparent), in the same undo step as the layers. None: the
+                canvas stays.
 
         Returns:
             The names the layers got (an editor may make duplicate names unique).

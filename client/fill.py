@@ -1,10 +1,12 @@
 """Generative fill, editor-independent: selection → context crop → daemon → result layers.
 
 :func:`run_fill` is the whole job of the GIMP procedure (and of ``gimp-inpaint fill``) written
-against :class:`client.document.Document`, so it is tested without GIMP. Its settings are the two records of
-:mod:`protocol.options`: :class:`protocol.FillOptions` (sent) and :class:`protocol.EditorOptions` (used here). It
-adds layers only after the job's :class:`protocol.Result` arrived: on any failure nothing is pasted. Vendored into
-the plug-in: imports only the standard library, :mod:`protocol` and :mod:`client.connection`.
+against :class:`client.document.Document`, so it is tested without GIMP; :func:`run_expand`, Generative Expand's
+(and ``gimp-inpaint expand``'s), is :func:`run_fill` on the document as its canvas will be (:mod:`client.expand`).
+Its settings are the two records of :mod:`protocol.options`: :class:`protocol.FillOptions` (sent) and
+:class:`protocol.EditorOptions` (used here). It adds layers only after the job's :class:`protocol.Result` arrived:
+on any failure nothing is pasted. Vendored into the plug-in: imports only the standard library, :mod:`protocol`,
+:mod:`client.connection`, :mod:`client.document` and :mod:`client.expand`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from gimp_inpaint.protocol import (
     EditorOptions,
     ErrorCode,
+    FillMode,
     FillOptions,
     InpaintRequest,
     Plane,
@@ -25,10 +28,12 @@ from gimp_inpaint.protocol import (
     Stage,
     context_crop,
     feather_reach,
+    resolve_fill_mode,
 )
 
 from .connection import ClientError, DaemonError, InpaintClient, pick_engine
 from .document import Document, ResultLayer
+from .expand import ExpandedDocument, ExpandOptions
 
 NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, …), then run Generative Fill again."
 """Raised as :class:`FillError` without a selection: filling the whole layer is never what was meant."""
@@ -38,6 +43,9 @@ TRANSPARENT_RGB = (128, 128, 128)
 
 _ALPHA_ZERO = bytes([0xFF] + [0] * 255)
 """``bytes.translate`` table: alpha 0 → 0xFF, every other alpha → 0."""
+
+_NON_ZERO = bytes([0] + [0xFF] * 255)
+"""``bytes.translate`` table: 0 → 0, every other value → 0xFF (a selected pixel of a ``Y u8`` mask)."""
 
 _PROMPT_IN_NAME = 48
 """Longest prompt (characters) quoted in a layer name; longer ones are cut with "…"."""
@@ -106,6 +114,32 @@ def clear_transparent(rgba: bytes) -> bytes:
     return pixels.to_bytes(len(rgba), "big")
 
 
+def touches_edge(selection: Rect, image_width: int, image_height: int) -> bool:
+    """True when ``selection`` (image pixels) reaches a side of the ``image_width × image_height`` canvas: one of
+    the two signs of :func:`protocol.resolve_fill_mode` that ``auto`` means ``expand``."""
+    return selection.x <= 0 or selection.y <= 0 or selection.right >= image_width or selection.bottom >= image_height
+
+
+def covers_transparent(rgba: bytes, mask: bytes) -> bool:
+    """True when some selected pixel (``mask`` > 0) has alpha 0 in ``rgba``: the other sign of
+    :func:`protocol.resolve_fill_mode` that ``auto`` means ``expand`` (the selection reaches over empty canvas).
+
+    Args:
+        rgba: ``N × 4`` bytes, R'G'B'A u8 (the crop as read, before :func:`clear_transparent`).
+        mask: ``N`` bytes, Y u8 (the selection over the same crop).
+
+    Raises:
+        ValueError: the lengths do not match.
+    """
+    if len(rgba) != 4 * len(mask):
+        raise ValueError(f"{len(rgba)} RGBA bytes do not match a mask of {len(mask)} pixels")
+    alpha = rgba[3::4]
+    if 0 not in alpha:
+        return False
+    transparent, selected = alpha.translate(_ALPHA_ZERO), mask.translate(_NON_ZERO)  # 0xFF each where it holds
+    return bool(int.from_bytes(transparent, "big") & int.from_bytes(selected, "big"))
+
+
 def require_selection(document: Document) -> Rect:
     """The document's selection bounds (image pixels).
 
@@ -131,11 +165,13 @@ def fill_crop(selection: Rect, image_width: int, image_height: int, options: Fil
 
 
 def layer_name(options: FillOptions, engine: str, seed: int) -> str:
-    """``"Generative fill: <prompt or engine> (seed N)"``, the prompt cut to 48 characters."""
+    """``"Generative fill: <prompt or engine> (<fill mode>, seed N)"``, the prompt cut to 48 characters; the fill
+    mode is the one the request ran with (:attr:`protocol.FillOptions.fill_mode`, ``auto`` resolved), e.g.
+    ``"Generative fill: opencv (remove, seed 3)"``."""
     label = options.prompt.strip() or engine
     if len(label) > _PROMPT_IN_NAME:
         label = label[:_PROMPT_IN_NAME - 1].rstrip() + "…"
-    return f"Generative fill: {label} (seed {seed})"
+    return f"Generative fill: {label} ({options.fill_mode.value}, seed {seed})"
 
 
 def _bytes_done(done: int, total: int) -> str:
@@ -180,11 +216,15 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
 
     1. the selection's bounds (:func:`require_selection`) → the context crop (:func:`fill_crop`);
     2. that crop of the visible picture (``editor.sample_merged``) or of the source layer, with
-       :func:`clear_transparent`, and of the selection → :class:`protocol.InpaintRequest` carrying ``options``;
+       :func:`clear_transparent`, and of the selection → :class:`protocol.InpaintRequest` carrying ``options`` with
+       its fill mode resolved here, where the canvas is known (:func:`protocol.resolve_fill_mode`: ``auto`` is
+       ``expand`` when the selection :func:`touches_edge` or :func:`covers_transparent` pixels of the crop, else
+       ``remove`` without a prompt and ``fill`` with one; another mode is sent as it is);
     3. ``client_factory()`` connects; the engine is picked from the welcome (``options.engine``, or the first
        available one);
     4. the job runs with progress relayed to ``document.progress`` (:func:`progress_text`: download, load, steps);
-    5. one :class:`ResultLayer` per variant at its box inside the crop, named with its seed (:func:`layer_name`),
+    5. one :class:`ResultLayer` per variant at its box inside the crop, named with its mode and seed
+       (:func:`layer_name`),
        in the daemon's variant order (variant 1 first, i.e. on top), all added in one call (one undo step) after
        the job's result arrived.
 
@@ -204,11 +244,16 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
     crop = fill_crop(selection, width, height, options, editor)
     document.progress(0.0, "Reading the selection…")
     try:
+        rgba = document.read_visible(crop) if editor.sample_merged else document.read_rgba(crop)
+        mask = document.read_mask(crop)
+        mode = resolve_fill_mode(options.fill_mode, options.prompt,
+                                 touches_edge=touches_edge(selection, width, height),
+                                 covers_transparent=covers_transparent(rgba, mask))
+        options = dataclasses.replace(options, fill_mode=mode)
         request = InpaintRequest(
-            job_id=uuid.uuid4().hex, x=crop.x, y=crop.y,
-            image=Plane(crop.width, crop.height, 4, clear_transparent(
-                document.read_visible(crop) if editor.sample_merged else document.read_rgba(crop))),
-            mask=Plane(crop.width, crop.height, 1, document.read_mask(crop)), options=options,
+            job_id=uuid.uuid4().hex, x=crop.x, y=crop.y, image=Plane(crop.width, crop.height, 4,
+                                                                       clear_transparent(rgba)),
+            mask=Plane(crop.width, crop.height, 1, mask), options=options,
         )
     except ProtocolError as exc:
         raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
@@ -247,3 +292,27 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
               for variant in variants]
     document.progress(1.0, "Adding the result layers…")
     return document.add_result_layers(layers)
+
+
+def run_expand(document: Document, client_factory: Callable[[], InpaintClient], options: FillOptions,
+               editor: EditorOptions, expand: ExpandOptions) -> list[str]:
+    """Generative Expand: grow the document's canvas as ``expand`` says and fill the new area; return the names of
+    the new layers.
+
+    :func:`run_fill` on a :class:`client.expand.ExpandedDocument` (the new area is the selection, the old picture
+    its context), with ``options.fill_mode`` set to ``expand``; the document's own selection plays no part. The
+    canvas grows only once the result arrived, in the undo step of the result layers
+    (:meth:`client.document.Document.add_result_layers` with the expansion); on any failure the image is left as
+    it was.
+
+    Raises:
+        FillError: the expansion cannot be made for this canvas (code ``INVALID_REQUEST``), or any failure of
+            :func:`run_fill`.
+    """
+    width, height = document.size()
+    try:
+        canvas = expand.expansion(width, height)
+    except ValueError as exc:
+        raise FillError(f"Cannot expand the canvas: {exc}.", ErrorCode.INVALID_REQUEST) from None
+    return run_fill(ExpandedDocument(document, canvas), client_factory,
+                    dataclasses.replace(options, fill_mode=FillMode.EXPAND), editor)

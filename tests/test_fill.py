@@ -1,4 +1,5 @@
-"""client.fill.run_fill with a fake document (a layer with an offset over a real photo) and a fake client."""
+"""client.fill.run_fill and run_expand with a fake document (a layer with an offset over a real photo) and a fake
+client; the fill mode that ``auto`` picks on the editor side."""
 
 from __future__ import annotations
 
@@ -8,23 +9,28 @@ import numpy as np
 import pytest
 from gimp_inpaint.client.connection import ConnectionConfigError, DaemonError, DaemonUnavailable
 from gimp_inpaint.client.document import Document, ResultLayer
+from gimp_inpaint.client.expand import ExpandOptions, GrowSides
 from gimp_inpaint.client.fill import (
     NO_SELECTION,
     TRANSPARENT_RGB,
     FillError,
+    covers_transparent,
     fill_crop,
     layer_name,
     progress_text,
+    run_expand,
     run_fill,
 )
 from gimp_inpaint.client.imaging import array_from_plane, plane_from_array
 from gimp_inpaint.protocol import (
     EDITOR_OPTIONS,
     SEED_MAX,
+    CanvasExpansion,
     EditorOptions,
     EngineInfo,
     ErrorCode,
     Family,
+    FillMode,
     FillOptions,
     InpaintRequest,
     ProtocolError,
@@ -54,6 +60,7 @@ class FakeDocument(Document):
         if selection is not None:
             self.selection[selection.y:selection.bottom, selection.x:selection.right] = 255
         self.layers: list[ResultLayer] = []
+        self.canvas: CanvasExpansion | None = None
         self.add_calls = 0
         self.progress_log: list[tuple[float, str]] = []
         self.messages: list[str] = []
@@ -88,9 +95,10 @@ class FakeDocument(Document):
     def read_mask(self, rect: Rect) -> bytes:
         return self.selection[rect.y:rect.bottom, rect.x:rect.right].tobytes()
 
-    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+    def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         self.add_calls += 1
         self.layers = list(layers)
+        self.canvas = canvas
         return [layer.name for layer in layers]
 
     def progress(self, fraction: float, text: str) -> None:
@@ -164,12 +172,13 @@ def test_layers_land_at_the_crop_offset_with_the_crop_size_and_the_daemons_pixel
     assert fill_crop(Rect(150, 100, 40, 30), 400, 300, *records(padding=64)) == Rect(42, 0, 256, 240)
     assert (request.x, request.y, request.image.width, request.image.height) == (42, 0, 256, 240)
     assert request.options == FillOptions(engine="sd15-inpaint", prompt="a red balloon", seed=5, num_variants=2,
-                                          grow=4, feather=12)
+                                          grow=4, feather=12, fill_mode=FillMode.FILL)
     sent = array_from_plane(request.image)
     assert np.array_equal(sent, document.layer[0:240, 42:298])
     mask = array_from_plane(request.mask)
     assert mask.sum() == 40 * 30 * 255 and mask[100, 108] == 255 and mask[99, 108] == 0 and mask[100, 107] == 0
-    assert names == ["Generative fill: a red balloon (seed 5)", "Generative fill: a red balloon (seed 6)"]
+    assert names == ["Generative fill: a red balloon (fill, seed 5)", "Generative fill: a red balloon (fill, seed 6)"]
+    assert document.canvas is None
     assert document.add_calls == 1 and client.closed
     for layer in document.layers:
         assert (layer.x, layer.y, layer.width, layer.height) == (42, 0, 256, 240)
@@ -435,7 +444,7 @@ def test_named_engine_and_a_note_when_it_ignores_the_prompt():
     names = fill(document, client, engine="opencv", prompt="a cat")
     assert client.requests[0].options.engine == "opencv"
     assert document.messages == ["The “opencv” engine ignores the prompt."]
-    assert names == ["Generative fill: a cat (seed 40)"]
+    assert names == ["Generative fill: a cat (fill, seed 40)"]
 
 
 def test_unknown_engine_lists_the_engines_with_their_families():
@@ -446,13 +455,112 @@ def test_unknown_engine_lists_the_engines_with_their_families():
     assert "Engines: sd15-inpaint (sd-inpaint), opencv (`gimp-inpaint status`" in caught.value.message
 
 
-def test_layer_names_use_the_prompt_or_the_engine_and_stay_short():
-    assert layer_name(FillOptions(), "opencv", 3) == "Generative fill: opencv (seed 3)"
-    long = layer_name(FillOptions(prompt="a very long prompt " * 10), "sd", 1)
-    assert long.startswith("Generative fill: a very long prompt") and long.endswith("… (seed 1)")
-    assert len(long) == len("Generative fill: ") + 48 + len(" (seed 1)")
+def test_layer_names_use_the_prompt_or_the_engine_and_the_mode_and_stay_short():
+    assert layer_name(FillOptions(fill_mode=FillMode.REMOVE), "opencv", 3) == "Generative fill: opencv (remove, seed 3)"
+    long = layer_name(FillOptions(prompt="a very long prompt " * 10, fill_mode=FillMode.FILL), "sd", 1)
+    assert long.startswith("Generative fill: a very long prompt") and long.endswith("… (fill, seed 1)")
+    assert len(long) == len("Generative fill: ") + 48 + len(" (fill, seed 1)")
 
 
 def test_result_layer_checks_its_byte_counts():
     with pytest.raises(ValueError, match="do not fit"):
         ResultLayer("x", 0, 0, 2, 2, bytes(15), bytes(4), seed=1)
+
+
+@pytest.mark.parametrize(("setup", "params", "mode"), [
+    pytest.param({"selection": Rect(150, 100, 40, 30)}, {}, FillMode.REMOVE, id="no-prompt-removes"),
+    pytest.param({"selection": Rect(150, 100, 40, 30)}, {"prompt": "a red balloon"}, FillMode.FILL,
+                 id="a-prompt-fills"),
+    pytest.param({"selection": Rect(150, 100, 40, 30)}, {"prompt": "  "}, FillMode.REMOVE, id="a-blank-prompt-removes"),
+    pytest.param({"selection": Rect(0, 100, 20, 20)}, {"prompt": "sky"}, FillMode.EXPAND, id="left-edge-expands"),
+    pytest.param({"selection": Rect(380, 280, 20, 20)}, {}, FillMode.EXPAND, id="bottom-right-corner-expands"),
+    pytest.param({"selection": Rect(100, 80, 30, 30), "layer_offset": (120, 90)}, {"prompt": "sky"},
+                 FillMode.EXPAND, id="transparent-canvas-expands"),
+    pytest.param({"selection": Rect(100, 80, 30, 30), "layer_offset": (120, 90), "background": True}, {},
+                 FillMode.REMOVE, id="a-layer-below-shows-so-it-removes"),
+    pytest.param({"selection": Rect(0, 100, 20, 20)}, {"fill_mode": FillMode.FILL}, FillMode.FILL,
+                 id="a-chosen-mode-is-sent-as-it-is"),
+    pytest.param({"selection": Rect(150, 100, 40, 30)}, {"fill_mode": FillMode.EXPAND}, FillMode.EXPAND,
+                 id="expand-away-from-the-edge-as-chosen"),
+])
+def test_auto_is_resolved_on_the_editor_side_and_named_in_the_layer(setup, params, mode):
+    """The request carries the concrete mode protocol.resolve_fill_mode picks from what only the editor knows: the
+    selection reaching a side of the canvas, or selected pixels with alpha 0 in the crop sent."""
+    document, client = FakeDocument(**setup), FakeClient()
+    names = fill(document, client, engine="opencv", **params)
+    (request,) = client.requests
+    assert request.options.fill_mode is mode
+    assert names == [f"Generative fill: {params.get('prompt', '').strip() or 'opencv'} ({mode.value}, seed 40)"]
+
+
+def test_covers_transparent_needs_a_selected_pixel_with_alpha_0():
+    opaque, clear = bytes([9, 9, 9, 255]), bytes([9, 9, 9, 0])
+    assert covers_transparent(opaque + clear, bytes([255, 1]))
+    assert not covers_transparent(opaque + clear, bytes([255, 0]))  # the transparent pixel is not selected
+    assert not covers_transparent(opaque * 2, bytes([255, 255]))
+    with pytest.raises(ValueError, match="do not match"):
+        covers_transparent(opaque, bytes(2))
+
+
+def expand(document: FakeDocument, client: FakeClient, expansion: ExpandOptions, **params: object) -> list[str]:
+    return run_expand(document, lambda: client, *records(**params), expansion)
+
+
+def test_expand_sends_the_new_area_as_the_mask_beside_a_band_of_the_old_picture():
+    """Growing a 350×250 picture 64 px to the right: the crop is the new strip plus padding px of the picture (a
+    multiple of 8 wide, the whole height), the mask 255 exactly over the new area, the new area transparent (sent
+    grey), the picture's pixels at their place; the layer is in the grown canvas's coordinates and the canvas grows
+    with it, in the same call."""
+    document = FakeDocument(width=350, height=250)  # the layer covers the whole picture
+    client = FakeClient()
+    names = expand(document, client, ExpandOptions(pixels=64, sides=GrowSides.RIGHT), engine="opencv",
+                   padding=32, grow=0, feather=0, seed=7)
+    (request,) = client.requests
+    assert request.options.fill_mode is FillMode.EXPAND
+    assert (request.x, request.y, request.image.width, request.image.height) == (318, 0, 96, 250)
+    sent, mask = array_from_plane(request.image), array_from_plane(request.mask)
+    assert np.array_equal(sent[:, :32], document.layer[:, 318:350])
+    assert not sent[:, 32:, 3].any() and (sent[:, 32:, :3] == TRANSPARENT_RGB).all()
+    assert not mask[:, :32].any() and (mask[:, 32:] == 255).all()
+    assert document.canvas == CanvasExpansion(414, 250, Rect(0, 0, 350, 250))
+    assert names == ["Generative fill: opencv (expand, seed 7)"] and document.add_calls == 1
+    (layer,) = document.layers
+    assert (layer.x, layer.y, layer.width, layer.height) == (318, 0, 96, 250)
+
+
+def test_expand_on_every_side_moves_the_old_picture_and_ignores_the_selection():
+    document = FakeDocument(width=350, height=250, layer_offset=(20, 10))  # the layer is partly off the canvas
+    client = FakeClient()
+    expand(document, client, ExpandOptions(pixels=16), padding=8, engine="opencv")  # no selection: none needed
+    (request,) = client.requests
+    assert (request.x, request.y, request.image.width, request.image.height) == (0, 0, 382, 282)
+    sent, mask = array_from_plane(request.image), array_from_plane(request.mask)
+    old = np.frombuffer(document.read_rgba(Rect(0, 0, 350, 250)), np.uint8).reshape(250, 350, 4)
+    cleared = old.copy()
+    cleared[old[..., 3] == 0, :3] = TRANSPARENT_RGB
+    assert np.array_equal(sent[16:266, 16:366], cleared)  # the picture as the document reads it, moved by 16, 16
+    frame = np.ones((282, 382), bool)
+    frame[16:266, 16:366] = False
+    assert (mask[frame] == 255).all() and not mask[~frame].any()
+    assert document.canvas == CanvasExpansion(382, 282, Rect(16, 16, 350, 250))
+
+
+@pytest.mark.parametrize(("expansion", "words"), [
+    (ExpandOptions(pixels=0), "Cannot expand the canvas: the 400×300 canvas would keep its size"),
+    (ExpandOptions(size="300x300"), "smaller than the 400×300 canvas"),
+    (ExpandOptions(aspect="4:3"), "already has the aspect ratio 1.33333"),
+    (ExpandOptions(size="500x300", sides=GrowSides.TOP), "neither the left nor the right side may grow"),
+])
+def test_an_expansion_the_canvas_cannot_take_fails_before_connecting(expansion, words):
+    document, client = FakeDocument(), FakeClient()
+    with pytest.raises(FillError) as caught:
+        expand(document, client, expansion)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and words in caught.value.message
+    assert not client.requests and document.add_calls == 0
+
+
+def test_a_failed_expansion_leaves_the_canvas_as_it_was():
+    document = FakeDocument()
+    with pytest.raises(FillError):
+        expand(document, FakeClient(error=DaemonError(ErrorCode.JOB_FAILED, "boom")), ExpandOptions(pixels=8))
+    assert document.add_calls == 0 and document.canvas is None
