@@ -5,6 +5,8 @@
     gimp-inpaint fill photo.png mask.png -o filled.png [--png-compression 0…9] [--engine E] [--prompt P]
                  [--num-variants N] [--scheduler S] [--lora NAME=WEIGHT]… [--refiner-strength R]
                  [--controlnet-scale C] …
+    gimp-inpaint expand photo.png -o expanded.png [--pixels N] [--sides S] [--size WxH] [--aspect W:H]
+                 [--png-compression 0…9] [--engine E] [--prompt P] …
     gimp-inpaint demo -o demo.png [--png-compression 0…9]
     gimp-inpaint status
     gimp-inpaint doctor [--config-dir DIR]
@@ -20,6 +22,10 @@ stderr (model download, model load, then steps: :func:`client.fill.progress_text
 written file (path, seed, timings) to stdout. Ctrl+C cancels the job. ``--png-compression`` (default
 :data:`PNG_COMPRESSION`, fast) is the zlib level of PNG outputs (:func:`client.imaging.save_image`): a setting of
 the files written, not a fill option, so not a row of the options table.
+``expand`` is Generative Expand (:func:`client.fill.run_expand`): it grows the picture's canvas by ``--pixels`` on
+each of ``--sides``, or to ``--size`` or ``--aspect`` (its flags are the rows of :data:`client.expand.EXPAND_OPTIONS`),
+fills the new area with the ``expand`` fill mode and writes the grown picture (the new area is the result's, the old
+picture exact wherever the blend mask is 0); it takes ``fill``'s option flags but ``--fill-mode``.
 ``status`` connects, prints the daemon's version and device and a table of its engines (family, model,
 LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon cannot be reached (scripts
 use it to check for a running daemon).
@@ -46,23 +52,22 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from gimp_inpaint.client.expand import EXPAND_OPTIONS, ExpandOptions
 from gimp_inpaint.protocol import (
     EDITOR_OPTIONS,
     FILL_OPTIONS,
     EditorOptions,
     ErrorCode,
-    FillMode,
     FillOptions,
     OptionSpec,
     ProtocolError,
-    Scheduler,
     parse_loras,
 )
 
@@ -107,6 +112,9 @@ DEMO_ENGINE = "opencv"
 
 CLI_SKIPS = {"sample_merged": "a picture file is one layer, so what is visible is the layer itself"}
 """Options of the table without a CLI flag, each with its reason (``tests/test_options.py`` checks the rest)."""
+
+EXPAND_SKIPS = {**CLI_SKIPS, "fill_mode": "Generative Expand always fills with the expand mode"}
+"""Options of the table without a flag of ``expand``, each with its reason."""
 
 DEMO_GROW, DEMO_FEATHER = 8, 4
 """The mask is grown by more than the feather so that the fade stays outside the patch (no ghost edge)."""
@@ -197,19 +205,20 @@ def _flag_help(spec: OptionSpec) -> str:
         return f"{spec.help}; repeat for several (`gimp-inpaint status` lists each engine's LoRAs)"
     if spec.type in (int, float):
         return f"{spec.help} ({spec.range_text}; default {spec.default:g})"
-    if isinstance(spec.default, Scheduler | FillMode):  # the enum options; their members have a label
+    if isinstance(spec.default, Enum):  # the enum options; their members have a label
         return spec.help + ": " + ", ".join(f"{m.value} ({m.label})" for m in type(spec.default)) + \
             f" (default: {spec.default.value})"
     return f"{spec.help} (default {'on' if spec.default else 'off'})" if spec.type is bool else spec.help
 
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per row of :data:`protocol.FILL_OPTIONS` and :data:`protocol.EDITOR_OPTIONS` (but
-    :data:`CLI_SKIPS`): :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default
-    and type; LoRAs may repeat (``--lora a=0.5 --lora b``), an enum offers its values. Ranges are checked by the
-    records when :func:`options_from` makes them."""
-    for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()):
-        if spec.name in CLI_SKIPS:
+def add_option_flags(parser: argparse.ArgumentParser, rows: Iterable[OptionSpec] | None = None,
+                     skips: Mapping[str, str] = CLI_SKIPS) -> None:
+    """One flag per row of ``rows`` (default: :data:`protocol.FILL_OPTIONS` and :data:`protocol.EDITOR_OPTIONS`)
+    but ``skips``: :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default and
+    type; LoRAs may repeat (``--lora a=0.5 --lora b``), an enum offers its values. Ranges are checked by the
+    records when :func:`options_from` (or :func:`expand_options_from`) makes them."""
+    for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()) if rows is None else rows:
+        if spec.name in skips:
             continue
         flags = (spec.flag, *spec.aliases)
         extra: dict[str, Any] = {}
@@ -228,19 +237,33 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> tuple[FillOptions, EditorOptions]:
     """The two records from the flags of :func:`add_option_flags`: the LoRA flags, each ``NAME=WEIGHT`` or a list
-    ``a:0.5, b``, read as one list (:func:`protocol.parse_loras`).
+    ``a:0.5, b``, read as one list (:func:`protocol.parse_loras`); a row the command has no flag for (its skips) keeps
+    its default.
 
     Raises:
         UsageError: a LoRA that cannot be read or is named twice, or a value the record refuses (out of range).
     """
 
     def values(rows: dict[str, OptionSpec]) -> dict[str, Any]:
-        found = {name: getattr(args, name) for name in rows if name not in CLI_SKIPS}
+        found = {name: getattr(args, name) for name in rows if name in vars(args)}
         return {name: parse_loras(", ".join(value)) if rows[name].type is dict else value
                 for name, value in found.items()}
 
     try:
         return FillOptions(**values(FILL_OPTIONS)), EditorOptions(**values(EDITOR_OPTIONS))
+    except ProtocolError as exc:
+        raise UsageError(f"Invalid option: {exc.message}") from None
+
+
+def expand_options_from(args: argparse.Namespace) -> ExpandOptions:
+    """``expand``'s :class:`client.expand.ExpandOptions` from its flags (the rows of
+    :data:`client.expand.EXPAND_OPTIONS`).
+
+    Raises:
+        UsageError: a value the record refuses: out of range, a size or aspect ratio it cannot read, both set.
+    """
+    try:
+        return ExpandOptions(**{name: getattr(args, name) for name in EXPAND_OPTIONS})
     except ProtocolError as exc:
         raise UsageError(f"Invalid option: {exc.message}") from None
 
@@ -282,7 +305,7 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``demo``, ``status`` and ``doctor``)."""
+    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``expand``, ``demo``, ``status`` and ``doctor``)."""
     import platformdirs  # only the folder's name, shown in the help (a few milliseconds)
 
     connection = argparse.ArgumentParser(add_help=False)
@@ -315,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("mask", type=Path, help="the mask, same size: white or opaque = fill (see above)")
     _add_output_flags(fill)
     add_option_flags(fill)
+
+    expand = commands.add_parser("expand", parents=[connection], help="grow the canvas of an image and fill the "
+                                 "new area", description="Generative Expand: grow the canvas of IMAGE by --pixels "
+                                 "on each of --sides, or to --size, or to --aspect, fill the new area (transparent "
+                                 "until then) with the expand fill mode and write the grown picture. The result "
+                                 "covers the new area and blends into the picture over grow + feather pixels; "
+                                 "elsewhere the picture is kept exactly. With --num-variants N > 1 the outputs are "
+                                 "OUT-1 … OUT-N.")
+    expand.add_argument("image", type=Path, help="the picture (any format Pillow reads, at most "
+                                                 f"{MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels)")
+    _add_output_flags(expand)
+    add_option_flags(expand, EXPAND_OPTIONS.values(), skips={})
+    add_option_flags(expand, skips=EXPAND_SKIPS)
 
     demo = commands.add_parser("demo", parents=[connection], help="remove a patch from a bundled photo",
                                description="Remove the mission patch from the suit in scikit-image's astronaut "
@@ -350,13 +386,22 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor(run_checks(args.config_dir), sys.stdout)
 
 
+def _read_input(load: Callable[[Path], np.ndarray], path: Path) -> np.ndarray:
+    """``load(path)`` (:func:`client.imaging.load_rgba` or :func:`client.imaging.load_mask`).
+
+    Raises:
+        UsageError: the file cannot be read (missing, not an image, too large, more than 8 bits per channel).
+    """
+    try:
+        return load(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot read the input: {exc}") from None
+
+
 def _load_inputs(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     from gimp_inpaint.client.imaging import load_mask, load_rgba, mask_bounds
 
-    try:
-        image, mask = load_rgba(image_path), load_mask(mask_path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"Cannot read the input: {exc}") from None
+    image, mask = _read_input(load_rgba, image_path), _read_input(load_mask, mask_path)
     if mask.shape != image.shape[:2]:
         raise UsageError(f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
                          f"{image.shape[1]}×{image.shape[0]}; they must have the same size.")
@@ -391,15 +436,24 @@ def _save(path: Path, pixels: np.ndarray, png_compression: int = PNG_COMPRESSION
         raise UsageError(f"Cannot write {path}: {exc}") from None
 
 
-def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOptions,
-          editor: EditorOptions) -> list[tuple[Path, np.ndarray]]:
-    """Run the fill and write one file per variant (``--png-compression``); returns ``(path, picture)`` pairs."""
+def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOptions, editor: EditorOptions,
+          expansion: ExpandOptions | None = None) -> list[tuple[Path, np.ndarray]]:
+    """Run the fill (:func:`client.fill.run_fill`), or Generative Expand with ``expansion``
+    (:func:`client.fill.run_expand`: the document's picture grows), and write one file per variant
+    (``--png-compression``); returns ``(path, picture)`` pairs."""
     from gimp_inpaint.client.connection import InpaintClient
-    from gimp_inpaint.client.fill import run_fill
+    from gimp_inpaint.client.fill import run_expand, run_fill
 
     token = resolve_token(args.token, args.config_dir)
+
+    def connect() -> InpaintClient:
+        return InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout)
+
     with cancel_on_interrupt(document.cancel):
-        run_fill(document, lambda: InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout), options, editor)
+        if expansion is None:
+            run_fill(document, connect, options, editor)
+        else:
+            run_expand(document, connect, options, editor, expansion)
     written = []
     for path, layer in zip(output_paths(args.output, len(document.layers)), document.layers, strict=True):
         picture = document.composite(layer)
@@ -487,14 +541,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             image, mask = _load_inputs(DEMO_IMAGE, DEMO_MASK)
             options, editor = FillOptions(engine=args.engine, seed=0, grow=DEMO_GROW, feather=DEMO_FEATHER), \
                 EditorOptions()
+            expansion = None
         else:
             options, editor = options_from(args)
+            expansion = expand_options_from(args) if args.command == "expand" else None
             _check_outputs(output_paths(args.output, options.num_variants))
-            image, mask = _load_inputs(args.image, args.mask)
+            if expansion is None:
+                image, mask = _load_inputs(args.image, args.mask)
+            else:
+                import numpy as np
+                from gimp_inpaint.client.imaging import load_rgba
+
+                image = _read_input(load_rgba, args.image)
+                mask = np.zeros(image.shape[:2], np.uint8)  # no selection: Generative Expand makes its own
         from gimp_inpaint.client.imaging import ArrayDocument
 
         document = ArrayDocument(image, mask)
-        written = _fill(document, args, options, editor)
+        written = _fill(document, args, options, editor, expansion)
         if args.command == "demo":
             import numpy as np
 

@@ -17,7 +17,7 @@ from typing import TextIO, cast
 
 import numpy as np
 from gimp_inpaint.client.document import Document, ResultLayer
-from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, Plane, Rect
+from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, CanvasExpansion, Plane, Rect
 from PIL import Image, ImageMode, ImageOps
 
 MAX_IMAGE_PIXELS = 4 * DEFAULT_MAX_PIXELS
@@ -240,8 +240,15 @@ class ArrayDocument(Document):
         """The mask's bytes inside ``rect``."""
         return self.mask[rect.y:rect.bottom, rect.x:rect.right].tobytes()
 
-    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
-        """Keep the layers for :meth:`composite`."""
+    def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
+        """Keep the layers for :meth:`composite`; with ``canvas``, first grow :attr:`image` to it (the old picture at
+        ``canvas.picture``, the new area transparent: all four bytes 0) and :attr:`mask` likewise (0 there)."""
+        if canvas is not None:
+            box = (slice(canvas.picture.y, canvas.picture.bottom), slice(canvas.picture.x, canvas.picture.right))
+            image = np.zeros((canvas.height, canvas.width, 4), np.uint8)
+            mask = np.zeros((canvas.height, canvas.width), np.uint8)
+            image[box], mask[box] = self.image, self.mask
+            self.image, self.mask = image, mask
         self.layers = list(layers)
         return [layer.name for layer in layers]
 
