@@ -38,6 +38,7 @@ from .config import (
 )
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
+from .engines.migan import MiGanEngine
 from .engines.opencv_engine import OpenCVEngine
 from .memory import MMAP_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
@@ -134,7 +135,9 @@ def configure_logging(settings: Settings) -> None:
 
 
 def build_engines(settings: Settings) -> list[Engine]:
-    """The engines, in handshake order: every registry model (:mod:`daemon.registry`), then ``opencv``.
+    """The engines, in handshake order: every registry model (:mod:`daemon.registry`), then ``migan`` (the learned
+    remover, :mod:`daemon.engines.migan`, on ``settings.threads`` onnxruntime threads), then ``opencv``; a client that
+    takes the first available engine gets ``migan`` where no diffusers model is.
 
     With no model configured, :data:`DEFAULT_MODELS` is offered when diffusers is installed.
     Nothing is loaded here; diffusers models load on their first request and stay warm in one shared
@@ -154,7 +157,7 @@ def build_engines(settings: Settings) -> list[Engine]:
     engines: list[Engine] = [DiffusersEngine(spec, registry, pool, device=settings.device,
                                              torch_threads=settings.threads)
                              for spec in registry.models]
-    engines.append(OpenCVEngine())
+    engines += [MiGanEngine(threads=settings.threads), OpenCVEngine()]
     return engines
 
 

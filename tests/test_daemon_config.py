@@ -246,15 +246,16 @@ def test_engines_in_handshake_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     settings = load_settings(tmp_path, {"models": {"one": "a/b", "two": "/models/two"}, "device": "cpu",
                                         "threads": 2})
     engines = cli.build_engines(settings)
-    assert [engine.name for engine in engines] == ["one", "two", "opencv"]
-    assert isinstance(engines[0], DiffusersEngine) and isinstance(engines[2], OpenCVEngine)
+    assert [engine.name for engine in engines] == ["one", "two", "migan", "opencv"]
+    assert isinstance(engines[0], DiffusersEngine) and isinstance(engines[3], OpenCVEngine)
     assert (engines[1].spec.model, engines[1].device, engines[1].torch_threads) == ("/models/two", "cpu", 2)
     assert engines[0].pool is engines[1].pool  # one warm pool, one budget, for every model
 
     monkeypatch.setattr(cli, "diffusers_available", lambda: True)
-    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["sd15-inpaint", "opencv"]
+    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["sd15-inpaint", "migan",
+                                                                                      "opencv"]
     monkeypatch.setattr(cli, "diffusers_available", lambda: False)
-    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["opencv"]
+    assert [engine.name for engine in cli.build_engines(load_settings(tmp_path))] == ["migan", "opencv"]
 
 
 def test_main_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
