@@ -3,7 +3,8 @@
 ::
 
     python -m gimp_inpaint.installer install [--gimp-version 3.0|3.2] [--plugin-dir DIR] [--gimp-config-dir DIR]
-                                [--config-dir DIR] [--url URL] [--shortcut ACCEL | --no-shortcut] [--autostart]
+                                [--config-dir DIR] [--url URL] [--shortcut ACCEL | --no-shortcut]
+                                [--expand-shortcut ACCEL] [--autostart]
     python -m gimp_inpaint.installer uninstall [--gimp-version 3.0|3.2] [--plugin-dir DIR]
     python -m gimp_inpaint.installer env [--torch auto|cpu|cuda|rocm|mps] [--with-diffusers] [--python PY]
                                 [--dry-run]
@@ -38,7 +39,7 @@ from gimp_inpaint.client.local_daemon import configured_url
 from gimp_inpaint.daemon.config import APP_NAME, ConfigError
 
 from . import autostart
-from .bundle import DEFAULT_SHORTCUT, InstallError, install, uninstall
+from .bundle import DEFAULT_EXPAND_SHORTCUT, DEFAULT_SHORTCUT, InstallError, install, uninstall
 from .locations import KNOWN_VERSIONS, find_gimp_configs, install_targets
 from .shortcuts import check_accelerator
 from .torch_select import OVERRIDES, TorchChoiceError, choose_torch, detect_hardware, pip_commands
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--shortcut", type=_accelerator, default=DEFAULT_SHORTCUT,
                       help="GTK accelerator for Generative Fill (default: %(default)s = Ctrl+Alt+I)")
     keys.add_argument("--no-shortcut", dest="shortcut", action="store_const", const=None,
-                      help="do not touch GIMP's shortcutsrc")
+                      help="do not touch GIMP's shortcutsrc (no shortcut for either procedure)")
+    add.add_argument("--expand-shortcut", type=_accelerator, default=DEFAULT_EXPAND_SHORTCUT,
+                     help="GTK accelerator for Generative Expand (default: %(default)s = Ctrl+Alt+E)")
     add.add_argument("--autostart", action="store_true",
                      help="start the daemon at login (systemd user unit, LaunchAgent or Startup folder)")
     env = commands.add_parser("env", help="install the daemon's packages from the lock (torch for this machine)")
@@ -129,7 +132,8 @@ def _install(args: argparse.Namespace) -> None:
     targets, reason = _targets(args)
     print(f"GIMP: {reason}")
     for target in targets:
-        report = install(target.plugin_dir, args.config_dir, url, args.shortcut, target.gimp_config_dir, command)
+        report = install(target.plugin_dir, args.config_dir, url, args.shortcut, target.gimp_config_dir, command,
+                         args.expand_shortcut if args.shortcut else None)
         versions = ", ".join(f"{name} {version}" if version != "source" else name
                              for name, version in report.vendored.items())
         print(f"Installed the GIMP plug-in for {target.label} into {report.plugin_folder}")
@@ -143,8 +147,8 @@ def _install(args: argparse.Namespace) -> None:
         started = autostart.enable(command)
         print(f"Autostart: {started.path}: {started.detail}")
     print("Restart GIMP to load it (install while GIMP is closed: GIMP rewrites shortcutsrc when it quits), "
-          "then use Filters ▸ Generative ▸ Generative Fill…; the plug-in starts the daemon when none answers "
-          "(or start it yourself with `gimp-inpaint-daemon`).")
+          "then use Filters ▸ Generative ▸ Generative Fill… or Generative Expand…; the plug-in starts the daemon "
+          "when none answers (or start it yourself with `gimp-inpaint-daemon`).")
 
 
 def _uninstall(args: argparse.Namespace) -> None:

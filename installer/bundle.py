@@ -6,10 +6,10 @@ when it is executable)::
     <plugin_dir>/gimp-inpaint/
         gimp-inpaint.py      the entry file, mode 0755
         connection.json      {"url", "token", "daemon_command"}, mode 0600
-        install.json         what this install did (versions, the shortcut it added), for uninstall
+        install.json         what this install did (versions, the shortcuts it added), for uninstall
         vendor/              put first on sys.path by the entry file
             gimp_inpaint/        the same layout as the installed package, only what the plug-in imports:
-                protocol/  client/{__init__,connection,document,fill}.py
+                protocol/  client/{__init__,connection,document,expand,fill}.py
                 plugin_gimp/{__init__,arguments,gimp_document}.py
             msgpack/  websockets/   only their .py files: msgpack falls back to msgpack.fallback without
                                     its C extension, websockets to pure Python without its speedups
@@ -37,10 +37,17 @@ from .locations import PLUGIN_NAME
 from .shortcuts import add_shortcut, remove_shortcut
 
 PROCEDURE = "python-fu-gimp-inpaint"
-"""The procedure the entry file registers (its ``PROCEDURE``); also its shortcut action name."""
+"""Generative Fill, a procedure the entry file registers (its ``PROCEDURE``); also its shortcut action name."""
+
+EXPAND_PROCEDURE = "python-fu-gimp-inpaint-expand"
+"""Generative Expand, the entry file's other procedure (its ``EXPAND_PROCEDURE``); also its shortcut action name."""
 
 DEFAULT_SHORTCUT = "<Primary><Alt>i"
 """Ctrl+Alt+I (unused by GIMP 3.0's default shortcuts)."""
+
+DEFAULT_EXPAND_SHORTCUT = "<Primary><Alt>e"
+"""Ctrl+Alt+E for Generative Expand: unused by GIMP 3.0's and 3.2's default shortcuts (the ``shortcutsrc`` that GIMP
+3.0.4 and 3.2.6 write, every action with its default, binds Ctrl+Alt only to V, F and O)."""
 
 MANIFEST = "install.json"
 """File in the plug-in folder recording what the install did (:class:`Manifest`), for reinstall and uninstall."""
@@ -56,7 +63,7 @@ THIRD_PARTY = ("msgpack", "websockets")
 
 OWN_PACKAGES = {
     "gimp_inpaint.protocol": None,  # the whole package
-    "gimp_inpaint.client": ("__init__.py", "connection.py", "document.py", "fill.py"),
+    "gimp_inpaint.client": ("__init__.py", "connection.py", "document.py", "expand.py", "fill.py"),
     "gimp_inpaint.plugin_gimp": ("__init__.py", "arguments.py", "gimp_document.py"),
 }
 """This project's code the plug-in imports; ``None`` = every module of the package."""
@@ -71,12 +78,15 @@ class Manifest(TypedDict, total=False):
 
     Attributes:
         versions: ``{package: version}`` of the vendored packages (``"source"`` for this project's own).
-        shortcut: the GTK accelerator this install added to ``shortcutsrc``, or None if it added none.
-        shortcut_file: the ``shortcutsrc`` it was added to, or None.
+        shortcut: the GTK accelerator this install added to ``shortcutsrc`` for :data:`PROCEDURE`, or None if it
+            added none.
+        expand_shortcut: the same for :data:`EXPAND_PROCEDURE` (absent in installs made before it existed).
+        shortcut_file: the ``shortcutsrc`` they were added to, or None.
     """
 
     versions: dict[str, str]
     shortcut: str | None
+    expand_shortcut: str | None
     shortcut_file: str | None
 
 
@@ -157,35 +167,41 @@ def _entry_file() -> Path:
     return _package_dir("gimp_inpaint.plugin_gimp") / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
 
 
-def _read_manifest(folder: Path) -> Manifest:
-    """The :class:`Manifest` in ``folder``, keeping only its well-typed shortcut entries (the rest is unused)."""
+_SHORTCUT_KEYS = {PROCEDURE: "shortcut", EXPAND_PROCEDURE: "expand_shortcut"}
+"""Each procedure's :class:`Manifest` key for the accelerator an install added for it."""
+
+
+def _owned_shortcuts(folder: Path) -> tuple[dict[str, str], str | None]:
+    """The shortcuts the install in ``folder`` added, ``{procedure: accelerator}``, and the ``shortcutsrc`` it added
+    them to, from its :class:`Manifest` (only well-typed entries; a missing or malformed file owns none)."""
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("shortcut"), str) or \
-            not isinstance(data.get("shortcut_file"), str):
-        return {}
-    return {"shortcut": data["shortcut"], "shortcut_file": data["shortcut_file"]}
+        return {}, None
+    if not isinstance(data, dict) or not isinstance(data.get("shortcut_file"), str):
+        return {}, None
+    return {procedure: data[key] for procedure, key in _SHORTCUT_KEYS.items() if isinstance(data.get(key), str)}, \
+        data["shortcut_file"]
 
 
-def _update_shortcut(shortcut_file: Path, accelerator: str, previous: Manifest) -> tuple[str | None, str]:
-    """Add the shortcut line; returns (the accelerator this install owns, or None; what happened)."""
+def _update_shortcut(shortcut_file: Path, procedure: str, accelerator: str, owned: str | None) -> tuple[str | None,
+                                                                                                      str]:
+    """Add ``procedure``'s shortcut line; ``owned`` is the accelerator an earlier install into this ``shortcutsrc``
+    added for it. Returns (the accelerator this install owns, or None; what happened)."""
     text = shortcut_file.read_text(encoding="utf-8") if shortcut_file.exists() else ""
-    change = add_shortcut(text, PROCEDURE, accelerator)
+    change = add_shortcut(text, procedure, accelerator)
     if change.changed:
         shortcut_file.parent.mkdir(parents=True, exist_ok=True)
         shortcut_file.write_text(change.text, encoding="utf-8")
         return accelerator, f"{change.detail} in {shortcut_file}"
-    owned = previous.get("shortcut")
-    if owned and previous.get("shortcut_file") == str(shortcut_file) and \
-            remove_shortcut(text, PROCEDURE, owned).changed:
+    if owned and remove_shortcut(text, procedure, owned).changed:
         return owned, f"{owned} (added by an earlier install) is still in {shortcut_file}"
     return None, f"{change.detail} in {shortcut_file}"
 
 
 def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
-            gimp_config_dir: Path, daemon_command: Sequence[str] | None = None) -> InstallReport:
+            gimp_config_dir: Path, daemon_command: Sequence[str] | None = None,
+            expand_shortcut: str | None = None) -> InstallReport:
     """Install (or reinstall over) the plug-in into ``plugin_dir/gimp-inpaint``.
 
     Args:
@@ -193,10 +209,12 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         config_dir: the daemon's config folder; its token is created if missing
             (:func:`daemon.config.ensure_token`) and copied into ``connection.json``.
         url: the daemon's WebSocket URL for ``connection.json``.
-        shortcut: GTK accelerator to bind to the procedure in ``gimp_config_dir/shortcutsrc``, or None.
+        shortcut: GTK accelerator to bind to Generative Fill (:data:`PROCEDURE`) in ``gimp_config_dir/shortcutsrc``,
+            or None.
         gimp_config_dir: GIMP's configuration folder (for ``shortcutsrc``).
         daemon_command: the command line starting the daemon (:func:`installer.autostart.daemon_command`),
             written into ``connection.json`` for the plug-in to start the daemon itself; None leaves it out.
+        expand_shortcut: GTK accelerator to bind to Generative Expand (:data:`EXPAND_PROCEDURE`), or None.
 
     Raises:
         InstallError: a package to vendor is missing.
@@ -204,7 +222,7 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
     """
     token = ensure_token(config_dir)
     folder = plugin_dir / PLUGIN_NAME
-    previous = _read_manifest(folder)
+    previous, previous_file = _owned_shortcuts(folder)
     staging = plugin_dir / f".{PLUGIN_NAME}.new"
     if staging.exists():
         shutil.rmtree(staging)
@@ -215,12 +233,19 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         entry.chmod(0o755)
         vendored = vendor_packages(staging / VENDOR)
         write_connection_config(staging / CONNECTION_FILE, url, token, daemon_command)
-        shortcut_file: Path | None = None
-        owned, detail = (None, "left alone (--no-shortcut)")
-        if shortcut:
-            shortcut_file = gimp_config_dir / "shortcutsrc"
-            owned, detail = _update_shortcut(shortcut_file, shortcut, previous)
-        manifest: Manifest = {"versions": vendored, "shortcut": owned,
+        shortcut_file = gimp_config_dir / "shortcutsrc"
+        wanted = {procedure: accelerator for procedure, accelerator in
+                  ((PROCEDURE, shortcut), (EXPAND_PROCEDURE, expand_shortcut)) if accelerator}
+        owned: dict[str, str] = {}
+        details = []
+        for procedure, accelerator in wanted.items():
+            kept, detail = _update_shortcut(shortcut_file, procedure, accelerator,
+                                            previous.get(procedure) if previous_file == str(shortcut_file) else None)
+            details.append(detail)
+            if kept:
+                owned[procedure] = kept
+        manifest: Manifest = {"versions": vendored, "shortcut": owned.get(PROCEDURE),
+                              "expand_shortcut": owned.get(EXPAND_PROCEDURE),
                               "shortcut_file": str(shortcut_file) if owned else None}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
@@ -231,11 +256,12 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
             shutil.rmtree(staging)
     return InstallReport(plugin_folder=folder.resolve(), connection_file=(folder / CONNECTION_FILE).resolve(),
                          token_file=(config_dir / TOKEN_FILE).resolve(), url=url, vendored=vendored,
-                         shortcut_file=shortcut_file, shortcut_detail=detail)
+                         shortcut_file=shortcut_file if wanted else None,
+                         shortcut_detail="; ".join(details) or "left alone (--no-shortcut)")
 
 
 def uninstall(plugin_dir: Path) -> UninstallReport:
-    """Remove ``plugin_dir/gimp-inpaint`` and the shortcut line the install added (if still unchanged).
+    """Remove ``plugin_dir/gimp-inpaint`` and the shortcut lines the install added (if still unchanged).
 
     Raises:
         InstallError: the folder exists but does not look like this plug-in (nothing is removed).
@@ -246,15 +272,14 @@ def uninstall(plugin_dir: Path) -> UninstallReport:
         return UninstallReport(folder, False, "nothing to do")
     if not (folder / f"{PLUGIN_NAME}.py").exists() and not (folder / MANIFEST).exists():
         raise InstallError(f"{folder} does not look like the gimp-inpaint plug-in; remove it by hand if it is")
-    manifest = _read_manifest(folder)
-    detail = "no shortcut was added by the install"
-    owned, recorded = manifest.get("shortcut"), manifest.get("shortcut_file")
-    if owned and recorded:
+    owned, recorded = _owned_shortcuts(folder)
+    details = []
+    if owned and recorded and Path(recorded).exists():
         shortcut_file = Path(recorded)
-        if shortcut_file.exists():
-            change = remove_shortcut(shortcut_file.read_text(encoding="utf-8"), PROCEDURE, owned)
+        for procedure, accelerator in owned.items():
+            change = remove_shortcut(shortcut_file.read_text(encoding="utf-8"), procedure, accelerator)
             if change.changed:
                 shortcut_file.write_text(change.text, encoding="utf-8")
-            detail = f"{change.detail} in {shortcut_file}"
+            details.append(f"{change.detail} in {shortcut_file}")
     shutil.rmtree(folder)
-    return UninstallReport(folder, True, detail)
+    return UninstallReport(folder, True, "; ".join(details) or "no shortcut was added by the install")

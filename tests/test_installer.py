@@ -19,7 +19,7 @@ from gimp_inpaint.client.local_daemon import client_host
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
 from gimp_inpaint.installer import autostart
 from gimp_inpaint.installer.__main__ import main
-from gimp_inpaint.installer.bundle import PROCEDURE, install, uninstall
+from gimp_inpaint.installer.bundle import EXPAND_PROCEDURE, PROCEDURE, install, uninstall
 from gimp_inpaint.installer.shortcuts import HEADER, add_shortcut, check_accelerator, remove_shortcut
 from gimp_inpaint.installer.torch_select import REQUIREMENTS, pinned_torch
 from running_daemon import free_port, running_daemon
@@ -27,6 +27,7 @@ from running_daemon import free_port, running_daemon
 pytestmark = pytest.mark.timeout(120)
 
 LINE = '(action "python-fu-gimp-inpaint" "<Primary><Alt>i")'
+EXPAND_LINE = '(action "python-fu-gimp-inpaint-expand" "<Primary><Alt>e")'
 
 
 def run_install(tmp_path: Path, *extra: str) -> int:
@@ -70,7 +71,7 @@ def test_layout_and_file_modes(installed, capsys):
     assert sorted(p.name for p in vendor.iterdir()) == ["gimp_inpaint", "licenses", "msgpack", "websockets"]
     assert sorted(p.name for p in (vendor / "gimp_inpaint").iterdir()) == ["client", "plugin_gimp", "protocol"]
     client = sorted(p.name for p in (vendor / "gimp_inpaint" / "client").iterdir())
-    assert client == ["__init__.py", "connection.py", "document.py", "fill.py"]
+    assert client == ["__init__.py", "connection.py", "document.py", "expand.py", "fill.py"]
     assert not list(vendor.rglob("*.so")) and not list(vendor.rglob("__pycache__"))
     assert (vendor / "msgpack" / "fallback.py").is_file() and (vendor / "websockets" / "sync" / "client.py").is_file()
     assert {p.name for p in (vendor / "licenses").iterdir()} >= {"websockets-LICENSE"}
@@ -79,6 +80,7 @@ def test_layout_and_file_modes(installed, capsys):
 def test_entry_file_registers_the_procedure_the_installer_binds():
     entry = Path(__file__).parents[1] / "plugin_gimp" / "gimp-inpaint" / "gimp-inpaint.py"
     assert f'PROCEDURE = "{PROCEDURE}"' in entry.read_text()
+    assert f'EXPAND_PROCEDURE = "{EXPAND_PROCEDURE}"' in entry.read_text()
     assert entry.read_text().startswith("#!/usr/bin/env python3\n")
 
 
@@ -141,31 +143,52 @@ def test_vendored_client_talks_to_the_daemon_without_site_packages(installed):
 def test_shortcut_is_written_with_a_header_and_removed_on_uninstall(tmp_path, capsys):
     assert run_install(tmp_path) == 0
     shortcuts = tmp_path / "gimp" / "shortcutsrc"
-    assert shortcuts.read_text() == f"{HEADER}\n{LINE}\n"
+    assert shortcuts.read_text() == f"{HEADER}\n{LINE}\n{EXPAND_LINE}\n"
     out = capsys.readouterr().out
     assert str(tmp_path / "plug-ins" / "gimp-inpaint") in out and str(shortcuts) in out
     assert main(["uninstall", "--plugin-dir", str(tmp_path / "plug-ins")]) == 0
     assert not (tmp_path / "plug-ins" / "gimp-inpaint").exists()
     assert shortcuts.read_text() == f"{HEADER}\n"
-    assert "removed <Primary><Alt>i" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removed <Primary><Alt>i for python-fu-gimp-inpaint" in out
+    assert "removed <Primary><Alt>e for python-fu-gimp-inpaint-expand" in out
 
 
 def test_reinstall_keeps_ownership_of_the_shortcut(tmp_path):
     assert run_install(tmp_path) == 0
     assert run_install(tmp_path) == 0
     shortcuts = tmp_path / "gimp" / "shortcutsrc"
-    assert shortcuts.read_text().count(LINE) == 1
+    assert shortcuts.read_text().count(LINE) == 1 and shortcuts.read_text().count(EXPAND_LINE) == 1
     uninstall(tmp_path / "plug-ins")
-    assert LINE not in shortcuts.read_text()
+    assert LINE not in shortcuts.read_text() and EXPAND_LINE not in shortcuts.read_text()
+
+
+def test_an_install_from_before_generative_expand_keeps_its_shortcut_and_gets_the_new_one(tmp_path):
+    """Its install.json records only the fill's shortcut: a reinstall still owns that line and adds Expand's."""
+    assert run_install(tmp_path, "--expand-shortcut", "<Shift>F10") == 0
+    manifest = tmp_path / "plug-ins" / "gimp-inpaint" / "install.json"
+    shortcuts = tmp_path / "gimp" / "shortcutsrc"
+    shortcuts.write_text(f"{HEADER}\n{LINE}\n")  # as the older install left it
+    old = json.loads(manifest.read_text())
+    del old["expand_shortcut"]
+    manifest.write_text(json.dumps(old))
+    assert run_install(tmp_path) == 0
+    assert shortcuts.read_text() == f"{HEADER}\n{LINE}\n{EXPAND_LINE}\n"
+    assert json.loads(manifest.read_text())["shortcut"] == "<Primary><Alt>i"
+    uninstall(tmp_path / "plug-ins")
+    assert shortcuts.read_text() == f"{HEADER}\n"
 
 
 def test_a_users_own_shortcut_for_the_action_is_kept_and_survives_uninstall(tmp_path, capsys):
     shortcuts = tmp_path / "gimp" / "shortcutsrc"
     shortcuts.parent.mkdir()
-    mine = f'{HEADER}\n# (action "edit-undo" "<Primary>z")\n(action "python-fu-gimp-inpaint" "F9")\n'
+    mine = (f'{HEADER}\n# (action "edit-undo" "<Primary>z")\n(action "python-fu-gimp-inpaint" "F9")\n'
+            '(action "python-fu-gimp-inpaint-expand" "<Shift>F9")\n')
     shortcuts.write_text(mine)
     assert run_install(tmp_path) == 0
-    assert "kept the existing shortcut of python-fu-gimp-inpaint (F9)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept the existing shortcut of python-fu-gimp-inpaint (F9)" in out
+    assert "kept the existing shortcut of python-fu-gimp-inpaint-expand (<Shift>F9)" in out
     assert shortcuts.read_text() == mine
     assert main(["uninstall", "--plugin-dir", str(tmp_path / "plug-ins")]) == 0
     assert shortcuts.read_text() == mine
@@ -177,14 +200,19 @@ def test_an_accelerator_taken_by_another_action_is_not_stolen(tmp_path, capsys):
     shortcuts.write_text(f'{HEADER}\n(action "image-flip" "<Control><Alt>I")\n')
     assert run_install(tmp_path) == 0
     assert "skipped: <Primary><Alt>i is already used by image-flip" in capsys.readouterr().out
-    assert "python-fu-gimp-inpaint" not in shortcuts.read_text()
+    assert '(action "python-fu-gimp-inpaint" ' not in shortcuts.read_text()
+    assert EXPAND_LINE in shortcuts.read_text()  # the other procedure's default is free
 
 
 def test_no_shortcut_and_a_custom_one(tmp_path):
     assert run_install(tmp_path, "--no-shortcut") == 0
     assert not (tmp_path / "gimp" / "shortcutsrc").exists()
-    assert run_install(tmp_path, "--shortcut", "<Shift>F9") == 0
-    assert '(action "python-fu-gimp-inpaint" "<Shift>F9")' in (tmp_path / "gimp" / "shortcutsrc").read_text()
+    assert run_install(tmp_path, "--shortcut", "<Shift>F9", "--expand-shortcut", "<Shift>F10") == 0
+    text = (tmp_path / "gimp" / "shortcutsrc").read_text()
+    assert '(action "python-fu-gimp-inpaint" "<Shift>F9")' in text
+    assert '(action "python-fu-gimp-inpaint-expand" "<Shift>F10")' in text
+    uninstall(tmp_path / "plug-ins")
+    assert (tmp_path / "gimp" / "shortcutsrc").read_text() == f"{HEADER}\n"
 
 
 def test_a_malformed_shortcut_is_a_usage_error(tmp_path):
@@ -325,7 +353,7 @@ def test_install_goes_into_every_gimp_configuration_and_uninstall_removes_every_
     for gimp, label in ((flatpak, "GIMP 3.2 (Flatpak)"), (native, "GIMP 3.0 (native)")):
         assert f"for {label} into {gimp / 'plug-ins' / 'gimp-inpaint'}" in out
         assert mode(gimp / "plug-ins" / "gimp-inpaint" / "gimp-inpaint.py") == 0o755
-        assert (gimp / "shortcutsrc").read_text() == f"{HEADER}\n{LINE}\n"
+        assert (gimp / "shortcutsrc").read_text() == f"{HEADER}\n{LINE}\n{EXPAND_LINE}\n"
     assert out.count("GIMP's Flatpak runs plug-ins in a sandbox that cannot start the daemon") == 1
     assert main(["uninstall"]) == 0
     out = capsys.readouterr().out
