@@ -8,7 +8,8 @@ that inverts the crop: no model, no OpenCV inpainting), and this process is its 
 every 5 ms) is the daemon's alone. Configurations:
 
 - ``none``: glibc's defaults (the dynamic mmap threshold), no trim;
-- ``mallopt``: ``mallopt(M_MMAP_THRESHOLD, 1 MiB)`` at start (:func:`daemon.memory.limit_mmap_threshold`);
+- ``mallopt``: ``mallopt(M_MMAP_THRESHOLD, 8 MiB)`` and ``mallopt(M_TRIM_THRESHOLD, 64 MiB)`` at start
+  (:func:`daemon.memory.limit_mmap_threshold`);
 - ``trim``: ``malloc_trim(0)`` after each job (:func:`daemon.memory.release_free_memory`, as the server does);
 - ``both``: what ``gimp-inpaint-daemon`` does.
 

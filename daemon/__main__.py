@@ -40,7 +40,7 @@ from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.migan import MiGanEngine
 from .engines.opencv_engine import OpenCVEngine
-from .memory import MMAP_THRESHOLD, limit_mmap_threshold
+from .memory import MMAP_THRESHOLD, TRIM_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
 from .server import DaemonServer
 from .tray import Tray
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config %s, log %s, engines %s", settings.config_dir, settings.log_file,
              ", ".join(engine.name for engine in engines))
     if mapped:
-        log.debug("glibc's mmap threshold fixed at %d bytes", MMAP_THRESHOLD)
+        log.debug("glibc's mmap threshold fixed at %d bytes, its trim threshold at %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
     try:
         asyncio.run(run())
     except OSError as exc:
