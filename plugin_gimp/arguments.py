@@ -1,22 +1,26 @@
-"""The GIMP procedure's arguments, made from the options table (:mod:`protocol.options`), and read back.
+"""The GIMP procedures' arguments, made from the options tables (:mod:`protocol.options`, :mod:`client.expand`), and
+read back.
 
-Pure (no ``gi``): the plug-in file registers one GIMP argument per row of :func:`procedure_arguments` (with
-:func:`argument_kind`'s ``add_<kind>_argument`` and :func:`gimp_default`) and reads a run's values with
-:func:`read_options`, so the dialog, *Repeat* and scripted calls have exactly the names, defaults and ranges of the
-table, and a new option appears in GIMP without touching the plug-in. Vendored into the plug-in: standard library
-and :mod:`protocol` only.
+Pure (no ``gi``): the plug-in file registers one GIMP argument per row of :func:`procedure_arguments` (Generative
+Fill) or :func:`expand_arguments` (Generative Expand) (with :func:`argument_kind`'s ``add_<kind>_argument`` and
+:func:`gimp_default`) and reads a run's values with :func:`read_options` or :func:`read_expand_options`, so the
+dialogs, *Repeat* and scripted calls have exactly the names, defaults and ranges of the tables, and a new option
+appears in GIMP without touching the plug-in. Vendored into the plug-in: standard library, :mod:`protocol` and
+:mod:`client.expand` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
+from gimp_inpaint.client.expand import EXPAND_OPTIONS, ExpandOptions
 from gimp_inpaint.protocol import (
     EDITOR_OPTIONS,
     FILL_OPTIONS,
     EditorOptions,
+    FillMode,
     FillOptions,
     OptionSpec,
     format_loras,
@@ -32,10 +36,20 @@ _KINDS: dict[type, str] = {str: "string", int: "int", float: "double", bool: "bo
 is a ``choice``)."""
 
 
+EXPAND_FIXED: dict[str, Any] = {"fill_mode": FillMode.EXPAND}
+"""Fill options that Generative Expand has no argument for, with the value it always sends."""
+
+
 def procedure_arguments() -> list[OptionSpec]:
-    """Every argument of the procedure, in dialog order: the rows of :data:`protocol.FILL_OPTIONS`, then of
-    :data:`protocol.EDITOR_OPTIONS`, then :data:`SERVER_URL`. GIMP names each :attr:`OptionSpec.argument`."""
+    """Every argument of the Generative Fill procedure, in dialog order: the rows of :data:`protocol.FILL_OPTIONS`,
+    then of :data:`protocol.EDITOR_OPTIONS`, then :data:`SERVER_URL`. GIMP names each :attr:`OptionSpec.argument`."""
     return [*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values(), SERVER_URL]
+
+
+def expand_arguments() -> list[OptionSpec]:
+    """Every argument of the Generative Expand procedure, in dialog order: the rows of
+    :data:`client.expand.EXPAND_OPTIONS` (what grows), then :func:`procedure_arguments` but :data:`EXPAND_FIXED`."""
+    return [*EXPAND_OPTIONS.values(), *(spec for spec in procedure_arguments() if spec.name not in EXPAND_FIXED)]
 
 
 def argument_kind(spec: OptionSpec) -> str:
@@ -63,16 +77,35 @@ def choices(spec: OptionSpec) -> list[tuple[str, str]]:
     return [(member.value, getattr(member, "label", member.value)) for member in spec.type]
 
 
-def read_options(get: Callable[[str], Any]) -> tuple[FillOptions, EditorOptions]:
-    """The records for one run, from ``get(argument_name)`` (a choice reads as its nick, LoRAs as text).
+def read_options(get: Callable[[str], Any], fixed: Mapping[str, Any] | None = None) -> tuple[FillOptions,
+                                                                                          EditorOptions]:
+    """The records for one run, from ``get(argument_name)`` (a choice reads as its nick, LoRAs as text) and
+    ``fixed``, the values of the rows the procedure has no argument for (by row name).
 
     Raises:
         ProtocolError(INVALID_REQUEST): the LoRA text cannot be read (:func:`protocol.parse_loras`) or a value is
             out of its range.
     """
+    known = fixed or {}
+
+    def value(spec: OptionSpec) -> Any:
+        if spec.name in known:
+            return known[spec.name]
+        return parse_loras(get(spec.argument)) if spec.type is dict else get(spec.argument)
 
     def values(rows: dict[str, OptionSpec]) -> dict[str, Any]:
-        return {name: parse_loras(get(spec.argument)) if spec.type is dict else get(spec.argument)
-                for name, spec in rows.items()}
+        return {name: value(spec) for name, spec in rows.items()}
 
     return FillOptions(**values(FILL_OPTIONS)), EditorOptions(**values(EDITOR_OPTIONS))
+
+
+def read_expand_options(get: Callable[[str], Any]) -> tuple[FillOptions, EditorOptions, ExpandOptions]:
+    """The records for one Generative Expand run, from ``get(argument_name)`` as :func:`read_options` (with
+    :data:`EXPAND_FIXED`), and its :class:`client.expand.ExpandOptions`.
+
+    Raises:
+        ProtocolError(INVALID_REQUEST): as :func:`read_options`, or a target size or aspect ratio that cannot be
+            read, or both set.
+    """
+    options, editor = read_options(get, EXPAND_FIXED)
+    return options, editor, ExpandOptions(**{name: get(spec.argument) for name, spec in EXPAND_OPTIONS.items()})

@@ -39,7 +39,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402 - gi.require_version must come first
 from gimp_inpaint.client.document import Document, ResultLayer  # noqa: E402
 from gimp_inpaint.client.fill import FillError  # noqa: E402
-from gimp_inpaint.protocol import Rect  # noqa: E402
+from gimp_inpaint.protocol import CanvasExpansion, Rect  # noqa: E402
 
 RGBA_FORMAT = "R'G'B'A u8"
 """Babl format of the pixels exchanged with the daemon: sRGB-encoded 8-bit RGBA, straight alpha."""
@@ -48,20 +48,20 @@ MASK_FORMAT = "Y u8"
 """Babl format of the selection and of layer masks (8-bit linear coverage)."""
 
 
-def source_layer(drawables: Sequence[Gimp.Drawable]) -> Gimp.Layer:
+def source_layer(drawables: Sequence[Gimp.Drawable], procedure: str = "Generative Fill") -> Gimp.Layer:
     """The layer to fill from the procedure's ``drawables``: the one selected layer (a selected layer mask
-    stands for its layer).
+    stands for its layer). ``procedure`` is the name the messages give (``"Generative Expand"``).
 
     Raises:
         FillError: not exactly one drawable, or a channel.
     """
     if len(drawables) != 1:
-        raise FillError(f"Select exactly one layer for Generative Fill ({len(drawables)} are selected).")
+        raise FillError(f"Select exactly one layer for {procedure} ({len(drawables)} are selected).")
     drawable = drawables[0]
     if isinstance(drawable, Gimp.LayerMask):
         return Gimp.Layer.from_mask(drawable)
     if not isinstance(drawable, Gimp.Layer):
-        raise FillError("Generative Fill works on a layer: select a layer, not a channel.")
+        raise FillError(f"{procedure} works on a layer: select a layer, not a channel.")
     return drawable
 
 
@@ -123,10 +123,16 @@ class GimpDocument(Document):
         buffer = self._image.get_selection().get_buffer()
         return bytes(buffer.get(area, 1.0, MASK_FORMAT, Gegl.AbyssPolicy.NONE))
 
-    def add_result_layers(self, layers: Sequence[ResultLayer]) -> list[str]:
+    def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         """Insert one layer per result directly above the source (the first result on top), each with its
         blend mask as layer mask, in one undo group; the source layer stays the selected layer, so
         *Filters ▸ Repeat* fills from the original again.
+
+        With ``canvas`` (Generative Expand), the group first grows the canvas: ``Gimp.Image.resize`` to its size
+        with the old picture at ``canvas.picture``'s offset, which moves every layer, channel and the selection by
+        that offset and resizes none of them (GIMP's *Image ▸ Canvas Size* with *Resize layers: None*), so every
+        layer keeps its pixels and the new area is transparent until the result layer covers it. One Undo restores
+        the canvas size and removes the layers.
         """
         image = self._image
         gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
@@ -134,6 +140,9 @@ class GimpDocument(Document):
         names = []
         image.undo_group_start()
         try:
+            if canvas is not None and not image.resize(canvas.width, canvas.height, canvas.picture.x,
+                                                       canvas.picture.y):
+                raise FillError(f"GIMP could not grow the canvas to {canvas.width}×{canvas.height} pixels.")
             for result in layers:  # each insertion lands directly above the source, below the ones before it
                 area = Gegl.Rectangle.new(0, 0, result.width, result.height)
                 layer = Gimp.Layer.new(image, result.name, result.width, result.height, layer_type, 100.0,

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""GIMP 3 plug-in ``python-fu-gimp-inpaint``: *Filters ▸ Generative ▸ Generative Fill…*.
+"""GIMP 3 plug-in: ``python-fu-gimp-inpaint``, *Filters ▸ Generative ▸ Generative Fill…*, and
+``python-fu-gimp-inpaint-expand``, *Filters ▸ Generative ▸ Generative Expand…*.
 
-Fills the selection of the selected layer with a result from the gimp-inpaint daemon, as new
-layers (one per variant) with the feathered selection as layer mask, in one undo step. The work is
-done by :func:`client.fill.run_fill`; this file registers the procedure, shows its dialog
-(INTERACTIVE runs; *Repeat* and the keyboard shortcut reuse the last values) and turns every
-failure into an ``EXECUTION_ERROR`` with a message (GIMP drops the message of an uncaught exception).
+Generative Fill fills the selection of the selected layer with a result from the gimp-inpaint daemon, as new
+layers (one per variant) with the feathered selection as layer mask, in one undo step. Generative Expand grows the
+canvas (pixels on chosen sides, a target size or an aspect ratio) and fills the new area the same way, the canvas
+resize and the layers in one undo step. The work is done by :func:`client.fill.run_fill` and
+:func:`client.fill.run_expand`; this file registers the procedures, shows their dialogs (INTERACTIVE runs; *Repeat*
+and the keyboard shortcuts reuse the last values) and turns every failure into an ``EXECUTION_ERROR`` with a
+message (GIMP drops the message of an uncaught exception).
 
 Installed layout (``python -m gimp_inpaint.installer install``)::
 
@@ -16,7 +19,9 @@ Installed layout (``python -m gimp_inpaint.installer install``)::
 
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 """The plug-in's folder (``<plug-ins>/gimp-inpaint`` when installed)."""
@@ -30,20 +35,25 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read_connection_config  # noqa: E402
-from gimp_inpaint.client.fill import FillError, add_hint, require_selection, run_fill  # noqa: E402
+from gimp_inpaint.client.fill import FillError, add_hint, require_selection, run_expand, run_fill  # noqa: E402
 from gimp_inpaint.plugin_gimp.arguments import (  # noqa: E402
     SERVER_URL,
     argument_kind,
     choices,
+    expand_arguments,
     gimp_default,
     procedure_arguments,
+    read_expand_options,
     read_options,
 )
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
-from gimp_inpaint.protocol import EditorOptions, ErrorCode, FillOptions, ProtocolError  # noqa: E402
+from gimp_inpaint.protocol import ErrorCode, ProtocolError  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
-"""The PDB name of the procedure (also the action name the installer binds a shortcut to)."""
+"""The PDB name of Generative Fill (also the action name the installer binds a shortcut to)."""
+
+EXPAND_PROCEDURE = "python-fu-gimp-inpaint-expand"
+"""The PDB name of Generative Expand (also the action name the installer binds its shortcut to)."""
 
 CONNECTION_FILE = HERE / "connection.json"
 """The daemon's URL, token and start command, written by the installer
@@ -60,9 +70,14 @@ _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer 
                "the daemon's current token.")
 """Added to an ``UNAUTHORIZED`` error as a sentence of its own (:func:`client.fill.add_hint`)."""
 
+Records = TypeVar("Records", bound=tuple[Any, ...])
+"""The records a procedure's arguments are read as (:func:`_read`)."""
 
-def _options(config: Gimp.ProcedureConfig) -> tuple[FillOptions, EditorOptions]:
-    """The procedure's arguments as the two options records (:func:`plugin_gimp.arguments.read_options`).
+
+def _read(config: Gimp.ProcedureConfig, read: Callable[[Callable[[str], object]], Records],
+          what: str) -> Records:
+    """The procedure's arguments as its options records: ``read`` (:func:`plugin_gimp.arguments.read_options` or
+    :func:`plugin_gimp.arguments.read_expand_options`) over the config's values.
 
     An argument that reads as ``None`` gets its default from this plug-in's own registration (the config's param
     spec, made by :meth:`GimpInpaint.do_create_procedure`): on every GIMP start after the one that followed the
@@ -70,7 +85,8 @@ def _options(config: Gimp.ProcedureConfig) -> tuple[FillOptions, EditorOptions]:
     ``None``, so a scripted call that leaves such an argument unset passes ``None``.
 
     Raises:
-        FillError: the LoRA text cannot be read, or a value is out of its range.
+        FillError: the LoRA text, a target size or an aspect ratio cannot be read, or a value is out of its range
+            (the message names ``what``, e.g. "generative fill").
     """
 
     def get(name: str) -> object:
@@ -78,9 +94,9 @@ def _options(config: Gimp.ProcedureConfig) -> tuple[FillOptions, EditorOptions]:
         return config.find_property(name).get_default_value() if value is None else value
 
     try:
-        return read_options(get)
+        return read(get)
     except ProtocolError as exc:
-        raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
+        raise FillError(f"Invalid {what} settings: {exc.message}", exc.code) from None
 
 
 def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
@@ -88,22 +104,26 @@ def _error(procedure: Gimp.Procedure, text: str) -> Gimp.ValueArray:
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(text))
 
 
-def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
-        config: Gimp.ProcedureConfig, run_data: None) -> Gimp.ValueArray:
-    """The procedure's body: the layer and selection checks, the dialog (interactive only), then :func:`run_fill`;
-    never raises. Without one selected layer or without a selection it fails before the dialog opens.
+Work = Callable[[GimpDocument, Callable[[], InpaintClient], Gimp.ProcedureConfig], object]
+"""What a procedure does once its dialog was accepted: ``work(document, connect, config)``."""
 
-    The ``Gimp.RunImageFunc`` signature: ``drawables`` are the selected drawables, ``config`` holds the
-    arguments, ``run_data`` is what :meth:`GimpInpaint.do_create_procedure` registered (None).
+
+def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
+         config: Gimp.ProcedureConfig, title: str, work: Work, needs_selection: bool) -> Gimp.ValueArray:
+    """A procedure's body: the layer check (and the selection's, with ``needs_selection``), the dialog titled
+    ``title`` (interactive only), then ``work``; never raises. Without one selected layer (or a needed selection)
+    it fails before the dialog opens.
+
     Cancelling from GIMP's progress bar kills this process (see :mod:`plugin_gimp.gimp_document`); a daemon it
     started runs on in its own session.
     """
     try:
-        document = GimpDocument(image, source_layer(drawables))
-        require_selection(document)
+        document = GimpDocument(image, source_layer(drawables, title))
+        if needs_selection:
+            require_selection(document)
         if run_mode == Gimp.RunMode.INTERACTIVE:
-            GimpUi.init(PROCEDURE)
-            dialog = GimpUi.ProcedureDialog.new(procedure, config, "Generative Fill")
+            GimpUi.init(procedure.get_name())
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
             dialog.fill(None)
             accepted = dialog.run()
             dialog.destroy()
@@ -116,7 +136,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
                                     url=server_url or None, on_status=lambda text: document.progress(0.0, text))
 
         try:
-            run_fill(document, connect, *_options(config))
+            work(document, connect, config)
         finally:
             Gimp.progress_end()
     except FillError as exc:
@@ -124,38 +144,76 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
                       else exc.message)
     except Exception as exc:  # a bug: report it, or GIMP shows a failure without any message
         traceback.print_exc()
-        return _error(procedure, f"Generative Fill failed unexpectedly: {type(exc).__name__}: {exc}")
+        return _error(procedure, f"{title} failed unexpectedly: {type(exc).__name__}: {exc}")
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
+def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
+        config: Gimp.ProcedureConfig, run_data: None) -> Gimp.ValueArray:
+    """Generative Fill (``Gimp.RunImageFunc``: ``drawables`` are the selected drawables, ``config`` holds the
+    arguments, ``run_data`` is what :meth:`GimpInpaint.do_create_procedure` registered, None): :func:`run_fill`
+    on the selection, which it needs."""
+
+    def work(document: GimpDocument, connect: Callable[[], InpaintClient], values: Gimp.ProcedureConfig) -> None:
+        run_fill(document, connect, *_read(values, read_options, "generative fill"))
+
+    return _run(procedure, run_mode, image, drawables, config, "Generative Fill", work, needs_selection=True)
+
+
+def run_expand_procedure(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
+                         drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig, run_data: None,
+                         ) -> Gimp.ValueArray:
+    """Generative Expand (``Gimp.RunImageFunc``, as :func:`run`): :func:`run_expand`; the selection plays no part."""
+
+    def work(document: GimpDocument, connect: Callable[[], InpaintClient], values: Gimp.ProcedureConfig) -> None:
+        run_expand(document, connect, *_read(values, read_expand_options, "generative expand"))
+
+    return _run(procedure, run_mode, image, drawables, config, "Generative Expand", work, needs_selection=False)
+
+
 class GimpInpaint(Gimp.PlugIn):
-    """Registers :data:`PROCEDURE` (arguments, defaults and ranges from the options table)."""
+    """Registers :data:`PROCEDURE` and :data:`EXPAND_PROCEDURE` (arguments, defaults and ranges from the options
+    tables)."""
 
     def do_query_procedures(self) -> list[str]:
-        """The procedures this plug-in installs: only :data:`PROCEDURE`."""
-        return [PROCEDURE]
+        """The procedures this plug-in installs: :data:`PROCEDURE` and :data:`EXPAND_PROCEDURE`."""
+        return [PROCEDURE, EXPAND_PROCEDURE]
 
     def do_set_i18n(self, name: str) -> bool:
         """False: the plug-in ships no translations (GIMP then does not look for a gettext catalogue)."""
         return False
 
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
-        """Build the ``Gimp.ImageProcedure`` ``name``: menu entry, image types, documentation and one argument per
-        row of the options table (:func:`plugin_gimp.arguments.procedure_arguments`), run by :func:`run`."""
+        """Build the ``Gimp.ImageProcedure`` ``name``: menu entry (both in *Filters ▸ Generative*), image types,
+        documentation and one argument per row of its options tables
+        (:func:`plugin_gimp.arguments.procedure_arguments` for :data:`PROCEDURE`, run by :func:`run`;
+        :func:`plugin_gimp.arguments.expand_arguments` for :data:`EXPAND_PROCEDURE`, run by
+        :func:`run_expand_procedure`)."""
         flags = GObject.ParamFlags.READWRITE
-        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        expand = name == EXPAND_PROCEDURE
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN,
+                                            run_expand_procedure if expand else run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        procedure.set_menu_label("Generative _Fill…")
+        procedure.set_menu_label("Generative _Expand…" if expand else "Generative _Fill…")
         procedure.add_menu_path("<Image>/Filters/Generative")
-        procedure.set_documentation(
-            "Fill the selection with generated pixels",
-            "Sends the selection and the pixels around it to the gimp-inpaint daemon (started on this machine "
-            "when none answers, with the command the installer recorded) and adds each result as a new layer "
-            "above the selected layer, masked by the feathered selection. Undo removes all of them in one step.",
-            name)
+        if expand:
+            procedure.set_documentation(
+                "Grow the canvas and fill the new area with generated pixels",
+                "Grows the canvas by the pixels to add on the chosen sides, or to a target size or aspect ratio "
+                "(the layers keep their size; the new area is transparent), sends the new area and the picture "
+                "beside it to the gimp-inpaint daemon and adds the result as a new layer above the selected layer, "
+                "covering the new area and blending into the picture. Undo restores the canvas and removes the "
+                "layers in one step.", name)
+        else:
+            procedure.set_documentation(
+                "Fill the selection with generated pixels",
+                "Sends the selection and the pixels around it to the gimp-inpaint daemon (started on this machine "
+                "when none answers, with the command the installer recorded) and adds each result as a new layer "
+                "above the selected layer, masked by the feathered selection. Undo removes all of them in one "
+                "step.", name)
         procedure.set_attribution("gimp-inpaint authors", "gimp-inpaint authors", "2026")
-        for spec in procedure_arguments():  # the options table's rows, then the server URL
+        for spec in expand_arguments() if expand else procedure_arguments():  # the tables' rows, the server URL
             kind, default = argument_kind(spec), gimp_default(spec)
             if kind == "choice":
                 choice = Gimp.Choice.new()
