@@ -206,8 +206,8 @@ def _flag_help(spec: OptionSpec) -> str:
     if spec.type in (int, float):
         return f"{spec.help} ({spec.range_text}; default {spec.default:g})"
     if isinstance(spec.default, Enum):  # the enum options; their members have a label
-        return spec.help + ": " + ", ".join(f"{m.value} ({m.label})" for m in type(spec.default)) + \
-            f" (default: {spec.default.value})"
+        members = ", ".join(f"{m.value} ({getattr(m, 'label', m.value)})" for m in type(spec.default))
+        return f"{spec.help}: {members} (default: {spec.default.value})"
     return f"{spec.help} (default {'on' if spec.default else 'off'})" if spec.type is bool else spec.help
 
 
