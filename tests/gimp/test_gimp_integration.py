@@ -225,7 +225,8 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
     new_layers = summary["new_layers"]
     assert summary["layers_after"][:variants] == new_layers
     label = arguments.get("prompt") or engine
-    assert [layer["name"] for layer in new_layers] == [f"Generative fill: {label} (seed {SEED + k})"
+    mode = "fill" if arguments.get("prompt") else "remove"  # auto's choice: the ellipse is far from the edges
+    assert [layer["name"] for layer in new_layers] == [f"Generative fill: {label} ({mode}, seed {SEED + k})"
                                                        for k in range(variants)]
     for k, new in enumerate(new_layers):
         assert (new["parent"], new["position"]) == (source["parent"], source["position"] + k)
@@ -289,7 +290,7 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
     if engine == "tiny":  # the scheduler choice reached the pipeline (SCHEDULER_REPEATS)
         for repeat in summary["repeats"]:  # GIMP makes a repeated name unique: "… (seed 1234) #1"
             [added] = repeat["new_layers"]
-            assert added["name"].startswith(f"Generative fill: {label} (seed {SEED})")
+            assert added["name"].startswith(f"Generative fill: {label} ({mode}, seed {SEED})")
         again, euler = (raw(io / f"repeat_{k}_layer_0.raw", box.height, box.width, 4) for k in range(2))
         np.testing.assert_array_equal(again, layers[0])
         differ = (euler[inside_crop] != layers[0][inside_crop]).any(axis=1).mean()
@@ -404,7 +405,7 @@ def test_the_largest_seed_the_daemon_picks_can_be_typed_back(gimp_chroot: GimpCh
     summary = result.summary()
     assert summary["status"] == "success", f"{summary['message']}\n{failure_text(result, installed)}"
     [layer] = summary["new_layers"]
-    assert layer["name"] == f"Generative fill: opencv (seed {SEED_MAX})"
+    assert layer["name"] == f"Generative fill: opencv (remove, seed {SEED_MAX})"
 
 
 def write_docs_picture(before: np.ndarray, after: np.ndarray, selection: np.ndarray) -> None:
