@@ -24,6 +24,7 @@ from gimp_inpaint.daemon.engines.diffusers_engine import (
     INSTALL_HINT,
     SAFETY_CHECKER_MESSAGE,
     DiffusersEngine,
+    resized,
     scaled_size,
 )
 from gimp_inpaint.daemon.pool import ModelPool
@@ -603,3 +604,18 @@ def test_eta_reaches_the_ddim_scheduler(engine: DiffusersEngine) -> None:
     assert np.abs(first.astype(int) - run(ddim)).mean() > 0.5
     euler = replace(ddim, options=replace(ddim.options, scheduler=Scheduler.EULER))
     np.testing.assert_array_equal(run(euler), run(replace(euler, options=replace(euler.options, eta=1.0))))
+
+
+def test_the_crop_shrinks_by_area_grows_by_lanczos_and_stays_itself_at_its_size() -> None:
+    """Shrinking a real photo 4× gives each 4×4 block's mean (area interpolation, to the rounding); growing gives
+    the asked size and keeps the photo's mean colour; the model's own size is the array itself, not a copy."""
+    photo = data.astronaut()[:256, :192]
+    small = resized(photo, 48, 64)
+    blocks = photo.reshape(64, 4, 48, 4, 3).mean(axis=(1, 3))
+    assert small.shape == (64, 48, 3) and np.abs(small - blocks).max() <= 0.5 + 1e-6
+    grown = resized(small, 192, 256)
+    assert grown.shape == photo.shape and abs(float(grown.mean()) - float(photo.mean())) < 1.0
+    assert resized(photo, 192, 256) is photo
+    mask = np.zeros((256, 192), np.uint8)
+    mask[64:192, 48:144] = 255
+    assert resized(mask, 48, 64).shape == (64, 48) and set(np.unique(resized(mask, 48, 64))) == {0, 255}

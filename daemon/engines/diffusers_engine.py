@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from gimp_inpaint.protocol import (
     FILL_OPTIONS,
@@ -89,6 +90,20 @@ def scaled_size(width: int, height: int, long_side: int, multiple: int = LATENT_
     return side(width), side(height)
 
 
+def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``pixels`` (H×W or H×W×C uint8) at ``width × height`` pixels: OpenCV's area interpolation when it shrinks
+    (``cv2.INTER_AREA``, OpenCV's ``resize`` documentation: "the preferred method for image decimation"), Lanczos
+    over 8×8 pixels when it grows (``cv2.INTER_LANCZOS4``); the array itself when the size is already that.
+
+    OpenCV releases the GIL while it resizes; Pillow's Lanczos, used before, took 4.6 ms to shrink a 512² crop to
+    128² where this takes 0.3 ms (bench/README.md, issue 10's tiny-SD pair).
+    """
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    shrinking = width * height < pixels.shape[0] * pixels.shape[1]
+    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+
+
 class DiffusersEngine(Engine):
     """One registry model (:class:`daemon.registry.ModelSpec`) as an engine: its pipelines are loaded on first use
     into the shared :class:`daemon.pool.ModelPool` and stay warm until the pool evicts them.
@@ -99,7 +114,7 @@ class DiffusersEngine(Engine):
     family's size multiple), run through the pipeline with the job's prompt (Compel-weighted or plain), strength,
     guidance_scale, num_inference_steps and seed, optionally refined (``refiner_strength``: the SDXL refiner of
     ``spec.refiner``, else a second pass of the same model), and the result is scaled back to the crop's size
-    (Pillow, Lanczos). Compositing is left to :mod:`daemon.compositing`.
+    (:func:`resized`). Compositing is left to :mod:`daemon.compositing`.
 
     Pool keys: the base pipeline of a model source lives under ``source:MODEL:VARIANT:DTYPE``, so engines on the
     same source (plain SD and its ControlNet variant) share it; a derived family's pipeline (ControlNet:
@@ -505,7 +520,7 @@ class DiffusersEngine(Engine):
         """Run one variant on the prepared pipelines and return its pixels (H×W×3 uint8, the crop's size).
 
         1. Scale the crop and its mask to the model's size: the long side at the family's native size, both sides
-           multiples of its size multiple (:func:`scaled_size`; Lanczos).
+           multiples of its size multiple (:func:`scaled_size`, :func:`resized`).
         2. The step callback: after every denoising step of every pass it reports ``(done, total)`` and, once
            ``cancelled()``, stops the pipeline (diffusers' ``_interrupt``; for a family whose pipelines ignore it,
            it raises :class:`JobCancelled`).
@@ -526,8 +541,8 @@ class DiffusersEngine(Engine):
         # 1. the model's size
         height, width = job.image.shape[:2]
         model_width, model_height = scaled_size(width, height, family.native_size(main.pipeline), family.size_multiple)
-        image = Image.fromarray(job.image).resize((model_width, model_height), Image.Resampling.LANCZOS)
-        mask = Image.fromarray(job.mask).resize((model_width, model_height), Image.Resampling.LANCZOS)
+        image = Image.fromarray(resized(job.image, model_width, model_height))
+        mask = Image.fromarray(resized(job.mask, model_width, model_height))
 
         # 2. progress and cancel after each step
         done = 0
@@ -567,7 +582,7 @@ class DiffusersEngine(Engine):
         result = family.refinement(opts.refiner_strength, refiner is not None).run(call, run, main, refiner)
 
         # 5. back to the crop's size
-        return np.asarray(result.convert("RGB").resize((width, height), Image.Resampling.LANCZOS))
+        return resized(np.asarray(result.convert("RGB")), width, height)
 
     def _images(self, output: Any, job: EngineJob, cancelled: CancelCheck) -> Any:
         """The first image (PIL) or latents (1×C×h×w tensor) of a pipeline ``output``.
