@@ -1,27 +1,34 @@
-"""Runs one inpaint job: planes → NumPy, grown mask, one engine call per variant, compositing, one
-:class:`protocol.Variant` delivered as each is done, then :class:`protocol.Result`.
+"""Runs one inpaint job: planes → NumPy, grown mask, the fill mode's pre-fill of the hole, one engine call per
+variant, its colour match and compositing, one :class:`protocol.Variant` delivered as each is done, then
+:class:`protocol.Result`.
 
 Jobs run in a single worker thread (:class:`Worker`), so engines never run concurrently and the
 event loop stays free to talk to clients. :func:`run_job` never raises for a failed job: every
 exception becomes an :class:`protocol.Error` with its :class:`protocol.ErrorCode`.
 
 Memory: a variant is handed to its sink (which encodes and sends it) and dropped before the next one is
-generated, so a job of N variants holds one variant's working set, not N (issue 8).
+generated, so a job of N variants holds one variant's working set, not N (issue 8). The pre-fill is made once per
+job, into the engine's own RGB copy of the crop, which every variant's engine call reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import cv2
 import numpy as np
 from gimp_inpaint.protocol import (
     SEED_MAX,
+    EngineInfo,
     Error,
     ErrorCode,
+    FillMode,
+    FillOptions,
     InpaintRequest,
     Plane,
     ProtocolError,
@@ -29,10 +36,20 @@ from gimp_inpaint.protocol import (
     Stage,
     Variant,
     quote,
+    resolve_fill_mode,
 )
 
-from .compositing import blend_mask, grow_mask, mask_box, overlay, repaint_mask, rgb_channels
-from .engines.base import CancelCheck, Engine, EngineJob, EngineLoadError, JobCancelled, is_out_of_memory
+from . import prefill
+from .compositing import REPAINT_THRESHOLD, blend_mask, grow_mask, mask_box, overlay, repaint_mask, rgb_channels
+from .engines.base import (
+    CancelCheck,
+    Engine,
+    EngineJob,
+    EngineLoadError,
+    JobCancelled,
+    LoadProgress,
+    is_out_of_memory,
+)
 
 StageProgress = Callable[[int, int, Stage], None]
 """The worker's progress sink: ``progress(step, total, stage)``; the server turns each call into a
@@ -47,6 +64,19 @@ log = logging.getLogger(__name__)
 
 MASK_THRESHOLD = 128
 """Grown-mask values ≥ this are repainted by the engine: diffusers' ``VaeImageProcessor.binarize`` threshold (0.5)."""
+
+REMOVE_PROMPT = "background scenery"
+"""The prompt of the remove mode when the request's is blank: Krita AI Diffusion's for "remove object"
+(``prepare`` in ``ai_diffusion/workflow.py``: an empty positive prompt becomes ``"background scenery"``)."""
+
+REMOVE_STRENGTH = 0.6
+"""The most ``strength`` (diffusers' meaning) the remove mode diffuses its pre-fill with. At strength s the pipeline
+noises the input's latents to the schedule's point s and runs the last s of its steps; at 1.0 the hole's latents
+are pure noise ("a value of 1, therefore, essentially ignores the masked portion of the reference image":
+``StableDiffusionInpaintPipeline.__call__``'s ``strength``), and an inpainting UNet's masked-image input blanks the
+hole as well, so the removal engine's fill would count for nothing. 0.6 is this project's choice: below it the
+result keeps the pre-fill's smoothness, above it the model has noise enough to paint a new object where the old one
+was. A request's lower strength is kept."""
 
 
 def variant_seeds(seed: int, count: int) -> list[int]:
@@ -69,7 +99,7 @@ def plane_data(array: np.ndarray) -> memoryview:
     C-contiguous first if it is not (NumPy's copy releases the GIL). The codec sends the view as it is
     (:func:`protocol.codec.encode_fragments`); ``ndarray.tobytes`` would copy it again with the GIL held, which
     stalled the daemon's event loop 40–60 ms at 4096² (issue 10)."""
-    return memoryview(np.ascontiguousarray(array)).cast("B").toreadonly()
+    return np.ascontiguousarray(array).data.cast("B").toreadonly()
 
 
 def check_request(request: InpaintRequest) -> None:
@@ -83,8 +113,94 @@ def check_request(request: InpaintRequest) -> None:
                             f"the mask selects nothing (no pixel ≥ {MASK_THRESHOLD}); select the area to fill first")
 
 
+def covers_transparent(blend: np.ndarray, alpha: np.ndarray) -> bool:
+    """Whether the selection covers transparent canvas: some pixel the selection repaints (blend mask ≥
+    :data:`daemon.compositing.REPAINT_THRESHOLD`) has alpha 0.
+
+    Args:
+        blend: H×W uint8 blend mask.
+        alpha: H×W uint8, the crop's alpha channel (a strided view will do).
+    """
+    _, selected = cv2.threshold(blend, REPAINT_THRESHOLD - 1, 255, cv2.THRESH_BINARY)
+    _, transparent = cv2.threshold(alpha, 0, 255, cv2.THRESH_BINARY_INV)
+    return bool(cv2.countNonZero(cv2.bitwise_and(selected, transparent)))
+
+
+def remove_options(options: FillOptions, info: EngineInfo) -> FillOptions:
+    """The options the diffusion engine runs the remove mode with: the prompt :data:`REMOVE_PROMPT` when the
+    request's is blank, and ``strength`` at most :data:`REMOVE_STRENGTH` when the engine uses it (a family that
+    always starts from noise, Kandinsky, refuses any other strength, and would gain nothing from a lower one)."""
+    prompt = options.prompt if options.prompt.strip() else REMOVE_PROMPT
+    strength = min(options.strength, REMOVE_STRENGTH) if "strength" in info.options else options.strength
+    return dataclasses.replace(options, prompt=prompt, strength=strength)
+
+
+def job_fill_mode(options: FillOptions, info: EngineInfo, blend: np.ndarray, alpha: np.ndarray,
+                  engine_mask: np.ndarray, remover: Engine | None) -> FillMode | None:
+    """The fill mode whose pre-fill the engine's input gets, or None for none.
+
+    None for an engine that takes no prompt (``info.uses_prompt`` False: a classical method such as OpenCV's fills
+    the hole from its surroundings itself). Otherwise the request's mode, ``auto`` resolved by
+    :func:`protocol.resolve_fill_mode` with what the daemon can see of the crop: the canvas edge is the client's to
+    know (a client that knows it resolves ``auto`` itself and sends the concrete mode), so ``touches_edge`` is
+    False, and ``covers_transparent`` is :func:`covers_transparent`. ``remove`` becomes ``fill`` without a
+    ``remover``, and where the hole leaves no known pixel (there is nothing to fill it from).
+
+    Args:
+        options: the request's options.
+        info: the engine's :meth:`Engine.info`.
+        blend: H×W uint8 blend mask; alpha: H×W uint8 alpha of the crop; engine_mask: H×W uint8, 255 = repaint.
+        remover: the daemon's removal engine, or None.
+    """
+    if not info.uses_prompt:
+        return None
+    mode = resolve_fill_mode(options.fill_mode, options.prompt, touches_edge=False,
+                             covers_transparent=covers_transparent(blend, alpha))
+    if mode is FillMode.REMOVE and (remover is None or cv2.countNonZero(engine_mask) == engine_mask.size):
+        return FillMode.FILL
+    return mode
+
+
+def _checked_output(engine: Engine, generated: object, height: int, width: int) -> np.ndarray:
+    """``generated`` if it is the H×W×3 uint8 array an engine must return.
+
+    Raises:
+        RuntimeError: it is anything else (names the engine and what it returned).
+    """
+    if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != ((height, width, 3), np.uint8):
+        found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
+        raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
+    return generated
+
+
+def _prefill(mode: FillMode, rgb: np.ndarray, engine_mask: np.ndarray, job: EngineJob, remover: Engine | None,
+             load_progress: LoadProgress, cancelled: CancelCheck) -> None:
+    """Write ``mode``'s pre-fill into the hole (``engine_mask`` non-zero) of ``rgb``, in place, once for the job.
+
+    ``fill`` and ``expand`` are :func:`daemon.prefill.fill` and :func:`daemon.prefill.expand`; ``remove`` is the
+    removal engine's output in the hole: the remover is loaded (reporting to ``load_progress``), checked, prepared
+    and run once on ``job`` (the request's first variant with the request's own options), its progress not
+    reported (the job's steps are the engine's).
+
+    Raises:
+        EngineLoadError: the remover cannot be loaded (the message names it).
+        JobCancelled, ProtocolError, RuntimeError: from the remover's calls, as from the engine's.
+    """
+    if mode is FillMode.REMOVE and remover is not None:
+        try:
+            remover.load(load_progress)
+        except EngineLoadError as exc:
+            raise EngineLoadError(f"the removal engine {remover.name!r} cannot be loaded: {exc}") from exc
+        remover.check(job)
+        remover.prepare(job)
+        removed = _checked_output(remover, remover.inpaint(job, lambda step, total: None, cancelled), *rgb.shape[:2])
+        cv2.copyTo(removed, engine_mask, rgb)  # into ``rgb`` itself
+        return
+    np.copyto(rgb, prefill.expand(rgb, engine_mask) if mode is FillMode.EXPAND else prefill.fill(rgb, engine_mask))
+
+
 def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-             deliver: VariantSink, queued_seconds: float, started: float) -> Result:
+             deliver: VariantSink, queued_seconds: float, started: float, remover: Engine | None) -> Result:
     options = request.options
     width, height = request.image.width, request.image.height
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
@@ -98,14 +214,27 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
 
     if cancelled():  # cancelled while it started: do not load a model (GBs, minutes) for nothing
         raise JobCancelled(f"job {quote(request.job_id)} cancelled")
+
+    def load_progress(stage: str, step: int, total: int) -> None:  # the engine's and the remover's
+        progress(step, total, Stage(stage))
+
     load_start = time.perf_counter()
-    engine.load(lambda stage, step, total: progress(step, total, Stage(stage)))
+    engine.load(load_progress)
     load_seconds = time.perf_counter() - load_start
 
+    info = engine.info()
+    mode = job_fill_mode(options, info, blend, image[..., 3], engine_mask, remover)
+    engine_options = remove_options(options, info) if mode is FillMode.REMOVE else options
     seeds = variant_seeds(options.seed, options.num_variants)
-    first = EngineJob(image=rgb, mask=engine_mask, options=options, seed=seeds[0])
+    first = EngineJob(image=rgb, mask=engine_mask, options=engine_options, seed=seeds[0])
     engine.check(first)  # once per job: the variants differ only in their seeds
     per_variant = max(1, engine.prepare(first))
+    prefill_seconds = 0.0
+    if mode is not None:  # after check and prepare (they read the options): a refused job costs no pre-fill
+        prefill_start = time.perf_counter()
+        _prefill(mode, rgb, engine_mask, EngineJob(rgb, engine_mask, options, seeds[0]), remover, load_progress,
+                 cancelled)
+        prefill_seconds = time.perf_counter() - prefill_start
     total = per_variant * len(seeds)
     done = -1
 
@@ -125,13 +254,12 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
             advance(offset + min(max(step, 0), per_variant))
 
         inference_start = time.perf_counter()
-        generated = engine.inpaint(first if index == 0 else EngineJob(rgb, engine_mask, options, seed), report,
-                                   cancelled)
+        generated = _checked_output(engine, engine.inpaint(
+            first if index == 0 else EngineJob(rgb, engine_mask, engine_options, seed), report, cancelled),
+            height, width)
         inference_seconds = time.perf_counter() - inference_start
-        expected = ((height, width, 3), np.uint8)
-        if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != expected:
-            found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
-            raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
+        if options.color_match:  # before compositing, so the fade mixes the matched colours
+            generated = prefill.match_colors(generated, image, blend)
         pixels = plane_data(overlay(image[box], generated[box], blend[box]))  # the box's RGBA
         del generated  # before the variant is packed: one variant's arrays at a time
         advance(offset + per_variant)
@@ -139,14 +267,15 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
             raise JobCancelled(f"job {quote(request.job_id)} cancelled")
         deliver(Variant(job_id=request.job_id, index=index, x=request.x + columns.start, y=request.y + rows.start,
                         image=Plane(box_width, box_height, 4, pixels), mask=blend_plane, seed=seed,
-                        timings={"queue": queued_seconds, "load": load_seconds, "inference": inference_seconds,
+                        timings={"queue": queued_seconds, "load": load_seconds, "prefill": prefill_seconds,
+                                 "inference": inference_seconds,
                                  "total": queued_seconds + time.perf_counter() - started}))
         del pixels  # sent: nothing of this variant is kept while the next one is generated
     return Result(job_id=request.job_id, num_variants=len(seeds))
 
 
 def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-            deliver: VariantSink, queued_seconds: float = 0.0) -> Result | Error:
+            deliver: VariantSink, queued_seconds: float = 0.0, remover: Engine | None = None) -> Result | Error:
     """Run ``request`` on ``engine``, composite each variant and hand it to ``deliver``; never raises for a failed
     job.
 
@@ -156,12 +285,20 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
        blend mask is the grown mask with a fade of ``options.feather`` pixels outward
        (:func:`daemon.compositing.blend_mask`); the engine repaints where that fade is ≥ 16 % and wherever the crop
        is fully transparent (:func:`daemon.compositing.repaint_mask`);
-    2. the engine loads (reporting ``download`` and ``load`` progress), :meth:`Engine.check` refuses options it
-       cannot honour before any step runs, and :meth:`Engine.prepare` applies them, once for all variants;
-    3. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); inside the blend mask's bounding
-       box (:func:`daemon.compositing.mask_box`) its image is the engine's RGB where the blend mask is > 0 and the
-       request's RGBA exactly elsewhere (:func:`daemon.compositing.overlay`), and that box is handed to
-       ``deliver`` before the next variant starts.
+    2. the engine loads (reporting ``download`` and ``load`` progress); for an engine that takes a prompt the fill
+       mode is settled (:func:`job_fill_mode`: ``auto`` resolved, ``remove`` without a remover is ``fill``), and
+       ``remove`` runs the engine with :func:`remove_options` (a neutral prompt for a blank one, the strength
+       capped); :meth:`Engine.check` refuses options it cannot honour before any step runs, and
+       :meth:`Engine.prepare` applies them, once for all variants;
+    3. the hole of the engine's input (its RGB copy of the crop, where the engine repaints) gets the mode's pre-fill,
+       once for all variants (:mod:`daemon.prefill`: ``fill`` a blur of its surroundings, ``expand`` its border
+       continued, ``remove`` the ``remover``'s output); an engine without a prompt gets none;
+    4. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); with ``options.color_match`` its
+       pixels inside the blend mask get the CIELAB mean and spread of the original ring around it
+       (:func:`daemon.prefill.match_colors`); inside the blend mask's bounding box
+       (:func:`daemon.compositing.mask_box`) its image is that RGB where the blend mask is > 0 and the request's
+       RGBA exactly elsewhere (:func:`daemon.compositing.overlay`: the pre-fill never reaches an unmasked pixel),
+       and that box is handed to ``deliver`` before the next variant starts.
 
     Args:
         request: the validated request; its planes are RGBA and a 1-channel mask of equal size.
@@ -171,9 +308,12 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
             ``(0, total)`` once the engine is loaded, last ``(total, total)``.
         cancelled: polled before the engine loads, between variants and by the engine between its steps.
         deliver: takes each :class:`Variant` (:data:`VariantSink`), whose timings are seconds: ``queue``
-            (waiting), ``load`` (engine load, ~0 when warm), ``inference`` (this variant's engine call) and
-            ``total`` (from acceptance until this variant was done).
+            (waiting), ``load`` (engine load, ~0 when warm), ``prefill`` (the job's pre-fill, the remover's load
+            and call included; 0 without one), ``inference`` (this variant's engine call) and ``total`` (from
+            acceptance until this variant was done).
         queued_seconds: how long the job waited in the queue (reported in the timings).
+        remover: the daemon's removal engine (one without a prompt) whose output pre-fills the ``remove`` mode's
+            hole; None: that mode pre-fills as ``fill`` does.
 
     Returns:
         A :class:`Result` with the number of variants delivered; or an :class:`Error` with the job id (variants
@@ -184,7 +324,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     """
     started = time.perf_counter()
     try:
-        return _inpaint(request, engine, progress, cancelled, deliver, queued_seconds, started)
+        return _inpaint(request, engine, progress, cancelled, deliver, queued_seconds, started, remover)
     except JobCancelled:
         return Error(ErrorCode.CANCELLED, f"job {quote(request.job_id)} was cancelled", request.job_id)
     except EngineLoadError as exc:
@@ -210,9 +350,11 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gimp-inpaint-worker")
 
     def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
-               cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float) -> Future[Result | Error]:
-        """Schedule :func:`run_job` on the worker thread; the future's result is never an exception."""
-        return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds)
+               cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float, *,
+               remover: Engine | None = None) -> Future[Result | Error]:
+        """Schedule :func:`run_job` (``remover`` as there) on the worker thread; the future's result is never an
+        exception."""
+        return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds, remover)
 
     def call(self, function: Callable[[], None]) -> Future[None]:
         """Schedule ``function()`` on the worker thread, after what was submitted before it and before what comes

@@ -40,7 +40,9 @@ WAIT = 20.0
 
 class StepEngine(Engine):
     """Reports ``steps`` progress units, ``delay`` seconds apart, polling ``cancelled`` before each;
-    returns the inverted picture (255 − RGB), so filled pixels are predictable.
+    returns the inverted picture (255 − RGB), so filled pixels are predictable. It declares no prompt
+    (``uses_prompt`` False), so the worker gives its input no pre-fill (:mod:`daemon.prefill`): the hole it inverts
+    is the request's own (a request with ``color_match=False`` gets those inverted pixels exactly).
 
     Attributes:
         seen: ``(prompt, seed)`` of every job it ran, in order.
@@ -53,7 +55,7 @@ class StepEngine(Engine):
         self.seen: list[tuple[str, int]] = []
 
     def info(self) -> EngineInfo:
-        return EngineInfo(name=self.name, kind="test", model="invert", available=True, uses_prompt=True)
+        return EngineInfo(name=self.name, kind="test", model="invert", available=True, uses_prompt=False)
 
     def prepare(self, job: EngineJob) -> int:
         return self.steps

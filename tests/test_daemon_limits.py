@@ -362,7 +362,7 @@ def test_a_big_variant_is_packed_and_sent_without_stalling_the_event_loop(tmp_pa
         return fragments
 
     monkeypatch.setattr(server_module, "encode_fragments", slow_encode)
-    request = big_request(side)
+    request = big_request(side, color_match=False)  # the engine's inverted pixels, compared below
     with limited_daemon([StepEngine(steps=1)], tmp_path, DEFAULT_MAX_PIXELS) as server, \
             raw_client(server.url) as reader:
         reader.send(request)

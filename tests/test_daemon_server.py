@@ -411,7 +411,7 @@ def test_request_over_the_pixel_limit_is_too_large_and_the_connection_survives(t
         assert str(limit) in reply.message
         at_limit = (np.ascontiguousarray(rgba[:, :560]), np.ascontiguousarray(mask[:, :560]))
         request = make_request(at_limit, "at-limit", prompt="é" * MAX_PROMPT_CHARS,
-                               negative_prompt="ü" * MAX_PROMPT_CHARS)
+                               negative_prompt="ü" * MAX_PROMPT_CHARS, color_match=False)  # Telea's own pixels
         events, outcome = client.run(request)
         assert events[0] == Accepted("at-limit", 0) and isinstance(outcome, Result), outcome
     (variant,) = variants_of(events, outcome)
@@ -471,7 +471,7 @@ def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarra
     """Each variant is sent as soon as it is done, between the progress of its steps and the next one's, cut to
     the blend mask's box; the Result ends the job with their count."""
     engine = StepEngine(steps=4)
-    request = make_request(crop, "p", engine="steps", prompt="a cat", seed=41, num_variants=3)
+    request = make_request(crop, "p", engine="steps", prompt="a cat", seed=41, num_variants=3, color_match=False)
     with daemon([engine], tmp_path) as server, connected(server.url) as client:
         events, result = client.run(request)
     assert events[0] == Accepted("p", 0) and result == Result("p", 3)
@@ -487,7 +487,7 @@ def test_progress_and_variants(tmp_path: Path, crop: tuple[np.ndarray, np.ndarra
     image, _ = crop_arrays(request)
     for variant in variants:
         assert variant.x > 40 and variant.y > 16  # the box's corner in the client's image, inside the crop
-        assert set(variant.timings) == {"queue", "load", "inference", "total"}
+        assert set(variant.timings) == {"queue", "load", "prefill", "inference", "total"}
         assert all(value >= 0 for value in variant.timings.values())
         assert_box_loses_nothing(variant, request, 255 - np.ascontiguousarray(image[..., :3]))  # the engine's pixels
 
@@ -501,7 +501,7 @@ def test_random_seed_gives_consecutive_seeds(tmp_path: Path, crop: tuple[np.ndar
 
 def test_opencv_job_on_a_real_photo(tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     image, mask = crop
-    request = make_request(crop, grow=3, feather=4)
+    request = make_request(crop, grow=3, feather=4, color_match=False)  # Telea's own pixels, compared below
     with daemon([OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
         events, result = client.run(request)
     assert [type(event) for event in events] == [Accepted, Progress, Progress, Variant]
