@@ -287,8 +287,9 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
     if not variants:
         raise FillError("The daemon returned no result; nothing was pasted.", ErrorCode.BAD_MESSAGE)
     layers = [ResultLayer(name=layer_name(options, engine_name, variant.seed), x=variant.x, y=variant.y,
-                          width=variant.image.width, height=variant.image.height, rgba=variant.image.data,
-                          mask=variant.mask.data, seed=variant.seed, timings=dict(variant.timings))
+                          width=variant.image.width, height=variant.image.height,
+                          rgba=bytes(variant.image.data), mask=bytes(variant.mask.data),  # decoded copies: no-ops
+                          seed=variant.seed, timings=dict(variant.timings))
               for variant in variants]
     document.progress(1.0, "Adding the result layers…")
     return document.add_result_layers(layers)

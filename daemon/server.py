@@ -514,7 +514,7 @@ class DaemonServer:
         writer = asyncio.create_task(self._write(client))
         try:
             while True:
-                fragments = [fragment async for fragment in websocket.recv_streaming()]
+                fragments = cast(list[str] | list[bytes], [fragment async for fragment in websocket.recv_streaming()])
                 await self._receive(client, fragments)
                 del fragments  # a request's frame (up to ~84 MB, its planes' memory) goes with its job, not this loop
         except ConnectionClosed:

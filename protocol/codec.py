@@ -188,8 +188,8 @@ def _convert(value: Any, hint: Any, where: str, max_pixels: int) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(value, inner, where, max_pixels)
+        inner = [o for o in options if o is not type(None)]
+        return _convert(value, bytes if inner == [bytes, memoryview] else inner[0], where, max_pixels)
     if origin is list:
         if not isinstance(value, list):
             raise _bad(f"{where} must be an array")

@@ -72,7 +72,9 @@ class Plane:
     width: int
     height: int
     channels: int
-    data: bytes
+    data: bytes | memoryview
+    """The pixels: ``bytes``, or a 1-D memoryview of bytes that shares another buffer's memory (a frame that
+    :func:`protocol.decode` read with ``views``; an array of the daemon's worker, ``daemon.worker.plane_data``)."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE,
