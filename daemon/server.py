@@ -620,6 +620,14 @@ class DaemonServer:
         if isinstance(message, Result):
             client.unread_results += 1
 
+    def remover(self) -> Engine | None:
+        """The removal engine that pre-fills a prompt engine's hole in the ``remove`` fill mode
+        (:func:`daemon.worker.run_job`): the first engine in handshake order that is available and takes no prompt
+        (``migan``, which itself fills with OpenCV while its weights cannot be had, else ``opencv``); None when
+        there is none. Asked per job: an engine's availability can change while the daemon runs."""
+        return next((engine for engine in self.engines.values()
+                     if not (info := engine.info()).uses_prompt and info.available), None)
+
     # -- requests --------------------------------------------------------------------------------------------------
 
     async def _receive(self, client: _Client, fragments: list[str] | list[bytes]) -> None:
@@ -748,7 +756,8 @@ class DaemonServer:
         started = time.perf_counter()
         try:
             outcome: Result | Error = await asyncio.wrap_future(worker.submit(
-                pending.request, pending.engine, progress, job.cancelled, deliver, started - pending.accepted_at))
+                pending.request, pending.engine, progress, job.cancelled, deliver, started - pending.accepted_at,
+                remover=self.remover()))
         except Exception as exc:
             log.exception("job %s: the worker failed", quote(job_id))
             outcome = Error(ErrorCode.INTERNAL, self._bug_report(f"job {quote(job_id)}", exc), job_id)

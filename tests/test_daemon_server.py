@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import stat
@@ -714,3 +715,49 @@ def test_daemon_command_line(tmp_path: Path) -> None:
         process.terminate()
         assert process.wait(WAIT) == 0
     assert "stopped" in (config_dir / "daemon.log").read_text()
+
+
+class _Unavailable(OpenCVEngine):
+    """A prompt-less engine the handshake lists as unavailable (as migan without onnxruntime)."""
+
+    def info(self) -> EngineInfo:
+        return dataclasses.replace(super().info(), available=False)
+
+
+class _Prompted(StepEngine):
+    """Takes a prompt, as a diffusion engine; records the image and options of every job and inverts the image."""
+
+    def __init__(self) -> None:
+        super().__init__("prompted", steps=1)
+        self.jobs: list[tuple[np.ndarray, FillOptions]] = []
+
+    def info(self) -> EngineInfo:
+        return dataclasses.replace(super().info(), uses_prompt=True)
+
+    def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
+        self.jobs.append((job.image.copy(), job.options))
+        return self.paint(job, progress, cancelled)
+
+
+def test_the_remover_is_the_first_available_engine_that_takes_no_prompt(tmp_path: Path) -> None:
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0)
+    opencv = OpenCVEngine()
+    assert DaemonServer(settings, [_Prompted(), _Unavailable("migan"), opencv], TOKEN).remover() is opencv
+    assert DaemonServer(settings, [_Prompted()], TOKEN).remover() is None
+
+
+def test_remove_through_the_daemon_prefills_the_hole_with_its_remover(tmp_path: Path,
+                                                                       crop: tuple[np.ndarray, np.ndarray]) -> None:
+    """A blank prompt on a prompt engine is the remove mode: the engine's input is the request's crop with the hole
+    filled by the daemon's remover (here opencv: Telea), and the neutral prompt."""
+    engine = _Prompted()
+    request = make_request(crop, engine="prompted", color_match=False)
+    with daemon([engine, OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        _, outcome = client.run(request)
+    assert isinstance(outcome, Result), outcome
+    image, mask = crop
+    hole = repaint_mask(blend_mask(grow_mask(mask, 3), 4), image[..., 3])
+    rgb = np.ascontiguousarray(image[..., :3])
+    ((given, options),) = engine.jobs
+    assert np.array_equal(given[hole > 0], cv2.inpaint(rgb, hole, 3, cv2.INPAINT_TELEA)[hole > 0])
+    assert np.array_equal(given[hole == 0], rgb[hole == 0]) and options.prompt == "background scenery"
