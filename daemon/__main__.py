@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     tray = Tray(on_quit=lambda: server.stop())
     # torch is imported when a model first loads, not here (6-8 s): until then "auto" is all we know
     device = (f"{settings.device} (torch: resolved when a model loads; see each engine's detail)" if has_diffusers
-              else "cpu (OpenCV)")
+              else "cpu (onnxruntime and OpenCV)")
     server = DaemonServer(settings, engines, token, device=device, on_status=tray.set_status)
 
     def listening(url: str) -> None:

@@ -370,7 +370,7 @@ def check_daemon(url: str | None, token: str | None, connect: Connect, version: 
 
 def check_engines(welcome: Welcome | None) -> Check:
     """The daemon's engines (its Welcome; None when it did not answer): broken when none is available, a
-    warning when only ``opencv`` is (the diffusion engines' reason quoted)."""
+    warning when only engines without a prompt (``migan``, ``opencv``) are: no diffusion model can run."""
     if welcome is None:
         return Check("engines", Level.WARNING, "not checked: no daemon answered")
     available = [engine.name for engine in welcome.engines if engine.available]
@@ -378,7 +378,7 @@ def check_engines(welcome: Welcome | None) -> Check:
     found = f"available: {', '.join(available) or 'none'}" + (f"; unavailable: {', '.join(missing)}" if missing else "")
     if not available:
         return Check("engines", Level.BROKEN, found, "see each engine's reason; `gimp-inpaint status` lists them")
-    if available == ["opencv"]:
+    if not any(engine.uses_prompt for engine in welcome.engines if engine.available):
         return Check("engines", Level.WARNING, found, "install torch and diffusers (re-run install.sh) for the "
                                                       "diffusion models")
     return Check("engines", Level.OK, found)
@@ -411,7 +411,7 @@ def check_models(cached: Mapping[str, int] | None, wanted: Sequence[str], cache:
                      "fix the paths in daemon.toml")
     if cached is None:
         return Check("models", Level.WARNING, "huggingface_hub is not installed: no diffusion model can be "
-                                              "downloaded", "re-run install.sh (it comes with diffusers)")
+                                              "downloaded", "re-run install.sh (the default install brings it)")
     hub = [model for model in wanted if model not in local]
     present = [f"{model} ({cached[model] / 1e9:.1f} GB)" for model in hub if model in cached]
     absent = [model for model in hub if model not in cached]

@@ -133,9 +133,14 @@ def test_a_running_daemon_is_checked_with_its_token_and_version(tmp_path, wrong_
 
 
 def test_engines_none_available_is_broken_and_a_diffusion_engine_is_ok(tmp_path):
+    """A daemon whose available engines all take no prompt (migan, opencv: removal only) gets a warning; one with
+    an engine that takes a prompt (a diffusion model) is OK."""
     with running_daemon(tmp_path, [StepEngine("sd"), OpenCVEngine()]) as (url, token):
         _, welcome = doctor.check_daemon(url, token, doctor.connect_daemon, None)
-    assert doctor.check_engines(welcome).level is Level.OK
+    assert doctor.check_engines(welcome).level is Level.WARNING  # "sd" here is a StepEngine: no prompt
+    diffusion = replace(welcome, engines=[replace(engine, uses_prompt=engine.name == "sd")
+                                          for engine in welcome.engines])
+    assert doctor.check_engines(diffusion).level is Level.OK
     nothing = replace(welcome, engines=[replace(engine, available=False, detail="pip install x")
                                         for engine in welcome.engines])
     check = doctor.check_engines(nothing)
