@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="offer a diffusers inpainting model (hub id or local folder); repeatable")
     parser.add_argument("--device", type=_device_option, metavar="auto|cpu|cuda|cuda:N|mps",
                         help="torch device of the diffusers engines (default auto; cuda:N = the N-th GPU)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: torch's choice)")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default 0: their choice)")
     parser.add_argument("--max-pixels", type=int, help="largest width × height of a request's image")
     parser.add_argument("--memory-budget", type=float, metavar="GB",
                         help="memory the warm models may fill, in GB (default: measured from the device)")

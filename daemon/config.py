@@ -8,7 +8,7 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     host = "127.0.0.1"
     port = 7869
     device = "auto"          # auto | cpu | cuda | cuda:N | mps
-    threads = 0              # torch CPU threads, 0 = torch's default
+    threads = 0              # CPU threads of torch and onnxruntime (migan), 0 = their default
     max_pixels = 16777216    # largest width × height of a request's image
     memory_budget_gb = 0     # memory the warm models may fill (GB); 0 = measured from the device
     preload = ""             # a model name: loaded in the background once the daemon listens ("" = on first use)
@@ -93,7 +93,7 @@ class Settings:
         port: TCP port; 0 lets the OS pick a free one.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`is_device_name`), passed to the
             diffusers engines.
-        threads: torch CPU threads for the diffusers engines (0 = torch's default).
+        threads: CPU threads of the diffusers engines (torch) and of migan (onnxruntime); 0 = the library's default.
         max_pixels: largest ``width × height`` of a request's image (pixels).
         memory_budget_gb: memory (GB, 10⁹ bytes) the pool of warm models may fill; 0 = measured from the device
             when the first model loads (:func:`daemon.device.memory_budget_bytes`).
