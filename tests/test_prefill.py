@@ -145,9 +145,8 @@ def lab_statistics(rgb: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.n
 
 def ring_of(blend: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     """The opaque pixels within :data:`prefill.RING_WIDTH` pixels outside the blend mask (H×W bool)."""
-    width = prefill.RING_WIDTH
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    ring = (cv2.dilate((blend > 0).astype(np.uint8), disc) > 0) & (blend == 0)
+    outside = np.where(blend > 0, 0, 255).astype(np.uint8)
+    ring = (cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= prefill.RING_WIDTH) & (blend == 0)
     return ring if alpha is None else ring & (alpha > 0)
 
 
