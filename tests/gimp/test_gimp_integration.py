@@ -78,7 +78,7 @@ DAEMON_WITHOUT_DIFFUSERS = ("import runpy, sys; sys.modules['diffusers'] = None;
                             "runpy.run_module('gimp_inpaint.daemon', run_name='__main__', alter_sys=True)")
 """``python -c`` code running the daemon as if the diffusers extra were not installed: with ``diffusers`` blocked in
 ``sys.modules``, :func:`daemon.engines.diffusers_engine.diffusers_available` is false, so the daemon offers no
-default model and opencv is its only engine, the one an empty ``engine`` argument gets."""
+default model and its engines are migan and opencv; migan, the first, is the one an empty ``engine`` argument gets."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def installed_plugin(tmp_path: Path, models: dict[str, Path], diffusers: bool = 
     """Start ``python -m gimp_inpaint.daemon --no-tray --port 0`` serving ``models`` (plus opencv), read its URL
     from the listening line, install the plug-in for that URL into ``tmp_path/plug-ins``; stop the daemon at the end.
 
-    Without ``diffusers`` the daemon runs as :data:`DAEMON_WITHOUT_DIFFUSERS`: opencv is its only engine."""
+    Without ``diffusers`` the daemon runs as :data:`DAEMON_WITHOUT_DIFFUSERS`: migan and opencv are its engines."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     log = tmp_path / "daemon.stderr"
@@ -183,7 +183,8 @@ alone (Sample merged off): the picture the user sees now holds the first run's l
 def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: int, tmp_path: Path,
                                  request: pytest.FixtureRequest) -> None:
     """Run the procedure in ``starts`` GIMP starts on one install; the last run's result is checked in detail.
-    With two starts no string argument is set: the engine is the daemon's first, opencv (no diffusers)."""
+    With two starts no string argument is set: the engine is the daemon's first, migan (no diffusers; with no
+    network here it fills with OpenCV, daemon.engines.migan)."""
     models = {"tiny": request.getfixturevalue("tiny_model")} if engine == "tiny" else {}
     arguments = engine_arguments(engine)
     if starts > 1:
@@ -224,7 +225,7 @@ def test_generative_fill_in_gimp(gimp_chroot: GimpChroot, engine: str, starts: i
     assert [layer["id"] for layer in summary["layers_after"]][variants:] == [source["id"]]
     new_layers = summary["new_layers"]
     assert summary["layers_after"][:variants] == new_layers
-    label = arguments.get("prompt") or engine
+    label = arguments.get("prompt") or arguments.get("engine") or "migan"  # no engine argument: the daemon's first
     mode = "fill" if arguments.get("prompt") else "remove"  # auto's choice: the ellipse is far from the edges
     assert [layer["name"] for layer in new_layers] == [f"Generative fill: {label} ({mode}, seed {SEED + k})"
                                                        for k in range(variants)]
