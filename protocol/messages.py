@@ -27,7 +27,8 @@ PROTOCOL_VERSION = 5
 model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses; 4: a
 request's options as one :class:`protocol.FillOptions` record, each variant sent as its own :class:`Variant` message
 as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job; 5: the
-``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses)."""
+``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses, and each engine's per-family
+defaults, :attr:`EngineInfo.defaults`)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
@@ -108,8 +109,14 @@ class EngineInfo:
     ``warming_up`` is true while the daemon loads the engine's model at start (``daemon.toml``'s ``preload``); a
     request to it meanwhile waits until that load ends, and then finds the model loaded.
 
+    ``defaults`` holds the values its model family works best with where they differ from, or confirm, the table's
+    (``{"num_inference_steps": 20, "guidance_scale": 8.0}`` for SDXL): numeric rows of :data:`protocol.FILL_OPTIONS`
+    by name, each within its row's range (an int row's value a whole number); a dialog starts from them. Empty when
+    the daemon does not know the family before loading the model.
+
     Raises:
-        ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`.
+        ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`, or
+            ``defaults`` one that is not a numeric row, or a value outside its row's range.
     """
 
     name: str
@@ -124,11 +131,19 @@ class EngineInfo:
     refiner: bool = False
     options: list[str] = field(default_factory=lambda: list(FILL_OPTIONS))
     warming_up: bool = False
+    defaults: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.options if name not in FILL_OPTIONS]
         _require(not unknown, f"engine {quote(self.name)} lists unknown options {quote(unknown)}",
                  ErrorCode.BAD_MESSAGE)
+        for name, value in self.defaults.items():
+            spec = FILL_OPTIONS.get(name)
+            _require(spec is not None and spec.type in (int, float) and spec.minimum is not None
+                     and spec.maximum is not None and spec.minimum <= value <= spec.maximum
+                     and (spec.type is float or float(value).is_integer()),
+                     f"engine {quote(self.name)} has a default {name}={value!r} that is no value of a number option",
+                     ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,8 @@ class DiffusersEngine(Engine):
                           loras=[lora.name for lora in self.registry.loras_for(base)],
                           embeddings=[embedding.token for embedding in self.registry.embeddings_for(base)],
                           refiner=strategy is None or strategy.refinable,
-                          options=strategy.options() if strategy is not None else list(FILL_OPTIONS))
+                          options=strategy.options() if strategy is not None else list(FILL_OPTIONS),
+                          defaults=strategy.defaults() if strategy is not None else {})
 
     def _offloaded(self) -> bool:
         """True when a warm pipeline of this engine runs with model CPU offload (never loads, never blocks)."""

@@ -69,6 +69,9 @@ class FamilyStrategy:
         loads_as: for a family made from another family's pipeline (ControlNet from SD): that family, whose
             pipeline is loaded first (and shared, under the model source's pool key); None otherwise.
         key_suffix: the pool key of the pipeline :meth:`derive` makes is ``ENGINE:key_suffix`` (derived families).
+        steps, guidance: the ``num_inference_steps`` and ``guidance_scale`` the family works best with, which the
+            handshake reports (:meth:`defaults`): the table's unless the family's model card or pipeline says
+            otherwise.
     """
 
     family: Family
@@ -85,6 +88,8 @@ class FamilyStrategy:
     scales_model_input: bool = True
     loads_as: Family | None = None
     key_suffix: str = ""
+    steps: int = FILL_OPTIONS["num_inference_steps"].default
+    guidance: float = FILL_OPTIONS["guidance_scale"].default
 
     @property
     def derived(self) -> bool:
@@ -102,6 +107,10 @@ class FamilyStrategy:
         """:meth:`used_options` in the table's order (:attr:`protocol.EngineInfo.options`)."""
         used = self.used_options()
         return [name for name in FILL_OPTIONS if name in used]
+
+    def defaults(self) -> dict[str, float]:
+        """:attr:`protocol.EngineInfo.defaults`: :attr:`steps` and :attr:`guidance` by their rows' names."""
+        return {"num_inference_steps": self.steps, "guidance_scale": self.guidance}
 
     def check(self, job: EngineJob) -> None:
         """Refuse a value other than the default of any option this family does not use (:meth:`used_options`).

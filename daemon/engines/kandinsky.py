@@ -53,5 +53,6 @@ KANDINSKY22_INPAINT = KandinskyStrategy(
     Family.KANDINSKY22_INPAINT, "Kandinsky 2.2", "KandinskyV22InpaintCombinedPipeline", architecture="kandinsky22",
     base=None, inpaint_unet=None,
     index_classes=("KandinskyV22Pipeline", "KandinskyV22InpaintPipeline", "KandinskyV22InpaintCombinedPipeline"),
-    size_multiple=64, refinable=False, interruptible=False, scales_model_input=False)
-"""``kandinsky22-inpaint``."""
+    size_multiple=64, refinable=False, interruptible=False, scales_model_input=False, steps=100, guidance=4.0)
+"""``kandinsky22-inpaint``; 100 decoder steps at guidance 4, the defaults of diffusers'
+``KandinskyV22InpaintCombinedPipeline.__call__``."""

@@ -46,8 +46,9 @@ INDEX_CLASSES = ("StableDiffusionXLPipeline", "StableDiffusionXLInpaintPipeline"
 
 SDXL_INPAINT = SDXLStrategy(
     Family.SDXL_INPAINT, "SDXL", "StableDiffusionXLInpaintPipeline", architecture="sdxl", base="sdxl",
-    inpaint_unet=True, index_classes=INDEX_CLASSES, single_file_types=("xl_inpaint",))
-"""``sdxl-inpaint``: a 9-channel SDXL inpainting UNet."""
+    inpaint_unet=True, index_classes=INDEX_CLASSES, single_file_types=("xl_inpaint",), steps=20, guidance=8.0)
+"""``sdxl-inpaint``: a 9-channel SDXL inpainting UNet; 20 steps at guidance 8 as the model card of
+diffusers/stable-diffusion-xl-1.0-inpainting-0.1 runs it ("steps between 15 and 30 work well")."""
 
 SDXL = SDXLStrategy(
     Family.SDXL, "SDXL", "StableDiffusionXLInpaintPipeline", architecture="sdxl", base="sdxl",
