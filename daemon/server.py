@@ -43,7 +43,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, cast
@@ -293,6 +293,15 @@ def _joined(fragments: list[str] | list[bytes]) -> str | bytes:
     """One message's fragments as websockets' ``recv`` gives it: text (``str``) or binary (``bytes``)."""
     return "".join(cast(list[str], fragments)) if isinstance(fragments[0], str) else \
         b"".join(cast(list[bytes], fragments))
+
+
+async def _one_per_turn(fragments: list[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    """``fragments`` for websockets' ``send``, one event-loop turn apart: websockets awaits the socket's drain after
+    each fragment, which yields to the loop only while the socket's buffer is full, so on a socket that keeps up
+    (loopback) it would frame and write the whole message in one turn (8–11 ms of the loop's CPU time at 4096²)."""
+    for fragment in fragments:
+        yield fragment
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -599,7 +608,7 @@ class DaemonServer:
             item = await client.outbox.get()
             if isinstance(item, _Frame):
                 try:
-                    await client.websocket.send(item.data)  # a fragment per loop turn; waits while the socket is full
+                    await client.websocket.send(_one_per_turn(item.data))  # waits while the socket is full
                 finally:
                     item.sent.set_result(None)
             else:
