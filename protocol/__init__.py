@@ -32,6 +32,11 @@ if TYPE_CHECKING:
         feather_reach,
     )
     from .messages import (
+        DEFAULT_PREVIEW_EVERY,
+        DEFAULT_PREVIEW_SIZE,
+        MAX_PREVIEW_EVERY,
+        MAX_PREVIEW_SIZE,
+        MIN_PREVIEW_SIZE,
         PROTOCOL_VERSION,
         Accepted,
         Cancel,
@@ -41,10 +46,12 @@ if TYPE_CHECKING:
         InpaintRequest,
         Message,
         Plane,
+        Preview,
         Progress,
         Result,
         Variant,
         Welcome,
+        preview_dimensions,
     )
     from .options import (
         EDITOR_OPTIONS,
@@ -67,8 +74,10 @@ _MODULES = {
     "errors": ("ErrorCode", "ProtocolError"),
     "geometry": ("CANVAS_SIDES", "LATENT_MULTIPLE", "MAX_CANVAS_SIDE", "CanvasExpansion", "Rect", "context_crop",
                  "expand_canvas", "expand_to_aspect", "expand_to_size", "feather_reach"),
-    "messages": ("PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error", "Hello", "InpaintRequest",
-                 "Message", "Plane", "Progress", "Result", "Variant", "Welcome"),
+    "messages": ("DEFAULT_PREVIEW_EVERY", "DEFAULT_PREVIEW_SIZE", "MAX_PREVIEW_EVERY", "MAX_PREVIEW_SIZE",
+                 "MIN_PREVIEW_SIZE", "PROTOCOL_VERSION", "Accepted", "Cancel", "EngineInfo", "Error", "Hello",
+                 "InpaintRequest", "Message", "Plane", "Preview", "Progress", "Result", "Variant", "Welcome",
+                 "preview_dimensions"),
     "options": ("EDITOR_OPTIONS", "FILL_OPTIONS", "MAX_LORAS", "MAX_VARIANTS", "SEED_MAX", "EditorOptions",
                 "FillOptions", "OptionSpec", "format_loras", "parse_loras", "resolve_fill_mode"),
     "quoting": ("quote",),
@@ -79,13 +88,14 @@ _HOME = {name: module for module, names in _MODULES.items() for name in names}
 """Exported name → its module."""
 
 __all__ = [
-    "CANVAS_SIDES", "DEFAULT_MAX_PIXELS", "EDITOR_OPTIONS", "FILL_OPTIONS", "LATENT_MULTIPLE", "MAX_CANVAS_SIDE",
-    "MAX_LORAS", "MAX_VARIANTS", "PROTOCOL_VERSION", "SEED_MAX", "Accepted", "Cancel", "CanvasExpansion",
+    "CANVAS_SIDES", "DEFAULT_MAX_PIXELS", "DEFAULT_PREVIEW_EVERY", "DEFAULT_PREVIEW_SIZE", "EDITOR_OPTIONS",
+    "FILL_OPTIONS", "LATENT_MULTIPLE", "MAX_CANVAS_SIDE", "MAX_LORAS", "MAX_PREVIEW_EVERY", "MAX_PREVIEW_SIZE",
+    "MAX_VARIANTS", "MIN_PREVIEW_SIZE", "PROTOCOL_VERSION", "SEED_MAX", "Accepted", "Cancel", "CanvasExpansion",
     "EditorOptions", "EngineInfo", "Error", "ErrorCode", "Family", "FillMode", "FillOptions", "Hello",
-    "InpaintRequest", "Message", "OptionSpec", "Plane", "Progress", "ProtocolError", "Rect", "Result", "Scheduler",
-    "Stage", "Variant", "Welcome", "WireEnum", "context_crop", "decode", "encode", "expand_canvas",
+    "InpaintRequest", "Message", "OptionSpec", "Plane", "Preview", "Progress", "ProtocolError", "Rect", "Result",
+    "Scheduler", "Stage", "Variant", "Welcome", "WireEnum", "context_crop", "decode", "encode", "expand_canvas",
     "expand_to_aspect", "expand_to_size", "feather_reach", "format_loras", "max_frame_bytes", "parse_loras",
-    "peek_job_id", "quote", "resolve_fill_mode",
+    "peek_job_id", "preview_dimensions", "quote", "resolve_fill_mode",
 ]
 
 

@@ -8,7 +8,7 @@ bytes with explicit width, height and channel count, never PNG or base64.
 Conversation::
 
     client → Hello            daemon → Welcome   (or Error UNAUTHORIZED / VERSION_MISMATCH, then close)
-    client → InpaintRequest   daemon → Accepted, Progress…, Variant…, Result   (or Error with the job id)
+    client → InpaintRequest   daemon → Accepted, Progress…, Preview…, Variant…, Result   (or Error with the job id)
     client → Cancel           daemon → Error CANCELLED for that job (if it had not finished)
 """
 
@@ -28,7 +28,8 @@ model families and progress stages; 3: the ``busy`` error code, which an older c
 request's options as one :class:`protocol.FillOptions` record, each variant sent as its own :class:`Variant` message
 as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job; 5: the
 ``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses, and each engine's per-family
-defaults, :attr:`EngineInfo.defaults`)."""
+defaults, :attr:`EngineInfo.defaults`; a request's ``preview_every`` and ``preview_size`` and the :class:`Preview`
+messages they ask for, which an older peer's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
@@ -38,6 +39,37 @@ MAX_JOB_ID_CHARS = 128
 
 MAX_CLIENT_NAME_CHARS = 200
 """Longest :attr:`Hello.client` (characters): the name is logged, and the hello is read before authentication."""
+
+MAX_PREVIEW_EVERY = 500
+"""Largest :attr:`InpaintRequest.preview_every` (denoising steps): the most steps one pass may run
+(:attr:`protocol.FillOptions.num_inference_steps`)."""
+
+DEFAULT_PREVIEW_EVERY = 2
+"""The rate a client that shows previews asks for unless it knows better (steps between previews): 12 previews of a
+25-step fill; the rate whose cost ``bench/previews.py`` measures."""
+
+MIN_PREVIEW_SIZE = 16
+"""Smallest :attr:`InpaintRequest.preview_size` (pixels)."""
+
+MAX_PREVIEW_SIZE = 512
+"""Largest :attr:`InpaintRequest.preview_size`, and the longest side of any :class:`Preview` image (pixels): a preview
+frame is at most 512² × 4 bytes, 1 MiB."""
+
+DEFAULT_PREVIEW_SIZE = 256
+"""The default :attr:`InpaintRequest.preview_size` (pixels)."""
+
+
+def preview_dimensions(width: int, height: int, size: int) -> tuple[int, int]:
+    """The ``(width, height)`` in pixels of the previews of a ``width × height`` crop asked at ``size``: the crop
+    scaled so that its longer side is ``min(size, max(width, height))`` (never enlarged), the shorter side rounded to
+    the nearest pixel and at least 1.
+
+    For example ``preview_dimensions(1024, 768, 256) == (256, 192)`` and ``preview_dimensions(100, 40, 256) ==
+    (100, 40)``.
+    """
+    long_side = max(width, height)
+    target = min(size, long_side)
+    return max(1, round(width * target / long_side)), max(1, round(height * target / long_side))
 
 
 def _require(condition: bool, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
@@ -197,9 +229,18 @@ class InpaintRequest:
         mask: same width and height, 1 channel, 255 = repaint, 0 = keep (diffusers' convention).
         options: every setting of the fill (:class:`protocol.FillOptions`, validated by its table); its
             ``engine`` names an :attr:`EngineInfo.name` of the :class:`Welcome`.
+        preview_every: steps between :class:`Preview` messages (0…:data:`MAX_PREVIEW_EVERY`; 0, the default, asks for
+            none): one after every inference step (:class:`Progress` counting) that is a multiple of it, except a
+            variant's last step (its :class:`Variant` follows), as long as the client reads them (the daemon drops
+            a preview rather than queue a second one) and only from engines that can show their picture forming
+            (the diffusion engines; see ``docs/limits.md``). Not a fill option: it does not change the result.
+        preview_size: the longest side of the previews (pixels, :data:`MIN_PREVIEW_SIZE`…:data:`MAX_PREVIEW_SIZE`,
+            default :data:`DEFAULT_PREVIEW_SIZE`); a smaller crop's previews are its own size
+            (:meth:`preview_dimensions`).
 
     Raises:
-        ProtocolError(INVALID_REQUEST): image/mask shapes that disagree, an absurd offset.
+        ProtocolError(INVALID_REQUEST): image/mask shapes that disagree, an absurd offset, ``preview_every`` or
+            ``preview_size`` out of range.
     """
 
     type: ClassVar[str] = "inpaint"
@@ -209,6 +250,8 @@ class InpaintRequest:
     image: Plane
     mask: Plane
     options: FillOptions = field(default_factory=FillOptions)
+    preview_every: int = 0
+    preview_size: int = DEFAULT_PREVIEW_SIZE
 
     def __post_init__(self) -> None:
         _require(1 <= len(self.job_id) <= MAX_JOB_ID_CHARS, f"job_id must have 1…{MAX_JOB_ID_CHARS} characters")
@@ -217,6 +260,15 @@ class InpaintRequest:
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),
                  f"mask {self.mask.width}×{self.mask.height} ≠ image {self.image.width}×{self.image.height}")
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")
+        _require(0 <= self.preview_every <= MAX_PREVIEW_EVERY,
+                 f"preview_every {self.preview_every} is outside 0…{MAX_PREVIEW_EVERY} (steps; 0 = no previews)")
+        _require(MIN_PREVIEW_SIZE <= self.preview_size <= MAX_PREVIEW_SIZE,
+                 f"preview_size {self.preview_size} is outside {MIN_PREVIEW_SIZE}…{MAX_PREVIEW_SIZE} (pixels)")
+
+    def preview_dimensions(self) -> tuple[int, int]:
+        """The ``(width, height)`` of every :class:`Preview` of this job (pixels): :func:`preview_dimensions` of the
+        crop at :attr:`preview_size`."""
+        return preview_dimensions(self.image.width, self.image.height, self.preview_size)
 
 
 @dataclass(frozen=True)
@@ -250,6 +302,36 @@ class Progress:
         _require(0 <= self.step <= self.total, f"progress {self.step}/{self.total} is inconsistent",
                  ErrorCode.BAD_MESSAGE)
         _member(self, "stage", Stage)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Daemon → client: the job's picture as it forms, after inference step ``step`` of ``total`` (the counting of
+    :class:`Progress`), sent as the request's :attr:`InpaintRequest.preview_every` asks.
+
+    The image is the whole crop (not a variant's box) at :meth:`InpaintRequest.preview_dimensions`: the engine's
+    picture of the moment (decoded from its latents, roughly) where the blend mask repaints, the request's own
+    pixels elsewhere. It is a sketch to look at, never pasted: only the :class:`Variant` messages are the result.
+
+    Raises:
+        ProtocolError(BAD_MESSAGE): ``step`` outside 1…``total``, an image that is not RGBA, or a side longer than
+            :data:`MAX_PREVIEW_SIZE`.
+    """
+
+    type: ClassVar[str] = "preview"
+    job_id: str
+    step: int
+    total: int
+    image: Plane
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.step <= self.total, f"preview at step {self.step}/{self.total} is inconsistent",
+                 ErrorCode.BAD_MESSAGE)
+        _require(self.image.channels == 4, f"a preview must be RGBA (4 channels), got {self.image.channels}",
+                 ErrorCode.BAD_MESSAGE)
+        _require(max(self.image.width, self.image.height) <= MAX_PREVIEW_SIZE,
+                 f"a preview of {self.image.width}×{self.image.height} exceeds {MAX_PREVIEW_SIZE} pixels a side",
+                 ErrorCode.BAD_MESSAGE)
 
 
 @dataclass(frozen=True)
@@ -335,9 +417,10 @@ class Error:
         _member(self, "code", ErrorCode)
 
 
-Message = Hello | Welcome | InpaintRequest | Accepted | Progress | Variant | Result | Cancel | Error
+Message = Hello | Welcome | InpaintRequest | Accepted | Progress | Preview | Variant | Result | Cancel | Error
 """Any top-level message."""
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Hello, Welcome, InpaintRequest, Accepted, Progress, Variant, Result, Cancel, Error)
+    cls.type: cls for cls in (Hello, Welcome, InpaintRequest, Accepted, Progress, Preview, Variant, Result, Cancel,
+                              Error)
 }
