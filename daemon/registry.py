@@ -18,6 +18,7 @@ each :class:`ModelSpec` to a :class:`daemon.engines.diffusers_engine.DiffusersEn
     model = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
     refiner = "stabilityai/stable-diffusion-xl-refiner-1.0"      # optional second expert (SDXL families)
     compile = true               # torch.compile the UNet (CUDA; first run is slow)
+    previews = "taesd"           # auto | taesd | linear | off | an AutoencoderTiny's hub id or folder
 
     [loras.pixel-art]
     path = "~/loras/pixel-art.safetensors"
@@ -82,6 +83,10 @@ class ModelSpec:
         config: for a single-file checkpoint, the hub id or folder of the diffusers config to build it with
             (``from_single_file(config=...)``); empty lets diffusers infer it (needs the Hub once).
         compile: ``torch.compile`` the UNet (CUDA only; the first request compiles, minutes).
+        previews: how a job's previews are decoded from its latents (:mod:`daemon.engines.previews`): ``auto`` (the
+            family's tiny autoencoder when it is in the Hugging Face cache, else a linear map; never downloads),
+            ``taesd`` (that autoencoder, downloaded with the model when missing), ``linear``, ``off``, or the hub id
+            or folder of another ``AutoencoderTiny``.
     """
 
     name: str
@@ -93,6 +98,7 @@ class ModelSpec:
     refiner: str = ""
     config: str = ""
     compile: bool = False
+    previews: str = "auto"
 
     def __post_init__(self) -> None:
         family: Family | str | None = self.family
@@ -143,7 +149,7 @@ class Registry:
 
 
 _MODEL_KEYS: dict[str, type] = {"model": str, "family": str, "dtype": str, "variant": str, "controlnet": str,
-                                "refiner": str, "config": str, "compile": bool}
+                                "refiner": str, "config": str, "compile": bool, "previews": str}
 """Keys of a ``[models.NAME]`` table and their TOML types (``model`` is required)."""
 
 _LORA_KEYS: dict[str, type] = {"path": str, "base": str}
@@ -195,6 +201,9 @@ def model_spec(source: str, name: str, table: Any) -> ModelSpec:
         raise RegistryError(f"{source}: [{where}] refiner is for SDXL models (family sdxl-inpaint or sdxl)")
     if spec.config and not spec.single_file:
         raise RegistryError(f"{source}: [{where}] config is only for single-file checkpoints (.safetensors, .ckpt)")
+    if not spec.previews:
+        raise RegistryError(f"{source}: [{where}] previews must be auto, taesd, linear, off or the hub id or folder of "
+                            "an AutoencoderTiny")
     return spec
 
 

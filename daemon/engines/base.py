@@ -3,6 +3,9 @@
 An engine receives the crop at its own size, already grown; it returns generated RGB pixels of
 the same size. Scaling to the model's resolution is the engine's business; compositing (blend
 mask, exact unmasked pixels) is not: :mod:`daemon.compositing` does it for every engine alike.
+
+An engine that can show its picture forming (the diffusion engines) does so through the job's
+:attr:`EngineJob.previews`, when the worker sets it; the others never look at it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 from gimp_inpaint.protocol import EngineInfo, ErrorCode, FillOptions, ProtocolError
@@ -29,6 +33,27 @@ match); an engine lists them with its own in :attr:`protocol.EngineInfo.options`
 
 CancelCheck = Callable[[], bool]
 """Returns True once the job has been cancelled; engines poll it between steps."""
+
+PreviewCallback = Callable[[int, np.ndarray], None]
+"""Called as ``show(step, rgb)`` from the worker thread: ``rgb`` is the engine's whole picture after its ``step``-th
+progress unit (the ``step`` it reports to its :data:`ProgressCallback`), H×W×3 uint8 at any size of about the crop's
+aspect ratio (a model's latents decoded, at the latents' resolution or the model's); the worker scales and
+composites it. Returns at once (it never waits for the client)."""
+
+
+@dataclass(frozen=True)
+class Previews:
+    """What the worker asks of an engine that can show its picture forming (:attr:`EngineJob.previews`).
+
+    After each of its steps such an engine asks ``due(step)`` (cheap) and only when it is True makes the picture and
+    hands it to ``show(step, rgb)`` (:data:`PreviewCallback`); an engine without previews never calls either.
+    ``due`` says no between the request's preview steps, at the variant's last step, once the job is cancelled and
+    while the client has not yet been sent the previous preview, so the engine decodes nothing that would be
+    dropped.
+    """
+
+    due: Callable[[int], bool]
+    show: PreviewCallback
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -50,6 +75,21 @@ class EngineLoadError(Exception):
     """The engine's model could not be loaded; the message tells the user what to do."""
 
 
+class ModelState(Enum):
+    """Where an engine's model is (:meth:`Engine.model_state`; the tray's menu shows the value)."""
+
+    BUILT_IN = "built in"
+    """Nothing to download or load (OpenCV)."""
+    UNAVAILABLE = "unavailable"
+    """It cannot load here: a library is missing or its local path does not exist (:meth:`Engine.info` says which)."""
+    NOT_DOWNLOADED = "not downloaded"
+    """Its weights are not on this machine: the first load downloads them."""
+    ON_DISK = "on disk"
+    """Its weights are on this machine, not loaded."""
+    LOADED = "loaded"
+    """Warm: a request runs without loading anything."""
+
+
 @dataclass(frozen=True)
 class EngineJob:
     """One variant of an inpaint request as an engine sees it.
@@ -59,12 +99,15 @@ class EngineJob:
         mask: H×W uint8, 255 = repaint, 0 = keep (already grown, not feathered).
         options: the request's :class:`protocol.FillOptions`, unchanged (diffusers' names and meanings).
         seed: 0…:data:`protocol.SEED_MAX`, the seed of this variant (``options.seed`` is the request's).
+        previews: the previews the client asked for (:class:`Previews`), None for none; engines that cannot make
+            them ignore it.
     """
 
     image: np.ndarray
     mask: np.ndarray
     options: FillOptions
     seed: int
+    previews: Previews | None = None
 
 
 class Engine(ABC):
@@ -86,6 +129,15 @@ class Engine(ABC):
         Raises:
             EngineLoadError: the model cannot be loaded (the message says what to do).
         """
+
+    def model_state(self) -> ModelState:
+        """Where the model is; like :meth:`info`, called from the event loop and the tray's thread, so it never loads
+        and never blocks. This default: :attr:`ModelState.BUILT_IN`, for engines without weights."""
+        return ModelState.BUILT_IN
+
+    def unload(self) -> None:  # noqa: B027 - engines without weights have nothing to drop
+        """Drop the loaded model and the memory it holds (idempotent; worker thread only, between jobs); the next
+        :meth:`load` or request loads it again. This default does nothing, for engines without weights."""
 
     def check(self, job: EngineJob) -> None:  # noqa: B027 - engines without options accept every job
         """Refuse a job whose options this engine cannot honour, before anything runs (called after :meth:`load`,

@@ -52,6 +52,7 @@ from .families import FAMILY_STRATEGIES, family_from_index, family_of_pipeline, 
 from .family import FamilyStrategy
 from .loaded import LoadedPipeline
 from .loading import LoadContext, cached_folder, fetch, local_folder, new_bytes, place
+from .previews import Previewer, load_previewer
 from .refining import VariantCall, check_denoising
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class DiffusersEngine(Engine):
         self._step_counts: dict[StepKey, int] = {}
         self._device_description = ""
         self._load_error = ""
+        self._previewer: Previewer | None = None
+        self._previewer_loaded = False  # the previewer (None: no previews) is made once, with the first load
         derived = self._declared if self._declared is not None and self._declared.derived else None
         self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
         self.main_key = f"{spec.name}:{derived.key_suffix}" if derived is not None else self.base_key
@@ -275,6 +278,10 @@ class DiffusersEngine(Engine):
         main: LoadedPipeline = self.pool.get(self.main_key, lambda: self._load_main(report), keep=self.keys)
         if self._family is None:  # warm in the pool through another engine on the same source
             self._family = main.strategy if main.strategy.derived else resolve_family(self.spec.family, main.pipeline)
+        if not self._previewer_loaded:  # spec.previews for the family's latents (daemon.engines.previews)
+            self._previewer = load_previewer(self.spec.previews, self._family.architecture, report)
+            self._previewer_loaded = True
+            log.info("%s: previews %s", self.name, self._previewer.name if self._previewer is not None else "off")
         if not self.refiner_key:
             return main, None
         refiner: LoadedPipeline = self.pool.get(self.refiner_key, lambda: self._load_refiner(main, report),
@@ -467,9 +474,11 @@ class DiffusersEngine(Engine):
         options :meth:`prepare` applied (it checks and prepares them first when they are not those).
 
         Progress is ``(i, total)`` after each denoising step of either pass, ``total`` = :meth:`prepare`'s count.
-        Cancel is checked after each step: the pipeline is interrupted (diffusers' ``_interrupt`` flag, its
-        documented way to stop early; a family whose pipelines lack it, Kandinsky, raises from the callback) and
-        :class:`JobCancelled` raised.
+        With ``job.previews``, after each step that it says is due the step's latents are decoded by the model's
+        previewer (:mod:`daemon.engines.previews`, chosen by ``spec.previews`` when the model loads) and shown; a
+        model without one (``off``, Kandinsky 2.2) shows none. Cancel is checked after each step: the pipeline is
+        interrupted (diffusers' ``_interrupt`` flag, its documented way to stop early; a family whose pipelines lack
+        it, Kandinsky, raises from the callback) and :class:`JobCancelled` raised.
 
         The noise comes from a CPU ``torch.Generator`` seeded with ``job.seed``, as diffusers'
         "Reproducible pipelines" guide recommends: a seed gives the same picture on every device
@@ -524,7 +533,8 @@ class DiffusersEngine(Engine):
            multiples of its size multiple (:func:`scaled_size`, :func:`resized`).
         2. The step callback: after every denoising step of every pass it reports ``(done, total)`` and, once
            ``cancelled()``, stops the pipeline (diffusers' ``_interrupt``; for a family whose pipelines ignore it,
-           it raises :class:`JobCancelled`).
+           it raises :class:`JobCancelled`); otherwise, when ``job.previews`` says a preview is due, it decodes the
+           step's ``latents`` with the previewer and shows them.
         3. The call arguments (:class:`daemon.engines.refining.VariantCall`): the prompts (plain, or Compel
            embeddings), what every pass shares (mask, size, guidance, steps, the variant's seeded CPU generator,
            the callback) and the family's own (strength, ControlNet's control image and scale).
@@ -545,8 +555,9 @@ class DiffusersEngine(Engine):
         image = Image.fromarray(resized(job.image, model_width, model_height))
         mask = Image.fromarray(resized(job.mask, model_width, model_height))
 
-        # 2. progress and cancel after each step
+        # 2. progress, cancel and previews after each step
         done = 0
+        previews, previewer = job.previews, self._previewer
 
         def on_step_end(pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
@@ -556,6 +567,8 @@ class DiffusersEngine(Engine):
                 if not family.interruptible:
                     raise JobCancelled(f"{self.name}: cancelled")
                 pipe._interrupt = True
+            elif previews is not None and previewer is not None and previews.due(done):
+                previews.show(done, previewer(tensors["latents"]))
             return tensors
 
         # 3. the call arguments
