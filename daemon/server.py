@@ -6,7 +6,10 @@ connection's jobs in the order it sent them (:class:`daemon.jobs.JobQueue`).
 Progress events come back from that thread through ``loop.call_soon_threadsafe`` into the
 client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…, Variant…
 and Result in order. Each variant is encoded on the worker thread (a big frame never stalls the event loop
-while it is packed), and the worker waits until the writer has sent it before it starts the next one.
+while it is packed), and the worker waits until the writer has sent it before it starts the next one. Previews
+(:class:`protocol.Preview`, when a request asks for them) are encoded there too, but never waited for: a
+connection holds at most one unsent preview, a later one is dropped meanwhile, and a preview of a job cancelled
+before it was written is not sent.
 
 Preload (``daemon.toml``'s ``preload``): once it listens, the server loads that engine on the worker thread
 before the first job, so the first request finds it warm; meanwhile the handshake lists it as
@@ -58,6 +61,7 @@ from gimp_inpaint.protocol import (
     Hello,
     InpaintRequest,
     Message,
+    Preview,
     Progress,
     ProtocolError,
     Result,
@@ -79,7 +83,7 @@ from .config import TOKEN_FILE, Settings, token_matches
 from .engines.base import Engine, EngineLoadError, JobCancelled
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .memory import release_free_memory
-from .worker import Worker, check_request
+from .worker import PreviewOutlet, Worker, check_request
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +318,15 @@ class _Frame:
     sent: concurrent.futures.Future[None]
 
 
+@dataclass(frozen=True)
+class _Preview:
+    """An encoded :class:`protocol.Preview` for the outbox (packed on the worker thread), written unless its job's
+    ``cancelled()`` is True by then."""
+
+    data: bytes
+    cancelled: Callable[[], bool]
+
+
 @dataclass
 class _Client:
     """One authenticated connection and its outgoing messages, in order."""
@@ -321,9 +334,11 @@ class _Client:
     id: int
     name: str
     websocket: ServerConnection
-    outbox: asyncio.Queue[Message | _Frame] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[Message | _Frame | _Preview] = field(default_factory=asyncio.Queue)
     unread_results: int = 0
     """Results in :attr:`outbox` not yet written to the socket; they take places of the connection's job cap."""
+    preview_unsent: bool = False
+    """True from the moment a preview is queued until the writer has written it: meanwhile another is dropped."""
 
 
 @dataclass(frozen=True)
@@ -611,6 +626,12 @@ class DaemonServer:
                     await client.websocket.send(_one_per_turn(item.data))  # waits while the socket is full
                 finally:
                     item.sent.set_result(None)
+            elif isinstance(item, _Preview):
+                try:
+                    if not item.cancelled():  # cancelled after it was queued: never sent
+                        await client.websocket.send(item.data)
+                finally:
+                    client.preview_unsent = False
             else:
                 await client.websocket.send(encode(item))
                 if isinstance(item, Result):
@@ -628,6 +649,16 @@ class DaemonServer:
         client.outbox.put_nowait(message)
         if isinstance(message, Result):
             client.unread_results += 1
+
+    def _send_preview(self, owner: int, preview: _Preview) -> None:
+        """Queue ``preview`` for the client ``owner`` unless it has gone, its job is cancelled, or it has not yet been
+        sent the previous one (then it is dropped, not queued: a slow client never backs the daemon up). Event loop
+        thread only."""
+        client = self._clients.get(owner)
+        if client is None or client.preview_unsent or preview.cancelled():
+            return
+        client.preview_unsent = True
+        client.outbox.put_nowait(preview)
 
     def remover(self) -> Engine | None:
         """The removal engine that pre-fills a prompt engine's hole in the ``remove`` fill mode
@@ -762,11 +793,18 @@ class DaemonServer:
                     if job.cancelled():  # the client went or cancelled while its socket was full
                         raise JobCancelled(f"job {quote(job_id)} cancelled while its result was sent") from None
 
+        def preview_ready() -> bool:  # worker thread: reads the loop's flag; a stale answer costs one preview
+            client = self._clients.get(owner)
+            return client is not None and not client.preview_unsent
+
+        def send_preview(preview: Preview) -> None:  # worker thread: pack here, queue on the loop, never wait
+            loop.call_soon_threadsafe(self._send_preview, owner, _Preview(encode(preview), job.cancelled))
+
         started = time.perf_counter()
         try:
             outcome: Result | Error = await asyncio.wrap_future(worker.submit(
                 pending.request, pending.engine, progress, job.cancelled, deliver, started - pending.accepted_at,
-                remover=self.remover()))
+                remover=self.remover(), previews=PreviewOutlet(preview_ready, send_preview)))
         except Exception as exc:
             log.exception("job %s: the worker failed", quote(job_id))
             outcome = Error(ErrorCode.INTERNAL, self._bug_report(f"job {quote(job_id)}", exc), job_id)

@@ -1,6 +1,7 @@
 """Runs one inpaint job: planes → NumPy, grown mask, the fill mode's pre-fill of the hole, one engine call per
 variant, its colour match and compositing, one :class:`protocol.Variant` delivered as each is done, then
-:class:`protocol.Result`.
+:class:`protocol.Result`; meanwhile the :class:`protocol.Preview` messages the request asks for, from engines that
+make them.
 
 Jobs run in a single worker thread (:class:`Worker`), so engines never run concurrently and the
 event loop stays free to talk to clients. :func:`run_job` never raises for a failed job: every
@@ -19,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -31,6 +33,7 @@ from gimp_inpaint.protocol import (
     FillOptions,
     InpaintRequest,
     Plane,
+    Preview,
     ProtocolError,
     Result,
     Stage,
@@ -48,6 +51,7 @@ from .engines.base import (
     EngineLoadError,
     JobCancelled,
     LoadProgress,
+    Previews,
     is_out_of_memory,
 )
 
@@ -59,6 +63,23 @@ VariantSink = Callable[[Variant], None]
 """Takes each finished :class:`protocol.Variant` from the worker thread, and returns once it has been sent (or
 dropped, for a client that has gone): the worker generates the next variant only then. It may raise
 :class:`daemon.engines.base.JobCancelled` when the job is cancelled while it waits."""
+
+
+
+@dataclass(frozen=True)
+class PreviewOutlet:
+    """Where a job's :class:`protocol.Preview` messages go (the server's side of :func:`run_job`'s ``previews``).
+
+    Attributes:
+        ready: True when the client can take a preview now: it is there and has been sent every earlier one. While
+            it is False a due preview is skipped, before the engine decodes anything, so that previews are dropped
+            rather than queued behind a slow client. Called from the worker thread; must not block.
+        send: queues one preview for the client and returns at once (worker thread); it may still drop it.
+    """
+
+    ready: Callable[[], bool]
+    send: Callable[[Preview], None]
+
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +220,64 @@ def _prefill(mode: FillMode, rgb: np.ndarray, engine_mask: np.ndarray, job: Engi
     np.copyto(rgb, prefill.expand(rgb, engine_mask) if mode is FillMode.EXPAND else prefill.fill(rgb, engine_mask))
 
 
+class _JobPreviews:
+    """The previews of one job: each variant's :class:`daemon.engines.base.Previews` (:meth:`for_variant`) and the
+    :class:`protocol.Preview` made of an engine's picture (:meth:`preview`).
+
+    A preview is the whole crop at :meth:`protocol.InpaintRequest.preview_dimensions`: the engine's picture scaled
+    there (OpenCV's area interpolation when it shrinks, bilinear when it grows), mixed with the request's crop by
+    the blend mask as the client will mix the variant (``crop × (1 − blend/255) + picture × blend/255``, the
+    picture opaque; ``cv2.blendLinear``), crop and blend mask scaled once per job with ``cv2.INTER_AREA``.
+
+    Args:
+        request: the job's request (``preview_every`` ≥ 1).
+        image: H×W×4 uint8, the request's crop; blend: H×W uint8, its blend mask.
+        per_variant: the engine's progress units per variant; total: the job's (× variants).
+        cancelled: the job's cancel check; outlet: where the previews go.
+    """
+
+    def __init__(self, request: InpaintRequest, image: np.ndarray, blend: np.ndarray, per_variant: int, total: int,
+                 cancelled: CancelCheck, outlet: PreviewOutlet) -> None:
+        self.job_id, self.every = request.job_id, request.preview_every
+        self.per_variant, self.total = per_variant, total
+        self.size = request.preview_dimensions()
+        self._cancelled, self._outlet = cancelled, outlet
+        self._crop = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        weights = cv2.resize(blend, self.size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        self._weights, self._crop_weights = weights, 1 - weights
+
+    def for_variant(self, offset: int) -> Previews:
+        """The previews of the variant whose first step is the job's ``offset + 1``: due at every job step that is a
+        multiple of ``preview_every``, but the variant's last, while the job is not cancelled and the outlet is
+        ready."""
+
+        def due(step: int) -> bool:
+            return (0 < step < self.per_variant and (offset + step) % self.every == 0 and not self._cancelled()
+                    and self._outlet.ready())
+
+        def show(step: int, rgb: np.ndarray) -> None:
+            self._outlet.send(self.preview(offset + step, rgb))
+
+        return Previews(due, show)
+
+    def preview(self, step: int, rgb: np.ndarray) -> Preview:
+        """The :class:`protocol.Preview` at job step ``step`` of the engine's picture ``rgb`` (H×W×3 uint8).
+
+        Raises:
+            ValueError: ``rgb`` is not an H×W×3 uint8 array.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"a preview picture must be H×W×3 uint8, got {rgb.shape} {rgb.dtype}")
+        shrinking = rgb.shape[0] * rgb.shape[1] > self.size[0] * self.size[1]
+        scaled = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        pixels = cv2.blendLinear(cv2.cvtColor(scaled, cv2.COLOR_RGB2RGBA), self._crop, self._weights,
+                                 self._crop_weights)
+        return Preview(self.job_id, step, self.total, Plane(*self.size, 4, plane_data(pixels)))
+
+
 def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-             deliver: VariantSink, queued_seconds: float, started: float, remover: Engine | None) -> Result:
+             deliver: VariantSink, queued_seconds: float, started: float, remover: Engine | None,
+             outlet: PreviewOutlet | None) -> Result:
     options = request.options
     width, height = request.image.width, request.image.height
     image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
@@ -237,6 +314,8 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         prefill_seconds = time.perf_counter() - prefill_start
     total = per_variant * len(seeds)
     done = -1
+    previews = _JobPreviews(request, image, blend, per_variant, total, cancelled, outlet) \
+        if outlet is not None and request.preview_every else None
 
     def advance(step: int) -> None:  # forwards only steps that move forward
         nonlocal done
@@ -253,10 +332,11 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         def report(step: int, _engine_total: int, offset: int = offset) -> None:
             advance(offset + min(max(step, 0), per_variant))
 
+        job = first if index == 0 else EngineJob(rgb, engine_mask, engine_options, seed)
+        if previews is not None:
+            job = dataclasses.replace(job, previews=previews.for_variant(offset))
         inference_start = time.perf_counter()
-        generated = _checked_output(engine, engine.inpaint(
-            first if index == 0 else EngineJob(rgb, engine_mask, engine_options, seed), report, cancelled),
-            height, width)
+        generated = _checked_output(engine, engine.inpaint(job, report, cancelled), height, width)
         inference_seconds = time.perf_counter() - inference_start
         if options.color_match:  # before compositing, so the fade mixes the matched colours
             generated = prefill.match_colors(generated, image, blend)
@@ -275,7 +355,8 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
 
 
 def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, cancelled: CancelCheck,
-            deliver: VariantSink, queued_seconds: float = 0.0, remover: Engine | None = None) -> Result | Error:
+            deliver: VariantSink, queued_seconds: float = 0.0, remover: Engine | None = None,
+            previews: PreviewOutlet | None = None) -> Result | Error:
     """Run ``request`` on ``engine``, composite each variant and hand it to ``deliver``; never raises for a failed
     job.
 
@@ -298,7 +379,12 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
        (:func:`daemon.prefill.match_colors`); inside the blend mask's bounding box
        (:func:`daemon.compositing.mask_box`) its image is that RGB where the blend mask is > 0 and the request's
        RGBA exactly elsewhere (:func:`daemon.compositing.overlay`: the pre-fill never reaches an unmasked pixel),
-       and that box is handed to ``deliver`` before the next variant starts.
+       and that box is handed to ``deliver`` before the next variant starts;
+    5. with ``previews`` and the request's ``preview_every`` ≥ 1, each variant's engine job carries its
+       :class:`daemon.engines.base.Previews` (:class:`_JobPreviews`: due at the job steps that are multiples of
+       ``preview_every`` but a variant's last, while the job is not cancelled and ``previews.ready()``), and each
+       preview the engine shows goes to ``previews.send`` as a :class:`protocol.Preview` (the whole crop at the
+       request's preview size, mixed with the crop by the blend mask). An engine that makes none sends none.
 
     Args:
         request: the validated request; its planes are RGBA and a 1-channel mask of equal size.
@@ -314,6 +400,8 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
         queued_seconds: how long the job waited in the queue (reported in the timings).
         remover: the daemon's removal engine (one without a prompt) whose output pre-fills the ``remove`` mode's
             hole; None: that mode pre-fills as ``fill`` does.
+        previews: where the job's previews go (:class:`PreviewOutlet`); None: none are made, whatever the request
+            asks.
 
     Returns:
         A :class:`Result` with the number of variants delivered; or an :class:`Error` with the job id (variants
@@ -324,7 +412,7 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     """
     started = time.perf_counter()
     try:
-        return _inpaint(request, engine, progress, cancelled, deliver, queued_seconds, started, remover)
+        return _inpaint(request, engine, progress, cancelled, deliver, queued_seconds, started, remover, previews)
     except JobCancelled:
         return Error(ErrorCode.CANCELLED, f"job {quote(request.job_id)} was cancelled", request.job_id)
     except EngineLoadError as exc:
@@ -351,10 +439,11 @@ class Worker:
 
     def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
                cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float, *,
-               remover: Engine | None = None) -> Future[Result | Error]:
-        """Schedule :func:`run_job` (``remover`` as there) on the worker thread; the future's result is never an
-        exception."""
-        return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds, remover)
+               remover: Engine | None = None, previews: PreviewOutlet | None = None) -> Future[Result | Error]:
+        """Schedule :func:`run_job` (``remover`` and ``previews`` as there) on the worker thread; the future's result
+        is never an exception."""
+        return self._executor.submit(run_job, request, engine, progress, cancelled, deliver, queued_seconds, remover,
+                                     previews)
 
     def call(self, function: Callable[[], None]) -> Future[None]:
         """Schedule ``function()`` on the worker thread, after what was submitted before it and before what comes
