@@ -38,6 +38,7 @@ from gimp_inpaint.protocol import (
     Hello,
     InpaintRequest,
     Message,
+    Preview,
     Progress,
     ProtocolError,
     Result,
@@ -64,6 +65,12 @@ ProgressCallback = Callable[[int, int, Stage], None]
 """``on_progress(step, total, stage)``: ``step`` of ``total`` units of ``stage`` done, one call per
 :class:`protocol.Progress`: :attr:`protocol.Stage.DOWNLOAD` counts bytes of model files, ``LOAD`` comes once as
 ``(0, 0)`` when a model starts loading, ``INFERENCE`` counts denoising steps × variants."""
+
+PreviewCallback = Callable[[Preview], None]
+"""``on_preview(preview)``: one call per :class:`protocol.Preview` of the job (checked: the size
+:meth:`protocol.InpaintRequest.preview_dimensions` gives, a step of the job), in the order they came; none after a
+cancel. The daemon sends them only when the request's ``preview_every`` asks, and drops some rather than queue them
+while the client reads slowly, so a callback that takes long gets fewer, never stale ones."""
 
 # CancelCheck also exists in daemon.engines.base for the engines; this module is vendored into the
 # plug-in, which has no daemon package, so it cannot import it from there.
@@ -276,13 +283,17 @@ class InpaintClient:
             raise DaemonError(exc.code, f"the daemon sent an invalid message: {exc.message}") from None
 
     def inpaint(self, request: InpaintRequest, on_progress: ProgressCallback | None = None,
-                should_cancel: CancelCheck | None = None, poll_interval: float = 0.1) -> list[Variant]:
+                should_cancel: CancelCheck | None = None, poll_interval: float = 0.1,
+                on_preview: PreviewCallback | None = None) -> list[Variant]:
         """Send one job and collect its :class:`protocol.Variant` messages until its :class:`protocol.Result`.
 
         Args:
             request: the job; its ``job_id`` identifies the replies (others are ignored).
             on_progress: called with ``(step, total, stage)`` for every :class:`protocol.Progress`
                 (:data:`ProgressCallback`).
+            on_preview: called with every :class:`protocol.Preview` of the job until it is cancelled
+                (:data:`PreviewCallback`); the request's ``preview_every`` asks the daemon for them (without it the
+                daemon sends none). Previews are ignored without a callback.
             should_cancel: polled every ``poll_interval`` seconds; once it returns True a
                 :class:`protocol.Cancel` is sent and the call ends with ``DaemonError(CANCELLED)``,
                 after the daemon confirms or after the connect timeout, even if a result arrives.
@@ -295,8 +306,8 @@ class InpaintClient:
             DaemonError: the daemon answered with an error (its code: ``INVALID_REQUEST``,
                 ``UNKNOWN_ENGINE``, ``OUT_OF_MEMORY``, ``CANCELLED``, …) or sent an invalid frame
                 (``BAD_MESSAGE``: a variant out of order or outside the crop, a result whose count differs from the
-                variants received); ``TOO_LARGE`` when a side closed the connection because a frame exceeded its
-                size limit (WebSocket close code 1009).
+                variants received, a preview not asked for or not of the size asked); ``TOO_LARGE`` when a side
+                closed the connection because a frame exceeded its size limit (WebSocket close code 1009).
             DaemonUnavailable: the connection dropped.
         """
         self._send(request)
@@ -315,8 +326,8 @@ class InpaintClient:
                 raise DaemonError(message.code, message.message)
             if cancelled_at is not None and isinstance(message, Result):
                 raise DaemonError(ErrorCode.CANCELLED, "Cancelled.")
-            if cancelled_at is not None and isinstance(message, Variant):
-                continue  # the job is cancelled: its variants are dropped as they come
+            if cancelled_at is not None and isinstance(message, Variant | Preview):
+                continue  # the job is cancelled: its variants and previews are dropped as they come
             if isinstance(message, Variant):
                 variants.append(_check_variant(message, request, len(variants)))
             elif isinstance(message, Result):
@@ -329,6 +340,10 @@ class InpaintClient:
             elif isinstance(message, Progress):
                 if on_progress is not None:
                     on_progress(message.step, message.total, message.stage)
+            elif isinstance(message, Preview):
+                _check_preview(message, request)
+                if on_preview is not None:
+                    on_preview(message)
             elif not isinstance(message, Accepted):
                 raise DaemonError(ErrorCode.BAD_MESSAGE, f"unexpected “{message.type}” message during a job")
 
@@ -364,6 +379,21 @@ def _check_variant(variant: Variant, request: InpaintRequest, index: int) -> Var
                                                  f"{request.image.width}×{request.image.height} crop at "
                                                  f"({request.x}, {request.y}) was due")
     return variant
+
+
+def _check_preview(preview: Preview, request: InpaintRequest) -> None:
+    """Refuse a preview that ``request`` did not ask for (``preview_every`` 0) or whose image is not of
+    :meth:`protocol.InpaintRequest.preview_dimensions`.
+
+    Raises:
+        DaemonError(BAD_MESSAGE): it is one.
+    """
+    if not request.preview_every:
+        raise DaemonError(ErrorCode.BAD_MESSAGE, "the daemon sent a preview that was not asked for")
+    expected = request.preview_dimensions()
+    if (preview.image.width, preview.image.height) != expected:
+        raise DaemonError(ErrorCode.BAD_MESSAGE, f"the daemon sent a {preview.image.width}×{preview.image.height} "
+                                                 f"preview where {expected[0]}×{expected[1]} was asked for")
 
 
 def version_mismatch_message(url: str, reason: str) -> str:

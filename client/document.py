@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gimp_inpaint.protocol import CanvasExpansion, Rect
+from gimp_inpaint.protocol import DEFAULT_PREVIEW_SIZE, CanvasExpansion, Preview, Rect
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,26 @@ class Document(ABC):
     def cancel_requested(self) -> bool:
         """True once the user asked to stop the running fill (default: the editor cannot ask)."""
         return False
+
+    @property
+    def preview_every(self) -> int:
+        """Steps between the live previews this document shows (:meth:`show_preview`), 1…
+        :data:`protocol.MAX_PREVIEW_EVERY` (:data:`protocol.DEFAULT_PREVIEW_EVERY` is the usual rate); 0, the
+        default, shows none, and the fill asks the daemon for none. Read once per fill, when its request is made."""
+        return 0
+
+    @property
+    def preview_size(self) -> int:
+        """The longest side (pixels) of the previews this document shows, :data:`protocol.MIN_PREVIEW_SIZE`…
+        :data:`protocol.MAX_PREVIEW_SIZE` (default :data:`protocol.DEFAULT_PREVIEW_SIZE`); a smaller crop's are its
+        own size. Read with :attr:`preview_every`."""
+        return DEFAULT_PREVIEW_SIZE
+
+    def show_preview(self, preview: Preview) -> None:  # noqa: B027 - a document that shows none needs nothing here
+        """Show the job's picture as it forms (only called when :attr:`preview_every` ≥ 1): ``preview.image`` is the
+        whole crop sent (the fill's context crop, not the selection), ``preview.image.width × height × 4`` bytes
+        R'G'B'A u8 at the size :attr:`preview_size` gives, after inference step ``preview.step`` of
+        ``preview.total`` (steps × variants, as :meth:`progress` counts them). Called on the thread that runs the
+        fill, between the daemon's messages, like :meth:`progress`; it should return quickly (the daemon drops
+        previews while the last one is unread, so a slow one only gets fewer). A sketch to look at: never paste it
+        (the result layers come with :meth:`add_result_layers`)."""

@@ -30,6 +30,7 @@ from gimp_inpaint.protocol import (
     MAX_CANVAS_SIDE,
     CanvasExpansion,
     ErrorCode,
+    Preview,
     ProtocolError,
     Rect,
     expand_canvas,
@@ -173,8 +174,8 @@ class ExpandedDocument(Document):
     Reads are in the grown canvas's coordinates: the old picture's pixels (read from ``document``, moved by
     ``canvas.picture``'s offset) where it lies, transparent in the new area; the selection is 255 over the new area
     and 0 over the old picture. :meth:`add_result_layers` grows ``document``'s canvas and adds the layers in one
-    step (:meth:`client.document.Document.add_result_layers` with ``canvas``). Progress, messages and cancelling
-    are ``document``'s.
+    step (:meth:`client.document.Document.add_result_layers` with ``canvas``). Progress, messages, cancelling and
+    previews are ``document``'s.
     """
 
     def __init__(self, document: Document, canvas: CanvasExpansion) -> None:
@@ -243,3 +244,17 @@ class ExpandedDocument(Document):
     def cancel_requested(self) -> bool:
         """The document's cancel request."""
         return self._document.cancel_requested()
+
+    @property
+    def preview_every(self) -> int:
+        """The document's preview rate."""
+        return self._document.preview_every
+
+    @property
+    def preview_size(self) -> int:
+        """The document's preview size."""
+        return self._document.preview_size
+
+    def show_preview(self, preview: Preview) -> None:
+        """The document's preview (of the crop of the grown canvas)."""
+        self._document.show_preview(preview)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from gimp_inpaint.protocol import (
+    DEFAULT_PREVIEW_SIZE,
     EditorOptions,
     ErrorCode,
     FillMode,
@@ -222,7 +223,11 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
        ``remove`` without a prompt and ``fill`` with one; another mode is sent as it is);
     3. ``client_factory()`` connects; the engine is picked from the welcome (``options.engine``, or the first
        available one);
-    4. the job runs with progress relayed to ``document.progress`` (:func:`progress_text`: download, load, steps);
+    4. the job runs with progress relayed to ``document.progress`` (:func:`progress_text`: download, load, steps)
+       and, when the document shows previews (:attr:`client.document.Document.preview_every` ≥ 1), the request asks
+       for them at its rate and size (:attr:`~client.document.Document.preview_size`) and each goes to
+       ``document.show_preview``; ``document.cancel_requested`` is polled throughout, and a cancel ends the fill
+       with nothing pasted;
     5. one :class:`ResultLayer` per variant at its box inside the crop, named with its mode and seed
        (:func:`layer_name`),
        in the daemon's variant order (variant 1 first, i.e. on top), all added in one call (one undo step) after
@@ -250,10 +255,12 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
                                  touches_edge=touches_edge(selection, width, height),
                                  covers_transparent=covers_transparent(rgba, mask))
         options = dataclasses.replace(options, fill_mode=mode)
+        preview_every = document.preview_every
         request = InpaintRequest(
             job_id=uuid.uuid4().hex, x=crop.x, y=crop.y, image=Plane(crop.width, crop.height, 4,
                                                                        clear_transparent(rgba)),
-            mask=Plane(crop.width, crop.height, 1, mask), options=options,
+            mask=Plane(crop.width, crop.height, 1, mask), options=options, preview_every=preview_every,
+            preview_size=document.preview_size if preview_every else DEFAULT_PREVIEW_SIZE,
         )
     except ProtocolError as exc:
         raise FillError(f"Invalid generative fill settings: {exc.message}", exc.code) from None
@@ -278,7 +285,8 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
             if options.prompt.strip() and not engine.uses_prompt:
                 document.message(f"The “{engine.name}” engine ignores the prompt.")
             document.progress(0.0, f"Generative fill: waiting for “{engine.name}”…")
-            variants = client.inpaint(request, on_progress=relay, should_cancel=document.cancel_requested)
+            variants = client.inpaint(request, on_progress=relay, should_cancel=document.cancel_requested,
+                                      on_preview=document.show_preview if preview_every else None)
     except DaemonError as exc:
         raise _daemon_failure(exc) from None
     except ClientError as exc:

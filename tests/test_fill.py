@@ -135,7 +135,7 @@ class FakeClient:
     def __exit__(self, *exc_info: object) -> None:
         self.closed = True
 
-    def inpaint(self, request, on_progress=None, should_cancel=None) -> list[Variant]:
+    def inpaint(self, request, on_progress=None, should_cancel=None, on_preview=None) -> list[Variant]:
         self.requests.append(request)
         for step, total, stage in self.steps:
             on_progress(step, total, stage)
