@@ -138,11 +138,13 @@ class ModelPool:
         with self._lock:
             self._evict_until(lambda: self.used_bytes() + size_bytes <= self.budget_bytes, keep=set(keep))
 
-    def evict(self, key: str) -> None:
-        """Drop ``key`` (if warm) and release memory."""
+    def evict(self, *keys: str) -> None:
+        """Drop each of ``keys`` that is warm, then release memory once (when one was)."""
         with self._lock:
-            if self._entries.pop(key, None) is not None:
+            evicted = [key for key in keys if self._entries.pop(key, None) is not None]
+            for key in evicted:
                 log.info("evicted %s from the pool", key)
+            if evicted:
                 self._release()
 
     def evict_others(self, keep: Iterable[str]) -> None:

@@ -44,6 +44,7 @@ from .base import (
     EngineLoadError,
     JobCancelled,
     LoadProgress,
+    ModelState,
     ProgressCallback,
     incompatible,
     is_out_of_memory,
@@ -228,6 +229,29 @@ class DiffusersEngine(Engine):
                           refiner=strategy is None or strategy.refinable,
                           options=strategy.options() if strategy is not None else list(FILL_OPTIONS),
                           defaults=strategy.defaults() if strategy is not None else {})
+
+    def model_state(self) -> ModelState:
+        """LOADED while the first-pass pipeline is warm in the pool; otherwise ON_DISK when the model's folder or
+        file is here or a hub model's ``model_index.json`` is in the Hugging Face cache (no network), else
+        NOT_DOWNLOADED; UNAVAILABLE without torch and diffusers, or when the local path it names does not exist.
+        Never loads, never blocks (a few file lookups)."""
+        if not diffusers_available():
+            return ModelState.UNAVAILABLE
+        if self.pipeline is not None:
+            return ModelState.LOADED
+        if self.spec.single_file:
+            return ModelState.ON_DISK if Path(self.spec.model).expanduser().is_file() else ModelState.UNAVAILABLE
+        try:
+            folder = local_folder(self.spec.model) or cached_folder(self.spec.model)
+        except EngineLoadError:  # a path with nothing there
+            return ModelState.UNAVAILABLE
+        return ModelState.ON_DISK if folder is not None else ModelState.NOT_DOWNLOADED
+
+    def unload(self) -> None:
+        """Evict this engine's pipelines from the pool (every key of :attr:`keys`, then one release of memory; worker
+        thread only). An engine on the same model source that is warm keeps the shared modules in memory, and its
+        next request loads the evicted base again."""
+        self.pool.evict(*self.keys)
 
     def _offloaded(self) -> bool:
         """True when a warm pipeline of this engine runs with model CPU offload (never loads, never blocks)."""

@@ -72,6 +72,7 @@ from .base import (
     EngineLoadError,
     JobCancelled,
     LoadProgress,
+    ModelState,
     ProgressCallback,
 )
 from .loading import byte_progress_class
@@ -168,6 +169,23 @@ class MiGanEngine(Engine):
         return EngineInfo(name=self.name, kind="onnx", model=f"{REPO_ID}/{FILENAME}", available=available,
                           uses_prompt=False, detail=detail,
                           options=[option for option in FILL_OPTIONS if option in WORKER_OPTIONS])
+
+    def model_state(self) -> ModelState:
+        """UNAVAILABLE without onnxruntime, LOADED while the session is warm, ON_DISK when :data:`FILENAME` of
+        :data:`REVISION` is in the Hugging Face cache (no network), else NOT_DOWNLOADED (OpenCV fills until a load
+        gets it). Never loads, never blocks."""
+        if not onnxruntime_available():
+            return ModelState.UNAVAILABLE
+        if self._session is not None:
+            return ModelState.LOADED
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(REPO_ID, FILENAME, revision=REVISION)
+        return ModelState.ON_DISK if isinstance(cached, str) else ModelState.NOT_DOWNLOADED
+
+    def unload(self) -> None:
+        """Drop the onnxruntime session (about 28 MB); the next fill makes it again from the cached file."""
+        self._session = None
 
     def load(self, progress: LoadProgress | None = None) -> None:
         """Make the onnxruntime session of MI-GAN's pipeline unless it is warm (idempotent; worker thread only).
