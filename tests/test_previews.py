@@ -4,10 +4,11 @@ through the real server (a scripted stepping engine and the tiny diffusion pipel
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import cv2
 import msgpack
 import numpy as np
 import pytest
-from gimp_inpaint.client.connection import InpaintClient
+from gimp_inpaint.client.connection import DaemonError, InpaintClient
+from gimp_inpaint.client.fill import FillError, run_fill
 from gimp_inpaint.daemon.engines import previews
 from gimp_inpaint.daemon.engines.base import CancelCheck, EngineJob, ProgressCallback
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
@@ -34,7 +36,9 @@ from gimp_inpaint.protocol import (
     MAX_PREVIEW_SIZE,
     MIN_PREVIEW_SIZE,
     PROTOCOL_VERSION,
+    Accepted,
     Cancel,
+    EditorOptions,
     Error,
     ErrorCode,
     FillOptions,
@@ -44,6 +48,7 @@ from gimp_inpaint.protocol import (
     Plane,
     Preview,
     ProtocolError,
+    Rect,
     Result,
     Welcome,
     decode,
@@ -54,6 +59,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from running_daemon import WAIT, StepEngine, running_daemon
 from skimage import data
+from test_client import make_request, scripted_job
+from test_fill import FakeDocument
 from websockets.sync.client import ClientConnection, connect
 
 
@@ -441,3 +448,103 @@ def test_a_tiny_autoencoder_makes_the_previews_of_a_model_that_names_it(tiny_inp
     run_job(diffusion_request(preview_every=1), off, lambda step, total, stage: None, lambda: False,
             lambda variant: None, previews=PreviewOutlet(lambda: True, shown.append))
     assert len(shown) == 2  # a model with previews = "off" shows none
+
+
+# ---------------------------------------------------------------------------------------------------- client
+
+
+class PreviewDocument(FakeDocument):
+    """:class:`test_fill.FakeDocument` showing previews at ``every`` steps and ``size`` pixels; it asks to cancel
+    once it has shown ``cancel_after`` of them (None: never)."""
+
+    def __init__(self, every: int = 1, size: int = 64, cancel_after: int | None = None) -> None:
+        super().__init__(selection=Rect(150, 100, 60, 40))
+        self._every, self._size, self.cancel_after = every, size, cancel_after
+        self.previews: list[Preview] = []
+
+    @property
+    def preview_every(self) -> int:
+        return self._every
+
+    @property
+    def preview_size(self) -> int:
+        return self._size
+
+    def show_preview(self, preview: Preview) -> None:
+        self.previews.append(preview)
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_after is not None and len(self.previews) >= self.cancel_after
+
+
+def fill_on(url: str, token: str, document: FakeDocument) -> list[str]:
+    """``run_fill`` of ``document`` on the daemon's ``previews`` engine, one variant, no colour match."""
+    return run_fill(document, lambda: InpaintClient.connect(url, token, "test_previews"),
+                    FillOptions(engine="previews", color_match=False), EditorOptions())
+
+
+def test_run_fill_shows_the_previews_and_pastes_only_the_result(tmp_path: Path) -> None:
+    engine = PreviewEngine(steps=6, delay=0.03)
+    document = PreviewDocument(every=2, size=64)
+    with running_daemon(tmp_path, [engine]) as (url, token):
+        names = fill_on(url, token, document)
+    assert [p.step for p in document.previews] == [2, 4] and document.add_calls == 1 and len(names) == 1
+    (job,) = engine.jobs
+    height, width = job.mask.shape
+    assert {(p.image.width, p.image.height) for p in document.previews} == {preview_dimensions(width, height, 64)}
+
+
+def test_a_document_without_previews_asks_for_none(tmp_path: Path) -> None:
+    engine = PreviewEngine(steps=3)
+    with running_daemon(tmp_path, [engine]) as (url, token):
+        fill_on(url, token, FakeDocument(selection=Rect(150, 100, 60, 40)))
+    assert [job.previews for job in engine.jobs] == [None]
+
+
+def test_a_cancel_during_previews_pastes_nothing_and_frees_the_daemon(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "gimp_inpaint.daemon.server")
+    engine = PreviewEngine(steps=300, delay=0.02)
+    document = PreviewDocument(every=1, cancel_after=2)
+    with running_daemon(tmp_path, [engine]) as (url, token):
+        with pytest.raises(FillError) as caught:
+            fill_on(url, token, document)
+        assert caught.value.code is ErrorCode.CANCELLED
+        assert document.add_calls == 0 and document.layers == []
+        assert 2 <= len(document.previews) <= 3 and engine.steps_run < 50  # stopped within a few steps
+        engine.steps = 3
+        after = PreviewDocument(every=1)
+        fill_on(url, token, after)  # the daemon is free for the next job at once
+    assert after.add_calls == 1 and [p.step for p in after.previews] == [1, 2]
+    assert "→ signalled" in caplog.text and "cancelled in" in caplog.text  # the daemon's log: the cancel, the end
+
+
+def test_a_preview_not_asked_for_or_of_another_size_is_a_bad_message() -> None:
+    def script_with(preview: Preview) -> Callable[[InpaintRequest], list[object]]:
+        return lambda request: [Accepted(request.job_id, 0), dataclasses.replace(preview, job_id=request.job_id)]
+
+    right = photo_preview(64, 48, step=1, total=4)  # the 64×48 crop of make_request, asked at its own size
+    for request, preview, words in [
+        (make_request("opencv"), right, "not asked for"),
+        (dataclasses.replace(make_request("opencv"), preview_every=1, preview_size=32), right,
+         "64×48 preview where 32×24 was asked for"),
+    ]:
+        with scripted_job(script_with(preview)) as (url, _), InpaintClient.connect(url, "token", "pytest") as client, \
+                pytest.raises(DaemonError, match=words) as caught:
+            client.inpaint(request, on_preview=lambda preview: None)
+        assert caught.value.code is ErrorCode.BAD_MESSAGE
+
+
+def test_previews_reach_on_preview_in_order_and_none_after_a_cancel() -> None:
+    def script(request: InpaintRequest) -> list[object]:
+        previews = [dataclasses.replace(photo_preview(64, 48, step, 4), job_id=request.job_id) for step in (1, 2, 3)]
+        return [Accepted(request.job_id, 0), previews[0], previews[1], "await cancel", previews[2],
+                Error(ErrorCode.CANCELLED, "cancelled", request.job_id)]
+
+    shown: list[Preview] = []
+    request = dataclasses.replace(make_request("opencv"), preview_every=1)
+    with scripted_job(script) as (url, received), InpaintClient.connect(url, "token", "pytest") as client, \
+            pytest.raises(DaemonError) as caught:
+        client.inpaint(request, on_preview=shown.append, should_cancel=lambda: len(shown) >= 2, poll_interval=0.01)
+    assert caught.value.code is ErrorCode.CANCELLED and received == [Cancel(request.job_id)]
+    assert [p.step for p in shown] == [1, 2]
