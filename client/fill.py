@@ -55,6 +55,7 @@ _HINTS = {
     ErrorCode.OUT_OF_MEMORY: "Select a smaller area, lower the padding, or ask for fewer variants.",
     ErrorCode.TOO_LARGE: "Select a smaller area or lower the padding.",
     ErrorCode.INCOMPATIBLE: "`gimp-inpaint status` lists each engine's family, LoRAs and whether it has a refiner.",
+    ErrorCode.PAUSED: "Choose Resume in the menu of the daemon's icon in the system tray, then try again.",
 }
 """What the user can do about a daemon error, appended to its message."""
 

@@ -16,6 +16,12 @@ before the first job, so the first request finds it warm; meanwhile the handshak
 :attr:`protocol.EngineInfo.warming_up`, the tray says "warming up", and requests wait in order behind the load.
 A failed load is logged and shown as an error; the daemon serves on, the engine's load retried by its requests.
 
+The tray's control panel (:mod:`daemon.control`) uses a few thread-safe methods: :meth:`DaemonServer.set_paused`
+(a paused daemon refuses new requests with ``PAUSED``; the running and queued jobs finish),
+:meth:`DaemonServer.call_on_worker` (a model's load or unload, between jobs, never beside one) and
+:attr:`DaemonServer.activity` (the running job, the queue's length, the job that just ended), which the
+``on_activity`` listener is also given whenever it changes.
+
 Security: the server binds to ``127.0.0.1`` by default (it logs a warning for any other address:
 the token then crosses the network in cleartext), refuses every handshake that carries an
 ``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
@@ -137,6 +143,57 @@ preload: ``text`` then starts with ``"warming up: "``) or ``"error"``."""
 
 WARMING_UP_DETAIL = "warming up: loading at daemon start; a request waits until it is loaded"
 """The :attr:`protocol.EngineInfo.detail` of the engine being preloaded (:attr:`~protocol.EngineInfo.warming_up`)."""
+
+PAUSED_MESSAGE = ("the daemon is paused (Pause in its tray menu) and takes no new jobs; the jobs it had already "
+                  "accepted still run")
+"""The PAUSED error's message (:meth:`DaemonServer.set_paused`); the client adds what to do (``client.fill``)."""
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job as :class:`Activity` names it: its engine and id."""
+
+    engine: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """A job that has just ended (:attr:`Activity.ended`).
+
+    Attributes:
+        job: its engine and id.
+        seconds: from its acceptance to its end, waiting in the queue included (``time.perf_counter``).
+        error: None when it delivered its result, else the :class:`protocol.Error` that ended it (``CANCELLED``
+            for a cancelled one).
+    """
+
+    job: RunningJob
+    seconds: float
+    error: Error | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the daemon is doing (:attr:`DaemonServer.activity`): a snapshot made on the event loop's thread and
+    replaced whole, so any thread may read it.
+
+    Attributes:
+        running: the job on the worker, or None.
+        waiting: jobs queued behind it, all connections together.
+        paused: new requests are refused (:meth:`DaemonServer.set_paused`).
+        ended: the job whose end made this snapshot; None in every other one.
+    """
+
+    running: RunningJob | None = None
+    waiting: int = 0
+    paused: bool = False
+    ended: JobEnd | None = None
+
+
+ActivityListener = Callable[[Activity], None]
+"""Called with the new :class:`Activity` on the event loop's thread each time a job is queued, starts, ends or is
+cancelled while waiting, a connection's waiting jobs are dropped, or the daemon is paused or resumed."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -359,6 +416,7 @@ class DaemonServer:
         token: the secret every client's :class:`Hello` must carry (:func:`daemon.config.ensure_token`).
         device: what :class:`protocol.Welcome` reports as the device (e.g. ``"cuda:0 (NVIDIA H100)"``).
         on_status: optional listener for the tray icon (:data:`StatusListener`).
+        on_activity: optional listener for the tray's menu (:data:`ActivityListener`).
         max_connections: most open connections (None: :func:`default_max_connections`); more are refused BUSY.
         max_handshakes: most connections not yet authenticated (:data:`MAX_HANDSHAKES`); more are refused BUSY.
         max_queued_jobs: most jobs waiting per connection, unread results included (:data:`MAX_QUEUED_JOBS`);
@@ -369,7 +427,8 @@ class DaemonServer:
     """
 
     def __init__(self, settings: Settings, engines: Sequence[Engine], token: str, *, device: str = "cpu",
-                 on_status: StatusListener | None = None, max_connections: int | None = None,
+                 on_status: StatusListener | None = None, on_activity: ActivityListener | None = None,
+                 max_connections: int | None = None,
                  max_handshakes: int = MAX_HANDSHAKES, max_queued_jobs: int = MAX_QUEUED_JOBS) -> None:
         names = [engine.name for engine in engines]
         if not names or len(set(names)) != len(names):
@@ -383,6 +442,11 @@ class DaemonServer:
         self.url: str | None = None
         self._token = token
         self._on_status = on_status or (lambda state, text: None)
+        self._on_activity = on_activity or (lambda activity: None)
+        self.activity = Activity()
+        """The latest :class:`Activity` (read it from any thread)."""
+        self._paused = False
+        self._worker: Worker | None = None
         self._queue: JobQueue[int, _Pending] = JobQueue(max_queued_jobs)
         self._repeats = RepeatLimiter(log)
         self._admission = _Admission(max_connections, max_handshakes, self._repeats)
@@ -420,7 +484,7 @@ class DaemonServer:
             log.warning("host %r is not a loopback address: other machines can connect, and the token travels "
                         "unencrypted (ws://, no TLS); use 127.0.0.1 unless this network is trusted",
                         self.settings.host)
-        worker = Worker()
+        worker = self._worker = Worker()
         try:
             # websockets types serve() for plain ServerConnections: its create_connection as a class (it documents
             # "a wrapper or a subclass"), its handler as taking any; each connection here is a _CountedConnection
@@ -452,6 +516,46 @@ class DaemonServer:
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already closed: serve() has returned
                 self._loop.call_soon_threadsafe(self._stop_event.set)
+
+    @property
+    def paused(self) -> bool:
+        """True while new requests are refused (:meth:`set_paused`)."""
+        return self._paused
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (refuse every new request with ``PAUSED`` and :data:`PAUSED_MESSAGE`; the running job and those
+        already queued run on) or resume. Thread-safe: the new :attr:`activity` is published on the event loop
+        (at once when it does not run)."""
+        if paused == self._paused:
+            return
+        self._paused = paused
+        log.info("paused: new jobs are refused" if paused else "resumed: new jobs are taken again")
+        if self._loop is None:
+            self._publish()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nobody is listening
+                self._loop.call_soon_threadsafe(self._publish)
+
+    def call_on_worker(self, function: Callable[[], None]) -> concurrent.futures.Future[None]:
+        """Run ``function()`` on the worker thread after the job it runs now, never beside one, before the next job
+        starts (:meth:`daemon.worker.Worker.call`); thread-safe. Its exception is the future's.
+
+        Raises:
+            RuntimeError: the daemon is not serving (not started, or its worker shut down).
+        """
+        if self._worker is None:
+            raise RuntimeError("the daemon is not serving yet")
+        return self._worker.call(function)
+
+    def _publish(self, ended: JobEnd | None = None) -> None:
+        """Make the new :attr:`activity` from the queue (event loop thread) and hand it to the listener."""
+        running = self._queue.running
+        self.activity = Activity(None if running is None else RunningJob(running.payload.engine.name, running.job_id),
+                                 len(self._queue), self._paused, ended)
+        try:
+            self._on_activity(self.activity)
+        except Exception:
+            log.exception("activity listener failed")
 
     def _start_warming_up(self) -> None:
         """Mark ``settings.preload``'s engine as warming up (the dispatcher loads it before the first job) and set
@@ -549,6 +653,8 @@ class DaemonServer:
             running = self._queue.running
             if dropped or (running is not None and running.owner == client.id):
                 log.info("connection %d (%s) closed; cancelled its jobs", client.id, quote(client.name))
+            if dropped:
+                self._publish()
             writer.cancel()  # the peer is gone: nothing left in the outbox can be delivered
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
@@ -719,6 +825,8 @@ class DaemonServer:
         as ENGINE_UNAVAILABLE from :func:`daemon.worker.run_job`.
         """
         try:
+            if self._paused:
+                raise ProtocolError(ErrorCode.PAUSED, PAUSED_MESSAGE)
             engine = self.engines.get(request.options.engine)
             if engine is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_ENGINE, f"no engine {quote(request.options.engine)}; this "
@@ -743,6 +851,7 @@ class DaemonServer:
                  request.image.height, options.num_variants, options.scheduler,
                  quote(options.loras) if options.loras else "none", options.refiner_strength, position)
         self._send(client.id, Accepted(request.job_id, position))
+        self._publish()
         self._wake.set()
 
     def _cancel(self, client: _Client, job_id: str) -> None:
@@ -751,6 +860,7 @@ class DaemonServer:
         log.info("connection %d: cancel %s → %s", client.id, quote(job_id), outcome.value)
         if outcome is CancelOutcome.REMOVED:
             self._send(client.id, Error(ErrorCode.CANCELLED, f"job {quote(job_id)} was cancelled", job_id))
+            self._publish()
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -779,6 +889,7 @@ class DaemonServer:
         owner, job_id = job.owner, job.job_id
         waiting = len(self._queue)
         self._status("busy", f"{pending.engine.name}: job {job_id}" + (f", {waiting} waiting" if waiting else ""))
+        self._publish()
 
         def progress(step: int, total: int, stage: Stage) -> None:  # worker thread
             loop.call_soon_threadsafe(self._send, owner, Progress(job_id, step, total, stage))
@@ -811,6 +922,8 @@ class DaemonServer:
         finally:
             self._queue.finish(job)
         self._send(owner, outcome)
+        self._publish(JobEnd(RunningJob(pending.engine.name, job_id), time.perf_counter() - pending.accepted_at,
+                             outcome if isinstance(outcome, Error) else None))
         if isinstance(outcome, Error) and outcome.code is not ErrorCode.CANCELLED:
             log.warning("job %s failed: %s: %s", quote(job_id), outcome.code, outcome.message)
             self._status("error", f"last job failed: {outcome.message}")

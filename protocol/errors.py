@@ -34,6 +34,9 @@ class ErrorCode(WireEnum):
     BUSY = "busy"
     """The daemon is at one of its limits: open connections, connections still handshaking, or jobs waiting on
     this connection (``docs/limits.md``); the message says which and what to do. Trying again later can work."""
+    PAUSED = "paused"
+    """The daemon was paused from its tray menu: it refuses new jobs (the running and queued ones finish) until
+    Resume is chosen there."""
     INTERNAL = "internal"
     """A bug in the daemon; the message says what happened."""
 

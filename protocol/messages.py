@@ -29,7 +29,8 @@ request's options as one :class:`protocol.FillOptions` record, each variant sent
 as soon as it is done and cut to its blend mask's bounding box, then a :class:`Result` that ends the job; 5: the
 ``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses, and each engine's per-family
 defaults, :attr:`EngineInfo.defaults`; a request's ``preview_every`` and ``preview_size`` and the :class:`Preview`
-messages they ask for, which an older peer's decoder refuses)."""
+messages they ask for, which an older peer's decoder refuses; the ``paused`` error code of a daemon paused from its
+tray menu, which an older client's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""

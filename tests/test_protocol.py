@@ -269,6 +269,7 @@ def test_error_codes_are_stable_strings() -> None:
     assert {c.value for c in ErrorCode} == {
         "bad_message", "version_mismatch", "unauthorized", "too_large", "invalid_request", "unknown_engine",
         "engine_unavailable", "cancelled", "out_of_memory", "job_failed", "internal", "incompatible", "busy",
+        "paused",
     }
     with pytest.raises(ProtocolError) as caught:
         Error("no_such_code", "x")  # type: ignore[arg-type]
