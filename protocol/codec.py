@@ -59,8 +59,15 @@ MAX_MAP_LEN = 64
 :func:`decode` name the unknown fields of a newer client's request instead of refusing its map by size."""
 
 
+MAX_BYTES_PER_PIXEL = 4 * 2 + 1
+"""Most bytes a pixel of a request or variant takes: a 16-bit RGBA sample (2 bytes) for each of 4 channels and the
+8-bit mask's byte (an 8-bit crop takes 5)."""
+
+
 def max_frame_bytes(max_pixels: int) -> int:
-    """Largest frame (bytes) carrying one RGBA image and its mask of ``max_pixels`` pixels (5 bytes a pixel).
+    """Largest frame (bytes) carrying one RGBA image and its mask of ``max_pixels`` pixels: the image at 16 bits
+    (:attr:`protocol.Plane.bits`), :data:`MAX_BYTES_PER_PIXEL` (9) bytes a pixel, for a crop of an image deeper than
+    8 bits; an 8-bit crop's frame is at most 5 bytes a pixel plus the same overhead.
 
     Every valid request whose planes have at most ``max_pixels`` pixels encodes to at most this many bytes, and so
     does every :class:`protocol.Variant` of such a request (a variant is one image and one mask, at most the
@@ -68,7 +75,7 @@ def max_frame_bytes(max_pixels: int) -> int:
     (:data:`daemon.server.FRAME_MARGIN`) so that it can answer a request over its pixel limit with ``TOO_LARGE``
     instead of closing the connection.
     """
-    return max_pixels * 5 + _FRAME_OVERHEAD
+    return max_pixels * MAX_BYTES_PER_PIXEL + _FRAME_OVERHEAD
 
 
 def _to_wire(value: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Every message is a frozen dataclass; its ``__post_init__`` checks value ranges so that an
 inconsistent message cannot exist, whether built locally or decoded from the wire (the codec in
-:mod:`protocol.codec` checks types first). Images travel as :class:`Plane`: raw interleaved ``u8``
-bytes with explicit width, height and channel count, never PNG or base64.
+:mod:`protocol.codec` checks types first). Images travel as :class:`Plane`: raw interleaved samples (``u8``, or
+little-endian ``u16`` for a crop deeper than 8 bits) with explicit width, height, channel count and sample depth,
+never PNG or base64.
 
 Conversation::
 
@@ -30,10 +31,15 @@ as soon as it is done and cut to its blend mask's bounding box, then a :class:`R
 ``fill_mode`` and ``color_match`` options, which an older daemon's decoder refuses, and each engine's per-family
 defaults, :attr:`EngineInfo.defaults`; a request's ``preview_every`` and ``preview_size`` and the :class:`Preview`
 messages they ask for, which an older peer's decoder refuses; the ``paused`` error code of a daemon paused from its
-tray menu, which an older client's decoder refuses)."""
+tray menu, which an older client's decoder refuses; a plane's sample depth, :attr:`Plane.bits` (a 16-bit crop
+and its variants), and each engine's :attr:`EngineInfo.bits`, which an older peer's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
+
+SAMPLE_BITS = (8, 16)
+"""The sample depths a :class:`Plane` may have (:attr:`Plane.bits`): 8-bit samples, one byte each, and 16-bit ones,
+two bytes each, little-endian."""
 
 MAX_JOB_ID_CHARS = 128
 """Longest :attr:`InpaintRequest.job_id` (characters)."""
@@ -94,13 +100,14 @@ def _member(message: object, name: str, kind: type[WireEnum]) -> None:
 
 @dataclass(frozen=True)
 class Plane:
-    """A raw image: ``height × width × channels`` unsigned bytes, row-major, channels interleaved.
+    """A raw image: ``height × width × channels`` unsigned samples of :attr:`bits` bits, row-major, channels
+    interleaved.
 
     ``channels`` is 1 (mask, 0 = keep, 255 = repaint), 3 (RGB) or 4 (RGBA, straight alpha).
 
     Raises:
-        ProtocolError(INVALID_REQUEST): sides outside 1…:data:`MAX_SIDE`, unknown channel count,
-            or ``len(data) != width * height * channels``.
+        ProtocolError(INVALID_REQUEST): sides outside 1…:data:`MAX_SIDE`, unknown channel count, ``bits`` not one
+            of :data:`SAMPLE_BITS`, or ``len(data) != width * height * channels * bits / 8``.
     """
 
     width: int
@@ -109,14 +116,26 @@ class Plane:
     data: bytes | memoryview
     """The pixels: ``bytes``, or a 1-D memoryview of bytes that shares another buffer's memory (a frame that
     :func:`protocol.decode` read with ``views``; an array of the daemon's worker, ``daemon.worker.plane_data``)."""
+    bits: int = 8
+    """Bits per sample: 8 (each sample one byte, 0…255; the default, so a plane sent without it is 8-bit) or 16
+    (each sample two bytes, little-endian, 0…65535; the same encoding as the 8-bit values, R'G'B' sRGB-encoded and
+    straight alpha, with 65535 for 255). A 16-bit sample ``v`` holds the same value as the 8-bit ``round(v / 257)``;
+    an 8-bit level ``u`` is ``257 × u`` in 16 bits."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE,
                  f"plane size {self.width}×{self.height} is outside 1…{MAX_SIDE}")
         _require(self.channels in (1, 3, 4), f"plane has {self.channels} channels; expected 1, 3 or 4")
-        expected = self.width * self.height * self.channels
+        _require(self.bits in SAMPLE_BITS, f"plane has {self.bits}-bit samples; expected 8 or 16")
+        expected = self.width * self.height * self.channels * self.bytes_per_sample
         _require(len(self.data) == expected,
-                 f"plane of {self.width}×{self.height}×{self.channels} needs {expected} bytes, got {len(self.data)}")
+                 f"plane of {self.width}×{self.height}×{self.channels} {self.bits}-bit samples needs {expected} "
+                 f"bytes, got {len(self.data)}")
+
+    @property
+    def bytes_per_sample(self) -> int:
+        """1 for 8-bit samples, 2 for 16-bit ones."""
+        return self.bits // 8
 
     @property
     def pixels(self) -> int:
@@ -147,9 +166,15 @@ class EngineInfo:
     by name, each within its row's range (an int row's value a whole number); a dialog starts from them. Empty when
     the daemon does not know the family before loading the model.
 
+    ``bits`` is the depth of the pixels the engine generates for a 16-bit crop (:attr:`Plane.bits`): 16 for the
+    engines that compute in floating point (the diffusion engines), 8 for the others (OpenCV, MI-GAN), whose fill of
+    a 16-bit crop holds 8-bit levels (multiples of 257); every engine's variants of a 16-bit crop are 16-bit, the
+    crop's own pixels exact, and an 8-bit crop's are 8-bit.
+
     Raises:
         ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`, or
-            ``defaults`` one that is not a numeric row, or a value outside its row's range.
+            ``defaults`` one that is not a numeric row, or a value outside its row's range, or ``bits`` is not one
+            of :data:`SAMPLE_BITS`.
     """
 
     name: str
@@ -165,8 +190,11 @@ class EngineInfo:
     options: list[str] = field(default_factory=lambda: list(FILL_OPTIONS))
     warming_up: bool = False
     defaults: dict[str, float] = field(default_factory=dict)
+    bits: int = 8
 
     def __post_init__(self) -> None:
+        _require(self.bits in SAMPLE_BITS, f"engine {quote(self.name)} generates {self.bits}-bit pixels; expected 8 "
+                                           "or 16", ErrorCode.BAD_MESSAGE)
         unknown = [name for name in self.options if name not in FILL_OPTIONS]
         _require(not unknown, f"engine {quote(self.name)} lists unknown options {quote(unknown)}",
                  ErrorCode.BAD_MESSAGE)
@@ -226,8 +254,9 @@ class InpaintRequest:
     Attributes:
         job_id: client-chosen id, unique per connection (1…:data:`MAX_JOB_ID_CHARS` characters).
         x, y: the crop's top-left corner in the client's image (pixels); each :class:`Variant` is placed from it.
-        image: the context crop, RGBA (4 channels).
-        mask: same width and height, 1 channel, 255 = repaint, 0 = keep (diffusers' convention).
+        image: the context crop, RGBA (4 channels), 8-bit, or 16-bit (:attr:`Plane.bits`) for an image deeper than
+            8 bits (16-bit integer or floating point): its variants come back at the same depth.
+        mask: same width and height, 1 channel, 8-bit, 255 = repaint, 0 = keep (diffusers' convention).
         options: every setting of the fill (:class:`protocol.FillOptions`, validated by its table); its
             ``engine`` names an :attr:`EngineInfo.name` of the :class:`Welcome`.
         preview_every: steps between :class:`Preview` messages (0…:data:`MAX_PREVIEW_EVERY`; 0, the default, asks for
@@ -240,8 +269,8 @@ class InpaintRequest:
             (:meth:`preview_dimensions`).
 
     Raises:
-        ProtocolError(INVALID_REQUEST): image/mask shapes that disagree, an absurd offset, ``preview_every`` or
-            ``preview_size`` out of range.
+        ProtocolError(INVALID_REQUEST): image/mask shapes that disagree, a mask that is not 8-bit, an absurd offset,
+            ``preview_every`` or ``preview_size`` out of range.
     """
 
     type: ClassVar[str] = "inpaint"
@@ -258,6 +287,7 @@ class InpaintRequest:
         _require(1 <= len(self.job_id) <= MAX_JOB_ID_CHARS, f"job_id must have 1…{MAX_JOB_ID_CHARS} characters")
         _require(self.image.channels == 4, f"image must be RGBA (4 channels), got {self.image.channels}")
         _require(self.mask.channels == 1, f"mask must have 1 channel, got {self.mask.channels}")
+        _require(self.mask.bits == 8, f"mask must have 8-bit samples, got {self.mask.bits}-bit")
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),
                  f"mask {self.mask.width}×{self.mask.height} ≠ image {self.image.width}×{self.image.height}")
         _require(abs(self.x) <= 10 * MAX_SIDE and abs(self.y) <= 10 * MAX_SIDE, "crop offset is absurd")
@@ -315,8 +345,8 @@ class Preview:
     pixels elsewhere. It is a sketch to look at, never pasted: only the :class:`Variant` messages are the result.
 
     Raises:
-        ProtocolError(BAD_MESSAGE): ``step`` outside 1…``total``, an image that is not RGBA, or a side longer than
-            :data:`MAX_PREVIEW_SIZE`.
+        ProtocolError(BAD_MESSAGE): ``step`` outside 1…``total``, an image that is not 8-bit RGBA, or a side longer
+            than :data:`MAX_PREVIEW_SIZE`.
     """
 
     type: ClassVar[str] = "preview"
@@ -330,6 +360,7 @@ class Preview:
                  ErrorCode.BAD_MESSAGE)
         _require(self.image.channels == 4, f"a preview must be RGBA (4 channels), got {self.image.channels}",
                  ErrorCode.BAD_MESSAGE)
+        _require(self.image.bits == 8, f"a preview must be 8-bit, got {self.image.bits}-bit", ErrorCode.BAD_MESSAGE)
         _require(max(self.image.width, self.image.height) <= MAX_PREVIEW_SIZE,
                  f"a preview of {self.image.width}×{self.image.height} exceeds {MAX_PREVIEW_SIZE} pixels a side",
                  ErrorCode.BAD_MESSAGE)
@@ -346,17 +377,17 @@ class Variant:
         job_id: the request's ``job_id``.
         index: 0-based, in seed order (variant ``index`` used seed ``seed``).
         x, y: the box's top-left corner in the client's image (pixels), inside the request's crop.
-        image: RGBA, the box's size. Generated pixels where ``mask`` > 0; exactly the request's pixels where
-            ``mask`` == 0 (diffusers' ``apply_overlay``).
-        mask: 1 channel, the blend mask (grown and feathered selection) inside the box: the final picture is
+        image: RGBA, the box's size, at the request image's depth (:attr:`Plane.bits`). Generated pixels where
+            ``mask`` > 0; exactly the request's pixels where ``mask`` == 0 (diffusers' ``apply_overlay``).
+        mask: 1 channel, 8-bit, the blend mask (grown and feathered selection) inside the box: the final picture is
             ``request_image × (1 − mask/255) + image × mask/255``, which :func:`client.imaging.compose`
             computes and an editor gets by using ``mask`` as the new layer's mask.
         seed: the seed this variant was generated with (0…:data:`protocol.SEED_MAX`).
         timings: seconds per stage, e.g. ``{"queue": 0.0, "load": 0.0, "inference": 3.1, "total": 3.3}``.
 
     Raises:
-        ProtocolError(BAD_MESSAGE): the image is not RGBA, the mask not 1-channel, their sizes differ, or the index
-            or seed is out of range.
+        ProtocolError(BAD_MESSAGE): the image is not RGBA, the mask not 1-channel and 8-bit, their sizes differ, or
+            the index or seed is out of range.
     """
 
     type: ClassVar[str] = "variant"
@@ -370,8 +401,8 @@ class Variant:
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.image.channels == 4 and self.mask.channels == 1,
-                 "variant image must be RGBA and its mask 1-channel", ErrorCode.BAD_MESSAGE)
+        _require(self.image.channels == 4 and self.mask.channels == 1 and self.mask.bits == 8,
+                 "variant image must be RGBA and its mask 1-channel 8-bit", ErrorCode.BAD_MESSAGE)
         _require((self.mask.width, self.mask.height) == (self.image.width, self.image.height),
                  "variant mask and image sizes differ", ErrorCode.BAD_MESSAGE)
         _require(0 <= self.index < MAX_VARIANTS and 0 <= self.seed <= SEED_MAX,

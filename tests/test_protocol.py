@@ -315,7 +315,7 @@ def test_frame_limit_fits_the_largest_request_and_variant() -> None:
     frame = encode(variant)
     assert len(frame) <= max_frame_bytes(max_pixels)
     assert decode(frame, max_pixels) == variant
-    assert max_frame_bytes(max_pixels + 1) - max_frame_bytes(max_pixels) == 5  # RGBA + mask: 5 bytes a pixel
+    assert max_frame_bytes(max_pixels + 1) - max_frame_bytes(max_pixels) == 9  # 16-bit RGBA + mask: 9 bytes a pixel
 
 
 @given(st.integers(1, 24), st.integers(1, 24), fill_options(), st.data())
