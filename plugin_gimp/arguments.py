@@ -11,7 +11,8 @@ appears in GIMP without touching the plug-in. Vendored into the plug-in: standar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -58,11 +59,34 @@ def argument_kind(spec: OptionSpec) -> str:
     return "choice" if issubclass(spec.type, Enum) else _KINDS[spec.type]
 
 
+def gimp_value(spec: OptionSpec, value: Any) -> Any:
+    """``value`` of ``spec``'s row as GIMP holds it: a choice's nick, the LoRAs' text, else ``value`` itself."""
+    if isinstance(value, Enum):
+        return value.value
+    return format_loras(value) if spec.type is dict else value
+
+
 def gimp_default(spec: OptionSpec) -> Any:
-    """The argument's default as GIMP holds it: a choice's nick, the LoRAs' text, else the row's default."""
-    if isinstance(spec.default, Enum):
-        return spec.default.value
-    return format_loras(spec.default) if spec.type is dict else spec.default
+    """The argument's default as GIMP holds it (:func:`gimp_value` of the row's default)."""
+    return gimp_value(spec, spec.default)
+
+
+Record = FillOptions | EditorOptions | ExpandOptions
+"""A record of options that a procedure's arguments are read as (:func:`record_arguments`)."""
+
+
+def record_arguments(arguments: Sequence[OptionSpec], records: Sequence[Record]) -> dict[str, Any]:
+    """The values of ``arguments`` that ``records`` hold, by argument name, as GIMP holds them: the inverse of
+    :func:`read_options` and :func:`read_expand_options`, for a dialog pre-filled from a request
+    (:class:`protocol.FillOptions`, :class:`protocol.EditorOptions`, :class:`client.expand.ExpandOptions`, any of
+    them). An argument no record has (the server URL) is left out; a field no argument has (Generative Expand's fill
+    mode) is ignored."""
+    values = {}
+    for record in records:
+        fields = {f.name for f in dataclasses.fields(record)}
+        values.update({spec.argument: gimp_value(spec, getattr(record, spec.name))
+                       for spec in arguments if spec.name in fields})
+    return values
 
 
 def choices(spec: OptionSpec) -> list[tuple[str, str]]:
