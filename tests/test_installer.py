@@ -88,6 +88,7 @@ ISOLATED = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     import msgpack, websockets, gimp_inpaint.client.connection, gimp_inpaint.client.fill, gimp_inpaint.plugin_gimp
+    import gimp_inpaint.plugin_gimp.dialog_model
     from gimp_inpaint import protocol
     from websockets.sync.client import connect
     assert msgpack.Packer.__module__ == "msgpack.fallback", msgpack.Packer.__module__

@@ -6,9 +6,10 @@ Generative Fill fills the selection of the selected layer with a result from the
 layers (one per variant) with the feathered selection as layer mask, in one undo step. Generative Expand grows the
 canvas (pixels on chosen sides, a target size or an aspect ratio) and fills the new area the same way, the canvas
 resize and the layers in one undo step. The work is done by :func:`client.fill.run_fill` and
-:func:`client.fill.run_expand`; this file registers the procedures, shows their dialogs (INTERACTIVE runs; *Repeat*
-and the keyboard shortcuts reuse the last values) and turns every failure into an ``EXECUTION_ERROR`` with a
-message (GIMP drops the message of an uncaught exception).
+:func:`client.fill.run_expand`; this file registers the procedures, shows their run-time dialog and then the job's
+progress window with its Cancel button (INTERACTIVE runs, :mod:`plugin_gimp.dialog`; *Repeat* reuses the last values
+without a dialog and shows GIMP's status-bar progress) and turns every failure into an ``EXECUTION_ERROR`` with a
+message (GIMP drops the message of an uncaught exception); a cancelled job returns ``CANCEL``.
 
 Installed layout (``python -m gimp_inpaint.installer install``)::
 
@@ -19,7 +20,7 @@ Installed layout (``python -m gimp_inpaint.installer install``)::
 
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from gimp_inpaint.client.connection import InpaintClient, connect_or_start, read
 from gimp_inpaint.client.fill import FillError, add_hint, require_selection, run_expand, run_fill  # noqa: E402
 from gimp_inpaint.plugin_gimp.arguments import (  # noqa: E402
     SERVER_URL,
+    Record,
     argument_kind,
     choices,
     expand_arguments,
@@ -46,8 +48,15 @@ from gimp_inpaint.plugin_gimp.arguments import (  # noqa: E402
     read_expand_options,
     read_options,
 )
+from gimp_inpaint.plugin_gimp.dialog import (  # noqa: E402
+    DaemonAccess,
+    ProgressWindow,
+    WindowDocument,
+    config_value,
+    run_dialog,
+)
 from gimp_inpaint.plugin_gimp.gimp_document import GimpDocument, source_layer  # noqa: E402
-from gimp_inpaint.protocol import ErrorCode, ProtocolError  # noqa: E402
+from gimp_inpaint.protocol import ErrorCode, OptionSpec, ProtocolError  # noqa: E402
 
 PROCEDURE = "python-fu-gimp-inpaint"
 """The PDB name of Generative Fill (also the action name the installer binds a shortcut to)."""
@@ -65,6 +74,10 @@ cache folder, not the plug-in's, which the installer replaces while that daemon 
 
 CLIENT_NAME = "gimp-inpaint-plugin/0.1"
 """How the plug-in introduces itself in the Hello (the daemon logs it)."""
+
+ENGINE_CACHE = ("gimp-inpaint", "engines.msgpack")
+"""Where the dialog keeps the daemon's last engine list, for a dialog opened while no daemon runs: this path inside
+GIMP's configuration folder (``Gimp.directory()``, one per GIMP version), beside the procedures' last values."""
 
 _TOKEN_HINT = ("Re-run `gimp-inpaint-install` (python -m gimp_inpaint.installer install) so the plug-in gets "
                "the daemon's current token.")
@@ -89,12 +102,8 @@ def _read(config: Gimp.ProcedureConfig, read: Callable[[Callable[[str], object]]
             (the message names ``what``, e.g. "generative fill").
     """
 
-    def get(name: str) -> object:
-        value = config.get_property(name)
-        return config.find_property(name).get_default_value() if value is None else value
-
     try:
-        return read(get)
+        return read(lambda name: config_value(config, name))
     except ProtocolError as exc:
         raise FillError(f"Invalid {what} settings: {exc.message}", exc.code) from None
 
@@ -108,27 +117,35 @@ Work = Callable[[GimpDocument, Callable[[], InpaintClient], Gimp.ProcedureConfig
 """What a procedure does once its dialog was accepted: ``work(document, connect, config)``."""
 
 
-def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
-         config: Gimp.ProcedureConfig, title: str, work: Work, needs_selection: bool) -> Gimp.ValueArray:
-    """A procedure's body: the layer check (and the selection's, with ``needs_selection``), the dialog titled
-    ``title`` (interactive only), then ``work``; never raises. Without one selected layer (or a needed selection)
-    it fails before the dialog opens.
+def daemon_access() -> DaemonAccess:
+    """Where the dialog asks for the engines: :data:`CONNECTION_FILE`, :data:`CLIENT_NAME`, :data:`ENGINE_CACHE`."""
+    return DaemonAccess(CONNECTION_FILE, CLIENT_NAME, Path(Gimp.directory(), *ENGINE_CACHE))
 
-    Cancelling from GIMP's progress bar kills this process (see :mod:`plugin_gimp.gimp_document`); a daemon it
-    started runs on in its own session.
+
+def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list[Gimp.Drawable],
+         config: Gimp.ProcedureConfig, title: str, arguments: Sequence[OptionSpec], work: Work,
+         needs_selection: bool, records: Sequence[Record] | None = None) -> Gimp.ValueArray:
+    """A procedure's body: the layer check (and the selection's, with ``needs_selection``), then for an interactive
+    run the dialog titled ``title`` over ``arguments`` (pre-filled from ``records`` when given,
+    :func:`plugin_gimp.dialog.run_dialog`) and the progress window, then ``work``; never raises. Without one
+    selected layer (or a needed selection) it fails before the dialog opens.
+
+    The progress window's Cancel cancels the job through the client (``CANCEL`` is returned, nothing was pasted).
+    Cancelling from GIMP's status bar (non-interactive runs) kills this process (see :mod:`plugin_gimp.gimp_document`);
+    a daemon it started runs on in its own session.
     """
+    window: ProgressWindow | None = None
     try:
-        document = GimpDocument(image, source_layer(drawables, title))
+        layer = source_layer(drawables, title)
+        document: GimpDocument = GimpDocument(image, layer)
         if needs_selection:
             require_selection(document)
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(procedure.get_name())
-            dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-            dialog.fill(None)
-            accepted = dialog.run()
-            dialog.destroy()
-            if not accepted:
+            if not run_dialog(config, title, arguments, daemon_access(), records):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            window = ProgressWindow(title)
+            document = WindowDocument(image, layer, window)
         server_url = config.get_property(SERVER_URL.argument)
 
         def connect() -> InpaintClient:  # starts the daemon when none answers on this machine
@@ -138,8 +155,13 @@ def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, d
         try:
             work(document, connect, config)
         finally:
-            Gimp.progress_end()
+            if window is not None:
+                window.close()
+            else:
+                Gimp.progress_end()
     except FillError as exc:
+        if exc.code is ErrorCode.CANCELLED:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         return _error(procedure, add_hint(exc.message, _TOKEN_HINT) if exc.code is ErrorCode.UNAUTHORIZED
                       else exc.message)
     except Exception as exc:  # a bug: report it, or GIMP shows a failure without any message
@@ -157,7 +179,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, dr
     def work(document: GimpDocument, connect: Callable[[], InpaintClient], values: Gimp.ProcedureConfig) -> None:
         run_fill(document, connect, *_read(values, read_options, "generative fill"))
 
-    return _run(procedure, run_mode, image, drawables, config, "Generative Fill", work, needs_selection=True)
+    return _run(procedure, run_mode, image, drawables, config, "Generative Fill", procedure_arguments(), work,
+                needs_selection=True)
 
 
 def run_expand_procedure(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
@@ -168,7 +191,8 @@ def run_expand_procedure(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, imag
     def work(document: GimpDocument, connect: Callable[[], InpaintClient], values: Gimp.ProcedureConfig) -> None:
         run_expand(document, connect, *_read(values, read_expand_options, "generative expand"))
 
-    return _run(procedure, run_mode, image, drawables, config, "Generative Expand", work, needs_selection=False)
+    return _run(procedure, run_mode, image, drawables, config, "Generative Expand", expand_arguments(), work,
+                needs_selection=False)
 
 
 class GimpInpaint(Gimp.PlugIn):
