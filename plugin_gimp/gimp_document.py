@@ -26,6 +26,10 @@ The user's cancel still works end to end: the kill closes the plug-in's WebSocke
 cancels that connection's jobs (the running one at the engine's next step; tested with a killed
 client process in ``tests/test_client.py``), and nothing was pasted, as the layers are added only
 after the whole result arrived.
+
+That is the path of non-interactive runs (*Repeat*, scripts), which use this class. An interactive run shows the
+plug-in's own progress window instead, whose Cancel sends the protocol's Cancel and ends the run cleanly
+(:class:`plugin_gimp.dialog.WindowDocument`, a subclass).
 """
 
 from __future__ import annotations
