@@ -54,7 +54,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -355,7 +355,7 @@ class GimpChroot:
 
     def run_batch(self, batch: Path, io_dir: Path, args: Sequence[str] = (), *,
                   plugin_dirs: Sequence[Path] = (), timeout: float = 300, display: str | None = None,
-                  fresh_config: bool = False) -> RunResult:
+                  fresh_config: bool = False, environment: Mapping[str, str] | None = None) -> RunResult:
         """Run the Python file ``batch`` in GIMP's ``python-fu-eval`` inside the chroot.
 
         Args:
@@ -369,6 +369,8 @@ class GimpChroot:
             display: an X display (``":99"``; its socket must be in the host's ``/tmp/.X11-unix``) to run the
                 GUI binary (``gimp-3.0``) instead of the console one (``gimp-console-3.0``); see :meth:`gimp_binary`.
             fresh_config: start from an empty configuration folder (a cold start, ~8 s).
+            environment: more variables for GIMP's environment, which its plug-ins inherit (e.g. the plug-in's GUI
+                test hook, ``plugin_gimp.dialog.UI_TEST_HOOK``).
 
         Returns:
             The run's exit status (0 = the batch finished, 64 = it raised), output and wall time.
@@ -404,7 +406,7 @@ class GimpChroot:
             self._write_gimprc(Path(f"{host_config}.gimprc"), gimprc)
             gimp_args += ["-g", f"{config}.gimprc"]
         env = {"HOME": "/root", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "GIMP3_DIRECTORY": config,
-               BATCH_ARGS_ENV: json.dumps(list(args))}
+               BATCH_ARGS_ENV: json.dumps(list(args)), **(environment or {})}
         if display:
             mounts += self._bind(Path("/tmp/.X11-unix"), "/tmp/.X11-unix", read_only=True)
             env["DISPLAY"] = display
