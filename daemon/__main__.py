@@ -36,6 +36,7 @@ from .config import (
     make_private_folder,
     open_private,
 )
+from .control import Controller
 from .engines.base import Engine
 from .engines.diffusers_engine import DiffusersEngine, diffusers_available
 from .engines.migan import MiGanEngine
@@ -43,7 +44,7 @@ from .engines.opencv_engine import OpenCVEngine
 from .memory import MMAP_THRESHOLD, TRIM_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
 from .server import DaemonServer
-from .tray import Tray
+from .tray import Tray, stop_on_signals
 
 log = logging.getLogger("gimp_inpaint.daemon")
 
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="TCP port (default 7869; 0 picks a free port)")
     parser.add_argument("--no-tray", action="store_true",
-                        help="do not show the system-tray icon (there is none on macOS)")
+                        help="do not show the system-tray icon and its menu")
     parser.add_argument("--config-dir", type=Path,
                         help="folder of the token, daemon.toml and the log (default: the user's config folder)")
     parser.add_argument("--model", type=_model_option, action="append", metavar="NAME=ID_OR_PATH",
@@ -164,6 +165,11 @@ def build_engines(settings: Settings) -> list[Engine]:
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM or the tray's Quit.
 
+    With a tray icon, the icon's loop takes the main thread and the server's event loop runs in a thread beside it
+    (:meth:`daemon.tray.Tray.run`, on every platform: macOS requires it), the signals taken by
+    :func:`daemon.tray.stop_on_signals`; without one the event loop runs on the main thread with asyncio's signal
+    handlers.
+
     Returns:
         0 after a clean shutdown, 1 when it cannot listen, 2 for a configuration error.
     """
@@ -182,22 +188,25 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     engines = build_engines(settings)
     has_diffusers = any(isinstance(engine, DiffusersEngine) for engine in engines)
-    tray = Tray(on_quit=lambda: server.stop())
     # torch is imported when a model first loads, not here (6-8 s): until then "auto" is all we know
     device = (f"{settings.device} (torch: resolved when a model loads; see each engine's detail)" if has_diffusers
               else "cpu (onnxruntime and OpenCV)")
-    server = DaemonServer(settings, engines, token, device=device, on_status=tray.set_status)
+    server = DaemonServer(settings, engines, token, device=device,
+                          on_status=lambda state, text: tray.set_status(state, text),
+                          on_activity=lambda activity: tray.set_activity(activity))
+    tray = Tray(Controller(server, notify=lambda title, message: tray.notify(title, message),
+                           on_change=lambda: tray.refresh()))
 
     def listening(url: str) -> None:
         print(f"gimp-inpaint daemon listening on {url}", flush=True)
-        if settings.tray:
-            tray.start(url)
+        tray.show_url(url)
 
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt instead
-                loop.add_signal_handler(signum, server.stop)
+    async def run(signals: bool) -> None:
+        if signals:  # the event loop holds the main thread
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises KeyboardInterrupt instead
+                    loop.add_signal_handler(signum, server.stop)
         await server.serve(listening)
 
     log.info("config %s, log %s, engines %s", settings.config_dir, settings.log_file,
@@ -205,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     if mapped:
         log.debug("glibc's mmap threshold fixed at %d bytes, its trim threshold at %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
     try:
-        asyncio.run(run())
+        if settings.tray and tray.create():  # the icon takes the main thread, the event loop runs beside it
+            with stop_on_signals(server.stop):
+                tray.run(lambda: asyncio.run(run(signals=False)))
+        else:
+            asyncio.run(run(signals=True))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
