@@ -5,12 +5,14 @@ displayed photo with a feathered selection; record what each call did.
 ``sys.argv[1]`` is a job file (JSON) in the I/O folder::
 
     {"image": "photo.png", "ellipse": [x, y, width, height], "selection_feather": 8.0,
-     "calls": [{"run_mode": "interactive", "arguments": {...}}, {"run_mode": "noninteractive", ...}]}
+     "calls": [{"run_mode": "interactive", "arguments": {...}}, {"run_mode": "noninteractive", ...},
+               {"run_mode": "interactive", "procedure": "python-fu-gimp-inpaint-expand", ...}]}
 
-Each call runs on the photo layer with the call's arguments (GIMP names) set in a fresh config; an interactive
-call's dialog shows them (GIMP has no last values: no interactive call of the test succeeds before it, and the
-configuration folder is fresh). It prints ``GIMP_INPAINT_SUMMARY {json}``: GIMP's version and, per call, its status,
-message, the wall-clock times it started and ended and the layers it added.
+Each call runs its procedure (default ``python-fu-gimp-inpaint``) on the photo layer with the call's arguments (GIMP
+names) set in a fresh config; an interactive call's dialog shows them (GIMP has no last values: no interactive call
+of the test succeeds before it, and the configuration folder is fresh). It prints ``GIMP_INPAINT_SUMMARY {json}``:
+GIMP's version and, per call, its status, message, the wall-clock times it started and ended and the layers it
+added.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
+import batch_inpaint  # noqa: E402
 from batch_inpaint import layer_info, run_procedure  # noqa: E402
 from gi.repository import Gimp, Gio  # noqa: E402  (gi.require_version must come first)
 from gimp_harness import SUMMARY_PREFIX  # noqa: E402
@@ -47,6 +50,7 @@ def main() -> None:
     for call in job["calls"]:
         known = [layer.get_id() for layer in image.get_layers()]
         started = time.time()
+        batch_inpaint.PROCEDURE = call.get("procedure", "python-fu-gimp-inpaint")  # what run_procedure looks up
         status, message, seconds = run_procedure(image, photo, call["arguments"], RUN_MODES[call["run_mode"]])
         Gimp.displays_flush()
         calls.append({"status": status, "message": message, "started": started, "ended": time.time(),

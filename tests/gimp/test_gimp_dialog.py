@@ -13,7 +13,8 @@ press their buttons, three calls of Generative Fill on the astronaut photo with 
    ended ``cancelled``);
 2. non-interactive, engine opencv: it runs at once and adds its layer (the daemon was free);
 3. interactive with a Server URL where nothing answers: the dialog still opens, with the engine list the first
-   dialog saw and a status line that says no daemon answers and that it starts on OK; the driver cancels it.
+   dialog saw and a status line that says no daemon answers and that it starts on OK; the driver cancels it;
+4. Generative Expand, interactive: the same dialog, with its own rows (what grows) and no fill mode; cancelled.
 
 ``GIMP_INPAINT_WRITE_DOCS=1`` also copies the screenshots of GIMP 3.0's run into ``docs/images/`` (``dialog.png``:
 the dialog with the tiny model chosen and *Advanced* open; ``dialog-progress.png``: the progress window).
@@ -60,6 +61,7 @@ SCRIPTS = [
      "progress": [["wait_fraction", 0.02], ["wait_preview"], ["record", "progress"], ["screenshot", "progress"],
                   ["cancel"]]},
     {"dialog": [["wait_answered"], ["record", "dialog-offline"], ["screenshot", "dialog-offline"], ["cancel"]]},
+    {"dialog": [["wait_answered"], ["record", "dialog-expand"], ["screenshot", "dialog-expand"], ["cancel"]]},
 ]
 """What :mod:`ui_driver` does in the two interactive calls."""
 
@@ -72,7 +74,9 @@ def test_the_dialog_lists_the_engines_shows_their_rows_and_cancels_a_job(
     common = {"seed": 1234, "padding": 32, "grow": 0, "feather": 0}
     calls = [{"run_mode": "interactive", "arguments": {**common, "engine": "tiny", "prompt": "orange fabric"}},
              {"run_mode": "noninteractive", "arguments": {**common, "engine": "opencv"}},
-             {"run_mode": "interactive", "arguments": {**common, "engine": "tiny", "server-url": DEAD_URL}}]
+             {"run_mode": "interactive", "arguments": {**common, "engine": "tiny", "server-url": DEAD_URL}},
+             {"run_mode": "interactive", "procedure": "python-fu-gimp-inpaint-expand",
+              "arguments": {**common, "engine": "tiny", "pixels": 48}}]
     (io / "job.json").write_text(json.dumps({"image": "photo.png", "ellipse": list(ELLIPSE),
                                              "selection_feather": SELECTION_FEATHER, "calls": calls}))
     (io / "ui-job.json").write_text(json.dumps({"calls": SCRIPTS}))
@@ -91,7 +95,7 @@ def test_the_dialog_lists_the_engines_shows_their_rows_and_cancels_a_job(
     assert result.returncode == 0, failure
     summary = result.summary()
     assert_gimp_version(gimp_chroot, summary)
-    cancelled, opencv, offline = summary["calls"]
+    cancelled, opencv, offline, expand = summary["calls"]
 
     # the dialog: the daemon's engines behind "First available"; the rows of the engine chosen
     tiny = json.loads((io / "dialog-tiny.json").read_text())
@@ -137,6 +141,13 @@ def test_the_dialog_lists_the_engines_shows_their_rows_and_cancels_a_job(
     assert away["status"].startswith(f"No daemon answers at {DEAD_URL}: it starts when you press OK. The engines "
                                      f"are those it listed on "), away["status"]
     assert offline["status"] == "cancel" and offline["new_layers"] == []
+
+    # Generative Expand's dialog is the same one, with what grows after the prompts and no fill mode
+    grows = json.loads((io / "dialog-expand.json").read_text())
+    assert grows["engines"] == tiny["engines"] and grows["values"]["pixels"] == 48
+    assert {"prompt", "negative-prompt", "pixels", "sides", "size", "aspect", "engine"} <= set(grows["shown"])
+    assert "fill-mode" not in grows["values"] and "num-inference-steps" in grows["shown"]
+    assert expand["status"] == "cancel" and expand["new_layers"] == []
 
     if os.environ.get("GIMP_INPAINT_WRITE_DOCS") == "1" and gimp_chroot.release == "trixie":
         shutil.copyfile(io / "dialog-tiny.png", DOCS / "dialog.png")
