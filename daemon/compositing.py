@@ -1,9 +1,9 @@
 """Mask growth, the feathered blend mask and the final overlay: the same for every engine.
 
-Pure NumPy/OpenCV/Pillow functions on ``uint8`` arrays; no I/O. The conventions are diffusers':
-a mask is ``H×W`` ``uint8`` with 255 = repaint and 0 = keep, ``feather`` is diffusers'
-``blur_factor`` and the overlay keeps every pixel outside the blend mask exactly, as
-``VaeImageProcessor.apply_overlay`` does (diffusers/image_processor.py).
+Pure NumPy/OpenCV/Pillow functions on ``uint8`` arrays (the images also ``uint16``, a 16-bit crop's: issue 12);
+no I/O. The conventions are diffusers': a mask is ``H×W`` ``uint8`` with 255 = repaint and 0 = keep, whatever the
+image's depth, ``feather`` is diffusers' ``blur_factor`` and the overlay keeps every pixel outside the blend mask
+exactly, as ``VaeImageProcessor.apply_overlay`` does (diffusers/image_processor.py).
 
 Speed (issue 10): the per-pixel work is done by single OpenCV calls (``cv2.threshold``, ``cv2.copyTo``,
 ``cv2.cvtColor``) instead of NumPy boolean indexing and ``np.where`` temporaries, and the neighbourhood
@@ -18,6 +18,65 @@ import cv2
 import numpy as np
 from gimp_inpaint.protocol import feather_reach
 from PIL import Image, ImageFilter
+
+SAMPLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+"""The sample types of the images here: ``uint8`` (an 8-bit crop, :attr:`protocol.Plane.bits` 8) and ``uint16``
+(a 16-bit one)."""
+
+LEVEL_STEP = 257
+"""The 16-bit value of one 8-bit level: ``65535 / 255``, so 8-bit ``u`` is 16-bit ``257 × u`` and 16-bit ``v`` is
+8-bit ``round(v / 257)``."""
+
+
+def to_8_bits(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` (any shape, ``uint16``) reduced to 8 bits: ``round(v / 257)`` per sample, by one
+    ``cv2.convertScaleAbs`` (saturating and rounding to the nearest; ``v / 257`` is never halfway between levels).
+
+    Returns:
+        A new ``uint8`` array of the same shape (C-contiguous).
+
+    Raises:
+        ValueError: ``pixels`` is not ``uint16``.
+    """
+    if pixels.dtype != np.uint16:
+        raise ValueError(f"to_8_bits needs uint16 samples, got {pixels.dtype}")
+    return cv2.convertScaleAbs(pixels, alpha=1 / LEVEL_STEP)
+
+
+def to_16_bits(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` (any shape, ``uint8``) at 16 bits: ``257 × u`` per sample (0 → 0, 255 → 65535, exact, and
+    :func:`to_8_bits` gives ``pixels`` back).
+
+    Raises:
+        ValueError: ``pixels`` is not ``uint8``.
+    """
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"to_16_bits needs uint8 samples, got {pixels.dtype}")
+    return np.multiply(pixels, LEVEL_STEP, dtype=np.uint16)
+
+
+def transparency_alpha(image: np.ndarray) -> np.ndarray:
+    """The alpha that :func:`repaint_mask` and the worker's masks read from an RGBA crop, which only ask whether a
+    pixel is fully transparent: an 8-bit crop's alpha channel itself (a strided view, no copy); for a 16-bit one an
+    H×W uint8 array, 0 where its alpha is 0 and 255 elsewhere (``cv2.compare``), so a pixel of alpha 1/65535,
+    which 8 bits would round to 0, still counts as visible.
+
+    Args:
+        image: H×W×4 uint8 or uint16 RGBA.
+
+    Raises:
+        ValueError: ``image`` is not that.
+    """
+    _check_samples(image, 4, "transparency_alpha")
+    alpha = image[..., 3]
+    return alpha if image.dtype == np.uint8 else cv2.compare(alpha, 0, cv2.CMP_GT)
+
+
+def _check_samples(image: np.ndarray, channels: int, name: str) -> None:
+    """Raises ValueError unless ``image`` is H×W×``channels`` of a type of :data:`SAMPLE_DTYPES`."""
+    if image.ndim != 3 or image.shape[2] != channels or image.dtype not in SAMPLE_DTYPES:
+        raise ValueError(f"{name} needs an H×W×{channels} uint8 or uint16 image, got {image.shape} {image.dtype}")
+
 
 GROW_STEP = 32
 """Largest disc radius (pixels) dilated in one ``cv2.dilate`` call; larger growths are done in steps."""
@@ -194,16 +253,15 @@ def rgb_channels(image: np.ndarray) -> np.ndarray:
     ``np.ascontiguousarray`` of the strided view at 2048², issue 10).
 
     Args:
-        image: H×W×4 uint8 RGBA (straight alpha; read-only will do).
+        image: H×W×4 uint8 or uint16 RGBA (straight alpha; read-only will do).
 
     Returns:
-        H×W×3 uint8 RGB, C-contiguous and writable, sharing no memory with ``image``.
+        H×W×3 RGB of ``image``'s type, C-contiguous and writable, sharing no memory with ``image``.
 
     Raises:
-        ValueError: ``image`` is not H×W×4 uint8.
+        ValueError: ``image`` is not H×W×4 uint8 or uint16.
     """
-    if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
-        raise ValueError(f"rgb_channels needs an H×W×4 uint8 image, got {image.shape} {image.dtype}")
+    _check_samples(image, 4, "rgb_channels")
     return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
 
 
@@ -219,29 +277,32 @@ def overlay(original: np.ndarray, generated: np.ndarray, blend: np.ndarray) -> n
 
     - where ``blend`` == 0: the original RGBA, exactly (alpha included), so the layer is identical
       to its source there even if its mask were removed;
-    - where ``blend`` > 0: the generated RGB with alpha 255 (a fill is opaque, also where the
+    - where ``blend`` > 0: the generated RGB with alpha 255 (65535 at 16 bits: a fill is opaque, also where the
       source was transparent; the layer mask supplies the transparency of the edge).
 
-    Computed as ``cv2.cvtColor(generated, cv2.COLOR_RGB2RGBA)`` (alpha 255) with ``original``
-    copied over it by ``cv2.copyTo`` wherever ``blend`` == 0.
+    Computed as ``cv2.cvtColor(generated, cv2.COLOR_RGB2RGBA)`` (alpha the type's maximum) with ``original``
+    copied over it by ``cv2.copyTo`` wherever ``blend`` == 0; at either depth, as the crop's (a 16-bit crop keeps
+    its 16-bit pixels exactly).
 
     Args:
-        original: H×W×4 uint8 RGBA, the request's crop (straight alpha).
-        generated: H×W×3 uint8 RGB from the engine, the same H×W.
+        original: H×W×4 uint8 or uint16 RGBA, the request's crop (straight alpha).
+        generated: H×W×3 RGB from the engine (at the crop's depth: :func:`to_16_bits` of an 8-bit engine's
+            output for a 16-bit crop), the same H×W and type.
         blend: H×W uint8 blend mask (:func:`blend_mask`).
 
     Returns:
-        H×W×4 uint8 RGBA.
+        H×W×4 RGBA of ``original``'s type.
 
     Raises:
         ValueError: shapes or dtypes disagree.
     """
     height, width = blend.shape[:2]
     if (original.shape != (height, width, 4) or generated.shape != (height, width, 3) or blend.ndim != 2
-            or not original.dtype == generated.dtype == blend.dtype == np.uint8):
-        raise ValueError(f"overlay needs H×W×4, H×W×3 and H×W uint8 arrays, got {original.shape} {original.dtype}, "
-                         f"{generated.shape} {generated.dtype}, {blend.shape} {blend.dtype}")
-    result = cv2.cvtColor(generated, cv2.COLOR_RGB2RGBA)  # the generated RGB, alpha 255
+            or original.dtype != generated.dtype or original.dtype not in SAMPLE_DTYPES or blend.dtype != np.uint8):
+        raise ValueError(f"overlay needs H×W×4 and H×W×3 arrays of one type (uint8 or uint16) and an H×W uint8 "
+                         f"mask, got {original.shape} {original.dtype}, {generated.shape} {generated.dtype}, "
+                         f"{blend.shape} {blend.dtype}")
+    result = cv2.cvtColor(generated, cv2.COLOR_RGB2RGBA)  # the generated RGB, alpha the type's maximum
     _, outside = cv2.threshold(blend, 0, 255, cv2.THRESH_BINARY_INV)  # 255 where blend == 0
     return cv2.copyTo(original, outside, result)  # into ``result`` itself
 

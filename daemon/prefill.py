@@ -1,8 +1,8 @@
 """The hole's pre-fills of the fill modes and the colour match: what the worker does to an engine's input and output.
 
-Pure NumPy/OpenCV functions on ``uint8`` arrays; no torch, no I/O. Conventions as in :mod:`daemon.compositing`:
-images are H×W×3 ``uint8`` RGB (H×W×4 RGBA for the request's own pixels), a hole or mask is H×W ``uint8`` with
-255 (any non-zero value) = hole and 0 = known pixel.
+Pure NumPy/OpenCV functions; no torch, no I/O. Conventions as in :mod:`daemon.compositing`: images are H×W×3
+``uint8`` or ``uint16`` RGB (H×W×4 RGBA for the request's own pixels; ``uint16`` for a 16-bit crop, issue 12), a
+hole or mask is H×W ``uint8`` with 255 (any non-zero value) = hole and 0 = known pixel, at either depth.
 
 The pre-fills follow Krita AI Diffusion (``fill_masked`` in ``ai_diffusion/workflow.py``), whose inpaint modes
 prepare the hole with the nodes of comfyui-inpaint-nodes (``nodes.py``): its *fill* mode blurs the image into
@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .compositing import mask_box
+from .compositing import LEVEL_STEP, SAMPLE_DTYPES, mask_box, to_8_bits, to_16_bits
 
 BLUR_KERNEL = 65
 """Side (pixels) of the Gaussian kernel the expand pre-fill blurs the hole with: Krita AI Diffusion's
@@ -58,11 +58,20 @@ a flat smear; such a channel's spread moves only as far as this allows."""
 
 
 def _check_image(image: np.ndarray, hole: np.ndarray) -> None:
-    """Raises ValueError unless ``image`` is H×W×3 uint8 and ``hole`` H×W uint8 of the same H×W."""
-    if (image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or hole.shape != image.shape[:2]
+    """Raises ValueError unless ``image`` is H×W×3 uint8 or uint16 and ``hole`` H×W uint8 of the same H×W."""
+    if (image.ndim != 3 or image.shape[2] != 3 or image.dtype not in SAMPLE_DTYPES or hole.shape != image.shape[:2]
             or hole.dtype != np.uint8):
-        raise ValueError(f"a pre-fill needs an H×W×3 uint8 image and an H×W uint8 hole, got {image.shape} "
+        raise ValueError(f"a pre-fill needs an H×W×3 uint8 or uint16 image and an H×W uint8 hole, got {image.shape} "
                          f"{image.dtype}, {hole.shape} {hole.dtype}")
+
+
+def _rounded(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float32 samples ≥ 0 on ``dtype``'s scale (0…255 or 0…65535) rounded to the nearest and saturated into it:
+    ``cv2.convertScaleAbs`` for ``uint8`` (which takes ``|x|`` first), NumPy's ``rint`` and ``minimum`` for
+    ``uint16``. A new array."""
+    if dtype == np.uint8:
+        return cv2.convertScaleAbs(values)
+    return np.minimum(np.rint(values), 65535).astype(np.uint16)
 
 
 def _blur_hole(filled: np.ndarray, hole: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -76,12 +85,12 @@ def _blur_hole(filled: np.ndarray, hole: np.ndarray, image: np.ndarray) -> np.nd
     (``tests/test_prefill.py`` compares them).
 
     Args:
-        filled: H×W×3 uint8, ``image`` with its hole filled by some method.
+        filled: H×W×3 uint8 or uint16, ``image`` with its hole filled by some method.
         hole: H×W uint8, non-zero = hole (some pixel non-zero).
-        image: H×W×3 uint8, the pixels outside the hole.
+        image: H×W×3, ``filled``'s type, the pixels outside the hole.
 
     Returns:
-        H×W×3 uint8, new.
+        H×W×3 of ``image``'s type, new.
     """
     rows, columns = mask_box(hole)
     reach = BLUR_KERNEL // 2
@@ -94,9 +103,10 @@ def _blur_hole(filled: np.ndarray, hole: np.ndarray, image: np.ndarray) -> np.nd
 
 
 def _neutral(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``image`` with its hole set to :data:`NEUTRAL_GREY` (new H×W×3 uint8)."""
+    """``image`` with its hole set to :data:`NEUTRAL_GREY` (``257 ×`` it at 16 bits; a new array of ``image``'s
+    type)."""
     result = image.copy()
-    result[hole > 0] = NEUTRAL_GREY
+    result[hole > 0] = NEUTRAL_GREY if image.dtype == np.uint8 else NEUTRAL_GREY * LEVEL_STEP
     return result
 
 
@@ -141,12 +151,12 @@ def fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     pixel becomes :data:`NEUTRAL_GREY`.
 
     Args:
-        image: H×W×3 uint8 RGB (read-only will do).
+        image: H×W×3 uint8 or uint16 RGB (read-only will do).
         hole: H×W uint8, non-zero = hole.
 
     Returns:
-        H×W×3 uint8 RGB, new: ``image`` exactly outside the hole; inside it, values within the known pixels' range
-        (convex combinations of them, rounded).
+        H×W×3 RGB of ``image``'s type, new: ``image`` exactly outside the hole; inside it, values within the known
+        pixels' range (convex combinations of them, rounded).
 
     Raises:
         ValueError: the shapes or dtypes are not those.
@@ -158,7 +168,7 @@ def fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     if holes == hole.size:
         return _neutral(image, hole)
     known = cv2.threshold(hole, 0, 1, cv2.THRESH_BINARY_INV)[1].astype(np.float32)
-    filled = cv2.convertScaleAbs(_pull_push(image.astype(np.float32), known))  # rounded; the values are ≥ 0
+    filled = _rounded(_pull_push(image.astype(np.float32), known), image.dtype)  # the values are ≥ 0
     result = image.copy()
     cv2.copyTo(filled, hole, result)  # into ``result`` itself
     return result
@@ -173,12 +183,16 @@ def expand(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     :data:`BLUR_SIGMA`), so the engine gets the border's colours without its streaks. A hole without any known pixel
     becomes :data:`NEUTRAL_GREY`.
 
+    At 16 bits the Navier–Stokes pass runs on the image reduced to 8 bits (:func:`daemon.compositing.to_8_bits`:
+    OpenCV inpaints colour images of 8 bits only), its hole scaled back (:func:`daemon.compositing.to_16_bits`)
+    into the 16-bit image, and the blur, at 16 bits, smooths away its 8-bit steps along with the streaks.
+
     Args:
-        image: H×W×3 uint8 RGB (read-only will do).
+        image: H×W×3 uint8 or uint16 RGB (read-only will do).
         hole: H×W uint8, non-zero = hole.
 
     Returns:
-        H×W×3 uint8 RGB, new: ``image`` exactly outside the hole.
+        H×W×3 RGB of ``image``'s type, new: ``image`` exactly outside the hole.
 
     Raises:
         ValueError: the shapes or dtypes are not those.
@@ -189,14 +203,19 @@ def expand(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
         return image.copy()
     if holes == hole.size:
         return _neutral(image, hole)
-    return _blur_hole(cv2.inpaint(np.ascontiguousarray(image), hole, NS_RADIUS, cv2.INPAINT_NS), hole, image)
+    if image.dtype == np.uint8:
+        return _blur_hole(cv2.inpaint(np.ascontiguousarray(image), hole, NS_RADIUS, cv2.INPAINT_NS), hole, image)
+    continued = image.copy()
+    cv2.copyTo(to_16_bits(cv2.inpaint(to_8_bits(image), hole, NS_RADIUS, cv2.INPAINT_NS)), hole, continued)
+    return _blur_hole(continued, hole, image)
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB of H×W×3 uint8 sRGB (a strided view will do) as a new H×W×3 float32 array: ``cv2.COLOR_RGB2Lab`` on
-    float32 in 0…1 (L* 0…100, a* and b* about −128…127), converted in place, so one float array is made
-    (``tests/test_prefill.py`` checks that OpenCV's in-place conversion equals its out-of-place one)."""
-    lab = np.multiply(rgb, np.float32(1 / 255), dtype=np.float32)
+    """CIELAB of H×W×3 uint8 or uint16 sRGB (a strided view will do) as a new H×W×3 float32 array:
+    ``cv2.COLOR_RGB2Lab`` on float32 in 0…1 (L* 0…100, a* and b* about −128…127), converted in place, so one float
+    array is made (``tests/test_prefill.py`` checks that OpenCV's in-place conversion equals its out-of-place
+    one)."""
+    lab = np.multiply(rgb, np.float32(1 / (255 if rgb.dtype == np.uint8 else 65535)), dtype=np.float32)
     return cv2.cvtColor(lab, cv2.COLOR_RGB2Lab, dst=lab)
 
 
@@ -211,33 +230,38 @@ def match_colors(generated: np.ndarray, original: np.ndarray, blend: np.ndarray)
     (``cv2.cvtColor`` on float32, statistics by ``cv2.meanStdDev``, population standard deviation), inside the
     blend mask ``x ↦ (x − mean) × ring_std / std + ring_mean`` (one ``cv2.transform``), the factor kept within
     1/:data:`SCALE_LIMIT` … :data:`SCALE_LIMIT` and 1 for a flat channel (std < :data:`STD_FLOOR`); back to sRGB,
-    clipped to 0…255, rounded and copied into the blend mask (``cv2.copyTo``). Only the ring's bounding box is
-    converted, in one float32 array (12 bytes a pixel) that every step works in.
+    clipped to 0…255 (0…65535 at 16 bits), rounded and copied into the blend mask (``cv2.copyTo``). Only the ring's
+    bounding box is converted, in one float32 array (12 bytes a pixel) that every step works in.
 
     Args:
-        generated: H×W×3 uint8 RGB, the engine's output at the crop's size.
-        original: H×W×4 uint8 RGBA, the request's crop (straight alpha; read-only will do).
+        generated: H×W×3 uint8 or uint16 RGB, the engine's output at the crop's size.
+        original: H×W×4 RGBA of ``generated``'s type, the request's crop (straight alpha; read-only will do).
         blend: H×W uint8 blend mask (:func:`daemon.compositing.blend_mask`), > 0 = generated area.
 
     Returns:
-        H×W×3 uint8 RGB, new: ``generated`` where ``blend`` is 0 (and everywhere when the ring is empty: a blend
-        mask covering the crop, or only transparent pixels around it), the matched colours where it is > 0.
+        H×W×3 RGB of ``generated``'s type, new: ``generated`` where ``blend`` is 0 (and everywhere when the ring is
+        empty: a blend mask covering the crop, or only transparent pixels around it), the matched colours where it
+        is > 0.
 
     Raises:
         ValueError: shapes or dtypes disagree, or ``blend`` is all zero.
     """
     height, width = blend.shape[:2]
     if (generated.shape != (height, width, 3) or original.shape != (height, width, 4) or blend.ndim != 2
-            or not generated.dtype == original.dtype == blend.dtype == np.uint8):
-        raise ValueError(f"match_colors needs H×W×3, H×W×4 and H×W uint8 arrays, got {generated.shape} "
-                         f"{generated.dtype}, {original.shape} {original.dtype}, {blend.shape} {blend.dtype}")
+            or generated.dtype != original.dtype or generated.dtype not in SAMPLE_DTYPES or blend.dtype != np.uint8):
+        raise ValueError(f"match_colors needs H×W×3 and H×W×4 arrays of one type (uint8 or uint16) and an H×W "
+                         f"uint8 mask, got {generated.shape} {generated.dtype}, {original.shape} {original.dtype}, "
+                         f"{blend.shape} {blend.dtype}")
     rows, columns = mask_box(blend)
     box = (slice(max(rows.start - RING_WIDTH, 0), rows.stop + RING_WIDTH),
            slice(max(columns.start - RING_WIDTH, 0), columns.stop + RING_WIDTH))
     inside = cv2.threshold(blend[box], 0, 255, cv2.THRESH_BINARY)[1]
     distance = cv2.distanceTransform(cv2.bitwise_not(inside), cv2.DIST_L2, cv2.DIST_MASK_5)  # 0 inside
     ring = cv2.inRange(distance, 1, RING_WIDTH)
-    cv2.bitwise_and(ring, cv2.threshold(original[box][..., 3], 0, 255, cv2.THRESH_BINARY)[1], dst=ring)
+    alpha = original[box][..., 3]
+    visible = cv2.threshold(alpha, 0, 255, cv2.THRESH_BINARY)[1] if alpha.dtype == np.uint8 else \
+        cv2.compare(alpha, 0, cv2.CMP_GT)  # the threshold of a uint16 array is uint16
+    cv2.bitwise_and(ring, visible, dst=ring)
     result = generated.copy()
     if not cv2.countNonZero(ring):
         return result
@@ -250,6 +274,10 @@ def match_colors(generated: np.ndarray, original: np.ndarray, blend: np.ndarray)
     affine = np.hstack([np.diag(scale), (ring_mean - mean * scale)[:, None]]).astype(np.float32)
     cv2.transform(lab, affine, dst=lab)  # x ↦ (x − mean) × scale + ring_mean, per channel, in one pass
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=lab)  # in place, as in _lab
-    np.maximum(rgb, 0, out=rgb)  # then rounded and saturated at 255 by convertScaleAbs, which takes |x| first
-    cv2.copyTo(cv2.convertScaleAbs(rgb, alpha=255), inside, result[box])  # into the view, inside the mask only
+    np.maximum(rgb, 0, out=rgb)  # then scaled, rounded and saturated (convertScaleAbs takes |x| first)
+    if generated.dtype == np.uint8:
+        matched = cv2.convertScaleAbs(rgb, alpha=255)
+    else:
+        matched = _rounded(np.multiply(rgb, np.float32(65535), out=rgb), generated.dtype)
+    cv2.copyTo(matched, inside, result[box])  # into the view, inside the mask only
     return result

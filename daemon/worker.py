@@ -10,6 +10,13 @@ exception becomes an :class:`protocol.Error` with its :class:`protocol.ErrorCode
 Memory: a variant is handed to its sink (which encodes and sends it) and dropped before the next one is
 generated, so a job of N variants holds one variant's working set, not N (issue 8). The pre-fill is made once per
 job, into the engine's own RGB copy of the crop, which every variant's engine call reads.
+
+Depth (issue 12): a 16-bit crop (:attr:`protocol.Plane.bits`) is worked on as ``uint16``. An engine whose
+:attr:`protocol.EngineInfo.bits` is 16 (the diffusion engines, which compute in floating point) gets the 16-bit RGB
+and returns 16-bit pixels; an 8-bit engine (OpenCV, MI-GAN) gets the crop reduced to 8 bits
+(:func:`daemon.compositing.to_8_bits`) and returns 8 bits, which are colour-matched at 8 bits and then scaled to 16
+(:func:`daemon.compositing.to_16_bits`: 8-bit levels, multiples of 257). The variants are composited at the crop's
+depth, so every pixel the blend mask leaves alone is the request's own 16-bit value.
 """
 
 from __future__ import annotations
@@ -43,7 +50,18 @@ from gimp_inpaint.protocol import (
 )
 
 from . import prefill
-from .compositing import REPAINT_THRESHOLD, blend_mask, grow_mask, mask_box, overlay, repaint_mask, rgb_channels
+from .compositing import (
+    REPAINT_THRESHOLD,
+    blend_mask,
+    grow_mask,
+    mask_box,
+    overlay,
+    repaint_mask,
+    rgb_channels,
+    to_8_bits,
+    to_16_bits,
+    transparency_alpha,
+)
 from .engines.base import (
     CancelCheck,
     Engine,
@@ -115,11 +133,23 @@ def request_mask(request: InpaintRequest) -> np.ndarray:
     return np.frombuffer(request.mask.data, dtype=np.uint8).reshape(request.mask.height, request.mask.width)
 
 
+def request_image(request: InpaintRequest) -> np.ndarray:
+    """The request's crop as an H×W×4 array (a read-only view of the frame's bytes): uint8 for an 8-bit plane,
+    uint16 for a 16-bit one (its little-endian samples; a copy in native order on a big-endian machine)."""
+    plane = request.image
+    if plane.bits == 8:
+        return np.frombuffer(plane.data, dtype=np.uint8).reshape(plane.height, plane.width, 4)
+    samples = np.frombuffer(plane.data, dtype="<u2").reshape(plane.height, plane.width, 4)
+    return samples.astype(np.uint16, copy=False)  # the same array where little-endian is native
+
+
 def plane_data(array: np.ndarray) -> memoryview:
-    """A :class:`protocol.Plane`'s data for ``array`` (H×W or H×W×C uint8): a read-only 1-D byte view of it, made
-    C-contiguous first if it is not (NumPy's copy releases the GIL). The codec sends the view as it is
-    (:func:`protocol.codec.encode_fragments`); ``ndarray.tobytes`` would copy it again with the GIL held, which
-    stalled the daemon's event loop 40–60 ms at 4096² (issue 10)."""
+    """A :class:`protocol.Plane`'s data for ``array`` (H×W or H×W×C uint8, or uint16 for a 16-bit plane): a
+    read-only 1-D byte view of it, made C-contiguous (and little-endian) first if it is not (NumPy's copy releases
+    the GIL). The codec sends the view as it is (:func:`protocol.codec.encode_fragments`); ``ndarray.tobytes`` would
+    copy it again with the GIL held, which stalled the daemon's event loop 40–60 ms at 4096² (issue 10)."""
+    if array.dtype.itemsize > 1:
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
     return np.ascontiguousarray(array).data.cast("B").toreadonly()
 
 
@@ -140,7 +170,8 @@ def covers_transparent(blend: np.ndarray, alpha: np.ndarray) -> bool:
 
     Args:
         blend: H×W uint8 blend mask.
-        alpha: H×W uint8, the crop's alpha channel (a strided view will do).
+        alpha: H×W uint8, the crop's alpha channel (a strided view will do; a 16-bit crop's
+            :func:`daemon.compositing.transparency_alpha`).
     """
     _, selected = cv2.threshold(blend, REPAINT_THRESHOLD - 1, 255, cv2.THRESH_BINARY)
     _, transparent = cv2.threshold(alpha, 0, 255, cv2.THRESH_BINARY_INV)
@@ -182,16 +213,26 @@ def job_fill_mode(options: FillOptions, info: EngineInfo, blend: np.ndarray, alp
     return mode
 
 
-def _checked_output(engine: Engine, generated: object, height: int, width: int) -> np.ndarray:
-    """``generated`` if it is the H×W×3 uint8 array an engine must return.
+def _checked_output(engine: Engine, generated: object, job: EngineJob) -> np.ndarray:
+    """``generated`` if it is the array an engine must return for ``job``: ``job.image``'s shape and type (H×W×3,
+    uint8 or uint16).
 
     Raises:
         RuntimeError: it is anything else (names the engine and what it returned).
     """
-    if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != ((height, width, 3), np.uint8):
+    expected = job.image
+    if not isinstance(generated, np.ndarray) or (generated.shape, generated.dtype) != (expected.shape, expected.dtype):
         found = f"{generated.shape} {generated.dtype}" if isinstance(generated, np.ndarray) else type(generated)
-        raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {height}×{width}×3 uint8")
+        shape = "×".join(map(str, expected.shape))
+        raise RuntimeError(f"engine {engine.name!r} returned {found}, expected {shape} {expected.dtype}")
     return generated
+
+
+def engine_input(info: EngineInfo, rgb: np.ndarray) -> np.ndarray:
+    """The RGB an engine is given of the crop ``rgb`` (H×W×3 uint8 or uint16): ``rgb`` itself, unless it is 16-bit
+    and the engine generates 8-bit pixels (``info.bits`` 8), which gets it reduced to 8 bits
+    (:func:`daemon.compositing.to_8_bits`)."""
+    return to_8_bits(rgb) if rgb.dtype == np.uint16 and info.bits == 8 else rgb
 
 
 def _prefill(mode: FillMode, rgb: np.ndarray, engine_mask: np.ndarray, job: EngineJob, remover: Engine | None,
@@ -201,7 +242,8 @@ def _prefill(mode: FillMode, rgb: np.ndarray, engine_mask: np.ndarray, job: Engi
     ``fill`` and ``expand`` are :func:`daemon.prefill.fill` and :func:`daemon.prefill.expand`; ``remove`` is the
     removal engine's output in the hole: the remover is loaded (reporting to ``load_progress``), checked, prepared
     and run once on ``job`` (the request's first variant with the request's own options), its progress not
-    reported (the job's steps are the engine's).
+    reported (the job's steps are the engine's); at 16 bits an 8-bit remover gets ``rgb`` reduced to 8 bits and its
+    fill is scaled back (:func:`engine_input`, :func:`daemon.compositing.to_16_bits`).
 
     Raises:
         EngineLoadError: the remover cannot be loaded (the message names it).
@@ -212,10 +254,11 @@ def _prefill(mode: FillMode, rgb: np.ndarray, engine_mask: np.ndarray, job: Engi
             remover.load(load_progress)
         except EngineLoadError as exc:
             raise EngineLoadError(f"the removal engine {remover.name!r} cannot be loaded: {exc}") from exc
+        job = dataclasses.replace(job, image=engine_input(remover.info(), rgb))
         remover.check(job)
         remover.prepare(job)
-        removed = _checked_output(remover, remover.inpaint(job, lambda step, total: None, cancelled), *rgb.shape[:2])
-        cv2.copyTo(removed, engine_mask, rgb)  # into ``rgb`` itself
+        removed = _checked_output(remover, remover.inpaint(job, lambda step, total: None, cancelled), job)
+        cv2.copyTo(removed if removed.dtype == rgb.dtype else to_16_bits(removed), engine_mask, rgb)  # into ``rgb``
         return
     np.copyto(rgb, prefill.expand(rgb, engine_mask) if mode is FillMode.EXPAND else prefill.fill(rgb, engine_mask))
 
@@ -279,10 +322,10 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
              deliver: VariantSink, queued_seconds: float, started: float, remover: Engine | None,
              outlet: PreviewOutlet | None) -> Result:
     options = request.options
-    width, height = request.image.width, request.image.height
-    image = np.frombuffer(request.image.data, dtype=np.uint8).reshape(height, width, 4)
+    image = request_image(request)
+    alpha = transparency_alpha(image)
     blend = blend_mask(grow_mask(request_mask(request), options.grow), options.feather)
-    engine_mask = repaint_mask(blend, image[..., 3])
+    engine_mask = repaint_mask(blend, alpha)
     box = mask_box(blend)  # only what the blend mask touches travels back
     rows, columns = box
     box_width, box_height = columns.stop - columns.start, rows.stop - rows.start
@@ -300,9 +343,13 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     load_seconds = time.perf_counter() - load_start
 
     info = engine.info()
-    mode = job_fill_mode(options, info, blend, image[..., 3], engine_mask, remover)
+    mode = job_fill_mode(options, info, blend, alpha, engine_mask, remover)
     engine_options = remove_options(options, info) if mode is FillMode.REMOVE else options
     seeds = variant_seeds(options.seed, options.num_variants)
+    rgb = engine_input(info, rgb)  # at the engine's depth
+    reduced = rgb.dtype != image.dtype  # a 16-bit crop for an 8-bit engine
+    color_match = options.color_match and info.uses_prompt  # a prompt-less engine's fill is the surroundings' own
+    matched_original = to_8_bits(image) if reduced and color_match else image  # at the engine's depth
     first = EngineJob(image=rgb, mask=engine_mask, options=engine_options, seed=seeds[0])
     engine.check(first)  # once per job: the variants differ only in their seeds
     per_variant = max(1, engine.prepare(first))
@@ -314,8 +361,8 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         prefill_seconds = time.perf_counter() - prefill_start
     total = per_variant * len(seeds)
     done = -1
-    previews = _JobPreviews(request, image, blend, per_variant, total, cancelled, outlet) \
-        if outlet is not None and request.preview_every else None
+    previews = _JobPreviews(request, image if image.dtype == np.uint8 else to_8_bits(image), blend, per_variant,
+                            total, cancelled, outlet) if outlet is not None and request.preview_every else None
 
     def advance(step: int) -> None:  # forwards only steps that move forward
         nonlocal done
@@ -336,17 +383,20 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
         if previews is not None:
             job = dataclasses.replace(job, previews=previews.for_variant(offset))
         inference_start = time.perf_counter()
-        generated = _checked_output(engine, engine.inpaint(job, report, cancelled), height, width)
+        generated = _checked_output(engine, engine.inpaint(job, report, cancelled), job)
         inference_seconds = time.perf_counter() - inference_start
-        if options.color_match:  # before compositing, so the fade mixes the matched colours
-            generated = prefill.match_colors(generated, image, blend)
-        pixels = plane_data(overlay(image[box], generated[box], blend[box]))  # the box's RGBA
+        if color_match:  # before compositing, so the fade mixes the matched colours
+            generated = prefill.match_colors(generated, matched_original, blend)
+        region = to_16_bits(generated[box]) if reduced else generated[box]  # an 8-bit engine's levels at 16 bits
+        pixels = plane_data(overlay(image[box], region, blend[box]))  # the box's RGBA, at the crop's depth
+        del region
         del generated  # before the variant is packed: one variant's arrays at a time
         advance(offset + per_variant)
         if cancelled():  # an engine that ignored the flag still must not deliver a cancelled job
             raise JobCancelled(f"job {quote(request.job_id)} cancelled")
         deliver(Variant(job_id=request.job_id, index=index, x=request.x + columns.start, y=request.y + rows.start,
-                        image=Plane(box_width, box_height, 4, pixels), mask=blend_plane, seed=seed,
+                        image=Plane(box_width, box_height, 4, pixels, bits=request.image.bits), mask=blend_plane,
+                        seed=seed,
                         timings={"queue": queued_seconds, "load": load_seconds, "prefill": prefill_seconds,
                                  "inference": inference_seconds,
                                  "total": queued_seconds + time.perf_counter() - started}))
@@ -374,12 +424,16 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
     3. the hole of the engine's input (its RGB copy of the crop, where the engine repaints) gets the mode's pre-fill,
        once for all variants (:mod:`daemon.prefill`: ``fill`` a blur of its surroundings, ``expand`` its border
        continued, ``remove`` the ``remover``'s output); an engine without a prompt gets none;
-    4. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); with ``options.color_match`` its
-       pixels inside the blend mask get the CIELAB mean and spread of the original ring around it
-       (:func:`daemon.prefill.match_colors`); inside the blend mask's bounding box
+    4. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); with ``options.color_match``, an
+       engine that takes a prompt gets its pixels inside the blend mask moved to the CIELAB mean and spread of the
+       original ring around it (:func:`daemon.prefill.match_colors`; an engine without one fills from the
+       surroundings already, and matching lowered Telea's hole PSNR from 17.9 to 16.6 dB, ``bench/removal.py``); inside the blend mask's bounding box
        (:func:`daemon.compositing.mask_box`) its image is that RGB where the blend mask is > 0 and the request's
        RGBA exactly elsewhere (:func:`daemon.compositing.overlay`: the pre-fill never reaches an unmasked pixel),
-       and that box is handed to ``deliver`` before the next variant starts;
+       and that box is handed to ``deliver`` before the next variant starts; a 16-bit crop's variants are 16-bit,
+       the engine's pixels at the engine's depth (:attr:`protocol.EngineInfo.bits`: an 8-bit engine works on the
+       crop reduced to 8 bits, its colour match included, and its output is scaled to 16 bits
+       for the overlay: see the module's docstring);
     5. with ``previews`` and the request's ``preview_every`` ≥ 1, each variant's engine job carries its
        :class:`daemon.engines.base.Previews` (:class:`_JobPreviews`: due at the job steps that are multiples of
        ``preview_every`` but a variant's last, while the job is not cancelled and ``previews.ready()``), and each

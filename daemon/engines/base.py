@@ -1,7 +1,9 @@
 """The interface every inpainting engine implements; the daemon knows engines only through it.
 
 An engine receives the crop at its own size, already grown; it returns generated RGB pixels of
-the same size. Scaling to the model's resolution is the engine's business; compositing (blend
+the same size and sample type: ``uint8``, or ``uint16`` for a 16-bit crop given to an engine whose
+:attr:`protocol.EngineInfo.bits` is 16 (an 8-bit engine always gets and returns ``uint8``: :mod:`daemon.worker`
+converts around it). Scaling to the model's resolution is the engine's business; compositing (blend
 mask, exact unmasked pixels) is not: :mod:`daemon.compositing` does it for every engine alike.
 
 An engine that can show its picture forming (the diffusion engines) does so through the job's
@@ -95,7 +97,8 @@ class EngineJob:
     """One variant of an inpaint request as an engine sees it.
 
     Attributes:
-        image: H×W×3 uint8 RGB crop (alpha is not inpainted).
+        image: H×W×3 RGB crop (alpha is not inpainted): uint8, or uint16 (0…65535) for a 16-bit crop when the
+            engine's :attr:`protocol.EngineInfo.bits` is 16.
         mask: H×W uint8, 255 = repaint, 0 = keep (already grown, not feathered).
         options: the request's :class:`protocol.FillOptions`, unchanged (diffusers' names and meanings).
         seed: 0…:data:`protocol.SEED_MAX`, the seed of this variant (``options.seed`` is the request's).
@@ -163,8 +166,8 @@ class Engine(ABC):
         """Fill ``job.mask``'s area of ``job.image``, with the options :meth:`prepare` applied for this request.
 
         Returns:
-            H×W×3 uint8 RGB, the same size as ``job.image``; pixels outside the mask may differ
-            from the input (the compositing step restores them).
+            H×W×3 RGB of ``job.image``'s size and type (uint8, or uint16 for a 16-bit job); pixels outside the mask
+            may differ from the input (the compositing step restores them).
 
         Raises:
             JobCancelled: ``cancelled()`` became True.
