@@ -333,9 +333,17 @@ class Bench:
         return self._tiny_model
 
     def tiny_toml(self, model: Path, preload: bool = False) -> str:
-        """daemon.toml's lines for the tiny model as engine ``tiny`` (and ``preload = "tiny"``)."""
+        """daemon.toml's lines for the tiny model as engine ``tiny`` (and ``preload = "tiny"``), on
+        :data:`TORCH_THREADS` torch threads."""
         first = 'preload = "tiny"\n' if preload else ""
-        return f"{first}[models.tiny]\nmodel = {json.dumps(str(model))}\n"
+        return f"{first}threads = {TORCH_THREADS}\n[models.tiny]\nmodel = {json.dumps(str(model))}\n"
+
+
+TORCH_THREADS = 1
+"""torch CPU threads of both sides of the tiny-SD pairs (the daemon's ``threads``, ``torch.set_num_threads`` here).
+With torch's default (one per core) each process's OpenMP threads spin-wait after their work while the other side
+runs, on the same 2 cores: at 04:16 UTC on 2026-12-02 (load 0.7 → 2.8) the pair gave 4.14 (1.67 s ÷ 402 ms) that
+way. One thread each measures the daemon's overhead, not the two processes' contention."""
 
 
 def quiet_hugging_face() -> None:
@@ -415,6 +423,7 @@ def pair_sd(bench: Bench, result: PairResult) -> None:
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
+    torch.set_num_threads(TORCH_THREADS)
     side, steps = bench.sd_crop, bench.sd_steps
     options = tiny_sd_options(steps)
     daemon = bench.daemon(bench.tiny_toml(model))
