@@ -24,15 +24,19 @@ if TYPE_CHECKING:
     from .loading import LoadContext
 
 
-def make_inpaint_condition(image: Image.Image, mask: Image.Image) -> torch.Tensor:
+def make_inpaint_condition(image: Image.Image | np.ndarray, mask: Image.Image) -> torch.Tensor:
     """The control image of an inpainting ControlNet: 1×3×H×W float32 RGB in [0, 1], masked pixels set to −1.
 
-    ``image``: RGB, ``mask``: L of the same size (≥ 128 = repaint). From diffusers' "ControlNet" guide
-    (``make_inpaint_condition``, for ``lllyasviel/control_v11p_sd15_inpaint``).
+    ``image``: RGB (PIL, or H×W×3 float32 in 0…1: a 16-bit crop's
+    :meth:`daemon.engines.family.FamilyStrategy.float_image`), ``mask``: L of the same size (≥ 128 = repaint). From
+    diffusers' "ControlNet" guide (``make_inpaint_condition``, for ``lllyasviel/control_v11p_sd15_inpaint``).
     """
     import torch
 
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if isinstance(image, np.ndarray):
+        pixels = np.asarray(image, dtype=np.float32)
+    else:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     masked = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0 > 0.5
     pixels = pixels.copy()
     pixels[masked] = -1.0
@@ -71,7 +75,7 @@ class ControlNetStrategy(StableDiffusionStrategy):
             raise EngineLoadError(f"could not load the ControlNet {spec.controlnet!r}: {error} ({hint})") from error
         return getattr(diffusers, self.pipeline_class).from_pipe(base, controlnet=controlnet, torch_dtype=base.dtype)
 
-    def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
+    def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
         """SD's (``strength``), ``control_image`` (:func:`make_inpaint_condition`) and
         ``controlnet_conditioning_scale``."""
         return {**super().call_kwargs(job, image, mask), "control_image": make_inpaint_condition(image, mask),

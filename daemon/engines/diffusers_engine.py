@@ -93,7 +93,7 @@ def scaled_size(width: int, height: int, long_side: int, multiple: int = LATENT_
 
 
 def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``pixels`` (H×W or H×W×C uint8) at ``width × height`` pixels: OpenCV's area interpolation when it shrinks
+    """``pixels`` (H×W or H×W×C uint8, uint16 or float32) at ``width × height`` pixels: OpenCV's area interpolation when it shrinks
     (``cv2.INTER_AREA``, OpenCV's ``resize`` documentation: "the preferred method for image decimation"), Lanczos
     over 8×8 pixels when it grows (``cv2.INTER_LANCZOS4``); the array itself when the size is already that.
 
@@ -104,6 +104,13 @@ def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
         return pixels
     shrinking = width * height < pixels.shape[0] * pixels.shape[1]
     return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+
+
+def float_to_16_bits(pixels: np.ndarray) -> np.ndarray:
+    """H×W×3 float32 RGB in 0…1 (a pipeline's ``output_type="np"``; Lanczos scaling may overshoot a little) as
+    uint16: clipped to 0…1, times 65535, rounded to the nearest (a new array)."""
+    scaled = np.clip(pixels, 0, 1) * np.float32(65535)
+    return np.rint(scaled, out=scaled).astype(np.uint16)
 
 
 class DiffusersEngine(Engine):
@@ -228,7 +235,7 @@ class DiffusersEngine(Engine):
                           embeddings=[embedding.token for embedding in self.registry.embeddings_for(base)],
                           refiner=strategy is None or strategy.refinable,
                           options=strategy.options() if strategy is not None else list(FILL_OPTIONS),
-                          defaults=strategy.defaults() if strategy is not None else {})
+                          defaults=strategy.defaults() if strategy is not None else {}, bits=16)
 
     def model_state(self) -> ModelState:
         """LOADED while the first-pass pipeline is warm in the pool; otherwise ON_DISK when the model's folder or
@@ -494,8 +501,11 @@ class DiffusersEngine(Engine):
         return self.prepare(job)
 
     def inpaint(self, job: EngineJob, progress: ProgressCallback, cancelled: CancelCheck) -> np.ndarray:
-        """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 RGB, mask H×W uint8, 255 = repaint) with the
-        options :meth:`prepare` applied (it checks and prepares them first when they are not those).
+        """Generate ``job.mask``'s area of ``job.image`` (H×W×3 uint8 or uint16 RGB, mask H×W uint8, 255 = repaint)
+        with the options :meth:`prepare` applied (it checks and prepares them first when they are not those).
+
+        A 16-bit crop goes to the pipeline as floating point and comes back so (:attr:`protocol.EngineInfo.bits` is
+        16): see :meth:`_generate`.
 
         Progress is ``(i, total)`` after each denoising step of either pass, ``total`` = :meth:`prepare`'s count.
         With ``job.previews``, after each step that it says is due the step's latents are decoded by the model's
@@ -517,7 +527,7 @@ class DiffusersEngine(Engine):
         pipelines switch to model CPU offload, and the variant runs again; a second one propagates.
 
         Returns:
-            H×W×3 uint8 RGB, the crop's size.
+            H×W×3 RGB, the crop's size and type (uint8, or uint16 for a 16-bit crop).
 
         Raises:
             JobCancelled: ``cancelled()`` became True.
@@ -551,10 +561,13 @@ class DiffusersEngine(Engine):
 
     def _generate(self, job: EngineJob, main: LoadedPipeline, refiner: LoadedPipeline | None,
                   progress: ProgressCallback, cancelled: CancelCheck, total: int) -> np.ndarray:
-        """Run one variant on the prepared pipelines and return its pixels (H×W×3 uint8, the crop's size).
+        """Run one variant on the prepared pipelines and return its pixels (H×W×3, the crop's size and type).
 
         1. Scale the crop and its mask to the model's size: the long side at the family's native size, both sides
-           multiples of its size multiple (:func:`scaled_size`, :func:`resized`).
+           multiples of its size multiple (:func:`scaled_size`, :func:`resized`). An 8-bit crop goes to the pipeline
+           as PIL RGB; a 16-bit one as floating point, the family's
+           :meth:`daemon.engines.family.FamilyStrategy.float_image` (never rounded to 8 bits), and its last pass
+           returns floats (``output_type="np"``) instead of 8-bit PIL.
         2. The step callback: after every denoising step of every pass it reports ``(done, total)`` and, once
            ``cancelled()``, stops the pipeline (diffusers' ``_interrupt``; for a family whose pipelines ignore it,
            it raises :class:`JobCancelled`); otherwise, when ``job.previews`` says a preview is due, it decodes the
@@ -565,7 +578,8 @@ class DiffusersEngine(Engine):
         4. The passes of the request's refinement (:mod:`daemon.engines.refining`): the first pass alone, the SDXL
            base handing over to its refiner, or a second pass of the same model; each output goes through
            :meth:`_images` (cancel, safety checker).
-        5. Scale the last pass's image back to the crop's size.
+        5. Scale the last pass's image back to the crop's size (:func:`resized`; a 16-bit crop's in float32, then
+           clipped to 0…1 and rounded to 16 bits, :func:`float_to_16_bits`).
 
         Raises:
             JobCancelled, ProtocolError(JOB_FAILED): as :meth:`inpaint`; whatever the pipeline raises.
@@ -576,7 +590,9 @@ class DiffusersEngine(Engine):
         # 1. the model's size
         height, width = job.image.shape[:2]
         model_width, model_height = scaled_size(width, height, family.native_size(main.pipeline), family.size_multiple)
-        image = Image.fromarray(resized(job.image, model_width, model_height))
+        deep = job.image.dtype == np.uint16
+        model_pixels = resized(job.image, model_width, model_height)
+        image = family.float_image(model_pixels) if deep else Image.fromarray(model_pixels)
         mask = Image.fromarray(resized(job.mask, model_width, model_height))
 
         # 2. progress, cancel and previews after each step
@@ -611,6 +627,7 @@ class DiffusersEngine(Engine):
                 "callback_on_step_end": on_step_end,
             },
             family=family.call_kwargs(job, image, mask),
+            output_type="np" if deep else "pil",
         )
 
         # 4. the passes
@@ -620,10 +637,13 @@ class DiffusersEngine(Engine):
         result = family.refinement(opts.refiner_strength, refiner is not None).run(call, run, main, refiner)
 
         # 5. back to the crop's size
+        if deep:
+            return float_to_16_bits(resized(np.asarray(result, dtype=np.float32)[0], width, height))
         return resized(np.asarray(result.convert("RGB")), width, height)
 
     def _images(self, output: Any, job: EngineJob, cancelled: CancelCheck) -> Any:
-        """The first image (PIL) or latents (1×C×h×w tensor) of a pipeline ``output``.
+        """The first image (PIL), the images (B×H×W×3 float32 NumPy, ``output_type="np"``) or latents (1×C×h×w
+        tensor) of a pipeline ``output``.
 
         Raises:
             JobCancelled: ``cancelled()`` is True (the pipeline was interrupted).

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from gimp_inpaint.protocol import FILL_OPTIONS, Family
 
 from .base import WORKER_OPTIONS, EngineJob, EngineLoadError, incompatible
@@ -190,10 +191,17 @@ class FamilyStrategy:
         (512 for SD 1.5, 1024 for SDXL)."""
         return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
 
-    def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
+    def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
         """The family's own arguments of the first pass (beyond prompt, image, mask, size, steps, guidance, seed and
-        the step callback): ``strength``. ``image`` (RGB) and ``mask`` (L, 255 = repaint) are at the model's size."""
+        the step callback): ``strength``. ``image`` (RGB: PIL, or a 16-bit crop's :meth:`float_image`) and ``mask``
+        (L, 255 = repaint) are at the model's size."""
         return {"strength": job.options.strength}
+
+    def float_image(self, pixels: np.ndarray) -> np.ndarray:
+        """The first pass's ``image`` of a 16-bit crop, without rounding it to 8 bits: ``pixels`` (H×W×3 uint16 RGB
+        at the model's size) as H×W×3 float32 in 0…1, the NumPy input of diffusers' ``VaeImageProcessor.preprocess``
+        ("expected range [0,1]", normalised to [−1, 1] there), which the SD and SDXL pipelines use."""
+        return np.multiply(pixels, np.float32(1 / 65535), dtype=np.float32)
 
     def second_pass_inpaints(self) -> bool:
         """True when a refining pass without a separate refiner inpaints again over the first pass's pixels (a

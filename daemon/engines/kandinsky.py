@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from gimp_inpaint.protocol import Family
 
 from .family import FamilyStrategy
@@ -44,9 +45,14 @@ class KandinskyStrategy(FamilyStrategy):
         """``unet.config.sample_size × movq_scale_factor`` of the decoder."""
         return int(pipeline.unet.config.sample_size * pipeline.decoder_pipe.movq_scale_factor)
 
-    def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
+    def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
         """No family-specific arguments (no ``strength``; the prior keeps diffusers' defaults)."""
         return {}
+
+    def float_image(self, pixels: np.ndarray) -> np.ndarray:
+        """H×W×3 float32 in 0…255 (``pixels / 257``): the Kandinsky 2.2 inpainting pipeline reads a NumPy image as
+        8-bit values (``prepare_mask_and_masked_image`` divides it by 127.5 and subtracts 1), fractions included."""
+        return np.multiply(pixels, np.float32(1 / 257), dtype=np.float32)
 
 
 KANDINSKY22_INPAINT = KandinskyStrategy(

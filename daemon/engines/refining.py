@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 PassRunner = Callable[..., Any]
 """``run(pipeline, **call_arguments)``: call a diffusers pipeline and return its first image (PIL, for
-``output_type="pil"``) or latents (1×C×h×w tensor, ``"latent"``); raises :class:`daemon.engines.base.JobCancelled`
-when the job was cancelled during the pass and ``ProtocolError(JOB_FAILED)`` when the safety checker blanked it."""
+``output_type="pil"``; a 1×H×W×3 float32 array in 0…1 for ``"np"``) or latents (1×C×h×w tensor, ``"latent"``);
+raises :class:`daemon.engines.base.JobCancelled` when the job was cancelled during the pass and
+``ProtocolError(JOB_FAILED)`` when the safety checker blanked it."""
 
 
 def count_steps(scheduler: Any, num_inference_steps: int, strength: float = 1.0,
@@ -112,7 +113,8 @@ class VariantCall:
 
     Attributes:
         options: the request's options.
-        image: the crop (PIL RGB), scaled to the model's size.
+        image: the crop (PIL RGB), scaled to the model's size; for a 16-bit crop the float image its family's
+            pipeline takes (:meth:`daemon.engines.family.FamilyStrategy.float_image`).
         prompts: ``prompt``/``negative_prompt``, or their Compel embeddings
             (:func:`daemon.engines.options.prompt_kwargs`).
         shared: what every pass takes: ``mask_image`` (PIL L, 255 = repaint), ``height``, ``width`` (pixels),
@@ -120,13 +122,15 @@ class VariantCall:
             ``callback_on_step_end`` (progress and cancel).
         family: the family's own first-pass arguments (:meth:`daemon.engines.family.FamilyStrategy.call_kwargs`:
             ``strength``, ControlNet's ``control_image`` and scale).
+        output_type: what the last pass returns: ``"pil"`` (8-bit) or ``"np"`` (float, for a 16-bit crop).
     """
 
     options: FillOptions
-    image: Image.Image
+    image: Image.Image | np.ndarray
     prompts: dict[str, Any]
     shared: dict[str, Any]
     family: dict[str, Any]
+    output_type: str = "pil"
 
     def first_pass(self, **overrides: Any) -> dict[str, Any]:
         """The first pass's arguments: prompts, shared, ``image`` and the family's, then ``overrides``."""
@@ -147,7 +151,8 @@ class Refinement(ABC):
 
     @abstractmethod
     def run(self, call: VariantCall, run: PassRunner, main: LoadedPipeline, refiner: LoadedPipeline | None) -> Any:
-        """Run the passes on ``main`` (and ``refiner``) through ``run``; return the last pass's image (PIL)."""
+        """Run the passes on ``main`` (and ``refiner``) through ``run``; return the last pass's image (PIL, or the
+        float array of ``call.output_type`` ``"np"``)."""
 
 
 class NoRefinement(Refinement):
@@ -158,7 +163,7 @@ class NoRefinement(Refinement):
         return count_steps(scheduler, options.num_inference_steps, options.strength)
 
     def run(self, call: VariantCall, run: PassRunner, main: LoadedPipeline, refiner: LoadedPipeline | None) -> Any:
-        return run(main.pipeline, **call.first_pass(output_type="pil"))
+        return run(main.pipeline, **call.first_pass(output_type=call.output_type))
 
 
 class RefinerHandover(Refinement):
@@ -178,7 +183,7 @@ class RefinerHandover(Refinement):
         cut = handover(call.options)
         latents = run(main.pipeline, **call.first_pass(denoising_end=cut, output_type="latent"))
         return run(refiner.pipeline, prompt=call.options.prompt, negative_prompt=call.options.negative_prompt,
-                   **call.shared, image=latents, denoising_start=cut, output_type="pil")
+                   **call.shared, image=latents, denoising_start=cut, output_type=call.output_type)
 
 
 class _SameModelPass(Refinement):
@@ -198,9 +203,9 @@ class SecondInpaintPass(_SameModelPass):
     (the same mask, and for ControlNet the same control image)."""
 
     def run(self, call: VariantCall, run: PassRunner, main: LoadedPipeline, refiner: LoadedPipeline | None) -> Any:
-        first = run(main.pipeline, **call.first_pass(output_type="pil"))
+        first = run(main.pipeline, **call.first_pass(output_type=call.output_type))  # the second pass's image
         return run(main.pipeline, **call.first_pass(image=first, strength=call.options.refiner_strength,
-                                                    output_type="pil"))
+                                                    output_type=call.output_type))
 
 
 class ImageToImagePass(_SameModelPass):
@@ -212,4 +217,4 @@ class ImageToImagePass(_SameModelPass):
         latents = run(main.pipeline, **call.first_pass(output_type="latent"))
         unmasked = {key: value for key, value in call.shared.items() if key != "mask_image"}
         return run(main.image_to_image(), **call.prompts, **unmasked, image=latents,
-                   strength=call.options.refiner_strength, output_type="pil")
+                   strength=call.options.refiner_strength, output_type=call.output_type)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from gimp_inpaint.protocol import Family
 from PIL import Image
 
@@ -25,7 +26,7 @@ class StableDiffusionStrategy(FamilyStrategy):
         """The generic options and ``eta``."""
         return {*super().used_options(), "eta"}
 
-    def call_kwargs(self, job: EngineJob, image: Image.Image, mask: Image.Image) -> dict[str, Any]:
+    def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
         """The generic arguments and diffusers' ``eta`` (η of the DDIM paper, Song et al. 2020: the share of fresh
         noise each DDIM step adds; ``StableDiffusionInpaintPipeline`` hands it to schedulers whose ``step`` takes
         it, DDIM's, and other schedulers ignore it)."""
