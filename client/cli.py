@@ -37,9 +37,14 @@ default configuration folder), else ``ws://127.0.0.1:7869``.
 
 Before anything is sent, ``fill`` and ``demo`` check what they can: the URL (:func:`client.connection.check_url`),
 that every output file can be written (:func:`client.imaging.check_writable`), and the inputs: at most
-:data:`client.imaging.MAX_IMAGE_PIXELS` pixels, 8 bits per channel, turned upright as their EXIF orientation says,
-the mask the same size as the picture and not all black. The mask is read as white or opaque = fill
-(:func:`client.imaging.load_mask`).
+:data:`client.imaging.MAX_IMAGE_PIXELS` pixels, 8 bits per channel (the picture may also be a 16-bit PNG),
+turned upright as their EXIF orientation says, the mask the same size as the picture and not all black. The mask
+is read as white or opaque = fill (:func:`client.imaging.load_mask`).
+
+A 16-bit PNG picture is sent at 16 bits (:attr:`protocol.Plane.bits`) and its outputs are 16-bit PNGs (a non-PNG
+output is reduced to 8 bits): the picture's own pixels exact, the fill at the engine's depth (16 bits from the
+diffusion engines, 8-bit levels from OpenCV and MI-GAN: :attr:`protocol.EngineInfo.bits`). An 8-bit
+picture stays 8-bit.
 
 Exit status: 0 success, 1 the fill failed (daemon unreachable or reporting an error), 2 bad
 arguments or input files, 130 cancelled.
@@ -390,7 +395,8 @@ def _read_input(load: Callable[[Path], np.ndarray], path: Path) -> np.ndarray:
     """``load(path)`` (:func:`client.imaging.load_rgba` or :func:`client.imaging.load_mask`).
 
     Raises:
-        UsageError: the file cannot be read (missing, not an image, too large, more than 8 bits per channel).
+        UsageError: the file cannot be read (missing, not an image, too large, more than 8 bits per channel other
+            than a 16-bit PNG picture).
     """
     try:
         return load(path)

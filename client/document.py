@@ -2,9 +2,9 @@
 
 Modelled on Krita AI Diffusion's ``Document``: the fill logic talks to this interface only, so it is
 tested with a fake document and also drives the command-line client. :mod:`plugin_gimp.gimp_document`
-implements it on GIMP 3. All coordinates are image pixels; pixel data is raw interleaved ``u8``
-bytes, row-major, as in :class:`protocol.Plane`. Vendored into the plug-in: standard library and
-:mod:`protocol` only.
+implements it on GIMP 3. All coordinates are image pixels; pixel data is raw interleaved samples, row-major, as in
+:class:`protocol.Plane`: ``u8`` bytes, or little-endian ``u16`` for a document whose :attr:`Document.bits` is 16.
+Vendored into the plug-in: standard library and :mod:`protocol` only.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ class ResultLayer:
         name: the layer's name, e.g. ``"Generative fill: a red boat (seed 42)"``.
         x, y: the layer's offset in the image (pixels): the variant's box, inside the request's crop.
         width, height: the layer's size (pixels), the box's (the bounding box of the blend mask).
-        rgba: ``width × height × 4`` bytes, R'G'B'A u8 (sRGB-encoded, straight alpha).
-        mask: ``width × height`` bytes, the blend mask for the layer mask (255 = show the layer).
+        rgba: ``width × height × 4`` samples of ``bits`` bits, R'G'B'A u8 or (``bits`` 16) R'G'B'A u16 little-endian
+            (sRGB-encoded, straight alpha).
+        mask: ``width × height`` bytes, the blend mask for the layer mask (255 = show the layer; always 8-bit).
         seed: the seed the variant was generated with.
         timings: seconds per stage as the daemon reported them (``"inference"``, ``"total"``, …).
+        bits: 8 or 16, the depth of ``rgba`` (the variant's :attr:`protocol.Plane.bits`).
     """
 
     name: str
@@ -39,11 +41,13 @@ class ResultLayer:
     mask: bytes
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    bits: int = 8
 
     def __post_init__(self) -> None:
-        if len(self.rgba) != self.width * self.height * 4 or len(self.mask) != self.width * self.height:
-            raise ValueError(f"layer {self.name!r}: {len(self.rgba)} RGBA and {len(self.mask)} mask bytes "
-                             f"do not fit {self.width}×{self.height}")
+        if self.bits not in (8, 16) or len(self.rgba) != self.width * self.height * 4 * self.bits // 8 \
+                or len(self.mask) != self.width * self.height:
+            raise ValueError(f"layer {self.name!r}: {len(self.rgba)} RGBA bytes of {self.bits}-bit samples and "
+                             f"{len(self.mask)} mask bytes do not fit {self.width}×{self.height}")
 
 
 class Document(ABC):
@@ -57,13 +61,22 @@ class Document(ABC):
     def selection_bounds(self) -> Rect | None:
         """Bounding box of the selection in image pixels, or None when nothing is selected."""
 
+    @property
+    def bits(self) -> int:
+        """The depth (bits per sample) of the pixels :meth:`read_rgba` and :meth:`read_visible` return: 8 (the
+        default) or 16, for an image whose precision is deeper than 8 bits (16 or 32-bit integer, half, float or
+        double), so that the fill sends its crop at 16 bits and the result layers come back so
+        (:attr:`ResultLayer.bits`), written at the image's precision."""
+        return 8
+
     @abstractmethod
     def read_rgba(self, rect: Rect) -> bytes:
         """The source layer's pixels inside ``rect`` (image coordinates, inside the image).
 
         Returns:
-            ``rect.width × rect.height × 4`` bytes, R'G'B'A u8. The adapter accounts for the layer's
-            offset; pixels of ``rect`` outside the layer are transparent (all four bytes 0).
+            ``rect.width × rect.height × 4`` samples at :attr:`bits`: bytes of R'G'B'A u8, or R'G'B'A u16
+            little-endian (8 bytes a pixel). The adapter accounts for the layer's offset; pixels of ``rect``
+            outside the layer are transparent (all samples 0).
         """
 
     def read_visible(self, rect: Rect) -> bytes:
@@ -83,7 +96,8 @@ class Document(ABC):
     def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         """Add every layer directly above the source layer (the first on top), as ONE undo step.
 
-        Each layer is placed at ``(x, y)`` with its RGBA pixels and its ``mask`` as layer mask.
+        Each layer is placed at ``(x, y)`` with its RGBA pixels (at its :attr:`ResultLayer.bits`, written at the
+        image's precision) and its ``mask`` as layer mask.
 
         Args:
             layers: the layers, in image coordinates (of the grown canvas, with ``canvas``).

@@ -197,14 +197,20 @@ class ExpandedDocument(Document):
         x1, y1 = min(rect.right, picture.right), min(rect.bottom, picture.bottom)
         return Rect(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
+    @property
+    def bits(self) -> int:
+        """The document's depth (:attr:`client.document.Document.bits`)."""
+        return self._document.bits
+
     def _read(self, rect: Rect, read: Callable[[Rect], bytes]) -> bytes:
-        """``rect``'s R'G'B'A u8 pixels: ``read`` (in the old canvas's coordinates) over the old picture, transparent
-        (four zero bytes) elsewhere."""
-        pixels = bytearray(rect.width * rect.height * 4)
+        """``rect``'s R'G'B'A pixels at :attr:`bits`: ``read`` (in the old canvas's coordinates) over the old picture,
+        transparent (all samples 0) elsewhere."""
+        pixel = 4 * self.bits // 8
+        pixels = bytearray(rect.width * rect.height * pixel)
         old = self._old_part(rect)
         if old is not None:
             picture = self._canvas.picture
-            _paste(pixels, rect, old, read(Rect(old.x - picture.x, old.y - picture.y, old.width, old.height)), 4)
+            _paste(pixels, rect, old, read(Rect(old.x - picture.x, old.y - picture.y, old.width, old.height)), pixel)
         return bytes(pixels)
 
     def read_rgba(self, rect: Rect) -> bytes:

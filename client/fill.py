@@ -40,7 +40,8 @@ NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, 
 """Raised as :class:`FillError` without a selection: filling the whole layer is never what was meant."""
 
 TRANSPARENT_RGB = (128, 128, 128)
-"""The colour (R'G'B' u8, neutral grey) every fully transparent pixel is sent with (:func:`clear_transparent`)."""
+"""The colour (R'G'B' u8, neutral grey) every fully transparent pixel is sent with (:func:`clear_transparent`); at 16
+bits ``257 ×`` it (32896, both bytes 128)."""
 
 _ALPHA_ZERO = bytes([0xFF] + [0] * 255)
 """``bytes.translate`` table: alpha 0 → 0xFF, every other alpha → 0."""
@@ -90,8 +91,20 @@ def add_hint(message: str, hint: str) -> str:
     return f"{text} {hint}"
 
 
-def clear_transparent(rgba: bytes) -> bytes:
-    """``rgba`` (R'G'B'A u8) with the RGB of every fully transparent pixel (alpha 0) set to :data:`TRANSPARENT_RGB`.
+def _transparent(rgba: bytes, size: int) -> bytes:
+    """One byte per pixel of ``rgba`` (R'G'B'A of ``size`` bytes a sample, little-endian): 0xFF where its alpha is 0
+    (every byte of it), 0 elsewhere."""
+    stride = 4 * size
+    hidden = rgba[3 * size::stride].translate(_ALPHA_ZERO)
+    for byte in range(1, size):
+        other = rgba[3 * size + byte::stride].translate(_ALPHA_ZERO)
+        hidden = (int.from_bytes(hidden, "big") & int.from_bytes(other, "big")).to_bytes(len(hidden), "big")
+    return hidden
+
+
+def clear_transparent(rgba: bytes, bits: int = 8) -> bytes:
+    """``rgba`` (R'G'B'A u8, or u16 little-endian with ``bits`` 16) with the RGB of every fully transparent pixel
+    (alpha 0) set to :data:`TRANSPARENT_RGB`.
 
     A transparent pixel shows nothing, but it stores a colour: black in a new layer or outside every layer, the
     erased picture after Edit ▸ Clear. No engine may take that for context; the daemon repaints transparent pixels
@@ -99,18 +112,20 @@ def clear_transparent(rgba: bytes) -> bytes:
     (the plug-in has no NumPy), at C speed: byte slicing and one big-integer select.
 
     Raises:
-        ValueError: the length is not a multiple of 4.
+        ValueError: the length is not a multiple of a pixel's (4 samples).
     """
-    if len(rgba) % 4:
-        raise ValueError(f"{len(rgba)} bytes are not whole RGBA pixels")
-    alpha = rgba[3::4]
-    if 0 not in alpha:
+    size = bits // 8
+    stride = 4 * size
+    if len(rgba) % stride:
+        raise ValueError(f"{len(rgba)} bytes are not whole RGBA pixels of {bits}-bit samples")
+    if 0 not in rgba[3 * size::stride]:  # no alpha's first byte is 0: no alpha is
         return rgba
-    hidden = alpha.translate(_ALPHA_ZERO)  # 0xFF for each transparent pixel, 0 for the others
+    hidden = _transparent(rgba, size)  # 0xFF for each transparent pixel, 0 for the others
     select, neutral = bytearray(len(rgba)), bytearray(len(rgba))
     for channel, value in enumerate(TRANSPARENT_RGB):
-        select[channel::4] = hidden
-        neutral[channel::4] = hidden.replace(b"\xff", bytes([value]))
+        for byte in range(size):  # at 16 bits both bytes of 257 × value are value
+            select[channel * size + byte::stride] = hidden
+            neutral[channel * size + byte::stride] = hidden.replace(b"\xff", bytes([value]))
     keep = ~int.from_bytes(select, "big")
     pixels = int.from_bytes(rgba, "big") & keep | int.from_bytes(neutral, "big")
     return pixels.to_bytes(len(rgba), "big")
@@ -122,23 +137,25 @@ def touches_edge(selection: Rect, image_width: int, image_height: int) -> bool:
     return selection.x <= 0 or selection.y <= 0 or selection.right >= image_width or selection.bottom >= image_height
 
 
-def covers_transparent(rgba: bytes, mask: bytes) -> bool:
+def covers_transparent(rgba: bytes, mask: bytes, bits: int = 8) -> bool:
     """True when some selected pixel (``mask`` > 0) has alpha 0 in ``rgba``: the other sign of
     :func:`protocol.resolve_fill_mode` that ``auto`` means ``expand`` (the selection reaches over empty canvas).
 
     Args:
-        rgba: ``N × 4`` bytes, R'G'B'A u8 (the crop as read, before :func:`clear_transparent`).
+        rgba: ``N × 4`` samples, R'G'B'A u8 (or u16 little-endian, ``bits`` 16; the crop as read, before
+            :func:`clear_transparent`).
         mask: ``N`` bytes, Y u8 (the selection over the same crop).
+        bits: the depth of ``rgba``'s samples, 8 or 16.
 
     Raises:
         ValueError: the lengths do not match.
     """
-    if len(rgba) != 4 * len(mask):
-        raise ValueError(f"{len(rgba)} RGBA bytes do not match a mask of {len(mask)} pixels")
-    alpha = rgba[3::4]
-    if 0 not in alpha:
+    size = bits // 8
+    if len(rgba) != 4 * size * len(mask):
+        raise ValueError(f"{len(rgba)} RGBA bytes of {bits}-bit samples do not match a mask of {len(mask)} pixels")
+    if 0 not in rgba[3 * size::4 * size]:
         return False
-    transparent, selected = alpha.translate(_ALPHA_ZERO), mask.translate(_NON_ZERO)  # 0xFF each where it holds
+    transparent, selected = _transparent(rgba, size), mask.translate(_NON_ZERO)  # 0xFF each where it holds
     return bool(int.from_bytes(transparent, "big") & int.from_bytes(selected, "big"))
 
 
@@ -217,7 +234,8 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
     Steps:
 
     1. the selection's bounds (:func:`require_selection`) → the context crop (:func:`fill_crop`);
-    2. that crop of the visible picture (``editor.sample_merged``) or of the source layer, with
+    2. that crop of the visible picture (``editor.sample_merged``) or of the source layer (at the document's
+       :attr:`~client.document.Document.bits`: a 16-bit plane for an image deeper than 8 bits), with
        :func:`clear_transparent`, and of the selection → :class:`protocol.InpaintRequest` carrying ``options`` with
        its fill mode resolved here, where the canvas is known (:func:`protocol.resolve_fill_mode`: ``auto`` is
        ``expand`` when the selection :func:`touches_edge` or :func:`covers_transparent` pixels of the crop, else
@@ -229,7 +247,7 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
        for them at its rate and size (:attr:`~client.document.Document.preview_size`) and each goes to
        ``document.show_preview``; ``document.cancel_requested`` is polled throughout, and a cancel ends the fill
        with nothing pasted;
-    5. one :class:`ResultLayer` per variant at its box inside the crop, named with its mode and seed
+    5. one :class:`ResultLayer` per variant at its box inside the crop and its depth, named with its mode and seed
        (:func:`layer_name`),
        in the daemon's variant order (variant 1 first, i.e. on top), all added in one call (one undo step) after
        the job's result arrived.
@@ -250,16 +268,17 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
     crop = fill_crop(selection, width, height, options, editor)
     document.progress(0.0, "Reading the selection…")
     try:
+        bits = document.bits
         rgba = document.read_visible(crop) if editor.sample_merged else document.read_rgba(crop)
         mask = document.read_mask(crop)
         mode = resolve_fill_mode(options.fill_mode, options.prompt,
                                  touches_edge=touches_edge(selection, width, height),
-                                 covers_transparent=covers_transparent(rgba, mask))
+                                 covers_transparent=covers_transparent(rgba, mask, bits))
         options = dataclasses.replace(options, fill_mode=mode)
         preview_every = document.preview_every
         request = InpaintRequest(
             job_id=uuid.uuid4().hex, x=crop.x, y=crop.y, image=Plane(crop.width, crop.height, 4,
-                                                                       clear_transparent(rgba)),
+                                                                       clear_transparent(rgba, bits), bits=bits),
             mask=Plane(crop.width, crop.height, 1, mask), options=options, preview_every=preview_every,
             preview_size=document.preview_size if preview_every else DEFAULT_PREVIEW_SIZE,
         )
@@ -298,7 +317,7 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
     layers = [ResultLayer(name=layer_name(options, engine_name, variant.seed), x=variant.x, y=variant.y,
                           width=variant.image.width, height=variant.image.height,
                           rgba=bytes(variant.image.data), mask=bytes(variant.mask.data),  # decoded copies: no-ops
-                          seed=variant.seed, timings=dict(variant.timings))
+                          seed=variant.seed, timings=dict(variant.timings), bits=variant.image.bits)
               for variant in variants]
     document.progress(1.0, "Adding the result layers…")
     return document.add_result_layers(layers)

@@ -68,7 +68,7 @@ from .dialog_model import (  # noqa: E402
     values_to_send,
     visibility,
 )
-from .gimp_document import GimpDocument  # noqa: E402
+from .gimp_document import GimpDocument, eight_bit_rgba  # noqa: E402
 
 UI_TEST_HOOK = "GIMP_INPAINT_UI_TEST"
 """Environment variable naming the GUI test's driver file (see the module docstring); unset in normal use."""
@@ -633,13 +633,13 @@ class WindowDocument(GimpDocument):
         """The source layer's pixels in ``rect``, also shown in the window: the crop the job is about to send, the
         picture its previews then replace."""
         pixels = super().read_rgba(rect)
-        self._window.show_picture(rect.width, rect.height, pixels)
+        self._window.show_picture(rect.width, rect.height, eight_bit_rgba(pixels, self.bits))
         return pixels
 
     def read_visible(self, rect: Rect) -> bytes:
         """The visible picture in ``rect``, also shown in the window (as :meth:`read_rgba`)."""
         pixels = super().read_visible(rect)
-        self._window.show_picture(rect.width, rect.height, pixels)
+        self._window.show_picture(rect.width, rect.height, eight_bit_rgba(pixels, self.bits))
         return pixels
 
     def progress(self, fraction: float, text: str) -> None:

@@ -9,6 +9,12 @@ written through their DIRECT buffer (the shadow buffer route is clipped by the a
 Image types: RGB and GRAY, any precision. Babl converts on read and write: a gray layer reads as
 R'G'B'A (R = G = B), and a gray image gets GRAYA result layers written from the RGBA bytes.
 
+Precision (issue 12): an image of 8-bit precision is read and written as ``R'G'B'A u8``; an image of any deeper
+precision (16 or 32-bit integer, half, float or double: ``Gimp.Image.get_precision``) as ``R'G'B'A u16``, so the
+crop travels at 16 bits (:attr:`protocol.Plane.bits`) and the result layers, which ``Gimp.Layer.new`` makes at the
+image's precision, get 16-bit pixels (babl converts them to a float image's format on write). Babl's ``u16`` is
+the machine's byte order; the protocol's is little-endian (:func:`little_endian` swaps on a big-endian machine).
+
 Cancelling: GIMP 3.0 gives a plug-in no way to notice that the user cancelled its progress, so
 :meth:`GimpDocument.cancel_requested` keeps the default False. The progress that ``Gimp.progress_init``
 starts is cancellable (the Cancel button of the image window's status bar), but its "cancel" signal
@@ -34,6 +40,8 @@ plug-in's own progress window instead, whose Cancel sends the protocol's Cancel 
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Sequence
 
 import gi
@@ -47,6 +55,37 @@ from gimp_inpaint.protocol import CanvasExpansion, Rect  # noqa: E402
 
 RGBA_FORMAT = "R'G'B'A u8"
 """Babl format of the pixels exchanged with the daemon: sRGB-encoded 8-bit RGBA, straight alpha."""
+
+RGBA_FORMATS = {8: RGBA_FORMAT, 16: "R'G'B'A u16"}
+"""Babl format of the pixels exchanged with the daemon at each depth (:attr:`protocol.Plane.bits`): sRGB-encoded
+RGBA, straight alpha, 8 or 16 bits a sample."""
+
+EIGHT_BIT_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
+"""The image precisions read and written at 8 bits; every other (16 or 32-bit integer, half, float, double, linear
+or not) is read and written at 16 bits."""
+
+
+def image_bits(image: Gimp.Image) -> int:
+    """8 for an image of 8-bit precision (:data:`EIGHT_BIT_PRECISIONS`), 16 for a deeper one."""
+    return 8 if image.get_precision() in EIGHT_BIT_PRECISIONS else 16
+
+
+def little_endian(samples: bytes) -> bytes:
+    """16-bit samples in the machine's byte order (babl's ``u16``) as little-endian ones (the protocol's), and back:
+    ``samples`` itself on a little-endian machine, byte-swapped words (``array.array.byteswap``) on a big-endian
+    one."""
+    if sys.byteorder == "little":
+        return samples
+    words = array.array("H", samples)
+    words.byteswap()
+    return words.tobytes()
+
+
+def eight_bit_rgba(samples: bytes | memoryview, bits: int) -> bytes:
+    """R'G'B'A pixels of ``bits``-bit samples (16: little-endian) as R'G'B'A u8 bytes, to show on screen: the high
+    byte of each 16-bit sample (``v // 256``, which is ``u`` for an 8-bit level ``257 × u``); 8-bit samples as
+    they are."""
+    return bytes(samples) if bits == 8 else bytes(samples[1::2])
 
 MASK_FORMAT = "Y u8"
 """Babl format of the selection and of layer masks (8-bit linear coverage)."""
@@ -69,11 +108,13 @@ def source_layer(drawables: Sequence[Gimp.Drawable], procedure: str = "Generativ
     return drawable
 
 
-def _read_rgba(drawable: Gimp.Drawable, rect: Rect) -> bytes:
-    """``drawable``'s R'G'B'A u8 pixels in ``rect`` (coordinates of its image); outside the drawable: transparent."""
+def _read_rgba(drawable: Gimp.Drawable, rect: Rect, bits: int) -> bytes:
+    """``drawable``'s R'G'B'A pixels of ``bits``-bit samples (:data:`RGBA_FORMATS`; 16-bit ones little-endian) in
+    ``rect`` (coordinates of its image); outside the drawable: transparent."""
     _, offset_x, offset_y = drawable.get_offsets()
     area = Gegl.Rectangle.new(rect.x - offset_x, rect.y - offset_y, rect.width, rect.height)
-    return bytes(drawable.get_buffer().get(area, 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE))
+    pixels = bytes(drawable.get_buffer().get(area, 1.0, RGBA_FORMATS[bits], Gegl.AbyssPolicy.NONE))
+    return pixels if bits == 8 else little_endian(pixels)
 
 
 class GimpDocument(Document):
@@ -93,6 +134,11 @@ class GimpDocument(Document):
         """The image's ``(width, height)``."""
         return self._image.get_width(), self._image.get_height()
 
+    @property
+    def bits(self) -> int:
+        """The image's depth as the fill reads and writes it (:func:`image_bits`): 8 or 16."""
+        return image_bits(self._image)
+
     def selection_bounds(self) -> Rect | None:
         """``Gimp.Selection.bounds`` as a :class:`protocol.Rect` (x2, y2 exclusive), None when empty."""
         ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(self._image)
@@ -101,23 +147,26 @@ class GimpDocument(Document):
         return Rect(x1, y1, x2 - x1, y2 - y1)
 
     def read_rgba(self, rect: Rect) -> bytes:
-        """The source layer's R'G'B'A u8 pixels in ``rect`` (image coordinates); outside the layer: transparent."""
-        return _read_rgba(self._source, rect)
+        """The source layer's R'G'B'A pixels (u8, or u16 little-endian at :attr:`bits` 16) in ``rect`` (image
+        coordinates); outside the layer: transparent."""
+        return _read_rgba(self._source, rect, self.bits)
 
     def read_visible(self, rect: Rect) -> bytes:
-        """The visible composite in ``rect`` as R'G'B'A u8 ("Sample merged"), read from a throw-away copy.
+        """The visible composite in ``rect`` as R'G'B'A at :attr:`bits` ("Sample merged"), read from a throw-away
+        copy (of the image's precision).
 
         ``Gimp.Image.duplicate``, cropped to ``rect``, its visible layers merged (``CLIP_TO_IMAGE``), read, then
         deleted: the user's image, its undo history, selection and clipboard are not touched (about 0.1 s for a
         512² crop of an 8192² image). Where no layer shows anything, and when no layer is visible: transparent.
         """
+        bits = self.bits
         duplicate = self._image.duplicate()
         try:
             duplicate.crop(rect.width, rect.height, rect.x, rect.y)
             merged = duplicate.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
             if merged is None:
-                return bytes(rect.width * rect.height * 4)
-            return _read_rgba(merged, Rect(0, 0, rect.width, rect.height))
+                return bytes(rect.width * rect.height * 4 * bits // 8)
+            return _read_rgba(merged, Rect(0, 0, rect.width, rect.height), bits)
         finally:
             duplicate.delete()
 
@@ -130,7 +179,8 @@ class GimpDocument(Document):
     def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         """Insert one layer per result directly above the source (the first result on top), each with its
         blend mask as layer mask, in one undo group; the source layer stays the selected layer, so
-        *Filters ▸ Repeat* fills from the original again.
+        *Filters ▸ Repeat* fills from the original again. Each layer is made at the image's precision and its
+        pixels written in the result's format (:data:`RGBA_FORMATS` of :attr:`ResultLayer.bits`).
 
         With ``canvas`` (Generative Expand), the group first grows the canvas: ``Gimp.Image.resize`` to its size
         with the old picture at ``canvas.picture``'s offset, which moves every layer, channel and the selection by
@@ -154,7 +204,8 @@ class GimpDocument(Document):
                 image.insert_layer(layer, self._source.get_parent(), image.get_item_position(self._source))
                 layer.set_offsets(result.x, result.y)
                 buffer = layer.get_buffer()
-                buffer.set(area, RGBA_FORMAT, result.rgba)
+                pixels = result.rgba if result.bits == 8 else little_endian(result.rgba)
+                buffer.set(area, RGBA_FORMATS[result.bits], pixels)
                 buffer.flush()
                 mask = layer.create_mask(Gimp.AddMaskType.WHITE)
                 layer.add_mask(mask)
