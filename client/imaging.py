@@ -269,8 +269,8 @@ def compose(original: np.ndarray, image: np.ndarray, blend_mask: np.ndarray) -> 
     Every channel (alpha included) becomes ``round(original × (1 − m/255) + image × m/255)``: exactly
     the original where ``m == 0`` and exactly ``image`` where ``m == 255``. At 8 bits this is Pillow's
     ``Image.composite`` (integer blend with exact rounding); at 16 bits (uint16, which Pillow cannot composite)
-    the same formula in float32, ``cv2.blendLinear``'s weighted sum (exact at both ends: an integer below 2²⁴ times
-    1.0 plus 0.0), rounded to the nearest. Mixing is in the sRGB-encoded values, whereas GIMP 3 mixes layer masks
+    the same formula in float32 (exact at both ends: an integer below 2²⁴ times 1.0 plus 0.0), rounded to the
+    nearest. Mixing is in the sRGB-encoded values, whereas GIMP 3 mixes layer masks
     in linear light, so partly masked pixels differ slightly from GIMP's rendering.
 
     Args:
@@ -289,8 +289,8 @@ def compose(original: np.ndarray, image: np.ndarray, blend_mask: np.ndarray) -> 
         raise ValueError(f"compose needs H×W×4 images of one type and an H×W mask, got {original.shape} "
                          f"{original.dtype}, {image.shape} {image.dtype} and {blend_mask.shape}")
     if original.dtype == np.uint16:
-        weights = np.multiply(blend_mask, np.float32(1 / 255), dtype=np.float32)
-        mixed = cv2.blendLinear(image.astype(np.float32), original.astype(np.float32), weights, 1 - weights)
+        weights = np.multiply(blend_mask, np.float32(1 / 255), dtype=np.float32)[..., None]
+        mixed = original * (1 - weights) + image * weights  # float32 (cv2.blendLinear divides by w1 + w2 + 1e-5)
         return np.rint(mixed, out=mixed).astype(np.uint16)
     composed = Image.composite(Image.fromarray(np.ascontiguousarray(image)),
                                Image.fromarray(np.ascontiguousarray(original)),
