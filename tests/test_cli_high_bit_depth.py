@@ -260,3 +260,18 @@ def test_the_cli_fills_a_16_bit_png_with_the_tiny_diffusion_model_at_16_bits(
     fill((eight, astronaut_files[1]), daemon, tmp_path / "out8.png", "--engine", "tiny", "--prompt", "a flag",
          "--num-inference-steps", "2")
     assert cv2.imread(str(tmp_path / "out8.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8  # 8-bit stays 8-bit
+
+
+def test_the_cli_expands_a_16_bit_png_at_16_bits(astronaut_files: tuple[Path, Path], daemon: tuple[str, Path],
+                                                tmp_path: Path) -> None:
+    """Generative Expand's document (client.expand.ExpandedDocument) reads at the picture's depth: the grown
+    picture is a 16-bit PNG holding the old picture's samples exactly where the blend mask does not reach."""
+    url, config = daemon
+    out = tmp_path / "wide.png"
+    assert cli.main(["expand", str(astronaut_files[0]), "-o", str(out), "--url", url, "--config-dir", str(config),
+                     "--engine", "opencv", "--pixels", "64", "--sides", "right", "--grow", "0", "--feather",
+                     "0"]) == 0
+    result = read_png(out)
+    assert result.dtype == np.uint16 and result.shape[:2] == (512, 576)
+    np.testing.assert_array_equal(result[:, :512, :3], deep_astronaut()[..., :3])
+    assert result[:, 512:, :3].any()
