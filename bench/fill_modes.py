@@ -73,10 +73,11 @@ class InputProbe(Engine):
 
 def engine_input(mode: FillMode, picture: np.ndarray, mask: np.ndarray, remover: Engine) -> np.ndarray:
     """The H×W×3 uint8 RGB context crop that a prompt engine gets for ``mask`` (H×W uint8) of ``picture`` (H×W×4
-    uint8 RGBA) in ``mode``, the colour match off."""
+    uint8 RGBA) in ``mode``, the colour match off, at strength 0.75 (at 1.0 no pre-fill could reach a diffusion
+    model's output, and the daemon writes none)."""
     probe = InputProbe()
-    run_request(probe, picture, mask, FillOptions(engine=probe.name, seed=SEED, fill_mode=mode, color_match=False),
-                remover)
+    run_request(probe, picture, mask, FillOptions(engine=probe.name, seed=SEED, fill_mode=mode, strength=0.75,
+                                                  color_match=False), remover)
     (seen,) = probe.inputs
     return seen
 

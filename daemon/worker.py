@@ -354,7 +354,9 @@ def _inpaint(request: InpaintRequest, engine: Engine, progress: StageProgress, c
     engine.check(first)  # once per job: the variants differ only in their seeds
     per_variant = max(1, engine.prepare(first))
     prefill_seconds = 0.0
-    if mode is not None:  # after check and prepare (they read the options): a refused job costs no pre-fill
+    if mode is not None and engine_options.strength < 1.0:  # after check and prepare: a refused job costs none
+        # (at strength 1.0 diffusers starts the hole from pure noise and its inpainting models see it blanked, so no
+        # pre-fill could reach the output; the fill mode's pull-push was 9 ms of a 512² tiny-SD job for nothing)
         prefill_start = time.perf_counter()
         _prefill(mode, rgb, engine_mask, EngineJob(rgb, engine_mask, options, seeds[0]), remover, load_progress,
                  cancelled)
@@ -423,11 +425,14 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
        :meth:`Engine.prepare` applies them, once for all variants;
     3. the hole of the engine's input (its RGB copy of the crop, where the engine repaints) gets the mode's pre-fill,
        once for all variants (:mod:`daemon.prefill`: ``fill`` a blur of its surroundings, ``expand`` its border
-       continued, ``remove`` the ``remover``'s output); an engine without a prompt gets none;
+       continued, ``remove`` the ``remover``'s output); an engine without a prompt gets none, nor one that runs at
+       ``strength`` 1.0 (diffusers' ``is_strength_max``: its latents start as pure noise, so nothing of the hole
+       reaches the output);
     4. variant ``i`` is generated with seed ``seed + i`` (:func:`variant_seeds`); with ``options.color_match``, an
        engine that takes a prompt gets its pixels inside the blend mask moved to the CIELAB mean and spread of the
        original ring around it (:func:`daemon.prefill.match_colors`; an engine without one fills from the
-       surroundings already, and matching lowered Telea's hole PSNR from 17.9 to 16.6 dB, ``bench/removal.py``); inside the blend mask's bounding box
+       surroundings already, and matching lowered Telea's hole PSNR from 17.9 to 16.6 dB, ``bench/removal.py``);
+       inside the blend mask's bounding box
        (:func:`daemon.compositing.mask_box`) its image is that RGB where the blend mask is > 0 and the request's
        RGBA exactly elsewhere (:func:`daemon.compositing.overlay`: the pre-fill never reaches an unmasked pixel),
        and that box is handed to ``deliver`` before the next variant starts; a 16-bit crop's variants are 16-bit,

@@ -266,8 +266,9 @@ class FillOptions:
                        unit="pixels")
     feather: int = option(12, "_Feather", "Blur radius of the result's edge (diffusers blur_factor)", minimum=0,
                           maximum=1024, unit="pixels")
-    color_match: bool = option(True, "_Keep surrounding colours", "Colour match: give the generated pixels the "
-                               "LAB mean and spread of the original ring around the hole, so no colour shift shows")
+    color_match: bool = option(True, "_Keep surrounding colours", "Colour match: give the pixels an engine "
+                               "generates from a prompt the LAB mean and spread of the original ring around the "
+                               "hole, so no colour shift shows (removal engines fill from that ring already)")
 
     def __post_init__(self) -> None:
         _check_record(self)

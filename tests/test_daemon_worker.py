@@ -307,7 +307,7 @@ def test_remove_keeps_a_given_prompt_and_a_lower_strength() -> None:
 
 def test_remove_without_a_remover_prefills_as_fill_and_changes_no_option() -> None:
     engine = PromptEngine()
-    request = photo_request(fill_mode="remove")
+    request = photo_request(fill_mode="remove", strength=0.7)
     run(request, engine)
     rgb, hole, _ = engine_inputs(request)
     assert engine.jobs[0].options is request.options
@@ -316,7 +316,7 @@ def test_remove_without_a_remover_prefills_as_fill_and_changes_no_option() -> No
 
 def test_fill_prefills_the_hole_with_the_blur_of_its_surroundings() -> None:
     engine, remover = PromptEngine(), CountingRemover()
-    request = photo_request(fill_mode="fill", prompt="a hat", color_match=False)
+    request = photo_request(fill_mode="fill", prompt="a hat", strength=0.7, color_match=False)
     (variant,) = run(request, engine, remover)
     rgb, hole, outside = engine_inputs(request)
     (job,) = engine.jobs
@@ -327,11 +327,22 @@ def test_fill_prefills_the_hole_with_the_blur_of_its_surroundings() -> None:
     assert_box_loses_nothing(variant, request, 255 - job.image)
 
 
+@pytest.mark.parametrize("mode", ["fill", "expand"])
+def test_at_full_strength_the_engine_gets_the_crop_without_a_prefill(mode: str) -> None:
+    """At strength 1.0 diffusers starts the hole from pure noise (and an inpainting UNet sees it blanked), so no
+    pre-fill could reach the output: the engine gets the request's own pixels, and no remover runs."""
+    engine, remover = PromptEngine(), CountingRemover()
+    request = photo_request(fill_mode=mode, prompt="a hat", color_match=False)
+    run(request, engine, remover)
+    rgb, _, _ = engine_inputs(request)
+    assert np.array_equal(engine.jobs[0].image, rgb) and (remover.loads, remover.jobs) == (0, [])
+
+
 def test_auto_over_transparent_canvas_expands_from_the_border() -> None:
     """A selection reaching over transparent pixels (the crop's right quarter) is expand, even with a blank prompt:
     the engine's hole, the selection and the transparent pixels, continues the visible border."""
     engine, remover = PromptEngine(), CountingRemover()
-    request = photo_request(transparent=(slice(None), slice(140, None)), prompt="", color_match=False)
+    request = photo_request(transparent=(slice(None), slice(140, None)), prompt="", strength=0.7, color_match=False)
     (variant,) = run(request, engine, remover)
     rgb, hole, outside = engine_inputs(request)
     assert (hole[:, 140:] == 255).all() and (remover.loads, remover.jobs) == (0, [])
@@ -418,18 +429,16 @@ def test_the_colour_match_restores_the_rings_statistics_in_the_composite() -> No
     assert_box_loses_nothing(variant, request, prefill.match_colors(shifted, image, blend))  # unmasked pixels exact
 
 
-def test_colour_match_off_gives_the_output_of_before_bit_for_bit() -> None:
-    """A prompt-less engine with the colour match off: the variant is the overlay of the engine's own pixels, as
-    before issue 11; on, only pixels inside the blend mask differ."""
+def test_a_prompt_less_engines_output_is_not_colour_matched() -> None:
+    """A prompt-less engine fills from the surroundings already (on the removal benchmark the match lowered Telea's
+    hole PSNR, 17.9 → 16.6 dB): on or off, the variant is the overlay of the engine's own pixels, bit for bit."""
     request = photo_request(engine="counting", color_match=False)
     (off,) = run(request, CountingEngine())
-    image, blend = crop_arrays(request)
-    inverted = 255 - np.ascontiguousarray(image[..., :3])
-    assert_box_loses_nothing(off, request, inverted)
+    image, _ = crop_arrays(request)
+    assert_box_loses_nothing(off, request, 255 - np.ascontiguousarray(image[..., :3]))
     (on,) = run(dataclasses.replace(request, options=dataclasses.replace(request.options, color_match=True)),
                 CountingEngine())
-    assert_box_loses_nothing(on, request, prefill.match_colors(inverted, image, blend))
-    assert on.image != off.image
+    assert on.image == off.image
 
 
 @pytest.mark.diffusers
