@@ -14,9 +14,10 @@ job, into the engine's own RGB copy of the crop, which every variant's engine ca
 Depth (issue 12): a 16-bit crop (:attr:`protocol.Plane.bits`) is worked on as ``uint16``. An engine whose
 :attr:`protocol.EngineInfo.bits` is 16 (the diffusion engines, which compute in floating point) gets the 16-bit RGB
 and returns 16-bit pixels; an 8-bit engine (OpenCV, MI-GAN) gets the crop reduced to 8 bits
-(:func:`daemon.compositing.to_8_bits`) and returns 8 bits, which are colour-matched at 8 bits and then scaled to 16
-(:func:`daemon.compositing.to_16_bits`: 8-bit levels, multiples of 257). The variants are composited at the crop's
-depth, so every pixel the blend mask leaves alone is the request's own 16-bit value.
+(:func:`daemon.compositing.to_8_bits`) and returns 8 bits, which are scaled to 16
+(:func:`daemon.compositing.to_16_bits`: 8-bit levels, multiples of 257; an 8-bit engine that took a prompt would be
+colour-matched at 8 bits first). The variants are composited at the crop's depth, so every pixel the blend mask
+leaves alone is the request's own 16-bit value.
 """
 
 from __future__ import annotations
@@ -437,8 +438,8 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
        RGBA exactly elsewhere (:func:`daemon.compositing.overlay`: the pre-fill never reaches an unmasked pixel),
        and that box is handed to ``deliver`` before the next variant starts; a 16-bit crop's variants are 16-bit,
        the engine's pixels at the engine's depth (:attr:`protocol.EngineInfo.bits`: an 8-bit engine works on the
-       crop reduced to 8 bits, its colour match included, and its output is scaled to 16 bits
-       for the overlay: see the module's docstring);
+       crop reduced to 8 bits, a colour match included, and its output is scaled to 16 bits for the overlay: see the
+       module's docstring);
     5. with ``previews`` and the request's ``preview_every`` ≥ 1, each variant's engine job carries its
        :class:`daemon.engines.base.Previews` (:class:`_JobPreviews`: due at the job steps that are multiples of
        ``preview_every`` but a variant's last, while the job is not cancelled and ``previews.ready()``), and each
