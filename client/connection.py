@@ -176,6 +176,7 @@ class InpaintClient:
 
     Attributes:
         url: the daemon's WebSocket URL.
+        client_name: how this client introduced itself in its Hello (recorded with each result it fetched).
         welcome: the daemon's :class:`protocol.Welcome` (version, device, engines, pixel limit).
     """
 
@@ -187,6 +188,7 @@ class InpaintClient:
         self._stack = stack
         self._timeout = timeout
         self.url = url
+        self.client_name = client_name
         self.welcome: Welcome = self._handshake(token, client_name)
 
     @classmethod

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from gimp_inpaint.protocol import DEFAULT_PREVIEW_SIZE, CanvasExpansion, Preview, Rect
 
+from .metadata import RequestMetadata
+
 
 @dataclass(frozen=True)
 class ResultLayer:
@@ -30,6 +32,8 @@ class ResultLayer:
         seed: the seed the variant was generated with.
         timings: seconds per stage as the daemon reported them (``"inference"``, ``"total"``, …).
         bits: 8 or 16, the depth of ``rgba`` (the variant's :attr:`protocol.Plane.bits`).
+        metadata: the request that made it, this variant's seed included, for the editor to keep with the layer
+            (:class:`client.metadata.RequestMetadata`; GIMP: a parasite); None when unknown.
     """
 
     name: str
@@ -42,6 +46,7 @@ class ResultLayer:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     bits: int = 8
+    metadata: RequestMetadata | None = None
 
     def __post_init__(self) -> None:
         if self.bits not in (8, 16) or len(self.rgba) != self.width * self.height * 4 * self.bits // 8 \
@@ -97,7 +102,8 @@ class Document(ABC):
         """Add every layer directly above the source layer (the first on top), as ONE undo step.
 
         Each layer is placed at ``(x, y)`` with its RGBA pixels (at its :attr:`ResultLayer.bits`, written at the
-        image's precision) and its ``mask`` as layer mask.
+        image's precision) and its ``mask`` as layer mask, and keeps its :attr:`ResultLayer.metadata` where the
+        editor can store it (GIMP: the parasite :data:`client.metadata.PARASITE_NAME`, in the same undo step).
 
         Args:
             layers: the layers, in image coordinates (of the grown canvas, with ``canvas``).

@@ -5,8 +5,10 @@ against :class:`client.document.Document`, so it is tested without GIMP; :func:`
 (and ``gimp-inpaint expand``'s), is :func:`run_fill` on the document as its canvas will be (:mod:`client.expand`).
 Its settings are the two records of :mod:`protocol.options`: :class:`protocol.FillOptions` (sent) and
 :class:`protocol.EditorOptions` (used here). It adds layers only after the job's :class:`protocol.Result` arrived:
-on any failure nothing is pasted. Vendored into the plug-in: imports only the standard library, :mod:`protocol`,
-:mod:`client.connection`, :mod:`client.document` and :mod:`client.expand`.
+on any failure nothing is pasted. Each result layer carries its request (:class:`client.metadata.RequestMetadata`),
+and :func:`run_fill` can fill a recorded selection again (*More Like This*, *Edit and Regenerate…*). Vendored into the
+plug-in: imports only the standard library, :mod:`protocol`, :mod:`client.connection`, :mod:`client.document`,
+:mod:`client.expand` and :mod:`client.metadata`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gimp_inpaint.protocol import (
 from .connection import ClientError, DaemonError, InpaintClient, pick_engine
 from .document import Document, ResultLayer
 from .expand import ExpandedDocument, ExpandOptions
+from .metadata import RecordedSelection, RequestMetadata
 
 NO_SELECTION = "Select the area to fill first (Select ▸ Ellipse, Free Select, …), then run Generative Fill again."
 """Raised as :class:`FillError` without a selection: filling the whole layer is never what was meant."""
@@ -228,12 +231,13 @@ def _daemon_failure(exc: DaemonError) -> FillError:
 
 
 def run_fill(document: Document, client_factory: Callable[[], InpaintClient], options: FillOptions,
-             editor: EditorOptions) -> list[str]:
-    """Fill the document's selection with the daemon's result; return the names of the new layers.
+             editor: EditorOptions, *, selection: RecordedSelection | None = None, origin: str = "") -> list[str]:
+    """Fill the document's selection (or a recorded one) with the daemon's result; return the names of the new
+    layers.
 
     Steps:
 
-    1. the selection's bounds (:func:`require_selection`) → the context crop (:func:`fill_crop`);
+    1. the selection's bounds (:func:`require_selection`, or ``selection``'s) → the context crop (:func:`fill_crop`);
     2. that crop of the visible picture (``editor.sample_merged``) or of the source layer (at the document's
        :attr:`~client.document.Document.bits`: a 16-bit plane for an image deeper than 8 bits), with
        :func:`clear_transparent`, and of the selection → :class:`protocol.InpaintRequest` carrying ``options`` with
@@ -248,7 +252,9 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
        ``document.show_preview``; ``document.cancel_requested`` is polled throughout, and a cancel ends the fill
        with nothing pasted;
     5. one :class:`ResultLayer` per variant at its box inside the crop and its depth, named with its mode and seed
-       (:func:`layer_name`),
+       (:func:`layer_name`) and carrying its request (:class:`client.metadata.RequestMetadata`: ``options`` and
+       ``editor`` as given, the engine and fill mode it ran with, its seed, the selection, the crop, the job id,
+       ``origin``, the client's name and the daemon's and protocol's versions),
        in the daemon's variant order (variant 1 first, i.e. on top), all added in one call (one undo step) after
        the job's result arrived.
 
@@ -258,21 +264,31 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
             it may raise :class:`client.connection.ClientError`.
         options: what is sent (:class:`protocol.FillOptions`).
         editor: what the editor does around it (:class:`protocol.EditorOptions`).
+        selection: a selection recorded with an earlier result (:attr:`client.metadata.RequestMetadata.selection`)
+            to fill instead of the document's; its canvas must be the document's size.
+        origin: the job id of the lineage the new layers join (:attr:`client.metadata.RequestMetadata.origin` of the
+            result they regenerate); empty: they start their own, this job's.
 
     Raises:
-        FillError: no selection, invalid settings, crop over the daemon's pixel limit, daemon not
-            reachable, daemon error (``code`` set), or a result that does not fit the request.
+        FillError: no selection, a recorded selection of another canvas size, invalid settings, crop over the
+            daemon's pixel limit, daemon not reachable, daemon error (``code`` set), or a result that does not fit
+            the request.
     """
-    selection = require_selection(document)
     width, height = document.size()
-    crop = fill_crop(selection, width, height, options, editor)
+    if selection is not None and (selection.canvas_width, selection.canvas_height) != (width, height):
+        raise FillError(f"The image is {width}×{height} pixels, but the result was made on a canvas of "
+                        f"{selection.canvas_width}×{selection.canvas_height}: select the area to fill again.",
+                        ErrorCode.INVALID_REQUEST)
+    bounds = require_selection(document) if selection is None else selection.bounds
+    asked = options
+    crop = fill_crop(bounds, width, height, options, editor)
     document.progress(0.0, "Reading the selection…")
     try:
         bits = document.bits
         rgba = document.read_visible(crop) if editor.sample_merged else document.read_rgba(crop)
-        mask = document.read_mask(crop)
+        mask = document.read_mask(crop) if selection is None else selection.read(crop)
         mode = resolve_fill_mode(options.fill_mode, options.prompt,
-                                 touches_edge=touches_edge(selection, width, height),
+                                 touches_edge=touches_edge(bounds, width, height),
                                  covers_transparent=covers_transparent(rgba, mask, bits))
         options = dataclasses.replace(options, fill_mode=mode)
         preview_every = document.preview_every
@@ -314,10 +330,16 @@ def run_fill(document: Document, client_factory: Callable[[], InpaintClient], op
 
     if not variants:
         raise FillError("The daemon returned no result; nothing was pasted.", ErrorCode.BAD_MESSAGE)
+    recorded = selection or RecordedSelection.from_crop(width, height, bounds, crop, mask)
+    made = RequestMetadata(options=asked, editor=editor, engine=engine_name, fill_mode=mode, seed=variants[0].seed,
+                           crop=crop, selection=recorded, job=request.job_id, origin=origin or request.job_id,
+                           client=client.client_name, daemon_version=welcome.daemon_version,
+                           protocol_version=welcome.protocol_version)
     layers = [ResultLayer(name=layer_name(options, engine_name, variant.seed), x=variant.x, y=variant.y,
                           width=variant.image.width, height=variant.image.height,
                           rgba=bytes(variant.image.data), mask=bytes(variant.mask.data),  # decoded copies: no-ops
-                          seed=variant.seed, timings=dict(variant.timings), bits=variant.image.bits)
+                          seed=variant.seed, timings=dict(variant.timings), bits=variant.image.bits,
+                          metadata=dataclasses.replace(made, seed=variant.seed))
               for variant in variants]
     document.progress(1.0, "Adding the result layers…")
     return document.add_result_layers(layers)

@@ -9,7 +9,7 @@ when it is executable)::
         install.json         what this install did (versions, the shortcuts it added), for uninstall
         vendor/              put first on sys.path by the entry file
             gimp_inpaint/        the same layout as the installed package, only what the plug-in imports:
-                protocol/  client/{__init__,connection,document,expand,fill}.py
+                protocol/  client/{__init__,connection,document,expand,fill,metadata}.py
                 plugin_gimp/{__init__,arguments,dialog,dialog_model,gimp_document}.py
             msgpack/  websockets/   only their .py files: msgpack falls back to msgpack.fallback without
                                     its C extension, websockets to pure Python without its speedups
@@ -63,7 +63,7 @@ THIRD_PARTY = ("msgpack", "websockets")
 
 OWN_PACKAGES = {
     "gimp_inpaint.protocol": None,  # the whole package
-    "gimp_inpaint.client": ("__init__.py", "connection.py", "document.py", "expand.py", "fill.py"),
+    "gimp_inpaint.client": ("__init__.py", "connection.py", "document.py", "expand.py", "fill.py", "metadata.py"),
     "gimp_inpaint.plugin_gimp": ("__init__.py", "arguments.py", "dialog.py", "dialog_model.py", "gimp_document.py"),
 }
 """This project's code the plug-in imports; ``None`` = every module of the package."""

@@ -123,6 +123,7 @@ class FakeClient:
                  error: Exception | None = None, box: Rect | None = None) -> None:
         self.welcome = Welcome(protocol_version=1, daemon_version="t", device="cpu", engines=ENGINES,
                                max_pixels=max_pixels)
+        self.client_name = "fake-client/1"
         self.requests: list[InpaintRequest] = []
         self.steps = steps
         self.error = error

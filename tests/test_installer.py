@@ -71,7 +71,7 @@ def test_layout_and_file_modes(installed, capsys):
     assert sorted(p.name for p in vendor.iterdir()) == ["gimp_inpaint", "licenses", "msgpack", "websockets"]
     assert sorted(p.name for p in (vendor / "gimp_inpaint").iterdir()) == ["client", "plugin_gimp", "protocol"]
     client = sorted(p.name for p in (vendor / "gimp_inpaint" / "client").iterdir())
-    assert client == ["__init__.py", "connection.py", "document.py", "expand.py", "fill.py"]
+    assert client == ["__init__.py", "connection.py", "document.py", "expand.py", "fill.py", "metadata.py"]
     assert not list(vendor.rglob("*.so")) and not list(vendor.rglob("__pycache__"))
     assert (vendor / "msgpack" / "fallback.py").is_file() and (vendor / "websockets" / "sync" / "client.py").is_file()
     assert {p.name for p in (vendor / "licenses").iterdir()} >= {"websockets-LICENSE"}

@@ -33,7 +33,7 @@ EXCEPTIONS = {
 """Imports across the rule, each with its reason: only modules that are never vendored into the plug-in."""
 
 VENDORED_CLIENT = ("client/__init__.py", "client/connection.py", "client/document.py", "client/expand.py",
-                   "client/fill.py")
+                   "client/fill.py", "client/metadata.py")
 """The client modules copied into the plug-in (:data:`installer.bundle`): they may import only protocol."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gimp_inpaint.client.fill import FillError, run_fill
 from gimp_inpaint.client.metadata import (
     FORMAT_VERSION,
     MetadataError,
@@ -33,6 +34,7 @@ from gimp_inpaint.protocol import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data, draw, filters
+from test_fill import FakeClient, FakeDocument
 from test_options import fill_options
 
 CANVAS = (512, 512)
@@ -199,3 +201,65 @@ def test_next_seed_skips_the_lineages_seeds_and_wraps() -> None:
     assert next_seed(SEED_MAX + 1, set(), 1) == 0
     with pytest.raises(ValueError):
         next_seed(0, set(), 0)
+
+
+def ellipse_document() -> FakeDocument:
+    """The fake document of tests/test_fill.py with a feathered elliptic selection in :data:`ELLIPSE`."""
+    document = FakeDocument()
+    document.selection[ELLIPSE.y:ELLIPSE.bottom, ELLIPSE.x:ELLIPSE.right] = np.frombuffer(
+        feathered_ellipse(ELLIPSE), np.uint8).reshape(ELLIPSE.height, ELLIPSE.width)
+    return document
+
+
+ELLIPSE = Rect(140, 90, 80, 60)
+"""The selection's box on the fake document's 400×300 canvas."""
+
+
+def test_each_result_layer_carries_its_request() -> None:
+    document, client = ellipse_document(), FakeClient()
+    options, editor = FillOptions(seed=7, num_variants=2, feather=4), EditorOptions(padding=32)
+    run_fill(document, lambda: client, options, editor)
+    (request,) = client.requests
+    first, second = (layer.metadata for layer in document.layers)
+    assert first is not None and second is not None
+    assert (first.seed, second.seed) == (7, 8) == (document.layers[0].seed, document.layers[1].seed)
+    assert first.options == options and first.editor == editor  # as asked: no engine, auto
+    assert (first.engine, first.fill_mode) == ("sd15-inpaint", FillMode.REMOVE)  # the first engine; no prompt
+    assert first.request_options() == request.options  # the record the daemon got
+    assert first.crop == Rect(request.x, request.y, request.image.width, request.image.height)
+    assert first.selection.bounds == document.selection_bounds() == ELLIPSE
+    assert first.selection.read(first.crop) == request.mask.data
+    assert first.job == first.origin == request.job_id == second.job
+    assert (first.client, first.daemon_version, first.protocol_version) == ("fake-client/1", "t", 1)
+    assert RequestMetadata.from_json(first.to_json()) == first
+
+
+def test_a_recorded_selection_is_filled_again_without_the_documents() -> None:
+    """More Like This: the recorded selection, the lineage kept, new seeds; the request is the first one's but for
+    them."""
+    document, client = ellipse_document(), FakeClient()
+    run_fill(document, lambda: client, FillOptions(seed=7, feather=4), EditorOptions(padding=32))
+    source = document.layers[0].metadata
+    assert source is not None
+    document.selection[:] = 0  # the user dropped the selection
+    run_fill(document, lambda: client, source.regenerate_options(seed=8, num_variants=2), source.editor,
+             selection=source.selection, origin=source.origin)
+    first, again = client.requests
+    assert (again.x, again.y, again.image.width, again.image.height) == (first.x, first.y, first.image.width,
+                                                                        first.image.height)
+    assert again.mask == first.mask and again.image == first.image
+    assert again.options == dataclasses.replace(first.options, seed=8, num_variants=2)
+    made = [layer.metadata for layer in document.layers]
+    assert [m.seed for m in made if m] == [8, 9] and all(m and m.origin == source.origin != m.job for m in made)
+
+
+def test_a_recorded_selection_of_another_canvas_is_refused() -> None:
+    document, client = ellipse_document(), FakeClient()
+    run_fill(document, lambda: client, FillOptions(), EditorOptions())
+    source = document.layers[0].metadata
+    assert source is not None
+    smaller = FakeDocument(width=300, height=200)
+    with pytest.raises(FillError, match=r"The image is 300×200 pixels, but the result was made on a canvas of "
+                                        r"400×300: select the area to fill again\."):
+        run_fill(smaller, lambda: client, FillOptions(), EditorOptions(), selection=source.selection)
+    assert len(client.requests) == 1
