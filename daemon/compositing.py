@@ -58,7 +58,7 @@ def to_16_bits(pixels: np.ndarray) -> np.ndarray:
 def transparency_alpha(image: np.ndarray) -> np.ndarray:
     """The alpha that :func:`repaint_mask` and the worker's masks read from an RGBA crop, which only ask whether a
     pixel is fully transparent: an 8-bit crop's alpha channel itself (a strided view, no copy); for a 16-bit one an
-    H×W uint8 array, 0 where its alpha is 0 and 255 elsewhere (``cv2.compare``), so a pixel of alpha 1/65535,
+    H×W uint8 array, 0 where its alpha is 0 and 255 elsewhere (``cv2.inRange``), so a pixel of alpha 1/65535,
     which 8 bits would round to 0, still counts as visible.
 
     Args:
@@ -69,7 +69,7 @@ def transparency_alpha(image: np.ndarray) -> np.ndarray:
     """
     _check_samples(image, 4, "transparency_alpha")
     alpha = image[..., 3]
-    return alpha if image.dtype == np.uint8 else cv2.compare(alpha, 0, cv2.CMP_GT)
+    return alpha if image.dtype == np.uint8 else cv2.inRange(alpha, 1, 65535)
 
 
 def _check_samples(image: np.ndarray, channels: int, name: str) -> None:

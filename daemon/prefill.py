@@ -260,7 +260,7 @@ def match_colors(generated: np.ndarray, original: np.ndarray, blend: np.ndarray)
     ring = cv2.inRange(distance, 1, RING_WIDTH)
     alpha = original[box][..., 3]
     visible = cv2.threshold(alpha, 0, 255, cv2.THRESH_BINARY)[1] if alpha.dtype == np.uint8 else \
-        cv2.compare(alpha, 0, cv2.CMP_GT)  # the threshold of a uint16 array is uint16
+        cv2.inRange(alpha, 1, 65535)  # the threshold of a uint16 array is uint16
     cv2.bitwise_and(ring, visible, dst=ring)
     result = generated.copy()
     if not cv2.countNonZero(ring):

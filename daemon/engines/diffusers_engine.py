@@ -93,9 +93,10 @@ def scaled_size(width: int, height: int, long_side: int, multiple: int = LATENT_
 
 
 def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``pixels`` (H×W or H×W×C uint8, uint16 or float32) at ``width × height`` pixels: OpenCV's area interpolation when it shrinks
-    (``cv2.INTER_AREA``, OpenCV's ``resize`` documentation: "the preferred method for image decimation"), Lanczos
-    over 8×8 pixels when it grows (``cv2.INTER_LANCZOS4``); the array itself when the size is already that.
+    """``pixels`` (H×W or H×W×C uint8, uint16 or float32) at ``width × height`` pixels: OpenCV's area interpolation
+    when it shrinks (``cv2.INTER_AREA``, OpenCV's ``resize`` documentation: "the preferred method for image
+    decimation"), Lanczos over 8×8 pixels when it grows (``cv2.INTER_LANCZOS4``); the array itself when the size is
+    already that.
 
     OpenCV releases the GIL while it resizes; Pillow's Lanczos, used before, took 4.6 ms to shrink a 512² crop to
     128² where this takes 0.3 ms (bench/README.md, issue 10's tiny-SD pair).
