@@ -40,11 +40,6 @@ _PNG_BIT_DEPTH_OFFSET = 24
 """Offset of the bit depth (bits per sample) byte in a PNG file: the 8-byte signature, then the IHDR chunk's length
 and type (4 bytes each), width and height (4 each), then the bit depth (PNG specification, 11.2.2 IHDR)."""
 
-_DEEP_FORMATS = {"PNG": ".png"}
-"""Pillow format → the extension OpenCV encodes it by, of the files read and written at 16 bits (OpenCV's PNG codec,
-``cv2.imdecode``/``cv2.imencode``): Pillow opens a 16-bit colour PNG as 8-bit and writes no 16-bit colour PNG."""
-
-
 def _is_16_bit_png(path: Path, image: Image.Image) -> bool:
     """Whether ``image`` (opened from ``path`` by Pillow) is a PNG of 16 bits per sample, read from its IHDR."""
     if image.format != "PNG":
