@@ -22,6 +22,11 @@ stderr (model download, model load, then steps: :func:`client.fill.progress_text
 written file (path, seed, timings) to stdout. Ctrl+C cancels the job. ``--png-compression`` (default
 :data:`PNG_COMPRESSION`, fast) is the zlib level of PNG outputs (:func:`client.imaging.save_image`): a setting of
 the files written, not a fill option, so not a row of the options table.
+Each PNG output carries the request that made it, as the JSON of :class:`client.metadata.RequestMetadata` in its
+text chunk :data:`client.metadata.PNG_TEXT_KEY` (other formats have no room for it); ``fill --from RESULT.png``
+reads it back and takes its options as the defaults of every option flag: the settings that made that one file, on
+the engine it ran on, with its seed and one variant. Flags given on the command line still win (``--lora`` given
+replaces the recorded LoRAs). The mask is the command line's, not the recorded selection.
 ``expand`` is Generative Expand (:func:`client.fill.run_expand`): it grows the picture's canvas by ``--pixels`` on
 each of ``--sides``, or to ``--size`` or ``--aspect`` (its flags are the rows of :data:`client.expand.EXPAND_OPTIONS`),
 fills the new area with the ``expand`` fill mode and writes the grown picture (the new area is the result's, the old
@@ -73,12 +78,14 @@ from gimp_inpaint.protocol import (
     FillOptions,
     OptionSpec,
     ProtocolError,
+    format_loras,
     parse_loras,
 )
 
 if TYPE_CHECKING:
     import numpy as np
     from gimp_inpaint.client.imaging import ArrayDocument
+    from gimp_inpaint.client.metadata import RequestMetadata
     from gimp_inpaint.protocol import EngineInfo
 
 # The modules each command needs are imported inside it: `fill` and `demo` NumPy and Pillow (client.imaging),
@@ -216,19 +223,29 @@ def _flag_help(spec: OptionSpec) -> str:
     return f"{spec.help} (default {'on' if spec.default else 'off'})" if spec.type is bool else spec.help
 
 
+class _AppendToGiven(argparse.Action):
+    """``action="append"`` whose first use replaces the default list instead of adding to it, so that ``--lora``
+    flags given replace LoRAs that ``--from`` made the default (argparse's own ``append`` keeps the default's)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*([] if items is self.default else items), values])
+
+
 def add_option_flags(parser: argparse.ArgumentParser, rows: Iterable[OptionSpec] | None = None,
                      skips: Mapping[str, str] = CLI_SKIPS) -> None:
     """One flag per row of ``rows`` (default: :data:`protocol.FILL_OPTIONS` and :data:`protocol.EDITOR_OPTIONS`)
     but ``skips``: :attr:`protocol.OptionSpec.flag` and its aliases, the row's name as ``dest``, its default and
-    type; LoRAs may repeat (``--lora a=0.5 --lora b``), an enum offers its values. Ranges are checked by the
-    records when :func:`options_from` (or :func:`expand_options_from`) makes them."""
+    type; LoRAs may repeat (``--lora a=0.5 --lora b``; given, they replace the default), an enum offers its values.
+    Ranges are checked by the records when :func:`options_from` (or :func:`expand_options_from`) makes them."""
     for spec in (*FILL_OPTIONS.values(), *EDITOR_OPTIONS.values()) if rows is None else rows:
         if spec.name in skips:
             continue
         flags = (spec.flag, *spec.aliases)
         extra: dict[str, Any] = {}
         if spec.type is dict:
-            extra = {"action": "append", "metavar": "NAME=WEIGHT", "default": []}
+            extra = {"action": _AppendToGiven, "metavar": "NAME=WEIGHT", "default": []}
         elif spec.type is bool:
             extra = {"action": argparse.BooleanOptionalAction, "default": spec.default}
         elif isinstance(spec.default, Enum):
@@ -258,6 +275,51 @@ def options_from(args: argparse.Namespace) -> tuple[FillOptions, EditorOptions]:
         return FillOptions(**values(FILL_OPTIONS)), EditorOptions(**values(EDITOR_OPTIONS))
     except ProtocolError as exc:
         raise UsageError(f"Invalid option: {exc.message}") from None
+
+
+def flag_defaults(options: FillOptions, editor: EditorOptions) -> dict[str, Any]:
+    """The values of :func:`add_option_flags`' flags (by ``dest``, the row's name) that make ``options`` and
+    ``editor``, as parsed flags hold them: an enum's value, the LoRAs as one ``NAME:WEIGHT, …`` item
+    (:func:`protocol.format_loras`; none as no item); rows without a flag (:data:`CLI_SKIPS`) are left out. The
+    defaults of ``fill --from``."""
+    values = {}
+    for rows, record in ((FILL_OPTIONS, options), (EDITOR_OPTIONS, editor)):
+        for name, spec in rows.items():
+            value = getattr(record, name)
+            if name in CLI_SKIPS:
+                continue
+            if spec.type is dict:
+                values[name] = [format_loras(value)] if value else []
+            else:
+                values[name] = value.value if isinstance(value, Enum) else value
+    return values
+
+
+def read_recorded_request(path: Path) -> RequestMetadata:
+    """The request recorded in the PNG ``path`` (:data:`client.metadata.PNG_TEXT_KEY`), for ``fill --from``; each
+    note of :attr:`client.metadata.RequestMetadata.notes` is printed to stderr.
+
+    Raises:
+        UsageError: the file cannot be read, holds no request, or its request cannot be read (the message says
+            why).
+    """
+    from gimp_inpaint.client.imaging import read_png_text
+    from gimp_inpaint.client.metadata import PNG_TEXT_KEY, MetadataError, RequestMetadata
+
+    try:
+        text = read_png_text(path, PNG_TEXT_KEY)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot read {path}: {exc}") from None
+    if text is None:
+        raise UsageError(f"{path} holds no gimp-inpaint request: --from takes a PNG written by `gimp-inpaint fill` "
+                         f"(its {PNG_TEXT_KEY!r} text chunk).")
+    try:
+        recorded = RequestMetadata.from_json(text)
+    except MetadataError as exc:
+        raise UsageError(f"Cannot use the request recorded in {path}: {exc.message}.") from None
+    for note in recorded.notes:
+        print(f"gimp-inpaint: note: {path}: {note}", file=sys.stderr)
+    return recorded
 
 
 def expand_options_from(args: argparse.Namespace) -> ExpandOptions:
@@ -309,8 +371,9 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
                              "larger than at Pillow's 6 with the same pixels)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``expand``, ``demo``, ``status`` and ``doctor``)."""
+def build_parser(fill_defaults: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``expand``, ``demo``, ``status`` and ``doctor``);
+    ``fill_defaults`` (:func:`flag_defaults`, by ``dest``) replace the defaults of ``fill``'s flags."""
     import platformdirs  # only the folder's name, shown in the help (a few milliseconds)
 
     connection = argparse.ArgumentParser(add_help=False)
@@ -342,7 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                f"{MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels)")
     fill.add_argument("mask", type=Path, help="the mask, same size: white or opaque = fill (see above)")
     _add_output_flags(fill)
+    fill.add_argument("--from", dest="from_result", type=Path, metavar="RESULT.png",
+                      help="take the option flags' defaults from the request recorded in a PNG that `gimp-inpaint "
+                           "fill` wrote: the settings, engine and seed that made it, one variant (flags given here "
+                           "still win)")
     add_option_flags(fill)
+    fill.set_defaults(**(fill_defaults or {}))
 
     expand = commands.add_parser("expand", parents=[connection], help="grow the canvas of an image and fill the "
                                  "new area", description="Generative Expand: grow the canvas of IMAGE by --pixels "
@@ -433,11 +501,12 @@ def _check_outputs(paths: Sequence[Path]) -> None:
             raise UsageError(f"Cannot write {path}: {exc}.") from None
 
 
-def _save(path: Path, pixels: np.ndarray, png_compression: int = PNG_COMPRESSION) -> None:
+def _save(path: Path, pixels: np.ndarray, png_compression: int = PNG_COMPRESSION,
+          text: Mapping[str, str] | None = None) -> None:
     from gimp_inpaint.client.imaging import save_image
 
     try:
-        save_image(path, pixels, png_compression=png_compression)
+        save_image(path, pixels, png_compression=png_compression, text=text)
     except (OSError, ValueError) as exc:
         raise UsageError(f"Cannot write {path}: {exc}") from None
 
@@ -449,6 +518,7 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOption
     (``--png-compression``); returns ``(path, picture)`` pairs."""
     from gimp_inpaint.client.connection import InpaintClient
     from gimp_inpaint.client.fill import run_expand, run_fill
+    from gimp_inpaint.client.metadata import PNG_TEXT_KEY
 
     token = resolve_token(args.token, args.config_dir)
 
@@ -463,7 +533,8 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOption
     written = []
     for path, layer in zip(output_paths(args.output, len(document.layers)), document.layers, strict=True):
         picture = document.composite(layer)
-        _save(path, picture, args.png_compression)
+        _save(path, picture, args.png_compression,
+              {PNG_TEXT_KEY: layer.metadata.to_json()} if layer.metadata is not None else None)
         timings = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in layer.timings.items())
         print(f"{path}: seed {layer.seed}" + (f"; {timings}" if timings else ""), flush=True)
         written.append((path, picture))
@@ -537,6 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gimp_inpaint.client.fill import FillError, add_hint
 
     try:
+        if args.command == "fill" and args.from_result is not None:
+            recorded = read_recorded_request(args.from_result)
+            args = build_parser(flag_defaults(recorded.regenerate_options(), recorded.editor)).parse_args(argv)
         args.url = _url(args)
         if args.command == "status":
             _status(args)

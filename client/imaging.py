@@ -14,16 +14,16 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import cv2
 import numpy as np
 from gimp_inpaint.client.document import Document, ResultLayer
 from gimp_inpaint.protocol import DEFAULT_MAX_PIXELS, CanvasExpansion, Plane, Rect
-from PIL import Image, ImageMode, ImageOps
+from PIL import Image, ImageMode, ImageOps, PngImagePlugin
 
 MAX_IMAGE_PIXELS = 4 * DEFAULT_MAX_PIXELS
 """Most pixels of a picture or mask read from a file: 8192×8192, four times the daemon's default request limit
@@ -39,6 +39,10 @@ _EIGHT_BIT_TYPES = ("u1", "b1")
 _PNG_BIT_DEPTH_OFFSET = 24
 """Offset of the bit depth (bits per sample) byte in a PNG file: the 8-byte signature, then the IHDR chunk's length
 and type (4 bytes each), width and height (4 each), then the bit depth (PNG specification, 11.2.2 IHDR)."""
+
+_PNG_IHDR_END = 33
+"""Offset of the end of a PNG file's first chunk, IHDR: the 8-byte signature, then its length and type (4 bytes
+each), its 13 bytes of data and its CRC (4) (PNG specification, 5.2 and 11.2.2)."""
 
 def _is_16_bit_png(path: Path, image: Image.Image) -> bool:
     """Whether ``image`` (opened from ``path`` by Pillow) is a PNG of 16 bits per sample, read from its IHDR."""
@@ -151,7 +155,8 @@ def load_mask(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L")).copy()
 
 
-def save_image(path: Path, pixels: np.ndarray, png_compression: int | None = None) -> None:
+def save_image(path: Path, pixels: np.ndarray, png_compression: int | None = None,
+               text: Mapping[str, str] | None = None) -> None:
     """Write H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 or uint16 pixels; the format follows the file's
     extension.
 
@@ -163,6 +168,9 @@ def save_image(path: Path, pixels: np.ndarray, png_compression: int | None = Non
         png_compression: zlib level 0…9 of a PNG file (Pillow's ``compress_level``; None = Pillow's default, 6);
             the pixels are the same at every level, only the size and the time differ. Other formats ignore it
             and keep their defaults.
+        text: keyword (Latin-1, 1…79 characters) → text, each written into a PNG file as a compressed ``iTXt``
+            chunk (UTF-8; Pillow's ``PngInfo.add_itxt``), e.g. :data:`client.metadata.PNG_TEXT_KEY`'s request
+            record; :func:`read_png_text` reads it back. Other formats get none.
 
     Raises:
         OSError: the file cannot be written.
@@ -173,29 +181,56 @@ def save_image(path: Path, pixels: np.ndarray, png_compression: int | None = Non
     if pixels.ndim == 3 and pixels.shape[2] == 4 and bool(np.all(pixels[..., 3] == np.iinfo(pixels.dtype).max)):
         pixels = pixels[..., :3]
     png = Image.registered_extensions().get(path.suffix.lower()) == "PNG"
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value, zip=True)
     if pixels.dtype == np.uint16:
         if png:
-            _save_16_bit_png(path, pixels, png_compression)
+            _save_16_bit_png(path, pixels, png_compression, info)
             return
         pixels = cv2.convertScaleAbs(pixels, alpha=1 / 257)
     image = Image.fromarray(np.ascontiguousarray(pixels))
-    if png_compression is not None and png:
-        image.save(path, compress_level=png_compression)
-    else:
-        image.save(path)
+    options: dict[str, Any] = {}
+    if png and png_compression is not None:
+        options["compress_level"] = png_compression
+    if png and text:
+        options["pnginfo"] = info
+    image.save(path, **options)
 
 
-def _save_16_bit_png(path: Path, pixels: np.ndarray, png_compression: int | None) -> None:
+def _save_16_bit_png(path: Path, pixels: np.ndarray, png_compression: int | None,
+                     info: PngImagePlugin.PngInfo) -> None:
     """Write H×W, H×W×3 or H×W×4 uint16 pixels (gray, RGB, RGBA) as a 16-bit PNG with OpenCV (``cv2.imencode``,
     whose colour order is BGR; the bytes written by Python, so any path works), at zlib level ``png_compression``
-    (None: 6, Pillow's default)."""
+    (None: 6, Pillow's default), with ``info``'s chunks (its text) right after the IHDR chunk, written by Pillow's
+    ``PngImagePlugin.putchunk`` (OpenCV writes no text)."""
     conversion = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(pixels.shape[2] if pixels.ndim == 3 else 1)
     samples = cv2.cvtColor(pixels, conversion) if conversion is not None else pixels
     level = 6 if png_compression is None else png_compression
     ok, encoded = cv2.imencode(".png", samples, [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode a 16-bit PNG")
-    path.write_bytes(encoded.tobytes())
+    png = encoded.tobytes()
+    with path.open("wb") as file:
+        file.write(png[:_PNG_IHDR_END])
+        for chunk_type, data, *_ in info.chunks:
+            PngImagePlugin.putchunk(file, chunk_type, data)
+        file.write(png[_PNG_IHDR_END:])
+
+
+def read_png_text(path: Path, key: str) -> str | None:
+    """The text of ``path``'s PNG text chunk ``key`` (``tEXt``, ``zTXt`` or ``iTXt``, as Pillow reads them, e.g.
+    what :func:`save_image` wrote with ``text``); None when the file has no such chunk or is not a PNG.
+
+    Raises:
+        OSError: the file is missing or not an image Pillow can read.
+        ValueError: the chunk decompresses to more than Pillow reads (``PngImagePlugin.MAX_TEXT_CHUNK``, 1 MiB).
+    """
+    with Image.open(path) as image:
+        if not isinstance(image, PngImagePlugin.PngImageFile):
+            return None
+        value = image.text.get(key)
+    return None if value is None else str(value)
 
 
 def check_writable(path: Path) -> None:

@@ -191,16 +191,16 @@ class RequestMetadata:
         with."""
         return dataclasses.replace(self.options, engine=self.engine, fill_mode=self.fill_mode)
 
-    def regenerate_options(self, seed: int | None = None, num_variants: int | None = None) -> FillOptions:
+    def regenerate_options(self, seed: int | None = None, num_variants: int = 1) -> FillOptions:
         """The options to fill like this again: :attr:`options` on the :attr:`engine` it ran on (the fill mode as
-        asked, so that ``auto`` decides again for a changed prompt), with ``seed`` (default: this variant's, which
-        with the same settings makes this layer again) and ``num_variants`` (default: the request's).
+        asked, so that ``auto`` decides again for a changed prompt), with ``seed`` (default: this variant's) and
+        ``num_variants`` (default 1): by default, the options that make this one result again.
 
         Raises:
             ProtocolError(INVALID_REQUEST): ``seed`` or ``num_variants`` out of range.
         """
         return dataclasses.replace(self.options, engine=self.engine, seed=self.seed if seed is None else seed,
-                                   num_variants=self.options.num_variants if num_variants is None else num_variants)
+                                   num_variants=num_variants)
 
     def to_json(self) -> str:
         """This record as a JSON object (see the module docstring), UTF-8 text without ASCII escapes."""
