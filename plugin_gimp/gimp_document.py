@@ -36,6 +36,16 @@ after the whole result arrived.
 That is the path of non-interactive runs (*Repeat*, scripts), which use this class. An interactive run shows the
 plug-in's own progress window instead, whose Cancel sends the protocol's Cancel and ends the run cleanly
 (:class:`plugin_gimp.dialog.WindowDocument`, a subclass).
+
+Results that remember (issue 12): each result layer gets the parasite :data:`client.metadata.PARASITE_NAME`, its
+request as JSON (:class:`client.metadata.RequestMetadata`), persistent (saved in the XCF file), attached in the
+layers' undo group: ``Gimp.Parasite.new(name, Gimp.PARASITE_PERSISTENT, bytes)`` and ``Gimp.Item.attach_parasite``,
+read back with ``Gimp.Item.get_parasite`` (whose ``get_data`` gives a list of byte values), the same in GIMP 3.0.4
+and 3.2.6. :func:`result_origin` finds what *More Like This* and *Edit and Regenerate…* need around a selected result
+layer, and :meth:`GimpDocument.regenerate` makes the document read the picture as it was before that lineage's
+results and add the new layers beside them. ``Gimp.Image.duplicate`` copies the parasites but not the tattoos (3.0.4
+and 3.2.6 number the copy's items anew), so a layer of the image is found in its copy by its place in the layer tree
+(:func:`_tree_path`).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from __future__ import annotations
 import array
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import gi
 
@@ -51,6 +62,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402 - gi.require_version must come first
 from gimp_inpaint.client.document import Document, ResultLayer  # noqa: E402
 from gimp_inpaint.client.fill import FillError  # noqa: E402
+from gimp_inpaint.client.metadata import PARASITE_NAME, MetadataError, RequestMetadata  # noqa: E402
 from gimp_inpaint.protocol import CanvasExpansion, Rect  # noqa: E402
 
 RGBA_FORMAT = "R'G'B'A u8"
@@ -108,6 +120,90 @@ def source_layer(drawables: Sequence[Gimp.Drawable], procedure: str = "Generativ
     return drawable
 
 
+def read_request(layer: Gimp.Layer) -> RequestMetadata | None:
+    """The request recorded with ``layer`` (its parasite :data:`client.metadata.PARASITE_NAME`), None when it has none.
+
+    Raises:
+        FillError: the parasite cannot be read (the message says why and names the layer).
+    """
+    parasite = layer.get_parasite(PARASITE_NAME)
+    if parasite is None:
+        return None
+    try:
+        return RequestMetadata.from_json(bytes(parasite.get_data()))
+    except MetadataError as exc:
+        raise FillError(f"The layer “{layer.get_name()}” holds a request that cannot be used: {exc.message}.") \
+            from None
+
+
+@dataclass(frozen=True)
+class ResultOrigin:
+    """A selected result layer and where it came from (:func:`result_origin`).
+
+    Attributes:
+        result: the result layer; the new layers go directly above it.
+        request: its recorded request.
+        source: the layer its fill read from: the first layer below it, among its siblings, that is not of its
+            lineage (results are added directly above their source).
+        lineage: its siblings (itself included) whose request has its :attr:`client.metadata.RequestMetadata.origin`.
+        seeds: the seeds of :attr:`lineage`'s requests.
+    """
+
+    result: Gimp.Layer
+    request: RequestMetadata
+    source: Gimp.Layer
+    lineage: tuple[Gimp.Layer, ...]
+    seeds: frozenset[int]
+
+
+def result_origin(image: Gimp.Image, drawables: Sequence[Gimp.Drawable], procedure: str) -> ResultOrigin:
+    """The :class:`ResultOrigin` of the one selected layer (:func:`source_layer`) for ``procedure``'s messages.
+
+    Raises:
+        FillError: not one layer selected, a layer without a request (not a result of Generative Fill), a request
+            that cannot be read, or no layer below the lineage to read from.
+    """
+    result = source_layer(drawables, procedure)
+    request = read_request(result)
+    if request is None:
+        raise FillError(f"{procedure} works on a result of Generative Fill: the layer “{result.get_name()}” holds "
+                        f"no request (its parasite “{PARASITE_NAME}”). Select a layer that Generative Fill added.")
+    parent = result.get_parent()
+    siblings = list(parent.get_children() if parent is not None else image.get_layers())
+    lineage, seeds = [], set()
+    for layer in siblings:
+        try:
+            recorded = read_request(layer)
+        except FillError:  # another layer's unreadable request: not of this lineage
+            continue
+        if recorded is not None and recorded.origin == request.origin:
+            lineage.append(layer)
+            seeds.add(recorded.seed)
+    position, ids = image.get_item_position(result), {layer.get_id() for layer in lineage}
+    source = next((layer for layer in siblings[position + 1:] if layer.get_id() not in ids), None)
+    if source is None:
+        raise FillError(f"{procedure} cannot find the layer “{result.get_name()}” was made from: no layer below "
+                        f"it but other results of the same fill.")
+    return ResultOrigin(result, request, source, tuple(lineage), frozenset(seeds))
+
+
+def _tree_path(image: Gimp.Image, item: Gimp.Item) -> list[int]:
+    """``item``'s place in ``image``'s layer tree: its position in each group from the top level down."""
+    path = []
+    while item is not None:
+        path.append(image.get_item_position(item))
+        item = item.get_parent()
+    return path[::-1]
+
+
+def _layer_at(image: Gimp.Image, path: Sequence[int]) -> Gimp.Layer:
+    """The layer at ``path`` (:func:`_tree_path`) in ``image``'s layer tree."""
+    layers = image.get_layers()
+    for position in path[:-1]:
+        layers = layers[position].get_children()
+    return layers[path[-1]]
+
+
 def _read_rgba(drawable: Gimp.Drawable, rect: Rect, bits: int) -> bytes:
     """``drawable``'s R'G'B'A pixels of ``bits``-bit samples (:data:`RGBA_FORMATS`; 16-bit ones little-endian) in
     ``rect`` (coordinates of its image); outside the drawable: transparent."""
@@ -128,7 +224,17 @@ class GimpDocument(Document):
     def __init__(self, image: Gimp.Image, source: Gimp.Layer) -> None:
         self._image = image
         self._source = source
+        self._above = source
+        self._hidden: tuple[Gimp.Layer, ...] = ()
         self._progress_text: str | None = None
+
+    def regenerate(self, origin: ResultOrigin) -> None:
+        """Make this the document of a regeneration of ``origin.result`` (*More Like This*, *Edit and
+        Regenerate…*), whose source must be ``origin.source``: the visible picture is read without the layers of
+        ``origin.lineage`` (hidden in the throw-away copy), as the lineage's first fill saw it, and the new layers
+        go directly above ``origin.result``, which stays the selected layer."""
+        self._above = origin.result
+        self._hidden = origin.lineage
 
     def size(self) -> tuple[int, int]:
         """The image's ``(width, height)``."""
@@ -160,8 +266,11 @@ class GimpDocument(Document):
         512² crop of an 8192² image). Where no layer shows anything, and when no layer is visible: transparent.
         """
         bits = self.bits
+        hidden = [_tree_path(self._image, layer) for layer in self._hidden]
         duplicate = self._image.duplicate()
         try:
+            for path in hidden:
+                _layer_at(duplicate, path).set_visible(False)
             duplicate.crop(rect.width, rect.height, rect.x, rect.y)
             merged = duplicate.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
             if merged is None:
@@ -178,9 +287,11 @@ class GimpDocument(Document):
 
     def add_result_layers(self, layers: Sequence[ResultLayer], canvas: CanvasExpansion | None = None) -> list[str]:
         """Insert one layer per result directly above the source (the first result on top), each with its
-        blend mask as layer mask, in one undo group; the source layer stays the selected layer, so
-        *Filters ▸ Repeat* fills from the original again. Each layer is made at the image's precision and its
-        pixels written in the result's format (:data:`RGBA_FORMATS` of :attr:`ResultLayer.bits`).
+        blend mask as layer mask and its request as the parasite :data:`client.metadata.PARASITE_NAME`, in one undo
+        group; the source layer stays the selected layer, so *Filters ▸ Repeat* fills from the original again (for a
+        regeneration, :meth:`regenerate`: above the result layer it started from, which stays selected). Each layer
+        is made at the image's precision and its pixels written in the result's format (:data:`RGBA_FORMATS` of
+        :attr:`ResultLayer.bits`).
 
         With ``canvas`` (Generative Expand), the group first grows the canvas: ``Gimp.Image.resize`` to its size
         with the old picture at ``canvas.picture``'s offset, which moves every layer, channel and the selection by
@@ -201,7 +312,7 @@ class GimpDocument(Document):
                 area = Gegl.Rectangle.new(0, 0, result.width, result.height)
                 layer = Gimp.Layer.new(image, result.name, result.width, result.height, layer_type, 100.0,
                                        Gimp.LayerMode.NORMAL)
-                image.insert_layer(layer, self._source.get_parent(), image.get_item_position(self._source))
+                image.insert_layer(layer, self._above.get_parent(), image.get_item_position(self._above))
                 layer.set_offsets(result.x, result.y)
                 buffer = layer.get_buffer()
                 pixels = result.rgba if result.bits == 8 else little_endian(result.rgba)
@@ -214,8 +325,11 @@ class GimpDocument(Document):
                 mask_buffer.flush()
                 mask.update(0, 0, result.width, result.height)
                 layer.update(0, 0, result.width, result.height)
+                if result.metadata is not None:
+                    layer.attach_parasite(Gimp.Parasite.new(PARASITE_NAME, Gimp.PARASITE_PERSISTENT,
+                                                            result.metadata.to_json().encode("utf-8")))
                 names.append(layer.get_name())
-            image.set_selected_layers([self._source])
+            image.set_selected_layers([self._above])
         finally:
             image.undo_group_end()
         Gimp.displays_flush()
