@@ -8,8 +8,9 @@ adds two layers directly above it with the next seeds, the same request otherwis
 being deterministic, the first result hidden while the picture is read) the same pixels; a second More Like This
 takes the two seeds after those. Edit and Regenerate…, run non-interactively on one of them, fills the recorded
 selection with the arguments given. More Like This on a layer without a request says so. The plug-in's own
-document, regenerating, reads the picture without the lineage's results: the photo itself. The parasites survive
-an XCF save and load.
+document, regenerating, reads the picture without the lineage's results: the photo itself. More Like This on a
+Generative Expand result fills the recorded new area of the grown canvas again. The parasites survive an XCF save
+and load.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ STEPS = [
     {"procedure": EDIT, "on": [2, 1], "arguments": {**FILL_ARGUMENTS, "seed": 77, "feather": 0}},
     {"procedure": MORE, "on": "top"},
     {"read": [2, 0]},
+    {"procedure": "python-fu-gimp-inpaint-expand", "on": "photo",
+     "arguments": {"engine": "opencv", "pixels": 32, "sides": "right", "seed": 5, "padding": 16}},
+    {"procedure": MORE, "on": [7, 0], "arguments": {"num-variants": 1}},
 ]
 """What :mod:`batch_results` does, in order."""
 
@@ -85,8 +89,8 @@ def test_results_remember_their_request_and_regenerate_from_it(gimp_chroot: Gimp
         assert menus["paths"] == ["<Image>/Layer/Generative Fill", "<Layers>/Generative Fill"], menus
         assert menus["label"] == label
     assert summary["menus"][MORE]["arguments"] == ["run-mode", "image", "drawables", "num-variants", "server-url"]
-    fill, _, more, again, edit, plain, read = summary["steps"]
-    for step in (fill, more, again, edit):
+    fill, _, more, again, edit, plain, read, expand, more_expand = summary["steps"]
+    for step in (fill, more, again, edit, expand, more_expand):
         assert step["status"] == "success", f"{step['message']}\n{failure}"
 
     # the fill's layer holds the request the daemon got
@@ -151,9 +155,19 @@ def test_results_remember_their_request_and_regenerate_from_it(gimp_chroot: Gimp
     assert (regenerate[..., 3] == 255).all()
     assert (raw(io / "read_plain.raw", height, width, 4)[..., :3] != photo).any()  # the results show there
 
+    # More Like This on an expand result: the recorded new area of the grown canvas, the expand mode, the same box
+    [grown] = expand["new_layers"]
+    recorded = request(grown)
+    assert (recorded.selection.canvas_width, recorded.selection.canvas_height) == (544, 512)
+    assert recorded.selection.bounds == Rect(512, 0, 32, 512) and recorded.fill_mode is FillMode.EXPAND
+    [grown_again] = more_expand["new_layers"]
+    assert request(grown_again).seed == 6 and request(grown_again).fill_mode is FillMode.EXPAND
+    assert {key: grown_again[key] for key in ("x", "y", "width", "height")} == {
+        key: grown[key] for key in ("x", "y", "width", "height")}
+
     # the parasites are saved in the XCF file
     assert summary["saved"]
     reloaded = dict(summary["reloaded"])
-    for step in (fill, more, again, edit):
+    for step in (fill, more, again, edit, expand, more_expand):
         for layer in step["new_layers"]:
             assert reloaded[layer["name"]] == layer["request"]
