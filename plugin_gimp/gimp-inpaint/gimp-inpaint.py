@@ -15,13 +15,14 @@ message (GIMP drops the message of an uncaught exception); a cancelled job retur
 
 Every result layer carries its request as a parasite (:mod:`client.metadata`, :mod:`plugin_gimp.gimp_document`).
 *More Like This* fills that request's selection again with the same settings and ``num-variants`` new seeds (default
-2; no dialog in any run mode, the progress window in an interactive run): the first seed from the chosen layer's
-seed + 1 on whose run of seeds no result of its lineage has (:func:`client.metadata.next_seed`), so it never repeats
-one and two runs give four different results. *Edit and Regenerate…* opens the Generative Fill dialog pre-filled
-with the layer's request (its engine, its seed, one variant); a non-interactive or *Repeat* run takes the arguments
-given instead. Both read the picture as the lineage's first fill saw it (its results hidden), from the layer below
-them, fill the selection recorded with the layer (*Edit and Regenerate…*: the image's selection when there is one),
-add the new layers directly above the chosen one in one undo step, and keep its lineage.
+2; no dialog in any run mode, the progress window in an interactive run). The new seeds are consecutive, as a
+request's variants' are, and start at the first seed after the chosen layer's from which none of them is a seed its
+lineage already used (:func:`client.metadata.next_seed`): no result is repeated, and two runs give four new ones.
+*Edit and Regenerate…* opens the Generative Fill dialog pre-filled with the layer's request (its engine, its seed,
+one variant); a non-interactive or *Repeat* run takes the arguments given instead. Both read the picture as the
+lineage's first fill saw it (its results hidden), from the layer below them, fill the selection recorded with the
+layer (*Edit and Regenerate…*: the image's selection when there is one), add the new layers directly above the
+chosen one in one undo step, and keep its lineage.
 
 Installed layout (``python -m gimp_inpaint.installer install``)::
 
