@@ -365,6 +365,17 @@ async def _one_per_turn(fragments: list[bytes | memoryview]) -> AsyncIterator[by
         await asyncio.sleep(0)
 
 
+def _joined_releasing(fragments: list[str] | list[bytes]) -> str | bytes:
+    """:func:`_joined`, then ``fragments`` emptied and the allocator's free pages handed back
+    (:func:`daemon.memory.release_free_memory`): a big request's 1 MiB fragments live on the heap (under
+    :data:`daemon.memory.MMAP_THRESHOLD`), which would otherwise keep their pages, the request's size again, through
+    the job (issue 10's memory pair: 23.6 bytes a pixel at 4096² before). Worker threads only (``to_thread``)."""
+    frame = _joined(fragments)
+    fragments.clear()
+    release_free_memory()
+    return frame
+
+
 @dataclass(frozen=True)
 class _Frame:
     """An encoded message for the outbox (a :class:`protocol.Variant` packed on the worker thread, as the fragments
@@ -794,8 +805,8 @@ class DaemonServer:
         """
         message: Message | None = None
         big = sum(map(len, fragments)) >= DECODE_IN_THREAD_BYTES
-        frame = fragments[0] if len(fragments) == 1 else await asyncio.to_thread(_joined, fragments) if big else \
-            _joined(fragments)
+        frame = fragments[0] if len(fragments) == 1 else await asyncio.to_thread(_joined_releasing, fragments) if big \
+            else _joined(fragments)
         try:  # a text frame is BAD_MESSAGE too
             if big:
                 message = await asyncio.to_thread(decode, frame, self.settings.max_pixels, views=True)
