@@ -615,9 +615,10 @@ class DaemonServer:
             self._warming = ""
 
     def _engine_info(self, engine: Engine) -> EngineInfo:
-        """``engine.info()``, marked :attr:`~protocol.EngineInfo.warming_up` (and, while available, its detail
-        :data:`WARMING_UP_DETAIL`) while it is preloaded."""
-        info = engine.info()
+        """``engine.info()`` with the engine's :meth:`~daemon.engines.base.Engine.model_state` as its
+        :attr:`~protocol.EngineInfo.state`, marked :attr:`~protocol.EngineInfo.warming_up` (and, while available,
+        its detail :data:`WARMING_UP_DETAIL`) while it is preloaded."""
+        info = replace(engine.info(), state=engine.model_state().value)
         if engine.name != self._warming:
             return info
         return replace(info, warming_up=True, detail=WARMING_UP_DETAIL if info.available else info.detail)

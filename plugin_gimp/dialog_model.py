@@ -197,13 +197,15 @@ def licence(engine: EngineInfo) -> str | None:
 
 
 def engine_note(entry: EngineEntry) -> str:
-    """The line under the engine list: the daemon's detail on the engine's state (loaded, on disk, downloading on
-    first use, or why it is unavailable), whether it ignores the prompt, its licence where known."""
+    """The line under the engine list: where its model is (:attr:`protocol.EngineInfo.state`: loaded, on disk, not
+    downloaded, …), the daemon's detail (what loading it involves, or why it is unavailable), whether it ignores the
+    prompt, its licence where known."""
     engine = entry.info
     if engine is None:
         return (f"The daemon did not list “{entry.name}”: it answers unknown_engine unless its configuration has it "
                 f"by now." if entry.name else "The daemon's first available engine.")
-    parts = [engine.detail.rstrip(".")] if engine.detail else []
+    parts = [f"model {engine.state}"] if engine.state else []
+    parts += [engine.detail.rstrip(".")] if engine.detail else []
     if not engine.uses_prompt:
         parts.append("no prompt: it fills from the surroundings")
     known = licence(engine)

@@ -143,6 +143,11 @@ class Plane:
         return self.width * self.height
 
 
+MODEL_STATES = ("", "built in", "unavailable", "not downloaded", "on disk", "loaded")
+"""The values of :attr:`EngineInfo.state`: where the engine's model is (the daemon's ``ModelState``), "" from a daemon
+that does not say."""
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """One engine the daemon offers: ``name`` is what a request puts in :attr:`FillOptions.engine`.
@@ -166,6 +171,8 @@ class EngineInfo:
     by name, each within its row's range (an int row's value a whole number); a dialog starts from them. Empty when
     the daemon does not know the family before loading the model.
 
+    ``state`` is where its model is, one of :data:`MODEL_STATES`: ``built in`` (nothing to load), ``unavailable``,
+    ``not downloaded`` (the first request downloads it), ``on disk`` or ``loaded`` (warm); the dialog shows it.
     ``bits`` is the depth of the pixels the engine generates for a 16-bit crop (:attr:`Plane.bits`): 16 for the
     engines that compute in floating point (the diffusion engines), 8 for the others (OpenCV, MI-GAN), whose fill of
     a 16-bit crop holds 8-bit levels (multiples of 257); every engine's variants of a 16-bit crop are 16-bit, the
@@ -191,8 +198,11 @@ class EngineInfo:
     warming_up: bool = False
     defaults: dict[str, float] = field(default_factory=dict)
     bits: int = 8
+    state: str = ""
 
     def __post_init__(self) -> None:
+        _require(self.state in MODEL_STATES, f"engine {quote(self.name)} has the state {quote(self.state)}; expected "
+                                             f"one of {', '.join(MODEL_STATES)}", ErrorCode.BAD_MESSAGE)
         _require(self.bits in SAMPLE_BITS, f"engine {quote(self.name)} generates {self.bits}-bit pixels; expected 8 "
                                            "or 16", ErrorCode.BAD_MESSAGE)
         unknown = [name for name in self.options if name not in FILL_OPTIONS]

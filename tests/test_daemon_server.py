@@ -225,7 +225,8 @@ def test_handshake_lists_engines(tmp_path: Path) -> None:
         welcome = client.reply
         assert isinstance(welcome, Welcome) and welcome.protocol_version == PROTOCOL_VERSION
         assert [engine.name for engine in welcome.engines] == ["steps", "opencv"]
-        assert welcome.engines[1] == OpenCVEngine().info() and not welcome.engines[1].uses_prompt
+        assert welcome.engines[1] == dataclasses.replace(OpenCVEngine().info(), state="built in")
+        assert not welcome.engines[1].uses_prompt
         assert welcome.max_pixels == 512 * 512 and welcome.device == "cpu"
 
 
@@ -761,3 +762,22 @@ def test_remove_through_the_daemon_prefills_the_hole_with_its_remover(tmp_path: 
     ((given, options),) = engine.jobs
     assert np.array_equal(given[hole > 0], cv2.inpaint(rgb, hole, 3, cv2.INPAINT_TELEA)[hole > 0])
     assert np.array_equal(given[hole == 0], rgb[hole == 0]) and options.prompt == "background scenery"
+
+
+def test_the_handshake_says_where_each_engines_model_is(tmp_path: Path) -> None:
+    """Each EngineInfo carries its engine's model_state (the dialog's engine list shows it), and the protocol's
+    states are the daemon's."""
+    from gimp_inpaint.daemon.engines.base import ModelState
+    from gimp_inpaint.protocol.messages import MODEL_STATES
+
+    assert set(MODEL_STATES) == {"", *(state.value for state in ModelState)}
+
+    class OnDisk(_Prompted):
+        def model_state(self) -> ModelState:
+            return ModelState.ON_DISK
+
+    with daemon([OnDisk(), OpenCVEngine()], tmp_path) as server, connected(server.url) as client:
+        welcome = client.reply
+    assert isinstance(welcome, Welcome)
+    assert [(engine.name, engine.state) for engine in welcome.engines] == [("prompted", "on disk"),
+                                                                           ("opencv", "built in")]

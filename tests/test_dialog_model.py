@@ -4,6 +4,7 @@ engine's per-family defaults (:attr:`protocol.EngineInfo.defaults`)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,9 @@ def test_the_engine_note_gives_the_state_the_prompt_and_the_licence() -> None:
         "cv2.inpaint (Telea), radius 3 px; no prompt: it fills from the surroundings; licence Apache 2.0 (OpenCV 4.5 "
         "and later).")
     assert engine_note(EngineEntry("mine", "", engine(model="./mine"))) == ""
+    on_disk = replace(sd, state="on disk")
+    assert engine_note(EngineEntry("sd15-inpaint", "", on_disk)) == (
+        "model on disk; loads on first use; licence CreativeML OpenRAIL-M.")
     assert "did not list “gone”" in engine_note(EngineEntry("gone", "", None))
 
 
