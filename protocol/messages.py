@@ -32,7 +32,8 @@ as soon as it is done and cut to its blend mask's bounding box, then a :class:`R
 defaults, :attr:`EngineInfo.defaults`; a request's ``preview_every`` and ``preview_size`` and the :class:`Preview`
 messages they ask for, which an older peer's decoder refuses; the ``paused`` error code of a daemon paused from its
 tray menu, which an older client's decoder refuses; a plane's sample depth, :attr:`Plane.bits` (a 16-bit crop
-and its variants), and each engine's :attr:`EngineInfo.bits`, which an older peer's decoder refuses)."""
+and its variants), and each engine's :attr:`EngineInfo.bits` and :attr:`EngineInfo.state`, which an older peer's
+decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
