@@ -221,7 +221,7 @@ def test_bad_inputs_exit_2_with_a_message_and_no_traceback(inputs, tmp_path, cap
 def test_16_bit_grayscale_masks_are_refused_not_clipped(inputs, tmp_path, capsys):
     """Pillow opens 16-bit gray PNGs as I;16, whose convert("RGBA") clips every value over 255 to white: such a
     mask is refused (a picture is read at 16 bits, with OpenCV: tests/test_cli_high_bit_depth.py)."""
-    image_path, mask_path = inputs
+    image_path, _ = inputs
     deep = tmp_path / "deep.png"
     Image.fromarray(data.camera().astype(np.uint16) * 257).save(deep)  # 0…65535, mode I;16
     assert Image.open(deep).mode == "I;16"
