@@ -110,6 +110,20 @@ def _neutral(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return result
 
 
+def _without_known_edge(image: np.ndarray, hole: np.ndarray) -> np.ndarray | None:
+    """The pre-fill of a hole that has nothing to continue, after the inputs' check (:func:`_check_image`): a copy of
+    ``image`` for an empty hole, :func:`_neutral` for a hole over the whole crop; None otherwise.
+
+    Raises:
+        ValueError: as :func:`_check_image`.
+    """
+    _check_image(image, hole)
+    holes = cv2.countNonZero(hole)
+    if not holes:
+        return image.copy()
+    return _neutral(image, hole) if holes == hole.size else None
+
+
 def _pull_push(colours: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Every pixel's value interpolated from the known ones by pull-push (Gortler et al., "The Lumigraph", SIGGRAPH
     1996, section 3.3): the pull builds a pyramid of weight-premultiplied colours and weights with ``cv2.pyrDown``
@@ -161,12 +175,9 @@ def fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: the shapes or dtypes are not those.
     """
-    _check_image(image, hole)
-    holes = cv2.countNonZero(hole)
-    if not holes:
-        return image.copy()
-    if holes == hole.size:
-        return _neutral(image, hole)
+    trivial = _without_known_edge(image, hole)
+    if trivial is not None:
+        return trivial
     known = cv2.threshold(hole, 0, 1, cv2.THRESH_BINARY_INV)[1].astype(np.float32)
     filled = _rounded(_pull_push(image.astype(np.float32), known), image.dtype)  # the values are ≥ 0
     result = image.copy()
@@ -197,12 +208,9 @@ def expand(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: the shapes or dtypes are not those.
     """
-    _check_image(image, hole)
-    holes = cv2.countNonZero(hole)
-    if not holes:
-        return image.copy()
-    if holes == hole.size:
-        return _neutral(image, hole)
+    trivial = _without_known_edge(image, hole)
+    if trivial is not None:
+        return trivial
     if image.dtype == np.uint8:
         return _blur_hole(cv2.inpaint(np.ascontiguousarray(image), hole, NS_RADIUS, cv2.INPAINT_NS), hole, image)
     continued = image.copy()
