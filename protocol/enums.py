@@ -20,7 +20,17 @@ class WireEnum(str, Enum):
         return format(str(self.value), spec)
 
 
-class Scheduler(WireEnum):
+class LabelledEnum(WireEnum):
+    """A :class:`WireEnum` whose members also have a readable name, :attr:`label` (from :data:`_LABELS`), for the
+    GIMP dialog's lists and the CLI's help."""
+
+    @property
+    def label(self) -> str:
+        """The member's readable name, e.g. ``"DPM++ 2M Karras"`` or ``"Remove object"``."""
+        return _LABELS[self]
+
+
+class Scheduler(LabelledEnum):
     """Denoising schedulers a request may ask for: ``default`` keeps the model's own; the others are the common
     set of diffusers' "Schedulers" guide, by their A1111 names (:attr:`label`). The daemon maps each to a diffusers
     class (:mod:`daemon.engines.options`)."""
@@ -35,20 +45,8 @@ class Scheduler(WireEnum):
     LMS_KARRAS = "lms_karras"
     UNIPC = "unipc"
 
-    @property
-    def label(self) -> str:
-        """The readable name shown in the GIMP dialog's list and the CLI's help, e.g. ``"DPM++ 2M Karras"``."""
-        return _SCHEDULER_LABELS[self]
 
-
-_SCHEDULER_LABELS = {
-    Scheduler.DEFAULT: "Model default", Scheduler.DDIM: "DDIM", Scheduler.EULER: "Euler",
-    Scheduler.EULER_A: "Euler Ancestral", Scheduler.DPMPP_2M: "DPM++ 2M", Scheduler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
-    Scheduler.DPMPP_2M_SDE_KARRAS: "DPM++ 2M SDE Karras", Scheduler.LMS_KARRAS: "LMS Karras", Scheduler.UNIPC: "UniPC",
-}
-
-
-class FillMode(WireEnum):
+class FillMode(LabelledEnum):
     """How the hole is prepared before an engine fills it: Krita AI Diffusion's inpaint modes (``InpaintMode`` of
     its ``ai_diffusion/api.py``) that a daemon can run without a custom workflow. :func:`protocol.resolve_fill_mode`
     turns ``auto`` into one of the others; the pre-fills are the daemon's (``daemon/prefill.py``)."""
@@ -58,16 +56,15 @@ class FillMode(WireEnum):
     REMOVE = "remove"
     EXPAND = "expand"
 
-    @property
-    def label(self) -> str:
-        """The readable name shown in the GIMP dialog's list and the CLI's help, e.g. ``"Remove object"``."""
-        return _FILL_MODE_LABELS[self]
 
-
-_FILL_MODE_LABELS = {
+_LABELS: dict[LabelledEnum, str] = {
+    Scheduler.DEFAULT: "Model default", Scheduler.DDIM: "DDIM", Scheduler.EULER: "Euler",
+    Scheduler.EULER_A: "Euler Ancestral", Scheduler.DPMPP_2M: "DPM++ 2M", Scheduler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
+    Scheduler.DPMPP_2M_SDE_KARRAS: "DPM++ 2M SDE Karras", Scheduler.LMS_KARRAS: "LMS Karras", Scheduler.UNIPC: "UniPC",
     FillMode.AUTO: "Automatic", FillMode.FILL: "Fill from the prompt", FillMode.REMOVE: "Remove object",
     FillMode.EXPAND: "Expand the canvas",
 }
+"""Every :class:`LabelledEnum` member's readable name."""
 
 
 class Stage(WireEnum):

@@ -432,3 +432,9 @@ def test_auto_picks_the_fill_mode_from_the_prompt_and_the_selection(prompt, touc
 @pytest.mark.parametrize("mode", [FillMode.FILL, FillMode.REMOVE, FillMode.EXPAND])
 def test_a_chosen_fill_mode_is_kept_whatever_the_selection(mode):
     assert resolve_fill_mode(mode, "", touches_edge=True, covers_transparent=True) is mode
+
+
+def test_every_labelled_enum_member_has_a_label() -> None:
+    """The dialog's lists and the CLI's help read ``label``: a member missing from the one table would raise."""
+    labels = [member.label for kind in (Scheduler, FillMode) for member in kind]
+    assert all(labels) and len(set(labels)) == len(labels)
