@@ -49,9 +49,10 @@ FAMILIES = (AUTO, *(family.value for family in Family))
 """The values ``family`` may take in ``daemon.toml``: :data:`AUTO` or a :class:`protocol.Family` (how each runs:
 :data:`daemon.engines.families.FAMILY_STRATEGIES`)."""
 
-BASES = ("sd", "sdxl")
-"""Base architectures a LoRA or an embedding is made for: ``sd`` (SD 1.x/2.x UNet and CLIP text encoder) or
-``sdxl``."""
+BASES = ("sd", "sdxl", "sd3", "flux", "chroma", "flux2-klein", "z-image", "qwen-image")
+"""Base architectures a LoRA or an embedding is made for: ``sd`` (SD 1.x/2.x UNet and CLIP text encoder), ``sdxl``,
+``sd3`` (SD 3/3.5 transformers), ``flux`` (FLUX.1 transformers: Fill and Kontext take FLUX.1 LoRAs), ``chroma``,
+``flux2-klein``, ``z-image`` and ``qwen-image``. Embeddings exist for ``sd`` and ``sdxl`` only."""
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 """Weight dtypes: ``auto`` is float16 on CUDA and float32 on CPU and MPS (see :func:`daemon.device.torch_dtype_for`);

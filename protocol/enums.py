@@ -82,6 +82,11 @@ class Family(WireEnum):
     ``sd-inpaint``: a 9-channel Stable Diffusion 1.x/2.x inpainting UNet; ``sd``: a plain 4-channel checkpoint
     inpainting through the same pipeline; ``sdxl-inpaint`` / ``sdxl``: the same for SDXL; ``kandinsky22-inpaint``:
     Kandinsky 2.2's combined inpainting pipeline; ``sd-controlnet-inpaint``: SD 1.5 with an inpainting ControlNet.
+
+    The transformer (flow-matching) families of 2024–2026, each run by its own diffusers pipeline (protocol 6):
+    ``sd3-inpaint`` (Stable Diffusion 3/3.5), ``flux-fill`` (FLUX.1 Fill), ``flux-kontext-inpaint`` (FLUX.1 Kontext:
+    the prompt is an instruction), ``chroma-inpaint`` (Chroma), ``flux2-klein-inpaint`` (FLUX.2 klein),
+    ``z-image-inpaint`` (Z-Image) and ``qwen-image-inpaint`` (Qwen-Image).
     """
 
     SD_INPAINT = "sd-inpaint"
@@ -90,3 +95,10 @@ class Family(WireEnum):
     SDXL = "sdxl"
     KANDINSKY22_INPAINT = "kandinsky22-inpaint"
     SD_CONTROLNET_INPAINT = "sd-controlnet-inpaint"
+    SD3_INPAINT = "sd3-inpaint"
+    FLUX_FILL = "flux-fill"
+    FLUX_KONTEXT_INPAINT = "flux-kontext-inpaint"
+    CHROMA_INPAINT = "chroma-inpaint"
+    FLUX2_KLEIN_INPAINT = "flux2-klein-inpaint"
+    Z_IMAGE_INPAINT = "z-image-inpaint"
+    QWEN_IMAGE_INPAINT = "qwen-image-inpaint"

@@ -23,7 +23,7 @@ from .errors import ErrorCode, ProtocolError
 from .options import FILL_OPTIONS, MAX_VARIANTS, SEED_MAX, FillOptions
 from .quoting import quote
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 """Bumped on every incompatible change of the messages below (2: schedulers, LoRAs, refiner, ControlNet scale,
 model families and progress stages; 3: the ``busy`` error code, which an older client's decoder refuses; 4: a
 request's options as one :class:`protocol.FillOptions` record, each variant sent as its own :class:`Variant` message
@@ -33,7 +33,9 @@ defaults, :attr:`EngineInfo.defaults`; a request's ``preview_every`` and ``previ
 messages they ask for, which an older peer's decoder refuses; the ``paused`` error code of a daemon paused from its
 tray menu, which an older client's decoder refuses; a plane's sample depth, :attr:`Plane.bits` (a 16-bit crop
 and its variants), and each engine's :attr:`EngineInfo.bits` and :attr:`EngineInfo.state`, which an older peer's
-decoder refuses)."""
+decoder refuses; 6: the transformer model families (:class:`protocol.Family`: ``sd3-inpaint``, ``flux-fill``, …) and
+each engine's :attr:`EngineInfo.licence`, :attr:`EngineInfo.non_commercial` and :attr:`EngineInfo.quantization`,
+which an older client's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
@@ -179,6 +181,12 @@ class EngineInfo:
     a 16-bit crop holds 8-bit levels (multiples of 257); every engine's variants of a 16-bit crop are 16-bit, the
     crop's own pixels exact, and an 8-bit crop's are 8-bit.
 
+    ``licence`` names the licence of the engine's model (``"Apache 2.0"``, ``"FLUX.1 [dev] Non-Commercial
+    License"``; "" when the daemon does not know it), and ``non_commercial`` is true when that licence forbids
+    commercial use of the outputs or the model (the dialog and ``status`` warn). ``quantization`` is how the model's
+    weights are held once loaded (``"none"``, ``"nf4"``, ``"int8"``, ``"fp8"``, ``"gguf"``, each possibly with
+    ``"+offload"``; "" before it loads or for engines without weights to quantize).
+
     Raises:
         ProtocolError(BAD_MESSAGE): ``options`` names an option that is not in :data:`protocol.FILL_OPTIONS`, or
             ``defaults`` one that is not a numeric row, or a value outside its row's range, or ``bits`` is not one
@@ -200,6 +208,9 @@ class EngineInfo:
     defaults: dict[str, float] = field(default_factory=dict)
     bits: int = 8
     state: str = ""
+    licence: str = ""
+    non_commercial: bool = False
+    quantization: str = ""
 
     def __post_init__(self) -> None:
         _require(self.state in MODEL_STATES, f"engine {quote(self.name)} has the state {quote(self.state)}; expected "

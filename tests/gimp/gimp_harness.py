@@ -485,14 +485,30 @@ def press_keys(display: str, window_name: str, keys: Sequence[str], timeout: flo
     """Focus the first visible window whose title matches ``window_name`` and press ``keys`` (xdotool names,
     e.g. ``"ctrl+z"``), each once. No window manager is needed (``windowfocus``, not ``windowactivate``).
 
+    The window is looked up every 0.2 s until ``timeout`` seconds have passed, not with ``search --sync``: while
+    GIMP opens and closes its other windows (progress, splash), xdotool's walk of the window tree can hit a window
+    that has just gone (an X ``BadWindow`` error) and exit 1 at once; the next look-up is fine.
+
     Raises:
-        subprocess.CalledProcessError: xdotool failed; subprocess.TimeoutExpired: no such window in time.
+        subprocess.CalledProcessError: xdotool failed to focus the window or to press a key.
+        TimeoutError: no such window within ``timeout`` seconds (with xdotool's last error output).
     """
     env = {**os.environ, "DISPLAY": display}
-    found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", window_name], env=env,
-                           capture_output=True, text=True, check=True, timeout=timeout)
-    window = found.stdout.split()[0]
-    subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", window_name], env=env,
+                               capture_output=True, text=True, timeout=timeout)
+        windows = found.stdout.split()
+        if windows:
+            focused = subprocess.run(["xdotool", "windowfocus", "--sync", windows[0]], env=env, capture_output=True,
+                                     text=True, timeout=timeout)
+            if focused.returncode == 0:
+                break
+            found = focused
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no visible window {window_name!r} to focus on {display} within {timeout} s "
+                               f"(xdotool exit status {found.returncode}: {found.stderr.strip()!r})")
+        time.sleep(0.2)
     for key in keys:
         subprocess.run(["xdotool", "key", "--clearmodifiers", key], env=env, check=True, timeout=timeout)
 
