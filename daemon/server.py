@@ -350,12 +350,6 @@ def daemon_version() -> str:
         return "unknown"
 
 
-def _joined(fragments: list[str] | list[bytes]) -> str | bytes:
-    """One message's fragments as websockets' ``recv`` gives it: text (``str``) or binary (``bytes``)."""
-    return "".join(cast(list[str], fragments)) if isinstance(fragments[0], str) else \
-        b"".join(cast(list[bytes], fragments))
-
-
 async def _one_per_turn(fragments: list[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
     """``fragments`` for websockets' ``send``, one event-loop turn apart: websockets awaits the socket's drain after
     each fragment, which yields to the loop only while the socket's buffer is full, so on a socket that keeps up
@@ -365,15 +359,32 @@ async def _one_per_turn(fragments: list[bytes | memoryview]) -> AsyncIterator[by
         await asyncio.sleep(0)
 
 
-def _joined_releasing(fragments: list[str] | list[bytes]) -> str | bytes:
-    """:func:`_joined`, then ``fragments`` emptied and the allocator's free pages handed back
-    (:func:`daemon.memory.release_free_memory`): a big request's 1 MiB fragments live on the heap (under
-    :data:`daemon.memory.MMAP_THRESHOLD`), which would otherwise keep their pages, the request's size again, through
-    the job (issue 10's memory pair: 23.6 bytes a pixel at 4096² before). Worker threads only (``to_thread``)."""
-    frame = _joined(fragments)
-    fragments.clear()
-    release_free_memory()
-    return frame
+async def _read_message(websocket: ServerConnection) -> str | bytes | memoryview:
+    """The next message of ``websocket``, read fragment by fragment (websockets' ``recv_streaming``; the daemon's
+    client sends :data:`protocol.codec.FRAGMENT_BYTES` at a time), so that no event-loop turn handles more than a
+    fragment.
+
+    A binary message of one fragment is that ``bytes``. One of several grows a single ``bytearray``, each fragment
+    appended as it arrives and dropped at once, and comes back as a read-only ``memoryview`` of it (which
+    :func:`protocol.decode` with ``views`` reads without copying): the message then takes its own size in memory
+    (plus ``bytearray``'s growth margin, at most an eighth; above :data:`daemon.memory.MMAP_THRESHOLD` glibc's
+    ``realloc`` grows the mapping with ``mremap``, without a copy), where the fragments held until the end and then
+    joined took twice its size at the join (issue 10's memory pair: 18.4 bytes a pixel at 4096² before). A text
+    message (which the decoder refuses) comes back as its ``str``.
+
+    Raises:
+        ConnectionClosed: the connection ended.
+    """
+    fragments = websocket.recv_streaming()
+    first = await anext(fragments)
+    if isinstance(first, str):
+        return first + "".join([cast(str, fragment) async for fragment in fragments])
+    buffer: bytearray | None = None
+    async for fragment in fragments:
+        if buffer is None:
+            buffer, first = bytearray(first), b""
+        buffer += cast(bytes, fragment)
+    return first if buffer is None else memoryview(buffer).toreadonly()
 
 
 @dataclass(frozen=True)
@@ -654,9 +665,9 @@ class DaemonServer:
         writer = asyncio.create_task(self._write(client))
         try:
             while True:
-                fragments = cast(list[str] | list[bytes], [fragment async for fragment in websocket.recv_streaming()])
-                await self._receive(client, fragments)
-                del fragments  # a request's frame (up to ~84 MB, its planes' memory) goes with its job, not this loop
+                frame = await _read_message(websocket)
+                await self._receive(client, frame)
+                del frame  # a request's frame (up to ~84 MB, its planes' memory) goes with its job, not this loop
         except ConnectionClosed:
             pass
         finally:
@@ -788,26 +799,21 @@ class DaemonServer:
 
     # -- requests --------------------------------------------------------------------------------------------------
 
-    async def _receive(self, client: _Client, fragments: list[str] | list[bytes]) -> None:
-        """Handle one message after the handshake, as the fragments it arrived in; errors are answered and the
-        connection stays open.
+    async def _receive(self, client: _Client, frame: str | bytes | memoryview) -> None:
+        """Handle one message after the handshake (:func:`_read_message`); errors are answered and the connection
+        stays open.
 
-        The message is read fragment by fragment (websockets' ``recv_streaming``; the daemon's client sends
-        :data:`protocol.codec.FRAGMENT_BYTES` at a time), so no event-loop turn handles more than a fragment, and
-        the fragments of a message of :data:`DECODE_IN_THREAD_BYTES` or more are joined, and the frame decoded, on a
-        thread (``asyncio.to_thread``; ``recv`` would join them on the event loop). A request's planes are views of its
-        frame (:func:`protocol.decode`'s ``views``): decoding copies nothing, so it holds the GIL, and with it
-        the event loop, about a millisecond whatever the request's size (copying a 4096² request's planes held it
-        45–80 ms, a thread or not).
+        A frame of :data:`DECODE_IN_THREAD_BYTES` or more is decoded on a thread (``asyncio.to_thread``). A
+        request's planes are views of its frame (:func:`protocol.decode`'s ``views``): decoding copies nothing, so it
+        holds the GIL, and with it the event loop, about a millisecond whatever the request's size (copying a 4096²
+        request's planes held it 45–80 ms, a thread or not).
 
         A :class:`ProtocolError` is answered with its code, and with the job id of a request that did not
         decode whenever :func:`protocol.peek_job_id` can read it; any other exception is a bug in the
         daemon: logged with its traceback and answered INTERNAL (with the job id when known).
         """
         message: Message | None = None
-        big = sum(map(len, fragments)) >= DECODE_IN_THREAD_BYTES
-        frame = fragments[0] if len(fragments) == 1 else await asyncio.to_thread(_joined_releasing, fragments) if big \
-            else _joined(fragments)
+        big = len(frame) >= DECODE_IN_THREAD_BYTES
         try:  # a text frame is BAD_MESSAGE too
             if big:
                 message = await asyncio.to_thread(decode, frame, self.settings.max_pixels, views=True)

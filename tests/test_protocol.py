@@ -780,8 +780,12 @@ def test_a_viewed_request_shares_the_frames_memory_and_equals_the_copied_one() -
     assert encode(viewed) == frame
     small = decode(encode(_photo_request()), views=True)  # planes under VIEW_BIN_BYTES are bytes
     assert type(small.image.data) is bytes and small == _photo_request()  # type: ignore[union-attr]
-    for mutable in (bytearray(frame), memoryview(frame)):  # only an immutable frame is viewed
+    for mutable in (bytearray(frame), memoryview(bytearray(frame))):  # only an immutable frame is viewed
         assert type(decode(mutable, views=True).image.data) is bytes  # type: ignore[arg-type, union-attr]
+    grown = bytearray(frame)  # the daemon's frame of several fragments, handed over read-only
+    read_only = decode(memoryview(grown).toreadonly(), views=True)
+    assert read_only == request and isinstance(read_only, InpaintRequest)
+    assert isinstance(read_only.image.data, memoryview) and read_only.image.data.obj is grown
 
 
 def _both_decodings(frame: bytes) -> tuple[object, object]:
