@@ -14,7 +14,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -781,3 +781,27 @@ def test_the_handshake_says_where_each_engines_model_is(tmp_path: Path) -> None:
     assert isinstance(welcome, Welcome)
     assert [(engine.name, engine.state) for engine in welcome.engines] == [("prompted", "on disk"),
                                                                            ("opencv", "built in")]
+
+
+class _Fragments:
+    """A stand-in for websockets' connection whose ``recv_streaming`` yields the given fragments."""
+
+    def __init__(self, fragments: list[bytes] | list[str]) -> None:
+        self.fragments = fragments
+
+    async def recv_streaming(self) -> AsyncIterator[bytes | str]:
+        for fragment in self.fragments:
+            yield fragment
+
+
+def test_a_message_of_fragments_is_read_into_one_buffer_as_they_arrive() -> None:
+    request = encode(InpaintRequest("frag", 0, 0, Plane(64, 64, 4, bytes(range(256)) * 64),
+                                    Plane(64, 64, 1, bytes(64 * 64)), FillOptions(engine="opencv")))
+    pieces = [request[at:at + 1000] for at in range(0, len(request), 1000)]
+    read = asyncio.run(server_module._read_message(_Fragments(pieces)))  # type: ignore[arg-type]
+    assert isinstance(read, memoryview) and read.readonly and bytes(read) == request
+    assert isinstance(read.obj, bytearray)  # one growing buffer, not the fragments joined
+    assert decode(read, views=True) == decode(request)
+    single = asyncio.run(server_module._read_message(_Fragments([request])))  # type: ignore[arg-type]
+    assert single is request  # one fragment: the bytes as received, no copy
+    assert asyncio.run(server_module._read_message(_Fragments(["a", "b"]))) == "ab"  # type: ignore[arg-type]
