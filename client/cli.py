@@ -541,21 +541,22 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOption
     return written
 
 
-ENGINE_COLUMNS = ("ENGINE", "FAMILY", "MODEL", "LORAS", "EMBEDDINGS", "REFINER", "STATE")
+ENGINE_COLUMNS = ("ENGINE", "FAMILY", "MODEL", "LORAS", "EMBEDDINGS", "REFINER", "LICENCE", "STATE")
 """Header of the ``status`` table (:func:`engine_table`)."""
 
 
 def engine_table(engines: Sequence[EngineInfo]) -> list[str]:
     """The ``status`` table: a header line (:data:`ENGINE_COLUMNS`), then one line per engine, columns padded
     to their widest cell. FAMILY is the registry's model family (the engine kind, e.g. ``opencv``, when it has
-    none); LORAS and EMBEDDINGS are comma-separated names and tokens (``-`` for none); REFINER is yes/no;
-    STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), or
+    none); LORAS and EMBEDDINGS are comma-separated names and tokens (``-`` for none); REFINER is yes/no; LICENCE
+    the model's licence where the daemon knows it, with "non-commercial use only" where it forbids commercial use
+    (:attr:`protocol.EngineInfo.licence_note`; ``-`` when not known); STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), or
     ``warming up`` while the daemon preloads it (:attr:`protocol.EngineInfo.warming_up`), last, so a long detail
     does not widen the table.
     """
     rows = [ENGINE_COLUMNS] + [(
         engine.name, engine.family or engine.kind, engine.model, ", ".join(engine.loras) or "-",
-        ", ".join(engine.embeddings) or "-", "yes" if engine.refiner else "no",
+        ", ".join(engine.embeddings) or "-", "yes" if engine.refiner else "no", engine.licence_note or "-",
         "warming up" if engine.warming_up and engine.available else
         (("available; " if engine.available else "unavailable: ") + engine.detail).rstrip(": ").rstrip("; "),
     ) for engine in engines]

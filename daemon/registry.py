@@ -88,6 +88,9 @@ class ModelSpec:
             family's tiny autoencoder when it is in the Hugging Face cache, else a linear map; never downloads),
             ``taesd`` (that autoencoder, downloaded with the model when missing), ``linear``, ``off``, or the hub id
             or folder of another ``AutoencoderTiny``.
+        licence: the model's licence, for a model :data:`daemon.licences.KNOWN_LICENCES` does not know (shown in the
+            dialog and ``status``); empty: the table's, or none known.
+        non_commercial: that licence forbids commercial use (the dialog and ``status`` warn); only with ``licence``.
     """
 
     name: str
@@ -100,6 +103,8 @@ class ModelSpec:
     config: str = ""
     compile: bool = False
     previews: str = "auto"
+    licence: str = ""
+    non_commercial: bool = False
 
     def __post_init__(self) -> None:
         family: Family | str | None = self.family
@@ -150,7 +155,8 @@ class Registry:
 
 
 _MODEL_KEYS: dict[str, type] = {"model": str, "family": str, "dtype": str, "variant": str, "controlnet": str,
-                                "refiner": str, "config": str, "compile": bool, "previews": str}
+                                "refiner": str, "config": str, "compile": bool, "previews": str,
+                                "licence": str, "non_commercial": bool}
 """Keys of a ``[models.NAME]`` table and their TOML types (``model`` is required)."""
 
 _LORA_KEYS: dict[str, type] = {"path": str, "base": str}
@@ -202,6 +208,8 @@ def model_spec(source: str, name: str, table: Any) -> ModelSpec:
         raise RegistryError(f"{source}: [{where}] refiner is for SDXL models (family sdxl-inpaint or sdxl)")
     if spec.config and not spec.single_file:
         raise RegistryError(f"{source}: [{where}] config is only for single-file checkpoints (.safetensors, .ckpt)")
+    if spec.non_commercial and not spec.licence:
+        raise RegistryError(f"{source}: [{where}] non_commercial goes with licence: name the model's licence")
     if not spec.previews:
         raise RegistryError(f"{source}: [{where}] previews must be auto, taesd, linear, off or the hub id or folder of "
                             "an AutoencoderTiny")

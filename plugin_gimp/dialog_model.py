@@ -61,23 +61,6 @@ dialog's *Random* toggle means."""
 FIRST_AVAILABLE = ""
 """The engine value that leaves the choice to the daemon: its first available engine."""
 
-LICENCES = {
-    "stable-diffusion-v1-5/stable-diffusion-inpainting": "CreativeML OpenRAIL-M",
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": "CreativeML OpenRAIL-M",
-    "runwayml/stable-diffusion-inpainting": "CreativeML OpenRAIL-M",
-    "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": "CreativeML Open RAIL++-M",
-    "stabilityai/stable-diffusion-xl-base-1.0": "CreativeML Open RAIL++-M",
-    "stabilityai/stable-diffusion-xl-refiner-1.0": "CreativeML Open RAIL++-M",
-    "kandinsky-community/kandinsky-2-2-decoder-inpaint": "Apache 2.0",
-}
-"""Licences of the hub models the README and ``daemon.toml``'s examples name (``license`` of each model card on the
-Hugging Face Hub), by :attr:`protocol.EngineInfo.model`. Another model's licence is not known here; MI-GAN's engine
-names its own in its detail."""
-
-KIND_LICENCES = {"opencv": "Apache 2.0 (OpenCV 4.5 and later)"}
-"""Licences by :attr:`protocol.EngineInfo.kind`, for engines whose code is the model (OpenCV's Telea)."""
-
-
 class Visibility(Enum):
     """How a row shows for the chosen engine (:func:`visibility`)."""
 
@@ -191,15 +174,10 @@ def engine_entries(engines: Sequence[EngineInfo], current: str) -> list[EngineEn
     return entries
 
 
-def licence(engine: EngineInfo) -> str | None:
-    """The licence of ``engine``'s model where known (:data:`LICENCES`, :data:`KIND_LICENCES`), else None."""
-    return LICENCES.get(engine.model) or KIND_LICENCES.get(engine.kind)
-
-
 def engine_note(entry: EngineEntry) -> str:
     """The line under the engine list: where its model is (:attr:`protocol.EngineInfo.state`: loaded, on disk, not
     downloaded, …), the daemon's detail (what loading it involves, or why it is unavailable), whether it ignores the
-    prompt, its licence where known."""
+    prompt, its licence where the daemon knows it (:attr:`protocol.EngineInfo.licence_note`)."""
     engine = entry.info
     if engine is None:
         return (f"The daemon did not list “{entry.name}”: it answers unknown_engine unless its configuration has it "
@@ -208,9 +186,8 @@ def engine_note(entry: EngineEntry) -> str:
     parts += [engine.detail.rstrip(".")] if engine.detail else []
     if not engine.uses_prompt:
         parts.append("no prompt: it fills from the surroundings")
-    known = licence(engine)
-    if known:
-        parts.append(f"licence {known}")
+    if engine.licence_note:
+        parts.append(f"licence {engine.licence_note}")
     return "; ".join(parts) + "." if parts else ""
 
 

@@ -228,6 +228,15 @@ class EngineInfo:
                      f"engine {quote(self.name)} has a default {name}={value!r} that is no value of a number option",
                      ErrorCode.BAD_MESSAGE)
 
+    @property
+    def licence_note(self) -> str:
+        """:attr:`licence` as the dialog and ``status`` show it, with ``"non-commercial use only"`` after it when
+        :attr:`non_commercial` (``"FLUX.1 [dev] Non-Commercial License, non-commercial use only"``); "" when the
+        daemon does not know the licence."""
+        if not self.licence:
+            return ""
+        return f"{self.licence}, non-commercial use only" if self.non_commercial else self.licence
+
 
 @dataclass(frozen=True)
 class Hello:

@@ -352,25 +352,32 @@ def test_status_lists_the_engines_and_finds_the_port_in_daemon_toml(daemon, caps
     assert cli.main(["status", "--config-dir", str(config)]) == 0  # no --url: the port comes from daemon.toml
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("gimp-inpaint daemon ") and f"at {url} on cpu" in out[0]
-    assert out[1:] == ["  ENGINE  FAMILY  MODEL   LORAS  EMBEDDINGS  REFINER  STATE",
-                       "  opencv  opencv  telea   -      -           no       available; cv2.inpaint (Telea), "
-                       "radius 3 px",
-                       "  invert  test    invert  -      -           no       available"]
+    assert out[1:] == ["  ENGINE  FAMILY  MODEL   LORAS  EMBEDDINGS  REFINER  LICENCE                            STATE",
+                       "  opencv  opencv  telea   -      -           no       Apache 2.0 (OpenCV 4.5 and later)  "
+                       "available; cv2.inpaint (Telea), radius 3 px",
+                       "  invert  test    invert  -      -           no       -                                  "
+                       "available"]
 
 
-def test_engine_table_shows_family_loras_embeddings_refiner_and_state():
+def test_engine_table_shows_family_loras_embeddings_refiner_licence_and_state():
     lines = cli.engine_table([
         EngineInfo("sdxl-inpaint", "diffusers", "diffusers/sdxl-1.0-inpainting-0.1", True, True,
-                   family="sdxl-inpaint", loras=["pixel-art", "detail"], embeddings=["<cat-toy>"], refiner=True),
+                   family="sdxl-inpaint", loras=["pixel-art", "detail"], embeddings=["<cat-toy>"], refiner=True,
+                   licence="CreativeML Open RAIL++-M"),
         EngineInfo("sd15", "diffusers", "runwayml/sd-inpainting", False, True, "pip install torch",
                    family="sd-inpaint"),
+        EngineInfo("fill", "diffusers", "black-forest-labs/FLUX.1-Fill-dev", True, True, family="flux-fill",
+                   licence="FLUX.1 [dev] Non-Commercial License", non_commercial=True),
     ])
     assert lines == [
-        "ENGINE        FAMILY        MODEL                              LORAS              EMBEDDINGS  REFINER  STATE",
+        "ENGINE        FAMILY        MODEL                              LORAS              EMBEDDINGS  REFINER  "
+        "LICENCE                                                       STATE",
         "sdxl-inpaint  sdxl-inpaint  diffusers/sdxl-1.0-inpainting-0.1  pixel-art, detail  <cat-toy>   yes      "
-        "available",
+        "CreativeML Open RAIL++-M                                      available",
         "sd15          sd-inpaint    runwayml/sd-inpainting             -                  -           no       "
-        "unavailable: pip install torch",
+        "-                                                             unavailable: pip install torch",
+        "fill          flux-fill     black-forest-labs/FLUX.1-Fill-dev  -                  -           no       "
+        "FLUX.1 [dev] Non-Commercial License, non-commercial use only  available",
     ]
 
 

@@ -137,7 +137,8 @@ def test_registry_tables(tmp_path: Path) -> None:
     ("[models.x]\nmodel = 'a/b'\nfamily = 'sd-controlnet-inpaint'\n", "a controlnet goes with family"),
     ("[models.x]\nmodel = 'a/b'\nfamily = 'sd'\nrefiner = 'r/f'\n", "refiner is for SDXL models"),
     ("[models.x]\nmodel = 'a/b'\nconfig = 'c/f'\n", "config is only for single-file"),
-    ("[loras.x]\npath = 'x.safetensors'\nbase = 'sd3'\n", "base = 'sd3' is not one of sd, sdxl"),
+    ("[loras.x]\npath = 'x.safetensors'\nbase = 'sd4'\n", "base = 'sd4' is not one of sd, sdxl, sd3, flux"),
+    ("[models.m]\nmodel = 'a/b'\nnon_commercial = true\n", "non_commercial goes with licence"),
     ("[loras.x]\npath = 'x.safetensors'\n", "[loras.x]: base = \"...\" is required"),
     ("[embeddings.x]\npath = 'x.pt'\nbase = 'sd'\n", "[embeddings.x]: token = \"...\" is required"),
     ("[embeddings.a]\npath = 'a.pt'\ntoken = '<t>'\nbase = 'sd'\n[embeddings.b]\npath = 'b.pt'\ntoken = '<t>'\n"

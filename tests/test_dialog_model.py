@@ -190,9 +190,15 @@ def test_the_engine_list_starts_with_the_daemons_choice_and_keeps_an_unknown_eng
 
 
 def test_the_engine_note_gives_the_state_the_prompt_and_the_licence() -> None:
-    sd = engine("sd15-inpaint", model="stable-diffusion-v1-5/stable-diffusion-inpainting", detail="loads on first use")
+    sd = engine("sd15-inpaint", model="stable-diffusion-v1-5/stable-diffusion-inpainting", detail="loads on first use",
+                licence="CreativeML OpenRAIL-M")
     assert engine_note(EngineEntry("sd15-inpaint", "", sd)) == "loads on first use; licence CreativeML OpenRAIL-M."
-    opencv = engine("opencv", kind="opencv", uses_prompt=False, detail="cv2.inpaint (Telea), radius 3 px")
+    fill = engine("flux-fill", detail="loads on first use", licence="FLUX.1 [dev] Non-Commercial License",
+                  non_commercial=True)
+    assert engine_note(EngineEntry("flux-fill", "", fill)) == (
+        "loads on first use; licence FLUX.1 [dev] Non-Commercial License, non-commercial use only.")
+    opencv = engine("opencv", kind="opencv", uses_prompt=False, detail="cv2.inpaint (Telea), radius 3 px",
+                    licence="Apache 2.0 (OpenCV 4.5 and later)")
     assert engine_note(EngineEntry("opencv", "", opencv)) == (
         "cv2.inpaint (Telea), radius 3 px; no prompt: it fills from the surroundings; licence Apache 2.0 (OpenCV 4.5 "
         "and later).")

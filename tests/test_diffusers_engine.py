@@ -135,6 +135,17 @@ def test_without_diffusers_info_says_how_to_install_and_load_fails(monkeypatch: 
         engine.load()
 
 
+def test_the_handshake_carries_the_models_licence_from_the_table_or_the_registry() -> None:
+    fill = make_engine("fill", "black-forest-labs/FLUX.1-Fill-dev").info()
+    assert (fill.licence, fill.non_commercial) == ("FLUX.1 [dev] Non-Commercial License", True)
+    assert fill.licence_note == "FLUX.1 [dev] Non-Commercial License, non-commercial use only"
+    klein = make_engine("klein", "black-forest-labs/FLUX.2-klein-4B").info()
+    assert (klein.licence, klein.non_commercial, klein.licence_note) == ("Apache 2.0", False, "Apache 2.0")
+    assert make_engine("mine", "./mine").info().licence == ""  # not known: the daemon does not guess
+    declared = make_engine("mine", "./mine", licence="My Licence", non_commercial=True).info()
+    assert (declared.licence, declared.non_commercial) == ("My Licence", True)
+
+
 def test_modules_import_without_torch() -> None:
     code = ("import sys, gimp_inpaint.daemon.engines.diffusers_engine, gimp_inpaint.daemon.device; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")

@@ -34,6 +34,7 @@ from gimp_inpaint.protocol import (
 from PIL import Image
 
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
+from ..licences import licence_of
 from ..pool import ModelPool, release_device_memory
 from ..registry import LoraSpec, ModelSpec, Registry
 from . import options
@@ -49,7 +50,14 @@ from .base import (
     incompatible,
     is_out_of_memory,
 )
-from .families import FAMILY_STRATEGIES, family_from_index, family_of_pipeline, family_of_single_file, resolve_family
+from .families import (
+    FAMILY_STRATEGIES,
+    family_from_index,
+    family_of_pipeline,
+    family_of_single_file,
+    resolve_declared,
+    resolve_family,
+)
 from .family import FamilyStrategy
 from .loaded import LoadedPipeline
 from .loading import LoadContext, cached_folder, fetch, local_folder, new_bytes, place
@@ -213,7 +221,8 @@ class DiffusersEngine(Engine):
     def info(self) -> EngineInfo:
         """Availability without loading or blocking: False when torch/diffusers are missing, the last load
         failed or the model's local path does not exist (a request still retries: the user may have put it there
-        since); the family, the options it uses, the LoRAs and embedding tokens of the registry for its base."""
+        since); the family, the options it uses, the LoRAs and embedding tokens of the registry for its base, the
+        model's licence (:func:`daemon.licences.licence_of`)."""
         if not diffusers_available():
             available, detail = False, f"torch and diffusers are not installed: {INSTALL_HINT}"
         elif self._load_error:
@@ -230,13 +239,15 @@ class DiffusersEngine(Engine):
                 available, detail = False, str(error)
         strategy = self.strategy
         base = strategy.base if strategy is not None else None
+        known = licence_of(self.spec.model, self.spec.licence, self.spec.non_commercial)
         return EngineInfo(name=self.name, kind="diffusers", model=self.model, available=available,
                           uses_prompt=True, detail=detail, family=self.family,
                           loras=[lora.name for lora in self.registry.loras_for(base)],
                           embeddings=[embedding.token for embedding in self.registry.embeddings_for(base)],
                           refiner=strategy is None or strategy.refinable,
                           options=strategy.options() if strategy is not None else list(FILL_OPTIONS),
-                          defaults=strategy.defaults() if strategy is not None else {}, bits=16)
+                          defaults=strategy.defaults() if strategy is not None else {}, bits=16,
+                          licence=known.name if known else "", non_commercial=bool(known and known.non_commercial))
 
     def model_state(self) -> ModelState:
         """LOADED while the first-pass pipeline is warm in the pool; otherwise ON_DISK when the model's folder or
@@ -357,7 +368,9 @@ class DiffusersEngine(Engine):
 
         The strategy that loads it: the declared family's (a derived family's :attr:`~FamilyStrategy.loads_as`);
         for ``auto``, the family of a single file's header, or of a folder's ``model_index.json``, else the
-        generic loader (``AutoPipelineForInpainting``).
+        generic loader (``AutoPipelineForInpainting``). A declared family that the folder's ``model_index.json``
+        says the model is not of is refused before loading (:func:`daemon.engines.families.resolve_declared`):
+        the transformer families load with their own pipeline class, whatever the folder holds.
         """
         self._prepare_device()
         declared = self._declared
@@ -372,6 +385,8 @@ class DiffusersEngine(Engine):
         else:
             source, hint = fetch(self.spec.model, self.spec.variant, progress)
             found = family_from_index(Path(source))
+            if found is not None:
+                resolve_declared(self.spec.family, FAMILY_STRATEGIES[found], FAMILY_STRATEGIES[found].pipeline_class)
             strategy = loader or FAMILY_STRATEGIES[found or Family.SD_INPAINT]  # any: AutoPipelineForInpainting
         context = self._context(progress)
         progress("load", 0, 0)
@@ -433,7 +448,7 @@ class DiffusersEngine(Engine):
         main, refiner = self._warm()
         family = self._resolved()
         family.check(job)
-        options.check_weighting(family.base, opts.prompt, opts.negative_prompt, family=str(family.family))
+        options.check_weighting(family.compel_base, opts.prompt, opts.negative_prompt, family=str(family.family))
         if self.spec.compile and opts.loras and self._device is not None and self._device.type == "cuda":
             raise incompatible("LoRAs change the UNet that compile = true compiled (every request would recompile): "
                                "set compile = false for this model in daemon.toml to use LoRAs")
@@ -572,10 +587,12 @@ class DiffusersEngine(Engine):
         2. The step callback: after every denoising step of every pass it reports ``(done, total)`` and, once
            ``cancelled()``, stops the pipeline (diffusers' ``_interrupt``; for a family whose pipelines ignore it,
            it raises :class:`JobCancelled`); otherwise, when ``job.previews`` says a preview is due, it decodes the
-           step's ``latents`` with the previewer and shows them.
+           step's ``latents`` (the family's :meth:`~daemon.engines.family.FamilyStrategy.preview_latents`: FLUX.1's
+           packed ones unpacked) with the previewer and shows them.
         3. The call arguments (:class:`daemon.engines.refining.VariantCall`): the prompts (plain, or Compel
-           embeddings), what every pass shares (mask, size, guidance, steps, the variant's seeded CPU generator,
-           the callback) and the family's own (strength, ControlNet's control image and scale).
+           embeddings), what every pass shares (mask, size, guidance under the family's
+           :attr:`~daemon.engines.family.FamilyStrategy.guidance_argument`, steps, the variant's seeded CPU
+           generator, the callback) and the family's own (strength, ControlNet's control image and scale).
         4. The passes of the request's refinement (:mod:`daemon.engines.refining`): the first pass alone, the SDXL
            base handing over to its refiner, or a second pass of the same model; each output goes through
            :meth:`_images` (cancel, safety checker).
@@ -609,7 +626,8 @@ class DiffusersEngine(Engine):
                     raise JobCancelled(f"{self.name}: cancelled")
                 pipe._interrupt = True
             elif previews is not None and previewer is not None and previews.due(done):
-                previews.show(done, previewer(tensors["latents"]))
+                latents = family.preview_latents(pipe, tensors["latents"], model_width, model_height)
+                previews.show(done, previewer(latents))
             return tensors
 
         # 3. the call arguments
@@ -622,7 +640,7 @@ class DiffusersEngine(Engine):
                 "mask_image": mask,  # diffusers' convention, like ours: white (255) = repaint
                 "height": model_height,  # without these, diffusers would resize to the native square
                 "width": model_width,
-                "guidance_scale": opts.guidance_scale,
+                family.guidance_argument: opts.guidance_scale,
                 "num_inference_steps": opts.num_inference_steps,
                 "generator": torch.Generator("cpu").manual_seed(job.seed),
                 "callback_on_step_end": on_step_end,

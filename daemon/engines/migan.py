@@ -159,15 +159,15 @@ class MiGanEngine(Engine):
         if not onnxruntime_available():
             available, detail = False, f"onnxruntime is not installed: {INSTALL_HINT}"
         elif self._session is not None:
-            available, detail = True, f"loaded: {FILENAME} on the CPU ({self._runtime}); licence {LICENCE}"
+            available, detail = True, f"loaded: {FILENAME} on the CPU ({self._runtime})"
         elif self._missing:
             available, detail = True, (f"using OpenCV (Telea) because the MI-GAN weights are not downloaded "
                                        f"({self._missing})")
         else:
             available, detail = True, (f"loads on first use ({FILENAME}, {DOWNLOAD_MB} MB from the Hugging Face Hub "
-                                       f"unless cached; licence {LICENCE})")
+                                       "unless cached)")
         return EngineInfo(name=self.name, kind="onnx", model=f"{REPO_ID}/{FILENAME}", available=available,
-                          uses_prompt=False, detail=detail,
+                          uses_prompt=False, detail=detail, licence=LICENCE,
                           options=[option for option in FILL_OPTIONS if option in WORKER_OPTIONS])
 
     def model_state(self) -> ModelState:

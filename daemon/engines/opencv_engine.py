@@ -7,6 +7,7 @@ import numpy as np
 from gimp_inpaint.protocol import FILL_OPTIONS, EngineInfo, ErrorCode, ProtocolError
 
 from ..compositing import mask_box
+from ..licences import OPENCV_LICENCE
 from .base import WORKER_OPTIONS, CancelCheck, Engine, EngineJob, JobCancelled, ProgressCallback
 
 
@@ -34,7 +35,7 @@ class OpenCVEngine(Engine):
         (:data:`daemon.engines.base.WORKER_OPTIONS`): Telea is deterministic and has no prompt or steps, so its
         variants are identical (each still reports its seed)."""
         return EngineInfo(name=self.name, kind="opencv", model="telea", available=True, uses_prompt=False,
-                          detail=f"cv2.inpaint (Telea), radius {self.radius} px",
+                          detail=f"cv2.inpaint (Telea), radius {self.radius} px", licence=OPENCV_LICENCE.name,
                           options=[name for name in FILL_OPTIONS if name in WORKER_OPTIONS])
 
     def check(self, job: EngineJob) -> None:
