@@ -552,13 +552,15 @@ def engine_table(engines: Sequence[EngineInfo]) -> list[str]:
     the model's licence where the daemon knows it, with "non-commercial use only" where it forbids commercial use
     (:attr:`protocol.EngineInfo.licence_note`; ``-`` when not known); STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), or
     ``warming up`` while the daemon preloads it (:attr:`protocol.EngineInfo.warming_up`), last, so a long detail
-    does not widen the table.
+    does not widen the table; a loaded model's quantization (:attr:`protocol.EngineInfo.quantization`) ends it as
+    ``; quantization nf4+offload``.
     """
     rows = [ENGINE_COLUMNS] + [(
         engine.name, engine.family or engine.kind, engine.model, ", ".join(engine.loras) or "-",
         ", ".join(engine.embeddings) or "-", "yes" if engine.refiner else "no", engine.licence_note or "-",
         "warming up" if engine.warming_up and engine.available else
-        (("available; " if engine.available else "unavailable: ") + engine.detail).rstrip(": ").rstrip("; "),
+        (("available; " if engine.available else "unavailable: ") + engine.detail).rstrip(": ").rstrip("; ")
+        + (f"; quantization {engine.quantization}" if engine.quantization else ""),
     ) for engine in engines]
     widths = [max(len(row[column]) for row in rows) for column in range(len(ENGINE_COLUMNS) - 1)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]])

@@ -24,10 +24,34 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def tensor_bytes(tensor: Any) -> int:
+    """The bytes ``tensor`` holds in memory, quantized ones at their quantized size.
+
+    - A plain tensor, and diffusers' ``GGUFParameter`` (a ``Parameter`` over the file's uint8 blocks, scales
+      included: ``numel`` counts bytes, ``element_size`` is 1): ``numel × element_size``.
+    - A wrapper tensor subclass (torchao's quantized weights: ``__tensor_flatten__`` names the inner tensors, int8
+      or float8 data and their scales), whose ``numel × element_size`` would count the logical dtype: the sum of
+      its inner tensors.
+    - bitsandbytes' ``Params4bit``: its packed uint8 data (two weights a byte) plus its ``quant_state``'s absmax,
+      code and offset tensors, and those of a nested state (double quantization), which live outside ``.data``.
+    """
+    if callable(getattr(tensor, "__tensor_flatten__", None)):  # plain tensors and Parameters have none
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    size = int(tensor.numel() * tensor.element_size())
+    state = getattr(tensor, "quant_state", None)
+    while state is not None:
+        size += sum(tensor_bytes(part) for part in (getattr(state, name, None) for name in ("absmax", "code", "offset"))
+                    if hasattr(part, "numel"))
+        state = getattr(state, "state2", None)
+    return size
+
+
 def component_bytes(pipeline: Any) -> dict[int, int]:
-    """``{id(module): bytes}`` of every torch module in ``pipeline.components`` (parameters and buffers,
-    ``numel × element_size``); values without ``parameters``/``buffers`` (tokenizers, schedulers, None) weigh 0
-    and are left out. A pipeline without ``components`` is measured as itself when it is a module.
+    """``{id(module): bytes}`` of every torch module in ``pipeline.components`` (parameters and buffers, each
+    :func:`tensor_bytes`: quantized ones at their quantized size); values without ``parameters``/``buffers``
+    (tokenizers, schedulers, None) weigh 0 and are left out. A pipeline without ``components`` is measured as
+    itself when it is a module.
 
     Shared modules have the same ``id``, which is how :class:`ModelPool` counts them once.
     """
@@ -37,7 +61,7 @@ def component_bytes(pipeline: Any) -> dict[int, int]:
     for module in values:
         if hasattr(module, "parameters") and hasattr(module, "buffers"):
             tensors = [*module.parameters(), *module.buffers()]
-            sizes[id(module)] = sum(t.numel() * t.element_size() for t in tensors)
+            sizes[id(module)] = sum(tensor_bytes(t) for t in tensors)
     return sizes
 
 

@@ -20,6 +20,11 @@ each :class:`ModelSpec` to a :class:`daemon.engines.diffusers_engine.DiffusersEn
     compile = true               # torch.compile the UNet (CUDA; first run is slow)
     previews = "taesd"           # auto | taesd | linear | off | an AutoencoderTiny's hub id or folder
 
+    [models.flux-fill]
+    model = "black-forest-labs/FLUX.1-Fill-dev"
+    quantization = "gguf"        # auto | none | nf4 | int8 | fp8 | gguf (daemon.quantization)
+    gguf = "~/models/flux1-fill-dev-Q4_K_S.gguf"                 # the GGUF transformer (quantization = "gguf")
+
     [loras.pixel-art]
     path = "~/loras/pixel-art.safetensors"
     base = "sd"                  # sd (SD 1.x/2.x) | sdxl
@@ -58,6 +63,12 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 """Weight dtypes: ``auto`` is float16 on CUDA and float32 on CPU and MPS (see :func:`daemon.device.torch_dtype_for`);
 ``bfloat16`` is there for GPUs and models where float16 overflows (it has float32's range)."""
 
+QUANTIZATIONS = ("auto", "none", "nf4", "int8", "fp8", "gguf")
+"""How a model's weights are held (:mod:`daemon.quantization`): ``auto`` (the default) chooses by the memory budget
+(:func:`daemon.quantization.choose_quantization`); ``none`` loads them at :attr:`ModelSpec.dtype`; ``nf4``
+(bitsandbytes 4-bit NormalFloat), ``int8`` and ``fp8`` (torchao weight-only) quantize the denoiser and the text
+encoders as they load; ``gguf`` takes the denoiser from :attr:`ModelSpec.gguf`, a GGUF file."""
+
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 """A model path ending in one of these is a single-file checkpoint loaded with ``from_single_file``."""
 
@@ -91,6 +102,10 @@ class ModelSpec:
         licence: the model's licence, for a model :data:`daemon.licences.KNOWN_LICENCES` does not know (shown in the
             dialog and ``status``); empty: the table's, or none known.
         non_commercial: that licence forbids commercial use (the dialog and ``status`` warn); only with ``licence``.
+        quantization: one of :data:`QUANTIZATIONS` (diffusers folders and hub ids; a single file takes ``auto`` or
+            ``none``).
+        gguf: with ``quantization = "gguf"`` (and only then), the GGUF file of the denoiser: a local path, a
+            ``https://huggingface.co/...`` address or ``OWNER/REPO/FILE.gguf`` on the Hub.
     """
 
     name: str
@@ -105,6 +120,8 @@ class ModelSpec:
     previews: str = "auto"
     licence: str = ""
     non_commercial: bool = False
+    quantization: str = "auto"
+    gguf: str = ""
 
     def __post_init__(self) -> None:
         family: Family | str | None = self.family
@@ -156,7 +173,7 @@ class Registry:
 
 _MODEL_KEYS: dict[str, type] = {"model": str, "family": str, "dtype": str, "variant": str, "controlnet": str,
                                 "refiner": str, "config": str, "compile": bool, "previews": str,
-                                "licence": str, "non_commercial": bool}
+                                "licence": str, "non_commercial": bool, "quantization": str, "gguf": str}
 """Keys of a ``[models.NAME]`` table and their TOML types (``model`` is required)."""
 
 _LORA_KEYS: dict[str, type] = {"path": str, "base": str}
@@ -193,7 +210,9 @@ def model_spec(source: str, name: str, table: Any) -> ModelSpec:
 
     Raises:
         RegistryError: unknown keys, wrong types, a missing ``model``, an unknown family or dtype, a ControlNet
-            outside ``sd-controlnet-inpaint`` (or that family without one), a refiner outside the SDXL families.
+            outside ``sd-controlnet-inpaint`` (or that family without one), a refiner outside the SDXL families,
+            an unknown quantization, ``quantization = "gguf"`` without a ``gguf`` file (or a file without it, or one
+            not ending in ``.gguf``), a quantization of a single-file checkpoint.
     """
     values = _table(source, "models", name, table, _MODEL_KEYS, ("model",))
     where = f"models.{name}"
@@ -210,10 +229,27 @@ def model_spec(source: str, name: str, table: Any) -> ModelSpec:
         raise RegistryError(f"{source}: [{where}] config is only for single-file checkpoints (.safetensors, .ckpt)")
     if spec.non_commercial and not spec.licence:
         raise RegistryError(f"{source}: [{where}] non_commercial goes with licence: name the model's licence")
+    _quantization(source, where, spec)
     if not spec.previews:
         raise RegistryError(f"{source}: [{where}] previews must be auto, taesd, linear, off or the hub id or folder of "
                             "an AutoencoderTiny")
     return spec
+
+
+def _quantization(source: str, where: str, spec: ModelSpec) -> None:
+    """Check :attr:`ModelSpec.quantization` and :attr:`ModelSpec.gguf` together (see :func:`model_spec`)."""
+    _choice(source, where, "quantization", spec.quantization, QUANTIZATIONS)
+    if spec.quantization == "gguf" and not spec.gguf:
+        raise RegistryError(f"{source}: [{where}] quantization = \"gguf\" needs the GGUF file of the model's "
+                            "transformer: gguf = \"PATH.gguf\" (or a Hugging Face address of one)")
+    if spec.gguf and spec.quantization != "gguf":
+        raise RegistryError(f"{source}: [{where}] a gguf file goes with quantization = \"gguf\" (it is "
+                            f"{spec.quantization!r}): add that line, or drop gguf")
+    if spec.gguf and not spec.gguf.lower().endswith(".gguf"):
+        raise RegistryError(f"{source}: [{where}] gguf = {spec.gguf!r} must name a .gguf file")
+    if spec.single_file and spec.quantization not in ("auto", "none"):
+        raise RegistryError(f"{source}: [{where}] quantization = {spec.quantization!r} is for diffusers folders and "
+                            "hub ids; a single-file checkpoint takes auto or none")
 
 
 def parse_registry(source: str, models: Any = None, loras: Any = None, embeddings: Any = None) -> Registry:

@@ -36,6 +36,7 @@ from PIL import Image
 from ..device import DeviceUnavailableError, describe_device, resolve_device, set_torch_threads, torch_dtype_for
 from ..licences import licence_of
 from ..pool import ModelPool, release_device_memory
+from ..quantization import label as quantization_label
 from ..registry import LoraSpec, ModelSpec, Registry
 from . import options
 from .base import (
@@ -60,7 +61,18 @@ from .families import (
 )
 from .family import FamilyStrategy
 from .loaded import LoadedPipeline
-from .loading import LoadContext, cached_folder, fetch, local_folder, new_bytes, place
+from .loading import (
+    LoadContext,
+    cached_folder,
+    check_quantization,
+    fetch,
+    local_folder,
+    new_bytes,
+    place,
+    plan_quantization,
+    quantization_kwargs,
+    quantization_of,
+)
 from .previews import Previewer, load_previewer
 from .refining import VariantCall, check_denoising
 
@@ -172,7 +184,8 @@ class DiffusersEngine(Engine):
         self._previewer: Previewer | None = None
         self._previewer_loaded = False  # the previewer (None: no previews) is made once, with the first load
         derived = self._declared if self._declared is not None and self._declared.derived else None
-        self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}"
+        self.base_key = f"source:{spec.model}:{spec.variant}:{spec.dtype}" + (
+            f":{spec.quantization}:{spec.gguf}" if spec.quantization != "auto" else "")
         self.main_key = f"{spec.name}:{derived.key_suffix}" if derived is not None else self.base_key
         self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
         self._found_family = self._read_family()
@@ -222,7 +235,8 @@ class DiffusersEngine(Engine):
         """Availability without loading or blocking: False when torch/diffusers are missing, the last load
         failed or the model's local path does not exist (a request still retries: the user may have put it there
         since); the family, the options it uses, the LoRAs and embedding tokens of the registry for its base, the
-        model's licence (:func:`daemon.licences.licence_of`)."""
+        model's licence (:func:`daemon.licences.licence_of`), its quantization once loaded
+        (:func:`daemon.engines.loading.quantization_of`, ``+offload`` when offloaded)."""
         if not diffusers_available():
             available, detail = False, f"torch and diffusers are not installed: {INSTALL_HINT}"
         elif self._load_error:
@@ -247,7 +261,9 @@ class DiffusersEngine(Engine):
                           refiner=strategy is None or strategy.refinable,
                           options=strategy.options() if strategy is not None else list(FILL_OPTIONS),
                           defaults=strategy.defaults() if strategy is not None else {}, bits=16,
-                          licence=known.name if known else "", non_commercial=bool(known and known.non_commercial))
+                          licence=known.name if known else "", non_commercial=bool(known and known.non_commercial),
+                          quantization=quantization_label(quantization_of(self.pipeline), self._offloaded())
+                          if self.pipeline is not None else "")
 
     def model_state(self) -> ModelState:
         """LOADED while the first-pass pipeline is warm in the pool; otherwise ON_DISK when the model's folder or
@@ -370,9 +386,11 @@ class DiffusersEngine(Engine):
         for ``auto``, the family of a single file's header, or of a folder's ``model_index.json``, else the
         generic loader (``AutoPipelineForInpainting``). A declared family that the folder's ``model_index.json``
         says the model is not of is refused before loading (:func:`daemon.engines.families.resolve_declared`):
-        the transformer families load with their own pipeline class, whatever the folder holds.
+        the transformer families load with their own pipeline class, whatever the folder holds. Its
+        quantization is refused up front when this machine cannot run it, then chosen for the downloaded folder
+        (:func:`daemon.engines.loading.plan_quantization`) and applied as it loads.
         """
-        self._prepare_device()
+        check_quantization(self.spec.quantization, self._prepare_device())
         declared = self._declared
         loader = FAMILY_STRATEGIES[declared.loads_as or declared.family] if declared is not None else None
         if self.spec.single_file:
@@ -389,15 +407,19 @@ class DiffusersEngine(Engine):
                 resolve_declared(self.spec.family, FAMILY_STRATEGIES[found], FAMILY_STRATEGIES[found].pipeline_class)
             strategy = loader or FAMILY_STRATEGIES[found or Family.SD_INPAINT]  # any: AutoPipelineForInpainting
         context = self._context(progress)
+        choice = plan_quantization(self.spec.quantization, Path(source), self.spec.variant,
+                                   lambda: self.pool.budget_bytes, self._prepare_device(), context.torch_dtype,
+                                   self.name)
         progress("load", 0, 0)
+        quantized = quantization_kwargs(choice, Path(source), context.torch_dtype, self.spec.gguf)
         try:
             pipeline = strategy.load(source, single_file=self.spec.single_file, config=self.spec.config,
-                                     torch_dtype=context.torch_dtype, variant=self.spec.variant)
+                                     torch_dtype=context.torch_dtype, variant=self.spec.variant, quantization=quantized)
         except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
             raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
         self._family = resolve_family(self.spec.family, pipeline)
         loaded = LoadedPipeline(pipeline, family_of_pipeline(pipeline), key=self.base_key)
-        self._place(loaded, new_bytes(pipeline), label=self.name)
+        self._place(loaded, new_bytes(pipeline), label=self.name, offload_as=choice.offload)
         return loaded
 
     def _load_refiner(self, base: LoadedPipeline, progress: LoadProgress) -> LoadedPipeline:
@@ -410,10 +432,11 @@ class DiffusersEngine(Engine):
         self._place(loaded, new_bytes(pipeline, shared_with=[base.pipeline]), label=f"{self.name} (refiner)")
         return loaded
 
-    def _place(self, loaded: LoadedPipeline, size: int, label: str) -> None:
-        """Put ``loaded`` on the device within the pool's budget (:func:`daemon.engines.loading.place`)."""
+    def _place(self, loaded: LoadedPipeline, size: int, label: str, offload_as: str = "") -> None:
+        """Put ``loaded`` on the device within the pool's budget (:func:`daemon.engines.loading.place`;
+        ``offload_as``: the quantization choice's offload)."""
         loaded.offloaded = place(loaded.pipeline, self._prepare_device(), self.pool, size=size, keep=self.keys,
-                                 compile_unet=self.spec.compile, label=label)
+                                 compile_unet=self.spec.compile, label=label, offload_as=offload_as)
 
     # --- per request ---
 

@@ -17,6 +17,7 @@ Sources: diffusers' "Inpainting" guide (pipelines, the SDXL refiner, Kandinsky's
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +146,8 @@ class FamilyStrategy:
             return False
         return self.inpaint_unet is None or self.inpaint_unet == (in_channels == 9)
 
-    def load(self, source: str, *, single_file: bool, config: str, torch_dtype: torch.dtype, variant: str) -> Any:
+    def load(self, source: str, *, single_file: bool, config: str, torch_dtype: torch.dtype, variant: str,
+             quantization: Mapping[str, Any] | None = None) -> Any:
         """The pipeline from a local folder, a hub snapshot folder or a single file, on the CPU.
 
         Folders load with ``AutoPipelineForInpainting.from_pretrained``, which maps every family's
@@ -155,17 +157,20 @@ class FamilyStrategy:
         the components' configs, the tokenizer and the scheduler from that folder (``loaders/single_file.py``,
         the ``os.path.isdir(config)`` branch) and converts the checkpoint's weights; no ``local_files_only``
         needed. Without ``config`` diffusers fetches the default config of the detected model type from the Hub.
+        ``quantization``: more keyword arguments of the loading call that quantize the weights
+        (:func:`daemon.engines.loading.quantization_kwargs`: ``quantization_config``, or a GGUF-loaded denoiser).
 
         Raises:
             Exception: whatever diffusers raises (the engine turns it into :class:`EngineLoadError`).
         """
         import diffusers
 
+        quantized = dict(quantization or {})
         if single_file:
             return getattr(diffusers, self.pipeline_class).from_single_file(
-                source, config=os.path.expanduser(config) if config else None, torch_dtype=torch_dtype)
+                source, config=os.path.expanduser(config) if config else None, torch_dtype=torch_dtype, **quantized)
         return diffusers.AutoPipelineForInpainting.from_pretrained(source, torch_dtype=torch_dtype,
-                                                                   variant=variant or None)
+                                                                   variant=variant or None, **quantized)
 
     def derive(self, base: Any, spec: ModelSpec, context: LoadContext) -> Any:
         """The pipeline of a derived family (:attr:`loads_as`) made from ``base``, the loaded pipeline of that

@@ -1,22 +1,26 @@
-"""Getting weights onto the device: downloads with byte progress, and placement within the pool's budget.
+"""Getting weights onto the device: downloads with byte progress, quantization, and placement within the pool's budget.
 
 Downloads go through huggingface_hub's public API only: ``snapshot_download`` with a ``tqdm_class``
-(:func:`byte_progress_class`) whose byte bar becomes the engine's ``("download", bytes, total)`` progress. Importing
-this module is cheap: huggingface_hub, diffusers and torch are imported inside the functions.
+(:func:`byte_progress_class`) whose byte bar becomes the engine's ``("download", bytes, total)`` progress.
+Quantization (:func:`plan_quantization`, :func:`quantization_kwargs`) is chosen by :mod:`daemon.quantization` and
+applied through diffusers' own loaders (``PipelineQuantizationConfig``, ``from_single_file`` of a GGUF file).
+Importing this module is cheap: huggingface_hub, diffusers and torch are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..pool import ModelPool, component_bytes
+from ..quantization import DENOISERS, Capabilities, QuantizationChoice, choose_quantization, model_sizes, refusal
 from .base import EngineLoadError, LoadProgress
 
 if TYPE_CHECKING:
@@ -204,13 +208,15 @@ def new_bytes(pipeline: Any, shared_with: Iterable[Any] = ()) -> int:
 
 
 def place(pipeline: Any, device: torch.device, pool: ModelPool, *, size: int, keep: Iterable[str],
-          compile_unet: bool, label: str) -> bool:
+          compile_unet: bool, label: str, offload_as: str = "") -> bool:
     """Move ``pipeline`` (loaded on the CPU) onto ``device`` within ``pool``'s budget; True when offloaded.
 
     ``pool.make_room(size, keep)`` first evicts least-recently-used models. On CUDA a pipeline that does not fit
     the budget together with the kept entries already there, or one whose modules carry offload hooks already
-    (a ControlNet pipeline over an offloaded base), is not moved but gets ``enable_model_cpu_offload`` (each model
-    moves to the GPU only while it runs) and VAE tiling (diffusers' "Reduce memory usage" guide).
+    (a ControlNet pipeline over an offloaded base), or whose ``offload_as`` is ``"model"``, is not moved but gets
+    ``enable_model_cpu_offload`` (each model moves to the GPU only while it runs) and VAE tiling (diffusers' "Reduce
+    memory usage" guide); with ``offload_as = "group"`` (:class:`daemon.quantization.QuantizationChoice`) it gets
+    :func:`group_offload` instead.
     ``compile_unet``: ``unet.compile()`` (in place, so shared modules keep their identity) on CUDA; refused with
     a log line elsewhere.
 
@@ -221,8 +227,11 @@ def place(pipeline: Any, device: torch.device, pool: ModelPool, *, size: int, ke
     pool.make_room(size, keep=keep)
     needed = size + pool.used_bytes(keep)  # with what the engine keeps beside it (an SDXL base for its refiner)
     hooked = any(hasattr(module, "_hf_hook") for module in pipeline.components.values())  # shares offloaded ones
-    offloaded = device.type == "cuda" and (needed > pool.budget_bytes or hooked)
-    if offloaded:
+    offloaded = device.type == "cuda" and (needed > pool.budget_bytes or hooked or bool(offload_as))
+    if offloaded and offload_as == "group":
+        log.info("%s: group offload (leaf level, CUDA streams) and VAE tiling", label)
+        group_offload(pipeline, device)
+    elif offloaded:
         log.info("%s: %.2f GB with what it needs beside it do not fit the %.2f GB budget, or it shares offloaded "
                  "modules: model CPU offload and VAE tiling", label, needed / 1e9, pool.budget_bytes / 1e9)
         offload(pipeline, device)
@@ -242,9 +251,174 @@ def place(pipeline: Any, device: torch.device, pool: ModelPool, *, size: int, ke
 def offload(pipeline: Any, device: torch.device) -> None:
     """``enable_model_cpu_offload(device=device)`` and VAE tiling where the pipeline has a VAE."""
     pipeline.enable_model_cpu_offload(device=device)
+    _tile_vae(pipeline)
+
+
+def group_offload(pipeline: Any, device: torch.device) -> None:
+    """``enable_group_offload`` at leaf level with CUDA streams (each layer's weights come from RAM just before it
+    runs, the next one's transfer overlapping this one's compute: diffusers' "Reduce memory usage" guide, "Group
+    offloading") and VAE tiling: the least GPU memory, for a model whose largest component does not fit."""
+    pipeline.enable_group_offload(onload_device=device, offload_type="leaf_level", use_stream=True)
+    _tile_vae(pipeline)
+
+
+def _tile_vae(pipeline: Any) -> None:
     vae = getattr(pipeline, "vae", None)
     if vae is not None and hasattr(vae, "enable_tiling"):
         vae.enable_tiling()
+
+
+# --- quantization (daemon.quantization decides, diffusers' loaders apply) ---
+
+def capabilities(device: torch.device) -> Capabilities:
+    """What ``device`` and this environment can quantize with: the device type, its CUDA compute capability, and
+    whether bitsandbytes, torchao and gguf are installed (``importlib.util.find_spec``: nothing is imported)."""
+    import torch
+
+    def installed(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    capability = tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None
+    return Capabilities(device=device.type, cuda_capability=capability,  # type: ignore[arg-type]
+                        bitsandbytes=installed("bitsandbytes"), torchao=installed("torchao"), gguf=installed("gguf"))
+
+
+def check_quantization(quantization: str, device: torch.device) -> None:
+    """Refuse a ``quantization`` this machine cannot run before anything downloads or loads.
+
+    Raises:
+        EngineLoadError: :func:`daemon.quantization.refusal`'s message (what to install, or which GPU it needs).
+    """
+    why = refusal(quantization, capabilities(device))
+    if why:
+        raise EngineLoadError(why)
+
+
+def plan_quantization(requested: str, folder: Path, variant: str, budget: Callable[[], int], device: torch.device,
+                      torch_dtype: torch.dtype, label: str) -> QuantizationChoice:
+    """:func:`daemon.quantization.choose_quantization` for the pipeline ``folder`` (downloaded, not loaded yet): its
+    sizes from the safetensors headers (:func:`daemon.quantization.model_sizes`), the pool's budget, ``device``'s
+    capabilities, ``torch_dtype``'s bytes per weight; the choice is logged. ``budget()`` is called only where the
+    decision reads it (``auto`` on CUDA), so a load on the CPU leaves a pool's lazily measured budget alone."""
+    weighed = requested == "auto" and device.type == "cuda"
+    sizes = model_sizes(folder, variant) if requested == "auto" else None
+    choice = choose_quantization(requested, sizes, budget() if weighed else 0, capabilities(device),
+                                 element_bytes=torch_dtype.itemsize)
+    log.info("%s: quantization %s%s: %s", label, choice.quantization,
+             f", {choice.offload} offload" if choice.offload else "", choice.reason)
+    return choice
+
+
+def _components(folder: Path) -> tuple[str, list[str], Mapping[str, Any]]:
+    """``(denoiser, text encoders, model_index.json)`` of the pipeline ``folder``: the component names.
+
+    Raises:
+        EngineLoadError: no ``model_index.json`` or no denoiser component (:data:`daemon.quantization.DENOISERS`).
+    """
+    try:
+        index: Mapping[str, Any] = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise EngineLoadError(f"quantization needs the pipeline's {INDEX_FILE} in {folder}: {error}") from error
+    present = [name for name, value in index.items()
+               if not name.startswith("_") and isinstance(value, list) and value[0] is not None]
+    denoiser = next((name for name in DENOISERS if name in present), None)
+    if denoiser is None:
+        raise EngineLoadError(f"the pipeline in {folder} has none of {', '.join(DENOISERS)} to quantize")
+    return denoiser, [name for name in present if name.startswith("text_encoder")], index
+
+
+def gguf_file(gguf: str) -> str:
+    """The local path of the GGUF file ``gguf`` names (:attr:`daemon.registry.ModelSpec.gguf`): a path as it is
+    (``~`` expanded), ``https://huggingface.co/...`` left to diffusers' ``from_single_file``, ``OWNER/REPO/FILE``
+    downloaded into the Hugging Face cache (``hf_hub_download``).
+
+    Raises:
+        EngineLoadError: a path that does not exist, or the download failed.
+    """
+    path = Path(gguf).expanduser()
+    if path.is_file() or gguf.startswith("https://"):
+        return str(path) if path.is_file() else gguf
+    parts = gguf.split("/")
+    if path.is_absolute() or gguf.startswith((".", "~")) or len(parts) < 3:
+        raise EngineLoadError(f"gguf file {path} does not exist: point gguf at a .gguf file, a "
+                              "https://huggingface.co/... address or OWNER/REPO/FILE.gguf on the Hub")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return str(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:])))
+    except Exception as error:  # HTTP errors, offline mode: cannot download
+        raise EngineLoadError(f"could not download the gguf file {gguf!r}: {error}") from error
+
+
+def quantization_kwargs(choice: QuantizationChoice, folder: Path, torch_dtype: torch.dtype,
+                        gguf: str = "") -> dict[str, Any]:
+    """The ``from_pretrained`` keyword arguments that load the pipeline ``folder`` quantized as ``choice`` says
+    (empty for ``none``).
+
+    - ``nf4``: ``quantization_config=PipelineQuantizationConfig(quant_backend="bitsandbytes_4bit", ...)`` with
+      ``bnb_4bit_quant_type="nf4"`` and ``torch_dtype`` as compute dtype, for the denoiser and (when
+      ``choice.text_encoders``) the text encoders (diffusers' "Quantization" guide, pipeline-level quantization).
+    - ``int8``, ``fp8``: a ``quant_mapping`` of torchao's ``Int8WeightOnlyConfig`` / ``Float8WeightOnlyConfig``
+      in diffusers' ``TorchAoConfig`` for the denoiser and transformers' for the text encoders (diffusers 0.42's
+      ``TorchAoConfig`` takes an ``AOBaseConfig`` object, and its signature differs from transformers', so
+      ``quant_backend="torchao"`` is refused: ``PipelineQuantizationConfig._validate_init_kwargs_in_backends``).
+    - ``gguf``: the denoiser itself, ``<its class>.from_single_file(gguf file, config=folder, subfolder=...,
+      quantization_config=GGUFQuantizationConfig(compute_dtype=torch_dtype))``: its config is the folder's (no
+      Hub), its weights stay GGUF blocks (``GGUFParameter``) dequantized layer by layer as they run. diffusers
+      converts original-format (ComfyUI/city96) files of the classes ``from_single_file`` knows, and takes a file
+      whose names are already the model's as it is.
+
+    Raises:
+        EngineLoadError: the folder names no denoiser; the GGUF file is missing or not a model of that class.
+    """
+    if choice.quantization == "none":
+        return {}
+    import diffusers
+
+    denoiser, text_encoders, index = _components(folder)
+    if choice.quantization == "gguf":
+        model_class = getattr(diffusers, str(index[denoiser][1]))
+        path = gguf_file(gguf)
+        try:
+            model = model_class.from_single_file(
+                path, config=str(folder), subfolder=denoiser, torch_dtype=torch_dtype,
+                quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=torch_dtype))
+        except Exception as error:  # diffusers' errors: not GGUF, keys of another model
+            raise EngineLoadError(f"could not load the gguf file {path} as the {model_class.__name__} of "
+                                  f"{folder}: {error}") from error
+        return {denoiser: model}
+    quantized = [denoiser, *(text_encoders if choice.text_encoders else [])]
+    if choice.quantization == "nf4":
+        quant_kwargs: dict[str, Any] = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                                        "bnb_4bit_compute_dtype": torch_dtype}
+        return {"quantization_config": diffusers.PipelineQuantizationConfig(
+            quant_backend="bitsandbytes_4bit", components_to_quantize=quantized, quant_kwargs=quant_kwargs)}
+    import torchao.quantization
+    import transformers
+
+    method = (torchao.quantization.Int8WeightOnlyConfig if choice.quantization == "int8"
+              else torchao.quantization.Float8WeightOnlyConfig)
+    mapping: dict[str, Any] = {
+        name: (diffusers.TorchAoConfig if index[name][0] == "diffusers" else transformers.TorchAoConfig)(method())
+        for name in quantized}
+    return {"quantization_config": diffusers.PipelineQuantizationConfig(quant_mapping=mapping)}
+
+
+def quantization_of(pipeline: Any) -> str:
+    """How the denoiser of a loaded ``pipeline`` holds its weights: ``"nf4"``, ``"int8"``, ``"fp8"``, ``"gguf"``
+    (read from its diffusers ``hf_quantizer``'s config) or ``"none"``."""
+    components = getattr(pipeline, "components", {})
+    denoiser = next((components[name] for name in DENOISERS if components.get(name) is not None), None)
+    config = getattr(getattr(denoiser, "hf_quantizer", None), "quantization_config", None)
+    if config is None:
+        return "none"
+    method = str(getattr(getattr(config, "quant_method", ""), "value", getattr(config, "quant_method", "")))
+    if method == "bitsandbytes":
+        return str(getattr(config, "bnb_4bit_quant_type", "nf4")) if getattr(config, "load_in_4bit", False) else "int8"
+    if method == "torchao":
+        kind = type(getattr(config, "quant_type", None)).__name__
+        return "int8" if kind.startswith("Int8") else "fp8" if kind.startswith("Float8") else kind
+    return method
 
 
 def local_folder(model: str) -> Path | None:
