@@ -294,6 +294,34 @@ def test_a_gguf_model_counts_less_and_fits_a_budget_the_full_one_does_not(tiny_g
 
 
 @pytest.mark.diffusers
+def test_a_gguf_flux_transformer_loads_quantized_and_computes_as_the_float_one(tmp_path: Path) -> None:
+    for module in ("diffusers", "gguf"):
+        pytest.importorskip(module)
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from gimp_inpaint.daemon.engines.loading import quantization_kwargs, quantization_of
+    from tiny_quantized import FLUX_TRANSFORMER, build_tiny_flux_transformer
+
+    folder, gguf_path = build_tiny_flux_transformer(tmp_path)
+    quantized = quantization_kwargs(QuantizationChoice("gguf"), folder, torch.float32, str(gguf_path))["transformer"]
+    assert type(quantized.transformer_blocks[0].attn.to_q).__name__ == "GGUFLinear"
+    assert quantization_of(SimpleNamespace(components={"transformer": quantized})) == "gguf"
+    full = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+    assert sum(component_bytes(quantized).values()) < 0.5 * sum(component_bytes(full).values())
+    generator = torch.Generator().manual_seed(1)
+    tokens, text = 16, 8
+    inputs = {"hidden_states": torch.randn(1, tokens, FLUX_TRANSFORMER["in_channels"], generator=generator),
+              "encoder_hidden_states": torch.randn(1, text, 32, generator=generator),
+              "pooled_projections": torch.randn(1, 32, generator=generator), "timestep": torch.tensor([0.5]),
+              "guidance": torch.tensor([3.5]), "img_ids": torch.zeros(tokens, 3), "txt_ids": torch.zeros(text, 3)}
+    with torch.inference_mode():
+        expected, got = (model(**inputs).sample for model in (full, quantized))
+    assert got.shape == expected.shape == (1, tokens, FLUX_TRANSFORMER["out_channels"])
+    error = (got - expected).abs().mean() / expected.abs().mean()
+    assert 0 < error < 0.02  # Q8_0: a few thousandths off, not the float weights themselves
+
+
+@pytest.mark.diffusers
 @pytest.mark.parametrize(("quantization", "words"), [
     ("nf4", "nf4 needs bitsandbytes and a CUDA GPU: pip install bitsandbytes"),
     ("int8", "int8 needs torchao: pip install torchao"),

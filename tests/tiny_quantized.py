@@ -10,7 +10,9 @@ each quantized ``Linear`` a ``GGUFLinear`` that dequantizes its ``GGUFParameter`
 ``inner_dim``, so a tiny model cannot take that layout.)
 
 :func:`build_tiny_gguf_inpaint` is the tiny SD inpainting pipeline of ``tests/tiny_pipelines.py`` with its UNet as
-such a file beside it.
+such a file beside it; :func:`build_tiny_flux_transformer` a FLUX.1 Fill-shaped folder holding only a tiny
+``FluxTransformer2DModel`` (what the GGUF loader reads: ``model_index.json`` and the transformer's config) and the
+transformer as a GGUF file.
 """
 
 from __future__ import annotations
@@ -55,3 +57,29 @@ def build_tiny_gguf_inpaint(path: Path) -> tuple[Path, Path]:
     folder = build_tiny_inpaint_pipeline(path / "model")
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     return folder, write_gguf(unet, path / "unet-Q8_0.gguf")
+
+
+FLUX_TRANSFORMER = {"patch_size": 1, "in_channels": 64, "out_channels": 16, "num_layers": 1, "num_single_layers": 1,
+                    "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                    "pooled_projection_dim": 32, "guidance_embeds": True, "axes_dims_rope": (4, 6, 6)}
+"""A FLUX.1 Fill-like transformer 32 wide: packed 16-channel latents with the masked image and mask channels
+(64 in, 16 out), one double and one single block, distilled guidance."""
+
+
+def build_tiny_flux_transformer(path: Path) -> tuple[Path, Path]:
+    """A folder ``path / "model"`` with a ``FluxFillPipeline`` ``model_index.json`` naming only its transformer and a
+    random :data:`FLUX_TRANSFORMER` in ``transformer/``, and that transformer as ``path / "transformer-Q8_0.gguf"``;
+    returns both paths."""
+    import json
+
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    folder = path / "model"
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(**FLUX_TRANSFORMER)
+    transformer.save_pretrained(folder / "transformer")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "FluxFillPipeline", "_diffusers_version": "0.42.1",
+        "transformer": ["diffusers", "FluxTransformer2DModel"]}), encoding="utf-8")
+    return folder, write_gguf(transformer, path / "transformer-Q8_0.gguf")
