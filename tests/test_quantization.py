@@ -397,3 +397,16 @@ def test_place_offloads_as_the_choice_says(offload_as: str, size: int, calls: li
 
 def test_model_spec_defaults() -> None:
     assert (ModelSpec("x", "a/b").quantization, ModelSpec("x", "a/b").gguf) == ("auto", "")
+
+
+def test_status_shows_a_loaded_models_quantization() -> None:
+    from gimp_inpaint.client import cli
+    from gimp_inpaint.protocol import EngineInfo
+
+    loaded = EngineInfo(name="flux", kind="diffusers", model="a/b", available=True, uses_prompt=True,
+                        detail="loaded on cuda:0 (RTX 4070)", quantization="nf4+offload")
+    waiting = EngineInfo(name="sd", kind="diffusers", model="c/d", available=True, uses_prompt=True,
+                         detail="loads on first use")
+    lines = cli.engine_table([loaded, waiting])
+    assert lines[1].endswith("available; loaded on cuda:0 (RTX 4070); quantization nf4+offload")
+    assert lines[2].endswith("available; loads on first use")
