@@ -550,10 +550,10 @@ def engine_table(engines: Sequence[EngineInfo]) -> list[str]:
     to their widest cell. FAMILY is the registry's model family (the engine kind, e.g. ``opencv``, when it has
     none); LORAS and EMBEDDINGS are comma-separated names and tokens (``-`` for none); REFINER is yes/no; LICENCE
     the model's licence where the daemon knows it, with "non-commercial use only" where it forbids commercial use
-    (:attr:`protocol.EngineInfo.licence_note`; ``-`` when not known); STATE is ``available`` or ``unavailable: <detail>`` (an available engine's detail after a ``;``), or
-    ``warming up`` while the daemon preloads it (:attr:`protocol.EngineInfo.warming_up`), last, so a long detail
-    does not widen the table; a loaded model's quantization (:attr:`protocol.EngineInfo.quantization`) ends it as
-    ``; quantization nf4+offload``.
+    (:attr:`protocol.EngineInfo.licence_note`; ``-`` when not known); STATE is ``available`` or
+    ``unavailable: <detail>`` (an available engine's detail after a ``;``), or ``warming up`` while the daemon
+    preloads it (:attr:`protocol.EngineInfo.warming_up`), last, so a long detail does not widen the table; a loaded
+    model's quantization (:attr:`protocol.EngineInfo.quantization`) ends it as ``; quantization nf4+offload``.
     """
     rows = [ENGINE_COLUMNS] + [(
         engine.name, engine.family or engine.kind, engine.model, ", ".join(engine.loras) or "-",
