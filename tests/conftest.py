@@ -12,3 +12,8 @@ from tiny_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_pi
     tiny_sdxl_lora,
     tiny_sdxl_refiner_model,
 )
+from tiny_qwen_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_qwen_pipelines.py
+    tiny_flux2_klein_model,
+    tiny_qwen_image_model,
+    tiny_z_image_model,
+)
