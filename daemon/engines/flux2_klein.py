@@ -1,0 +1,67 @@
+"""FLUX.2 [klein]: ``flux2-klein-inpaint``, ``Flux2KleinInpaintPipeline`` (diffusers 0.42).
+
+black-forest-labs/FLUX.2-klein-4B (Apache 2.0, the model card; the default modern model) and its 9B sibling (FLUX
+Non-Commercial License) are a ``Flux2Transformer2DModel`` on ``AutoencoderKLFlux2``'s 32-channel latents, prompted
+through a Qwen3 causal LM (Qwen3-4B / Qwen3-8B: the hidden states of its layers 9, 18 and 27 stacked). Their repos'
+``model_index.json`` name ``Flux2KleinPipeline`` (with ``is_distilled``: true for the step-distilled 4B and 9B, false
+for the "base" variants); :meth:`FlowStrategy.load <daemon.engines.flow.FlowStrategy.load>` loads them as the
+inpainting pipeline, which adds the mask (white = repaint, binarised, the known latents blended back after each step)
+and the crop's latents as a reference the transformer attends to.
+
+From the pipeline's source:
+
+- no ``negative_prompt`` argument: classifier-free guidance, for a model that is not ``is_distilled`` and at
+  ``guidance_scale`` > 1, is against the empty prompt; a request's negative prompt is refused;
+- ``guidance_scale`` is that guidance; a step-distilled model ignores it (``do_classifier_free_guidance`` is False
+  with ``is_distilled``; the pipeline logs so above 1);
+- ``default_sample_size`` 128 × the autoencoder's 8: 1024 pixels native; sides multiples of 16;
+- the step callback's ``latents`` are packed: N×(h/2 · w/2)×4C tokens of the 2×2-patchified, batch-normalised
+  latents (:meth:`Flux2KleinStrategy.preview_latents`);
+- LoRAs through ``Flux2LoraLoaderMixin``; it honours ``_interrupt``.
+
+Importing this module is cheap: torch is imported by the pipeline only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gimp_inpaint.protocol import Family
+
+from .flow import FlowStrategy
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Flux2KleinStrategy(FlowStrategy):
+    """FLUX.2 [klein]'s inpainting pipeline: the flow-matching behaviour plus the unpacking of its latents."""
+
+    def preview_latents(self, pipeline: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The packed N×(h/2 · w/2)×4C ``latents`` of a ``width × height`` image as the N×C×h×w latents its
+        autoencoder decodes, as the pipeline's post-processing makes them: the tokens back into their grid (the
+        inverse of ``_pack_latents``, row by row as ``_prepare_latent_ids`` numbers them), the autoencoder's batch
+        norm undone (``vae.bn`` running mean and variance, ``batch_norm_eps``), the 2×2 patches unfolded
+        (``_unpatchify_latents``)."""
+        import torch
+
+        patch = pipeline.vae_scale_factor * 2
+        batch, _, channels = latents.shape
+        grid = latents.permute(0, 2, 1).reshape(batch, channels, height // patch, width // patch)
+        bn = pipeline.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(grid.device, grid.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipeline.vae.config.batch_norm_eps).to(grid.device,
+                                                                                                     grid.dtype)
+        unpatchified: torch.Tensor = pipeline._unpatchify_latents(grid * std + mean)
+        return unpatchified
+
+
+FLUX2_KLEIN_INPAINT = Flux2KleinStrategy(
+    Family.FLUX2_KLEIN_INPAINT, "FLUX.2 klein", "Flux2KleinInpaintPipeline", architecture="flux2-klein",
+    base="flux2-klein", index_classes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
+    takes_negative_prompt=False, steps=4, guidance=1.0)
+"""``flux2-klein-inpaint``; 4 steps at guidance 1, as the model card of black-forest-labs/FLUX.2-klein-4B runs the
+step-distilled model (``Flux2KleinInpaintPipeline.__call__``'s own defaults, 50 steps at 8.0, are for the base
+variants, whose cards run 50 steps at 4.0)."""
