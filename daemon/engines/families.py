@@ -22,9 +22,12 @@ from gimp_inpaint.protocol import Family
 from .base import EngineLoadError
 from .controlnet import SD_CONTROLNET_INPAINT
 from .family import FamilyStrategy
+from .flux2_klein import FLUX2_KLEIN_INPAINT
 from .kandinsky import KANDINSKY22_INPAINT
+from .qwen_image import QWEN_IMAGE_INPAINT
 from .sd import SD, SD_INPAINT
 from .sdxl import SDXL, SDXL_INPAINT
+from .z_image import Z_IMAGE_INPAINT
 
 FAMILY_STRATEGIES: Mapping[Family, FamilyStrategy] = {strategy.family: strategy for strategy in (
     SD_INPAINT,
@@ -33,6 +36,9 @@ FAMILY_STRATEGIES: Mapping[Family, FamilyStrategy] = {strategy.family: strategy 
     SDXL,
     KANDINSKY22_INPAINT,
     SD_CONTROLNET_INPAINT,
+    FLUX2_KLEIN_INPAINT,
+    Z_IMAGE_INPAINT,
+    QWEN_IMAGE_INPAINT,
 )}
 """The strategy of every :class:`protocol.Family`, in the order detection tries them."""
 
@@ -53,7 +59,8 @@ def family_of_pipeline(pipeline: Any) -> FamilyStrategy:
     ``unet.config.in_channels`` (:meth:`daemon.engines.family.FamilyStrategy.detects`).
 
     Raises:
-        EngineLoadError: a pipeline of none of the families (e.g. Kandinsky 2.1, an SD3 or Flux model).
+        EngineLoadError: a pipeline of none of the families (e.g. Kandinsky 2.1, a plain FLUX.1 [dev] text-to-image
+            model).
     """
     name = type(pipeline).__name__
     found = _detected(name, _unet_channels(pipeline))
@@ -92,7 +99,16 @@ def resolve_family(declared: Family | None, pipeline: Any) -> FamilyStrategy:
         EngineLoadError: the model is of another architecture than declared (an SDXL model declared ``sd``, a
             ControlNet on an SDXL or Kandinsky model, ...).
     """
-    found = family_of_pipeline(pipeline)
+    return resolve_declared(declared, family_of_pipeline(pipeline), type(pipeline).__name__)
+
+
+def resolve_declared(declared: Family | None, found: FamilyStrategy, class_name: str) -> FamilyStrategy:
+    """The family a model of family ``found`` (its pipeline class ``class_name``, loaded or named by
+    ``model_index.json``) runs as, given the ``declared`` one (None: auto); :func:`resolve_family`'s rule.
+
+    Raises:
+        EngineLoadError: ``found`` is of another architecture than ``declared``.
+    """
     if declared is None:
         return found
     wanted = FAMILY_STRATEGIES[declared]
@@ -100,7 +116,7 @@ def resolve_family(declared: Family | None, pipeline: Any) -> FamilyStrategy:
     if found.architecture != loads_as.architecture:
         advice = (f"; the {wanted.family} pipeline ({wanted.pipeline_class}) is for {loads_as.label} models"
                   if wanted.derived else ": fix family in daemon.toml or leave it out (auto)")
-        raise EngineLoadError(f"the model is a {type(pipeline).__name__} ({found.family}), not of family "
+        raise EngineLoadError(f"the model is a {class_name} ({found.family}), not of family "
                               f"{str(declared)!r}{advice}")
     return wanted if wanted.derived else found
 

@@ -74,6 +74,13 @@ class FamilyStrategy:
         steps, guidance: the ``num_inference_steps`` and ``guidance_scale`` the family works best with, which the
             handshake reports (:meth:`defaults`): the table's unless the family's model card or pipeline says
             otherwise.
+        takes_negative_prompt: the pipeline has a ``negative_prompt`` argument that a request's negative prompt can
+            go to (False: FLUX.1 Fill; a non-empty one is refused, and the call passes none).
+        prompt_weighting: Compel prompt weighting works on its text encoders (:attr:`compel_base`): SD's and SDXL's
+            CLIP encoders; False for families with a base (LoRAs) whose encoders Compel does not handle (T5, LLMs).
+        guidance_argument: the pipeline argument the request's ``guidance_scale`` goes to: ``"guidance_scale"``
+            (classifier-free guidance, or FLUX.1's distilled guidance embedding), or ``"true_cfg_scale"`` for a
+            pipeline whose ``guidance_scale`` is something else.
     """
 
     family: Family
@@ -92,18 +99,30 @@ class FamilyStrategy:
     key_suffix: str = ""
     steps: int = FILL_OPTIONS["num_inference_steps"].default
     guidance: float = FILL_OPTIONS["guidance_scale"].default
+    takes_negative_prompt: bool = True
+    prompt_weighting: bool = True
+    guidance_argument: str = "guidance_scale"
 
     @property
     def derived(self) -> bool:
         """True for a family made from another family's pipeline (:attr:`loads_as`)."""
         return self.loads_as is not None
 
+    @property
+    def compel_base(self) -> str | None:
+        """The base Compel weights prompts for (:func:`daemon.engines.options.make_compel`): :attr:`base` when
+        :attr:`prompt_weighting`, else None (weighting syntax is then refused,
+        :func:`daemon.engines.options.check_weighting`)."""
+        return self.base if self.prompt_weighting else None
+
     # --- what the handshake shows and what a request may ask ---
 
     def used_options(self) -> set[str]:
-        """Names of the :data:`protocol.FILL_OPTIONS` rows this family uses: :data:`GENERIC_OPTIONS`, ``loras`` with
-        a :attr:`base`, ``refiner_strength`` when :attr:`refinable`."""
-        return {*GENERIC_OPTIONS, *(["loras"] if self.base else []), *(["refiner_strength"] if self.refinable else [])}
+        """Names of the :data:`protocol.FILL_OPTIONS` rows this family uses: :data:`GENERIC_OPTIONS` (less
+        ``negative_prompt`` unless :attr:`takes_negative_prompt`), ``loras`` with a :attr:`base`,
+        ``refiner_strength`` when :attr:`refinable`."""
+        generic = GENERIC_OPTIONS if self.takes_negative_prompt else GENERIC_OPTIONS - {"negative_prompt"}
+        return {*generic, *(["loras"] if self.base else []), *(["refiner_strength"] if self.refinable else [])}
 
     def options(self) -> list[str]:
         """:meth:`used_options` in the table's order (:attr:`protocol.EngineInfo.options`)."""
@@ -135,6 +154,8 @@ class FamilyStrategy:
             return f"{self.label} models take no LoRA"
         if name == "refiner_strength":
             return f"{self.label} models have no refining pass: use refiner_strength 0"
+        if name == "negative_prompt":
+            return f"{self.label} models take no negative prompt ({self.pipeline_class} has none): leave it empty"
         return f"{name}={value!r} is not an option of {self.label} models ({self.family}); leave it at its default"
 
     # --- loading ---
@@ -169,8 +190,17 @@ class FamilyStrategy:
         if single_file:
             return getattr(diffusers, self.pipeline_class).from_single_file(
                 source, config=os.path.expanduser(config) if config else None, torch_dtype=torch_dtype, **quantized)
-        return diffusers.AutoPipelineForInpainting.from_pretrained(source, torch_dtype=torch_dtype,
-                                                                   variant=variant or None, **quantized)
+        return self.folder_loader().from_pretrained(source, torch_dtype=torch_dtype, variant=variant or None,
+                                                    **quantized)
+
+    def folder_loader(self) -> Any:
+        """The diffusers class whose ``from_pretrained`` :meth:`load` loads a folder with:
+        ``AutoPipelineForInpainting``, which maps the UNet families' ``model_index.json`` classes to their
+        inpainting pipelines (a transformer family names its :attr:`pipeline_class`,
+        :class:`daemon.engines.flow.FlowStrategy`)."""
+        import diffusers
+
+        return diffusers.AutoPipelineForInpainting
 
     def derive(self, base: Any, spec: ModelSpec, context: LoadContext) -> Any:
         """The pipeline of a derived family (:attr:`loads_as`) made from ``base``, the loaded pipeline of that
@@ -195,6 +225,12 @@ class FamilyStrategy:
         """The side (pixels) the model was trained at: ``unet.config.sample_size × vae_scale_factor``
         (512 for SD 1.5, 1024 for SDXL)."""
         return int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+
+    def preview_latents(self, pipeline: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The ``latents`` a step callback hands over (``callback_on_step_end``'s ``"latents"``) as the N×C×h×w
+        tensor a previewer decodes (:mod:`daemon.engines.previews`), for an image of ``width × height`` pixels: as
+        they are (the UNet families' latents are that already)."""
+        return latents
 
     def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
         """The family's own arguments of the first pass (beyond prompt, image, mask, size, steps, guidance, seed and

@@ -116,14 +116,19 @@ class LoadedPipeline:
 
     def prompt_kwargs(self, prompt: str, negative_prompt: str) -> dict[str, Any]:
         """The prompt arguments of a call (:func:`daemon.engines.options.prompt_kwargs`), Compel-encoded with this
-        pipeline's wrapper (made on the first weighted prompt) when they use weighting syntax.
+        pipeline's wrapper (made on the first weighted prompt) when they use weighting syntax; without
+        ``negative_prompt`` for a family that takes none (:attr:`FamilyStrategy.takes_negative_prompt`).
 
         Raises:
-            ProtocolError(INCOMPATIBLE): weighting syntax on a family without a :attr:`FamilyStrategy.base`.
+            ProtocolError(INCOMPATIBLE): weighting syntax on a family without a
+                :attr:`FamilyStrategy.compel_base`.
         """
-        base = self.strategy.base
-        return options.prompt_kwargs(lambda: self._compel_for(base), base, prompt, negative_prompt,
-                                     family=str(self.strategy.family))
+        base = self.strategy.compel_base
+        kwargs = options.prompt_kwargs(lambda: self._compel_for(base), base, prompt, negative_prompt,
+                                       family=str(self.strategy.family))
+        if not self.strategy.takes_negative_prompt:
+            kwargs.pop("negative_prompt", None)
+        return kwargs
 
     def _compel_for(self, base: str | None) -> Any:
         if self._compel is None:
