@@ -67,7 +67,8 @@ def pool() -> ModelPool:
 @pytest.fixture(scope="module")
 def engines(pool: ModelPool, tiny_inpaint_model: Path, tiny_sd_model: Path, tiny_sd_single_file: Path,
             tiny_sdxl_inpaint_model: Path, tiny_sdxl_refiner_model: Path, tiny_kandinsky22_inpaint_model: Path,
-            tiny_controlnet_model: Path) -> dict[str, DiffusersEngine]:
+            tiny_controlnet_model: Path, tiny_flux2_klein_model: Path, tiny_z_image_model: Path,
+            tiny_qwen_image_model: Path) -> dict[str, DiffusersEngine]:
     """One engine per family, by name; family left to ``auto`` where the model says it."""
     specs = [
         ModelSpec("sd-inpaint", str(tiny_inpaint_model)),
@@ -79,6 +80,9 @@ def engines(pool: ModelPool, tiny_inpaint_model: Path, tiny_sd_model: Path, tiny
         ModelSpec("kandinsky", str(tiny_kandinsky22_inpaint_model)),
         ModelSpec("controlnet", str(tiny_sd_model), family="sd-controlnet-inpaint",
                   controlnet=str(tiny_controlnet_model)),
+        ModelSpec("flux2-klein", str(tiny_flux2_klein_model)),
+        ModelSpec("z-image", str(tiny_z_image_model)),
+        ModelSpec("qwen-image", str(tiny_qwen_image_model)),
     ]
     return {spec.name: DiffusersEngine(spec, Registry(models=tuple(specs)), pool, device="cpu") for spec in specs}
 
@@ -118,6 +122,9 @@ def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> An
     ("sdxl-refined", {"refiner_strength": 0.4}, "sdxl-inpaint"),
     ("kandinsky", {}, "kandinsky22-inpaint"),
     ("controlnet", {"controlnet_conditioning_scale": 0.8}, "sd-controlnet-inpaint"),
+    ("flux2-klein", {"guidance_scale": 1.0}, "flux2-klein-inpaint"),
+    ("z-image", {"guidance_scale": 0.0}, "z-image-inpaint"),
+    ("qwen-image", {"guidance_scale": 4.0, "negative_prompt": "blurry"}, "qwen-image-inpaint"),
 ])
 def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[str, DiffusersEngine], engine: str,
                                         fields: dict[str, Any], family: str) -> None:
@@ -136,21 +143,29 @@ def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[s
     assert np.abs(variants[0][mask == 255].astype(int) - variants[1][mask == 255]).mean() > 1  # the seeds differ
     info = engines[engine].info()
     assert (info.family, info.available, info.detail.startswith("loaded on cpu")) == (family, True, True)
-    assert info.refiner == (family != "kandinsky22-inpaint")
+    assert info.refiner == FAMILY_STRATEGIES[Family(family)].refinable
     assert info.options == FAMILY_STRATEGIES[Family(family)].options()
 
 
 def test_each_family_lists_the_options_it_uses() -> None:
     """The handshake's ``options``: the table's rows in its order; the ControlNet scale only for ControlNet, no
-    strength, LoRAs or refining pass for Kandinsky, and every family uses what every request needs."""
-    every = {"engine", "prompt", "negative_prompt", "scheduler", "num_inference_steps", "guidance_scale", "seed",
-             "num_variants", "grow", "feather"}
+    strength, LoRAs or refining pass for Kandinsky, no scheduler or refining pass for the flow-matching families
+    (:class:`daemon.engines.flow.FlowStrategy`), no negative prompt where the pipeline has none, and every family
+    uses what every request needs."""
+    from gimp_inpaint.daemon.engines.flow import FlowStrategy
+
+    every = {"engine", "prompt", "num_inference_steps", "guidance_scale", "seed", "num_variants", "grow", "feather"}
+    no_negative_prompt = {Family.FLUX_FILL, Family.FLUX_KONTEXT_INPAINT, Family.FLUX2_KLEIN_INPAINT}
     for family, strategy in FAMILY_STRATEGIES.items():
         used = strategy.options()
+        flow = isinstance(strategy, FlowStrategy)
         assert used == [name for name in FILL_OPTIONS if name in used] and every <= set(used), family
         assert ("controlnet_conditioning_scale" in used) == (family is Family.SD_CONTROLNET_INPAINT)
-        for option in ("strength", "loras", "refiner_strength"):
+        assert ("scheduler" in used) == (not flow), family
+        assert ("negative_prompt" in used) == (family not in no_negative_prompt), family
+        for option in ("strength", "loras"):
             assert (option in used) == (family is not Family.KANDINSKY22_INPAINT), (family, option)
+        assert ("refiner_strength" in used) == (family is not Family.KANDINSKY22_INPAINT and not flow), family
 
 
 def test_controlnet_and_plain_sd_share_the_base_modules(daemon: tuple[str, str], engines: dict[str, DiffusersEngine],
