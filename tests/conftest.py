@@ -1,5 +1,12 @@
 """Shared fixtures. The tiny offline diffusers models of tests/tiny_pipelines.py are built lazily, once per session."""
 
+from tiny_flow_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_flow_pipelines.py
+    tiny_chroma_model,
+    tiny_flux_fill_model,
+    tiny_flux_kontext_model,
+    tiny_flux_lora,
+    tiny_sd3_model,
+)
 from tiny_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_pipelines.py
     tiny_controlnet_model,
     tiny_inpaint_model,

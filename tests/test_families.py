@@ -68,7 +68,9 @@ def pool() -> ModelPool:
 def engines(pool: ModelPool, tiny_inpaint_model: Path, tiny_sd_model: Path, tiny_sd_single_file: Path,
             tiny_sdxl_inpaint_model: Path, tiny_sdxl_refiner_model: Path, tiny_kandinsky22_inpaint_model: Path,
             tiny_controlnet_model: Path, tiny_flux2_klein_model: Path, tiny_z_image_model: Path,
-            tiny_qwen_image_model: Path) -> dict[str, DiffusersEngine]:
+            tiny_qwen_image_model: Path, tiny_sd3_model: Path, tiny_flux_fill_model: Path,
+            tiny_flux_kontext_model: Path, tiny_chroma_model: Path, tiny_sd_lora: Path,
+            tiny_flux_lora: Path) -> dict[str, DiffusersEngine]:
     """One engine per family, by name; family left to ``auto`` where the model says it."""
     specs = [
         ModelSpec("sd-inpaint", str(tiny_inpaint_model)),
@@ -83,8 +85,14 @@ def engines(pool: ModelPool, tiny_inpaint_model: Path, tiny_sd_model: Path, tiny
         ModelSpec("flux2-klein", str(tiny_flux2_klein_model)),
         ModelSpec("z-image", str(tiny_z_image_model)),
         ModelSpec("qwen-image", str(tiny_qwen_image_model)),
+        ModelSpec("sd3", str(tiny_sd3_model)),
+        ModelSpec("flux-fill", str(tiny_flux_fill_model)),
+        ModelSpec("flux-kontext", str(tiny_flux_kontext_model)),
+        ModelSpec("chroma", str(tiny_chroma_model)),
     ]
-    return {spec.name: DiffusersEngine(spec, Registry(models=tuple(specs)), pool, device="cpu") for spec in specs}
+    loras = (LoraSpec("sd-lora", tiny_sd_lora, "sd"), LoraSpec("flux-lora", tiny_flux_lora, "flux"))
+    registry = Registry(models=tuple(specs), loras=loras)
+    return {spec.name: DiffusersEngine(spec, registry, pool, device="cpu") for spec in specs}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +133,10 @@ def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> An
     ("flux2-klein", {"guidance_scale": 1.0}, "flux2-klein-inpaint"),
     ("z-image", {"guidance_scale": 0.0}, "z-image-inpaint"),
     ("qwen-image", {"guidance_scale": 4.0, "negative_prompt": "blurry"}, "qwen-image-inpaint"),
+    ("sd3", {"guidance_scale": 4.5, "negative_prompt": "blurry", "strength": 0.9}, "sd3-inpaint"),
+    ("flux-fill", {"guidance_scale": 30.0}, "flux-fill"),
+    ("flux-kontext", {"guidance_scale": 2.5, "prompt": "make it a red balloon"}, "flux-kontext-inpaint"),
+    ("chroma", {"guidance_scale": 3.0, "negative_prompt": "blurry"}, "chroma-inpaint"),
 ])
 def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[str, DiffusersEngine], engine: str,
                                         fields: dict[str, Any], family: str) -> None:
@@ -234,6 +246,12 @@ def test_kandinsky_reports_its_decoder_steps(engines: dict[str, DiffusersEngine]
     ("kandinsky", {"refiner_strength": 0.3}, "refin"),
     ("kandinsky", {"loras": {"any": 1.0}}, "LoRA"),
     ("kandinsky", {"prompt": "a (red)1.5 balloon"}, "weighting"),
+    ("flux-fill", {"loras": {"sd-lora": 1.0}}, "made for sd models"),
+    ("flux-fill", {"negative_prompt": "blurry"}, "no negative prompt"),
+    ("flux-kontext", {"negative_prompt": "blurry"}, "no negative prompt"),
+    ("sd3", {"scheduler": "euler"}, "flow-matching scheduler"),
+    ("sd3", {"refiner_strength": 0.3}, "no refining pass"),
+    ("chroma", {"prompt": "a (red)1.5 balloon"}, "weighting"),
 ])
 def test_options_the_model_cannot_honour_are_incompatible(daemon: tuple[str, str], engine: str,
                                                           fields: dict[str, Any], needle: str) -> None:

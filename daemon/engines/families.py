@@ -22,10 +22,12 @@ from gimp_inpaint.protocol import Family
 from .base import EngineLoadError
 from .controlnet import SD_CONTROLNET_INPAINT
 from .family import FamilyStrategy
+from .flux import CHROMA_INPAINT, FLUX_FILL, FLUX_KONTEXT_INPAINT
 from .flux2_klein import FLUX2_KLEIN_INPAINT
 from .kandinsky import KANDINSKY22_INPAINT
 from .qwen_image import QWEN_IMAGE_INPAINT
 from .sd import SD, SD_INPAINT
+from .sd3 import SD3_INPAINT
 from .sdxl import SDXL, SDXL_INPAINT
 from .z_image import Z_IMAGE_INPAINT
 
@@ -36,6 +38,10 @@ FAMILY_STRATEGIES: Mapping[Family, FamilyStrategy] = {strategy.family: strategy 
     SDXL,
     KANDINSKY22_INPAINT,
     SD_CONTROLNET_INPAINT,
+    SD3_INPAINT,
+    FLUX_FILL,
+    FLUX_KONTEXT_INPAINT,
+    CHROMA_INPAINT,
     FLUX2_KLEIN_INPAINT,
     Z_IMAGE_INPAINT,
     QWEN_IMAGE_INPAINT,
