@@ -42,6 +42,10 @@ def deep_request(engine: str, **fields: Any) -> tuple[InpaintRequest, np.ndarray
     ("controlnet", {"controlnet_conditioning_scale": 0.8, "refiner_strength": 0.4}),
     ("sd-inpaint", {"refiner_strength": 0.4}),
     ("sd", {"refiner_strength": 0.4}),
+    ("sd3", {}),
+    ("flux-fill", {}),
+    ("flux-kontext", {}),
+    ("chroma", {}),
 ])
 def test_each_family_fills_a_16_bit_crop_at_16_bits(daemon: tuple[str, str],  # noqa: F811
                                                     engines: dict[str, DiffusersEngine],  # noqa: F811
