@@ -13,7 +13,6 @@ from .config import DEVICES
 
 if TYPE_CHECKING:
     import torch
-    from gimp_inpaint.protocol import Family
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -65,31 +64,34 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def torch_dtype_for(device: torch.device, dtype: str = "auto", family: Family | None = None) -> torch.dtype:
+def torch_dtype_for(device: torch.device, dtype: str = "auto", cuda_default: str = "float16") -> torch.dtype:
     """The weights' dtype on ``device`` for a model declared with ``dtype`` (:data:`daemon.registry.DTYPES`).
 
     An explicit ``"float16"``, ``"bfloat16"`` or ``"float32"`` is used as given. ``"auto"``:
 
-    - CUDA: ``float16`` for every family (``family``, None while not known, is accepted so that a family needing
-      another dtype can be added here). It is what diffusers' documentation loads each of them with on NVIDIA
-      GPUs — SD 1.x/2.x, SDXL (its VAE overflows in float16, but the SDXL pipelines upcast it to float32 for
-      decoding because the VAE's config says ``force_upcast``), Kandinsky 2.2 and the SD ControlNets — and it runs
-      at full speed on every CUDA GPU, whereas ``bfloat16`` is unsupported or emulated before Ampere (T4, V100,
-      GTX/RTX 20xx).
+    - CUDA: ``cuda_default``, the model family's (:attr:`daemon.engines.family.FamilyStrategy.cuda_dtype`):
+      ``float16`` for SD 1.x/2.x, SDXL (its VAE overflows in float16, but the SDXL pipelines upcast it to float32 for
+      decoding because the VAE's config says ``force_upcast``), Kandinsky 2.2 and the SD ControlNets, what diffusers'
+      documentation loads each of them with on NVIDIA GPUs and what runs at full speed on every CUDA GPU (``bfloat16``
+      is unsupported or emulated before Ampere: T4, V100, GTX/RTX 20xx); ``bfloat16`` for the transformer families
+      (SD 3.5, FLUX.1, FLUX.2 klein, Z-Image, Qwen-Image, Chroma), whose model cards and diffusers' pages load them so
+      (their activations overflow float16's range).
     - MPS: ``float32``, as in diffusers' "Metal Performance Shaders (MPS)" guide (fp16 on MPS has had
       dtype-mismatch failures, diffusers issue #2521).
     - CPU: ``float32`` (half precision is slow or unsupported in CPU kernels).
 
     Raises:
-        ValueError: ``dtype`` is not one of ``auto``, ``float16``, ``bfloat16``, ``float32``.
+        ValueError: ``dtype`` or ``cuda_default`` is not one of ``auto`` (``dtype`` only), ``float16``,
+            ``bfloat16``, ``float32``.
     """
     import torch
 
+    for name in (dtype, cuda_default):
+        if name not in ("auto", "float16", "bfloat16", "float32") or cuda_default == "auto":
+            raise ValueError(f"unknown dtype {name!r}; expected auto, float16, bfloat16 or float32")
     if dtype != "auto":
-        if dtype not in ("float16", "bfloat16", "float32"):
-            raise ValueError(f"unknown dtype {dtype!r}; expected auto, float16, bfloat16 or float32")
         return getattr(torch, dtype)
-    return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cuda_default) if device.type == "cuda" else torch.float32
 
 
 CUDA_RESERVE_FRACTION = 0.2

@@ -60,7 +60,8 @@ BASES = ("sd", "sdxl", "sd3", "flux", "chroma", "flux2-klein", "z-image", "qwen-
 ``flux2-klein``, ``z-image`` and ``qwen-image``. Embeddings exist for ``sd`` and ``sdxl`` only."""
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
-"""Weight dtypes: ``auto`` is float16 on CUDA and float32 on CPU and MPS (see :func:`daemon.device.torch_dtype_for`);
+"""Weight dtypes: ``auto`` is float16 on CUDA (bfloat16 for the transformer families) and float32 on CPU and MPS (see
+:func:`daemon.device.torch_dtype_for`);
 ``bfloat16`` is there for GPUs and models where float16 overflows (it has float32's range)."""
 
 QUANTIZATIONS = ("auto", "none", "nf4", "int8", "fp8", "gguf")

@@ -20,6 +20,7 @@ import pytest
 from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, JobCancelled
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
 from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES
+from gimp_inpaint.daemon.engines.flow import FlowStrategy
 from gimp_inpaint.daemon.pool import ModelPool
 from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
 from gimp_inpaint.protocol import FILL_OPTIONS, ErrorCode, Family, FillOptions, InpaintRequest, Plane, Variant
@@ -546,7 +547,11 @@ def test_dtype_choice() -> None:
     from gimp_inpaint.daemon.device import torch_dtype_for
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert [torch_dtype_for(cuda, "auto", family) for family in (*Family, None)] == [torch.float16] * 7
+    chosen = {family: torch_dtype_for(cuda, "auto", FAMILY_STRATEGIES[family].cuda_dtype) for family in Family}
+    flow = {family for family, strategy in FAMILY_STRATEGIES.items() if isinstance(strategy, FlowStrategy)}
+    assert len(flow) == 7 and all(chosen[family] == torch.bfloat16 for family in flow)
+    assert all(dtype == torch.float16 for family, dtype in chosen.items() if family not in flow)
+    assert torch_dtype_for(cuda) == torch.float16 and torch_dtype_for(cuda, "float32", "bfloat16") == torch.float32
     assert torch_dtype_for(cpu) == torch.float32 and torch_dtype_for(cpu, "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         torch_dtype_for(cpu, "float8")

@@ -359,9 +359,10 @@ class DiffusersEngine(Engine):
             self._device_description = describe_device(self._device)
         return self._device
 
-    def _context(self, progress: LoadProgress) -> LoadContext:
-        """What a family's loading code needs: the progress, the dtype on this engine's device, the variant."""
-        dtype = torch_dtype_for(self._prepare_device(), self.spec.dtype, self.spec.family)
+    def _context(self, progress: LoadProgress, strategy: FamilyStrategy) -> LoadContext:
+        """What a family's loading code needs: the progress, the dtype on this engine's device (``strategy``'s on
+        CUDA with ``dtype = "auto"``), the variant."""
+        dtype = torch_dtype_for(self._prepare_device(), self.spec.dtype, strategy.cuda_dtype)
         return LoadContext(progress=progress, torch_dtype=dtype, variant=self.spec.variant)
 
     def _load_main(self, progress: LoadProgress) -> LoadedPipeline:
@@ -371,7 +372,7 @@ class DiffusersEngine(Engine):
             return self._load_base(progress)
         base: LoadedPipeline = self.pool.get(self.base_key, lambda: self._load_base(progress), keep=self.keys)
         family = self._family = resolve_family(self.spec.family, base.pipeline)  # raises for a base of another kind
-        pipeline = family.derive(base.pipeline, self.spec, self._context(progress))
+        pipeline = family.derive(base.pipeline, self.spec, self._context(progress, family))
         # from_pipe hands over the base's scheduler of the moment: the default stays the base's own
         loaded = LoadedPipeline(pipeline, family, key=self.main_key,
                                 default_scheduler_config=base.default_scheduler_config)
@@ -406,7 +407,7 @@ class DiffusersEngine(Engine):
             if found is not None:
                 resolve_declared(self.spec.family, FAMILY_STRATEGIES[found], FAMILY_STRATEGIES[found].pipeline_class)
             strategy = loader or FAMILY_STRATEGIES[found or Family.SD_INPAINT]  # any: AutoPipelineForInpainting
-        context = self._context(progress)
+        context = self._context(progress, strategy)
         choice = plan_quantization(self.spec.quantization, Path(source), self.spec.variant,
                                    lambda: self.pool.budget_bytes, self._prepare_device(), context.torch_dtype,
                                    self.name)
@@ -427,7 +428,7 @@ class DiffusersEngine(Engine):
         SDXL's shares ``base``'s ``text_encoder_2`` and ``vae``)."""
         family = self._family
         assert family is not None, "the base is loaded first"
-        pipeline = family.load_refiner(base.pipeline, self.spec, self._context(progress))
+        pipeline = family.load_refiner(base.pipeline, self.spec, self._context(progress, family))
         loaded = LoadedPipeline(pipeline, family, key=self.refiner_key)
         self._place(loaded, new_bytes(pipeline, shared_with=[base.pipeline]), label=f"{self.name} (refiner)")
         return loaded

@@ -81,6 +81,8 @@ class FamilyStrategy:
         guidance_argument: the pipeline argument the request's ``guidance_scale`` goes to: ``"guidance_scale"``
             (classifier-free guidance, or FLUX.1's distilled guidance embedding), or ``"true_cfg_scale"`` for a
             pipeline whose ``guidance_scale`` is something else.
+        cuda_dtype: the weights' dtype on CUDA with ``dtype = "auto"`` (:func:`daemon.device.torch_dtype_for`):
+            ``"float16"``, or ``"bfloat16"`` for models published and run in it.
     """
 
     family: Family
@@ -102,6 +104,7 @@ class FamilyStrategy:
     takes_negative_prompt: bool = True
     prompt_weighting: bool = True
     guidance_argument: str = "guidance_scale"
+    cuda_dtype: str = "float16"
 
     @property
     def derived(self) -> bool:

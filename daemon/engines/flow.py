@@ -57,13 +57,15 @@ class FlowMatchingPass(NoRefinement):
 class FlowStrategy(FamilyStrategy):
     """A transformer flow-matching family (see the module docstring): no UNet (:attr:`inpaint_unet` None: the
     ``model_index.json`` class alone tells the family), :attr:`size_multiple` 16, not :attr:`refinable`, no
-    ``scheduler`` option, no prompt weighting, its own pipeline class (:meth:`folder_loader`)."""
+    ``scheduler`` option, no prompt weighting, its own pipeline class (:meth:`folder_loader`), ``bfloat16`` weights
+    on CUDA (:attr:`cuda_dtype`: these models are trained and published in it, and overflow float16)."""
 
     inpaint_unet: bool | None = None
     size_multiple: int = 16
     refinable: bool = False
     scales_model_input: bool = False
     prompt_weighting: bool = False
+    cuda_dtype: str = "bfloat16"
 
     def used_options(self) -> set[str]:
         """The generic options but ``scheduler`` (see the module docstring)."""
