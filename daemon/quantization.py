@@ -18,6 +18,8 @@ the whole model at its dtype fits                                     none      
 bitsandbytes on CUDA, the NF4 denoiser with the rest at dtype fits    nf4                 by measured size
 bitsandbytes on CUDA, the NF4 denoiser with the VAE etc. fits and     nf4                 model CPU offload
 each text encoder fits alone
+bitsandbytes on CUDA, the NF4 denoiser and NF4 text encoders with     nf4 (text encoders  by measured size
+the VAE etc. fit (FLUX.2 klein's 8 GB Qwen3 on an 8 GB GPU)           too)
 the largest component fits alone                                      none                model CPU offload
 otherwise (CUDA)                                                      none                group offload
 ====================================================================  ==================  ==============
@@ -166,6 +168,11 @@ def choose_quantization(requested: str, sizes: ModelSizes | None, budget: int, c
             return QuantizationChoice("nf4", offload="model", text_encoders=False, reason=(
                 f"{full / gb:.2f} GB do not fit the {budget / gb:.2f} GB budget; the NF4 denoiser with the VAE "
                 f"({(nf4 + rest) / gb:.2f} GB) does, the text encoders take turns (model CPU offload)"))
+        all_nf4 = int((sizes.denoiser + sum(sizes.text_encoders)) * NF4_BYTES_PER_PARAMETER) + rest
+        if all_nf4 <= budget:
+            return QuantizationChoice("nf4", text_encoders=True, reason=(
+                f"{full / gb:.2f} GB do not fit the {budget / gb:.2f} GB budget, nor does a text encoder alone; the "
+                f"NF4 denoiser and text encoders ({all_nf4 / gb:.2f} GB) do"))
     largest = max((sizes.denoiser, *sizes.text_encoders, sizes.other)) * element_bytes
     if largest <= budget:
         return QuantizationChoice("none", offload="model", reason=(

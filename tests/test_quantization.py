@@ -77,6 +77,8 @@ CUDA = Capabilities("cuda", (8, 6), bitsandbytes=True)
 CUDA_PLAIN = Capabilities("cuda", (8, 6))
 FLUX = ModelSizes(denoiser=12 * GB, text_encoders=(123_000_000, 4_760_000_000), other=84_000_000)
 """FLUX.1 Fill's parameters: a 12 B transformer, CLIP-L and T5-XXL, the VAE."""
+KLEIN = ModelSizes(denoiser=3_880_000_000, text_encoders=(4_020_000_000,), other=84_000_000)
+"""FLUX.2 klein 4B's: its transformer (bench/gpu.py's config), Qwen3 4B, the VAE."""
 
 
 @pytest.mark.parametrize(("sizes", "budget", "caps", "expected"), [
@@ -86,6 +88,8 @@ FLUX = ModelSizes(denoiser=12 * GB, text_encoders=(123_000_000, 4_760_000_000), 
     (FLUX, 12 * GB, CUDA_PLAIN, ("none", "group", True)),   # no bitsandbytes, the 24 GB transformer fits nowhere
     (FLUX, 25 * GB, CUDA_PLAIN, ("none", "model", True)),   # no bitsandbytes, the transformer alone fits
     (FLUX, 5 * GB, CUDA, ("none", "group", True)),          # even NF4 (6.75 GB) does not fit
+    (KLEIN, 6_900_000_000, CUDA, ("nf4", "", True)),         # 8 GB card: Qwen3's 8 GB fit only as NF4 (4.6 GB in all)
+    (KLEIN, 6_900_000_000, CUDA_PLAIN, ("none", "group", True)),  # the same without bitsandbytes
     (FLUX, 12 * GB, Capabilities("cpu"), ("none", "", True)),   # CPU: full precision, whatever the budget
     (FLUX, 12 * GB, Capabilities("mps"), ("none", "", True)),
     (None, 12 * GB, CUDA, ("none", "", True)),               # sizes unknown: place() decides by the loaded bytes
