@@ -414,3 +414,26 @@ def test_status_shows_a_loaded_models_quantization() -> None:
     lines = cli.engine_table([loaded, waiting])
     assert lines[1].endswith("available; loaded on cuda:0 (RTX 4070); quantization nf4+offload")
     assert lines[2].endswith("available; loads on first use")
+
+
+@pytest.mark.diffusers
+def test_a_gguf_transformer_of_a_flux_fill_pipeline_runs_through_the_daemon(tiny_flux_fill_model: Path,
+                                                                              tmp_path: Path) -> None:
+    pytest.importorskip("gguf")
+    from diffusers import FluxTransformer2DModel
+    from tiny_quantized import write_gguf
+
+    transformer = FluxTransformer2DModel.from_pretrained(tiny_flux_fill_model, subfolder="transformer")
+    gguf_path = write_gguf(transformer, tmp_path / "fill-Q8_0.gguf")
+    engine = make_engine("fill", str(tiny_flux_fill_model), device="cpu", quantization="gguf", gguf=str(gguf_path))
+    job = astronaut_job(num_inference_steps=2)
+    request = request_for(job, seed=5, grow=2, feather=4, negative_prompt="", guidance_scale=30.0)
+    result, variants = run_request(request, engine)
+    assert result == Result(job_id="j1", num_variants=1), result
+    assert engine.info().quantization == "gguf" and engine.info().family == "flux-fill"
+    assert any(type(module).__name__ == "GGUFLinear" for module in engine.pipeline.transformer.modules())
+    image, blend = whole_crop(variants[0], request)
+    rgba = np.dstack([job.image, np.full(job.image.shape[:2], 255, np.uint8)])
+    assert image.shape == rgba.shape
+    np.testing.assert_array_equal(image[blend == 0], rgba[blend == 0])
+    assert (image[blend > 0] != rgba[blend > 0]).any()  # the quantized transformer painted the hole
