@@ -10,6 +10,8 @@
     gimp-inpaint demo -o demo.png [--png-compression 0…9]
     gimp-inpaint status
     gimp-inpaint doctor [--config-dir DIR]
+    gimp-inpaint connect wss://HOST:PORT --token TOKEN [--fingerprint SHA256] [--reset-fingerprint]
+                 [--connection-file PATH]…
 
 ``fill``'s option flags are the rows of the options table (:data:`protocol.FILL_OPTIONS` and
 :data:`protocol.EDITOR_OPTIONS`, :func:`add_option_flags`), with their defaults and ranges.
@@ -36,6 +38,12 @@ LoRAs, embeddings, refiner, availability), and exits 0, or 1 when the daemon can
 use it to check for a running daemon).
 ``doctor`` checks each link from GIMP to the GPU and prints one line per check (ok, warning or broken, with the
 fix): :mod:`installer.doctor`; exit status 1 when something is broken.
+``connect`` points the plug-in at a daemon (a GPU on another machine, ``wss://``): it handshakes with the token,
+pins the daemon's certificate (trust on first use, printed; ``--fingerprint`` checks it against the one the daemon
+printed at start instead; a URL already pinned is checked against its pin unless ``--reset-fingerprint``) and
+writes URL, token and fingerprint into the installed plug-in's ``connection.json`` (every GIMP configuration's,
+or ``--connection-file``), keeping its ``daemon_command``. ``fill``, ``expand``, ``demo`` and ``status`` on a
+``wss://`` URL check the daemon against ``--fingerprint`` or that ``connection.json``'s pin for the same URL.
 
 The daemon's URL defaults to the host and port of its ``daemon.toml`` (in ``--config-dir``, or its
 default configuration folder), else ``ws://127.0.0.1:7869``.
@@ -372,7 +380,8 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(fill_defaults: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
-    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``expand``, ``demo``, ``status`` and ``doctor``);
+    """The ``gimp-inpaint`` argument parser (subcommands ``fill``, ``expand``, ``demo``, ``status``, ``doctor`` and
+    ``connect``);
     ``fill_defaults`` (:func:`flag_defaults`, by ``dest``) replace the defaults of ``fill``'s flags."""
     import platformdirs  # only the folder's name, shown in the help (a few milliseconds)
 
@@ -387,6 +396,9 @@ def build_parser(fill_defaults: Mapping[str, Any] | None = None) -> argparse.Arg
                             f"{platformdirs.user_config_dir(APP_NAME)})")
     group.add_argument("--timeout", type=_positive_seconds, default=5.0,
                        help="seconds to wait for the daemon to answer, > 0 (default 5)")
+    group.add_argument("--fingerprint", metavar="SHA256",
+                       help="for a wss:// URL: the daemon's certificate fingerprint, as it printed it at start "
+                            "(default: the pin `gimp-inpaint connect` wrote for that URL into connection.json)")
 
     parser = argparse.ArgumentParser(prog="gimp-inpaint", description="Generative fill of image files through "
                                      "the gimp-inpaint daemon (start it with `gimp-inpaint-daemon`).",
@@ -445,7 +457,117 @@ def build_parser(fill_defaults: Mapping[str, Any] | None = None) -> argparse.Arg
     doctor.add_argument("--config-dir", type=Path,
                         help="the daemon's configuration folder (default: "
                              f"{platformdirs.user_config_dir(APP_NAME)})")
+
+    connect = commands.add_parser("connect", help="point the plug-in at a daemon, e.g. on another machine",
+                                  description="Check that the daemon at URL answers with TOKEN, pin its TLS "
+                                              "certificate's fingerprint (wss://) and write URL, token and "
+                                              "fingerprint into the plug-in's connection.json.")
+    connect.add_argument("url", help="the daemon's URL, wss://HOST:PORT (ws:// for this machine only)")
+    connect.add_argument("--token", required=True,
+                         help="a token of that daemon (`gimp-inpaint-daemon token add NAME` prints one)")
+    connect.add_argument("--fingerprint", metavar="SHA256",
+                         help="the certificate fingerprint the daemon printed at start: checked, not trusted on "
+                              "first use")
+    connect.add_argument("--reset-fingerprint", action="store_true",
+                         help="forget the fingerprint pinned for URL and pin the one the daemon presents now "
+                              "(after the daemon's certificate changed on purpose)")
+    connect.add_argument("--connection-file", type=Path, action="append", metavar="PATH",
+                         help="the connection.json to write; repeatable (default: the installed plug-in's, in "
+                              "every GIMP 3 configuration)")
+    connect.add_argument("--timeout", type=_positive_seconds, default=5.0,
+                         help="seconds to wait for the daemon to answer, > 0 (default 5)")
     return parser
+
+
+def plugin_connection_files() -> list[Path]:
+    """The ``connection.json`` of the plug-in in every GIMP 3 configuration where it is installed
+    (:func:`installer.locations.find_gimp_configs`; the installer is imported here, in the commands that need it,
+    as ``doctor`` does)."""
+    from gimp_inpaint.installer.bundle import CONNECTION_FILE
+    from gimp_inpaint.installer.locations import PLUGIN_NAME, find_gimp_configs
+
+    return [folder / CONNECTION_FILE for config in find_gimp_configs()
+            if (folder := config.plugin_dir / PLUGIN_NAME).is_dir()]
+
+
+def stored_pin(url: str, files: Iterable[Path]) -> str | None:
+    """The fingerprint pinned for ``url`` in the first of ``files`` that holds one
+    (:meth:`client.connection.ConnectionConfig.fingerprint_for`); a file missing or unreadable is skipped."""
+    from gimp_inpaint.client.connection import ClientError, read_connection_config
+
+    for path in files:
+        try:
+            pin = read_connection_config(path).fingerprint_for(url)
+        except ClientError:
+            continue
+        if pin is not None:
+            return pin
+    return None
+
+
+def _pin(args: argparse.Namespace) -> str | None:
+    """The fingerprint to check ``args.url``'s certificate against: ``--fingerprint``, else for a ``wss://`` URL
+    the plug-in's pin for it (:func:`stored_pin`), else, for one on this machine, the fingerprint of the local
+    daemon's own certificate file (:func:`client.local_daemon.configured_fingerprint`), else None.
+
+    Raises:
+        UsageError: the local daemon's ``daemon.toml`` is invalid (asked only for a loopback ``wss://`` URL).
+    """
+    from gimp_inpaint.client.connection import is_loopback_url
+
+    if args.fingerprint or not args.url.startswith("wss://"):
+        return args.fingerprint
+    pin = stored_pin(args.url, plugin_connection_files())
+    if pin is None and is_loopback_url(args.url):
+        from gimp_inpaint.client.local_daemon import configured_fingerprint
+        from gimp_inpaint.daemon.config import ConfigError
+
+        try:
+            pin = configured_fingerprint(args.config_dir)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    return pin
+
+
+def _connect(args: argparse.Namespace) -> None:
+    """``gimp-inpaint connect``: handshake (pinning on first use), then write every connection file.
+
+    Raises:
+        UsageError: no plug-in is installed and no ``--connection-file`` given, or a file cannot be written.
+        ClientError: the URL is malformed, the daemon cannot be reached, refuses the token, or presents a
+            certificate other than the one pinned (:class:`client.connection.CertificateChanged`).
+    """
+    from gimp_inpaint.client.connection import (
+        ClientError,
+        InpaintClient,
+        read_connection_config,
+        write_connection_config,
+    )
+
+    files = args.connection_file or plugin_connection_files()
+    if not files:
+        raise UsageError("No installed gimp-inpaint plug-in was found: install it with `gimp-inpaint-install`, or "
+                         "name the connection.json to write with --connection-file.")
+    pinned = args.fingerprint or (None if args.reset_fingerprint else stored_pin(args.url, files))
+    with InpaintClient.connect(args.url, args.token, CLIENT_NAME, args.timeout, pinned,
+                               trust_on_first_use=True) as client:
+        welcome, fingerprint = client.welcome, client.fingerprint
+    print(f"gimp-inpaint daemon {welcome.daemon_version} at {args.url} on {welcome.device} answers; token of "
+          f"{welcome.token_owner or 'an unnamed owner'}, {len(welcome.engines)} engines")
+    if fingerprint is not None:
+        print(f"certificate SHA-256 {fingerprint}: " + (
+            "as pinned" if pinned else "pinned on first use; check that it is the one the daemon printed at start "
+                                       "(`listening on wss://… (certificate SHA-256 …)`)"))
+    for path in files:
+        try:
+            command = read_connection_config(path).daemon_command
+        except ClientError:  # none yet, or unreadable: written anew
+            command = None
+        try:
+            write_connection_config(path, args.url, args.token, command, fingerprint)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+        print(f"wrote {path}")
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -522,8 +644,10 @@ def _fill(document: ArrayDocument, args: argparse.Namespace, options: FillOption
 
     token = resolve_token(args.token, args.config_dir)
 
+    pin = _pin(args)
+
     def connect() -> InpaintClient:
-        return InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout)
+        return InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout, pin)
 
     with cancel_on_interrupt(document.cancel):
         if expansion is None:
@@ -577,10 +701,11 @@ def _status(args: argparse.Namespace) -> None:
     from gimp_inpaint.client.connection import InpaintClient
 
     token = resolve_token(args.token, args.config_dir)
-    with InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout) as client:
+    with InpaintClient.connect(args.url, token, CLIENT_NAME, args.timeout, _pin(args)) as client:
         welcome = client.welcome
+    owner = f", token of {welcome.token_owner}" if welcome.token_owner else ""
     print(f"gimp-inpaint daemon {welcome.daemon_version} at {args.url} on {welcome.device}, "
-          f"up to {welcome.max_pixels} pixels per request")
+          f"up to {welcome.max_pixels} pixels per request{owner}")
     for line in engine_table(welcome.engines):
         print(f"  {line}".rstrip())
 
@@ -614,6 +739,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fill" and args.from_result is not None:
             recorded = read_recorded_request(args.from_result)
             args = build_parser(flag_defaults(recorded.regenerate_options(), recorded.editor)).parse_args(argv)
+        if args.command == "connect":
+            _connect(args)
+            return 0
         args.url = _url(args)
         if args.command == "status":
             _status(args)

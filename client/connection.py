@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ from gimp_inpaint.protocol import (
     max_frame_bytes,
 )
 from gimp_inpaint.protocol.codec import encode_fragments
+from gimp_inpaint.protocol.fingerprint import certificate_fingerprint, normalize_fingerprint
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
@@ -124,6 +126,26 @@ class ConnectionConfigError(ClientError):
     """
 
 
+class CertificateChanged(ClientError):
+    """The daemon at a ``wss://`` URL presented a certificate other than the one pinned for it; nothing was sent.
+
+    Attributes:
+        seen: the SHA-256 fingerprint of the certificate it presented.
+        pinned: the fingerprint pinned for it (``connection.json``, ``--fingerprint``).
+    """
+
+    def __init__(self, url: str, seen: str, pinned: str) -> None:
+        super().__init__(
+            f"The daemon at {url} presented a TLS certificate with the SHA-256 fingerprint {seen}, not the pinned "
+            f"{pinned}; nothing was sent to it. Either the daemon has a new certificate (its tls-certificate.pem "
+            f"was deleted or its tls_certificate changed: it prints its fingerprint when it starts, `listening on "
+            f"wss://… (certificate SHA-256 …)`), or something else answers at that address. Only when the "
+            f"daemon's own fingerprint is {seen}, pin it anew with `gimp-inpaint connect {url} --token TOKEN "
+            f"--reset-fingerprint`.")
+        self.seen = seen
+        self.pinned = pinned
+
+
 def _not_a_websocket_url(url: str, reason: str) -> ConnectionConfigError:
     return ConnectionConfigError(f"“{url}” is not a WebSocket URL such as {DEFAULT_URL}: {reason}.")
 
@@ -169,6 +191,27 @@ def _unreachable(url: str, reason: str, kind: type[DaemonUnavailable] = DaemonUn
     )
 
 
+def pinning_context() -> ssl.SSLContext:
+    """The client's TLS context for a ``wss://`` daemon: TLS 1.2 or later, and no CA or host-name check, because
+    the daemon's certificate is checked by its pinned SHA-256 fingerprint instead (:meth:`InpaintClient.connect`
+    compares it before anything is sent): a self-signed certificate, as SSH checks a host key. Never use it
+    without that check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def peer_fingerprint(websocket: ClientConnection) -> str | None:
+    """The SHA-256 fingerprint (:func:`protocol.fingerprint.certificate_fingerprint`) of the certificate the peer
+    of an open ``wss://`` connection presented (its DER bytes, ``SSLSocket.getpeercert(binary_form=True)``), or
+    None on a plain connection or when it presented none."""
+    sock = websocket.socket
+    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+    return None if der is None else certificate_fingerprint(der)
+
+
 class InpaintClient:
     """One authenticated connection to the daemon; create it with :meth:`connect`.
 
@@ -177,49 +220,81 @@ class InpaintClient:
     Attributes:
         url: the daemon's WebSocket URL.
         client_name: how this client introduced itself in its Hello (recorded with each result it fetched).
-        welcome: the daemon's :class:`protocol.Welcome` (version, device, engines, pixel limit).
+        welcome: the daemon's :class:`protocol.Welcome` (version, device, engines, pixel limit, token owner).
+        fingerprint: the SHA-256 fingerprint of the ``wss://`` daemon's certificate, checked against the pin (or
+            seen on first use); None for ``ws://``.
     """
 
     def __init__(self, websocket: ClientConnection, stack: ExitStack, url: str, timeout: float, token: str,
-                 client_name: str) -> None:
-        """Internal: use :meth:`connect`, which opens ``websocket`` (closed by ``stack``) and closes it if this
-        handshake (Hello → Welcome) fails."""
+                 client_name: str, fingerprint: str | None) -> None:
+        """Internal: use :meth:`connect`, which opens ``websocket`` (closed by ``stack``), checks its certificate
+        and closes it if this handshake (Hello → Welcome) fails."""
         self._ws = websocket
         self._stack = stack
         self._timeout = timeout
         self.url = url
         self.client_name = client_name
+        self.fingerprint = fingerprint
         self.welcome: Welcome = self._handshake(token, client_name)
 
     @classmethod
-    def connect(cls, url: str, token: str, client_name: str, timeout: float = 5.0) -> InpaintClient:
+    def connect(cls, url: str, token: str, client_name: str, timeout: float = 5.0, fingerprint: str | None = None,
+                trust_on_first_use: bool = False) -> InpaintClient:
         """Open a connection to the daemon at ``url`` and authenticate with ``token`` (Hello → Welcome).
 
         Args:
-            url: ``ws://host:port`` of the daemon (:data:`DEFAULT_URL` by default in callers).
+            url: ``ws://host:port`` of a daemon on this machine (:data:`DEFAULT_URL` by default in callers), or
+                ``wss://host:port`` of one on any machine.
             token: the daemon's token (its ``token`` file, or ``connection.json`` for the plug-in).
             client_name: free text the daemon logs, e.g. ``"gimp-plugin/0.1 GIMP 3.0.4"``.
-            timeout: seconds allowed for the TCP + WebSocket handshake and for the Welcome.
+            timeout: seconds allowed for the TCP + TLS + WebSocket handshake and for the Welcome.
+            fingerprint: for ``wss://``, the SHA-256 fingerprint pinned for the daemon's certificate
+                (``connection.json``'s, in any spelling :func:`protocol.fingerprint.normalize_fingerprint` reads):
+                the certificate it presents must have it, checked before the Hello (the token) is sent.
+            trust_on_first_use: for ``wss://`` without ``fingerprint``, take whichever certificate the daemon
+                presents (its fingerprint is then :attr:`fingerprint`, for the caller to pin): only where the user
+                asked to pin it now (``gimp-inpaint connect``). Without either, a ``wss://`` URL is refused.
 
         The WebSocket limit (``max_size``) is the largest valid variant frame under the protocol's
         default pixel limit: :func:`protocol.max_frame_bytes` of ``DEFAULT_MAX_PIXELS``.
-        Compression is off (the payload is raw pixels) and no HTTP proxy is used (the daemon is local).
+        Compression is off (the payload is raw pixels) and no HTTP proxy is used. TLS is the standard library's
+        (:func:`pinning_context`).
 
         Raises:
-            ConnectionConfigError: ``url`` is not a valid ``ws://`` or ``wss://`` URL (:func:`check_url`), checked
-                before connecting.
+            ConnectionConfigError: ``url`` is not a valid ``ws://`` or ``wss://`` URL (:func:`check_url`), is a
+                ``ws://`` URL of another machine (plain WebSocket is for loopback only: the token would cross the
+                network unencrypted), or a ``wss://`` one with neither ``fingerprint`` nor ``trust_on_first_use``;
+                ``fingerprint`` is malformed or given for ``ws://``; all checked before connecting.
+            CertificateChanged: the daemon's certificate is not the pinned one (the connection is closed before
+                anything is sent on it).
             DaemonNotRunning: nothing listens there (a :class:`DaemonUnavailable`).
-            DaemonUnavailable: the handshake timed out, the host cannot be reached, or the peer is not
-                a gimp-inpaint daemon.
+            DaemonUnavailable: the handshake timed out, the host cannot be reached, the TLS handshake failed, or
+                the peer is not a gimp-inpaint daemon.
             DaemonError: the daemon refused the Hello (``UNAUTHORIZED``; ``VERSION_MISMATCH``, whose message
                 tells the user to restart the daemon after updating: :func:`version_mismatch_message`).
         """
         check_url(url)
+        secure = urlsplit(url).scheme == "wss"
+        if not secure and not is_loopback_url(url):
+            raise ConnectionConfigError(f"{url} is a plain ws:// URL of another machine, which would carry the token "
+                                        f"unencrypted: a daemon beyond this machine serves wss:// (its listening "
+                                        f"line says so); use wss://{url[len('ws://'):]}.")
+        if fingerprint is not None:
+            if not secure:
+                raise ConnectionConfigError(f"A certificate fingerprint pins a wss:// daemon; {url} is plain ws://.")
+            try:
+                fingerprint = normalize_fingerprint(fingerprint)
+            except ValueError as exc:
+                raise ConnectionConfigError(str(exc)) from None
+        elif secure and not trust_on_first_use:
+            raise ConnectionConfigError(f"No certificate fingerprint is pinned for {url}: run `gimp-inpaint connect "
+                                        f"{url} --token TOKEN` once to pin it (or give the fingerprint the daemon "
+                                        f"printed at start).")
         stack = ExitStack()
         try:
             websocket = stack.enter_context(connect(
                 url, compression=None, proxy=None, open_timeout=timeout,
-                max_size=max_frame_bytes(DEFAULT_MAX_PIXELS),
+                max_size=max_frame_bytes(DEFAULT_MAX_PIXELS), ssl=pinning_context() if secure else None,
             ))
         except TimeoutError:
             raise _unreachable(url, f"no answer within {timeout:g} s") from None
@@ -228,10 +303,18 @@ class InpaintClient:
                                     f"Check the URL, and start the daemon with `{DAEMON_COMMAND}`.") from None
         except ConnectionRefusedError as exc:
             raise _unreachable(url, exc.strerror or str(exc), DaemonNotRunning) from None
+        except ssl.SSLError as exc:
+            raise DaemonUnavailable(f"The TLS handshake with {url} failed ({exc.reason or exc}): is a gimp-inpaint "
+                                    f"daemon serving wss:// there? Its listening line says ws:// or wss://.") from None
         except OSError as exc:
             raise _unreachable(url, exc.strerror or str(exc)) from None
         try:
-            return cls(websocket, stack, url, timeout, token, client_name)
+            seen = peer_fingerprint(websocket)
+            if secure and seen is None:
+                raise DaemonUnavailable(f"The daemon at {url} presented no TLS certificate; nothing was sent to it.")
+            if fingerprint is not None and seen != fingerprint:
+                raise CertificateChanged(url, str(seen), fingerprint)
+            return cls(websocket, stack, url, timeout, token, client_name, seen)
         except BaseException:
             stack.close()
             raise
@@ -451,24 +534,35 @@ class ConnectionConfig(NamedTuple):
     """What ``connection.json`` holds (:func:`read_connection_config`, :func:`write_connection_config`).
 
     Attributes:
-        url: the daemon's WebSocket URL, ``ws://host:port``.
-        token: the daemon's token (its ``token`` file when the installer ran).
+        url: the daemon's WebSocket URL, ``ws://host:port`` (this machine) or ``wss://host:port``.
+        token: the daemon's token (its ``token`` file when the installer ran; a named token for another machine's
+            daemon, which ``gimp-inpaint connect`` writes).
         daemon_command: the argument vector that starts the daemon (e.g. ``[".../python", "-m",
             "gimp_inpaint.daemon"]``), for :func:`connect_or_start`; None when the installer did not record one.
+        fingerprint: the SHA-256 fingerprint pinned for a ``wss://`` daemon's certificate
+            (:func:`protocol.fingerprint.certificate_fingerprint`'s spelling), which ``gimp-inpaint connect``
+            records on first contact; None for ``ws://``.
     """
 
     url: str
     token: str
     daemon_command: tuple[str, ...] | None = None
+    fingerprint: str | None = None
+
+    def fingerprint_for(self, url: str) -> str | None:
+        """The pin to check a connection to ``url`` against: :attr:`fingerprint` when ``url`` is :attr:`url` (a
+        pin belongs to its daemon's address), else None."""
+        return self.fingerprint if url == self.url else None
 
 
 def read_connection_config(path: Path) -> ConnectionConfig:
-    """Read ``connection.json`` (``{"url": "ws://…", "token": "…", "daemon_command": ["…", …]}``, the last
-    field optional), which the installer writes.
+    """Read ``connection.json`` (``{"url": "ws://…", "token": "…", "daemon_command": ["…", …], "fingerprint":
+    "AB:…"}``, the last two fields optional), which the installer and ``gimp-inpaint connect`` write.
 
     Raises:
-        ConnectionConfigError: the file is missing, unreadable, not JSON, lacks a string ``url`` or ``token``, or
-            has a ``daemon_command`` that is not a non-empty list of strings.
+        ConnectionConfigError: the file is missing, unreadable, not JSON, lacks a string ``url`` or ``token``,
+            has a ``daemon_command`` that is not a non-empty list of strings, or a ``fingerprint`` that is not a
+            SHA-256 fingerprint.
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -477,18 +571,26 @@ def read_connection_config(path: Path) -> ConnectionConfig:
                                     f"(python -m gimp_inpaint.installer install).") from None
     except (OSError, ValueError) as exc:
         raise ConnectionConfigError(f"Cannot read {path}: {exc}. Re-run `gimp-inpaint-install`.") from None
-    url, token, command = (data.get(key) if isinstance(data, dict) else None
-                           for key in ("url", "token", "daemon_command"))
+    url, token, command, fingerprint = (data.get(key) if isinstance(data, dict) else None
+                                        for key in ("url", "token", "daemon_command", "fingerprint"))
     if not isinstance(url, str) or not isinstance(token, str):
         raise ConnectionConfigError(f"{path} needs string fields “url” and “token”. Re-run `gimp-inpaint-install`.")
     if command is not None and not (isinstance(command, list) and command
                                     and all(isinstance(arg, str) for arg in command)):
         raise ConnectionConfigError(f"{path}: “daemon_command” must be a list of strings, the daemon's command "
                                     f"line. Re-run `gimp-inpaint-install`.")
-    return ConnectionConfig(url, token, None if command is None else tuple(command))
+    if fingerprint is not None:
+        try:
+            fingerprint = normalize_fingerprint(fingerprint if isinstance(fingerprint, str) else "")
+        except ValueError:
+            raise ConnectionConfigError(f"{path}: “fingerprint” must be the daemon's certificate's SHA-256 "
+                                        f"fingerprint. Pin it anew with `gimp-inpaint connect {url} --token TOKEN "
+                                        f"--reset-fingerprint`.") from None
+    return ConnectionConfig(url, token, None if command is None else tuple(command), fingerprint)
 
 
-def write_connection_config(path: Path, url: str, token: str, daemon_command: Sequence[str] | None = None) -> None:
+def write_connection_config(path: Path, url: str, token: str, daemon_command: Sequence[str] | None = None,
+                            fingerprint: str | None = None) -> None:
     """Write ``connection.json`` for :func:`read_connection_config`, readable by its owner only (mode 0600).
 
     Args:
@@ -497,6 +599,7 @@ def write_connection_config(path: Path, url: str, token: str, daemon_command: Se
         token: the daemon's token.
         daemon_command: the daemon's command line (program first), which the plug-in runs when nothing answers
             at a loopback ``url`` (:func:`connect_or_start`); None leaves it out.
+        fingerprint: the pinned SHA-256 fingerprint of a ``wss://`` daemon's certificate; None leaves it out.
 
     Raises:
         OSError: the file cannot be written.
@@ -504,6 +607,8 @@ def write_connection_config(path: Path, url: str, token: str, daemon_command: Se
     data: dict[str, object] = {"url": url, "token": token}
     if daemon_command is not None:
         data["daemon_command"] = list(daemon_command)
+    if fingerprint is not None:
+        data["fingerprint"] = fingerprint
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         if os.name == "posix":  # O_CREAT's mode does not apply to an existing file: tighten it before writing
@@ -591,7 +696,8 @@ def connect_or_start(config: ConnectionConfig, client_name: str, log_file: Path,
     (:func:`start_daemon`) and connect once it answers.
 
     Args:
-        config: ``connection.json`` (:func:`read_connection_config`): URL, token and the daemon's command line.
+        config: ``connection.json`` (:func:`read_connection_config`): URL, token, the daemon's command line and the
+            pinned fingerprint (checked for ``config.url`` only: :meth:`ConnectionConfig.fingerprint_for`).
         client_name: sent in the Hello (:meth:`InpaintClient.connect`).
         log_file: where the started daemon's output goes (appended); quoted when it fails to come up.
         url: the daemon's URL when not ``config.url`` (the plug-in's *Server URL* argument).
@@ -607,11 +713,12 @@ def connect_or_start(config: ConnectionConfig, client_name: str, log_file: Path,
         DaemonUnavailable: as :meth:`InpaintClient.connect`; or nothing listens and ``connection.json`` has no
             command; or the command cannot be run, exited (its exit code and the end of its output in the
             message), or did not answer within ``start_timeout`` seconds.
-        DaemonError, ConnectionConfigError: as :meth:`InpaintClient.connect`.
+        DaemonError, ConnectionConfigError, CertificateChanged: as :meth:`InpaintClient.connect`.
     """
     url = url or config.url
+    fingerprint = config.fingerprint_for(url)
     try:
-        return InpaintClient.connect(url, config.token, client_name, timeout)
+        return InpaintClient.connect(url, config.token, client_name, timeout, fingerprint)
     except DaemonNotRunning as exc:
         if not is_loopback_url(url):
             raise
@@ -634,7 +741,7 @@ def connect_or_start(config: ConnectionConfig, client_name: str, log_file: Path,
             on_status(f"Starting the gimp-inpaint daemon… ({elapsed:.0f} s)")
         exit_code = process.poll()
         try:  # after an exit too: a daemon started at the same time by another caller may be the one listening
-            return InpaintClient.connect(url, config.token, client_name, timeout)
+            return InpaintClient.connect(url, config.token, client_name, timeout, fingerprint)
         except DaemonNotRunning:
             pass
         if exit_code is not None:

@@ -1,4 +1,5 @@
-"""The URL of the daemon configured on this machine, for the command-line client and the installer.
+"""The URL (and, for ``wss://``, the certificate fingerprint) of the daemon configured on this machine, for the
+command-line client and the installer.
 
 Reads the daemon's own settings (:func:`daemon.config.load_settings`: ``daemon.toml`` in its
 configuration folder), so it is not vendored into the GIMP plug-in, which gets its URL from
@@ -11,6 +12,7 @@ import ipaddress
 from pathlib import Path
 
 from gimp_inpaint.daemon.config import CONFIG_FILE, ConfigError, load_settings
+from gimp_inpaint.daemon.tls import certificate_files, file_fingerprint
 
 
 def client_host(host: str) -> str:
@@ -30,7 +32,8 @@ def client_host(host: str) -> str:
 
 def configured_url(config_dir: Path | None = None) -> str:
     """``ws://HOST:PORT`` of the daemon as ``<config_dir>/daemon.toml`` sets it up (defaults:
-    ``127.0.0.1`` and port 7869, i.e. :data:`client.connection.DEFAULT_URL`). Only reads files.
+    ``127.0.0.1`` and port 7869, i.e. :data:`client.connection.DEFAULT_URL`), ``wss://`` when it serves TLS
+    (:attr:`daemon.config.Settings.serves_tls`: a host other than loopback, or ``tls = true``). Only reads files.
 
     Args:
         config_dir: the daemon's configuration folder; None = its default
@@ -44,4 +47,23 @@ def configured_url(config_dir: Path | None = None) -> str:
     if settings.port == 0:
         raise ConfigError(f"{settings.config_dir / CONFIG_FILE} sets port = 0 (any free port): give the daemon's "
                           f"URL explicitly with --url")
-    return f"ws://{client_host(settings.host)}:{settings.port}"
+    scheme = "wss" if settings.serves_tls else "ws"
+    return f"{scheme}://{client_host(settings.host)}:{settings.port}"
+
+
+def configured_fingerprint(config_dir: Path | None = None) -> str | None:
+    """The SHA-256 fingerprint of the certificate the daemon of ``<config_dir>`` serves ``wss://`` with, read from
+    its own file (:func:`daemon.tls.certificate_files`): a pin checked through this machine's file system rather
+    than trusted on first use. None when it serves plain ``ws://``, or has not made its certificate yet, or the
+    file is unreadable (then the caller needs another pin). Only reads files.
+
+    Raises:
+        daemon.config.ConfigError: ``daemon.toml`` is unreadable or invalid.
+    """
+    settings = load_settings(config_dir)
+    if not settings.serves_tls:
+        return None
+    try:
+        return file_fingerprint(certificate_files(settings)[0])
+    except (OSError, ValueError):
+        return None

@@ -4,11 +4,16 @@
 
     python -m gimp_inpaint.daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
                      [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
-                     [--max-pixels N] [--memory-budget GB] [--preload NAME] [--log-level info]
+                     [--max-pixels N] [--memory-budget GB] [--preload NAME] [--log-level info] [--tls|--no-tls]
+    python -m gimp_inpaint.daemon [--config-dir DIR] token add NAME | list | revoke NAME
 
-Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves, and runs until
+Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves (``wss://HOST:PORT (certificate SHA-256
+AB:…)`` with TLS, which a host other than loopback always has: :mod:`daemon.tls`), and runs until
 SIGINT/SIGTERM or the tray icon's Quit. With ``preload`` (``daemon.toml`` or ``--preload``) it then loads that
 model in the background (:meth:`daemon.server.DaemonServer.serve`).
+
+``token`` manages the named tokens of other machines (:mod:`daemon.tokens`): ``add NAME`` prints a new one, once;
+``list`` names them; ``revoke NAME`` deletes one, refused from the daemon's next handshake on.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from typing import cast
 from .config import (
     DEFAULT_MODELS,
     LOG_LEVELS,
+    TOKEN_FILE,
     ConfigError,
     Settings,
+    config_folder,
     ensure_token,
     is_device_name,
     load_settings,
@@ -44,6 +51,7 @@ from .engines.opencv_engine import OpenCVEngine
 from .memory import MMAP_THRESHOLD, TRIM_THRESHOLD, limit_mmap_threshold
 from .pool import ModelPool
 from .server import DaemonServer
+from .tokens import LOCAL_OWNER, TokenError, add_token, read_tokens, revoke_token
 from .tray import Tray, stop_on_signals
 
 log = logging.getLogger("gimp_inpaint.daemon")
@@ -86,7 +94,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load this model in the background once listening, so the first fill finds it warm "
                              "(default: none, each model loads on its first request; \"\" turns daemon.toml's off)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
+    parser.add_argument("--tls", action=argparse.BooleanOptionalAction,
+                        help="serve wss:// (TLS) with daemon.toml's tls_certificate and tls_key, or a self-signed "
+                             "certificate made on first start (default: on for a host other than loopback, which "
+                             "refuses --no-tls, or with a certificate given; off on loopback)")
+    commands = parser.add_subparsers(dest="command", metavar="token", help="manage the named tokens (`token -h`)")
+    token = commands.add_parser("token", help="named tokens of other machines: add, list, revoke",
+                                description="Named tokens let other machines use this daemon (over wss://); "
+                                            "each is stored as its SHA-256 only and can be revoked alone.")
+    folder = argparse.ArgumentParser(add_help=False)  # --config-dir after the action too (before it: the daemon's)
+    folder.add_argument("--config-dir", type=Path, default=argparse.SUPPRESS,
+                        help="the daemon's configuration folder (default: the user's config folder)")
+    actions = token.add_subparsers(dest="action", required=True)
+    actions.add_parser("add", parents=[folder], help="make a token for NAME and print it (once)").add_argument("name")
+    actions.add_parser("list", parents=[folder], help="list the tokens' names and when each was made")
+    actions.add_parser("revoke", parents=[folder],
+                       help="delete NAME's token: refused from the next handshake on").add_argument("name")
     return parser.parse_args(argv)
+
+
+def token_command(args: argparse.Namespace) -> int:
+    """``token add NAME | list | revoke NAME`` (:mod:`daemon.tokens`) in ``args.config_dir``, printing to stdout.
+
+    Returns:
+        0 done, 2 a name taken, unknown or malformed, or the tokens' file unreadable or unwritable (the message on
+        stderr).
+    """
+    config_dir = config_folder(args.config_dir)
+    try:
+        if args.action == "add":
+            token = add_token(config_dir, args.name)
+            print(f"token of {args.name} (shown this once: the daemon keeps only its SHA-256):\n{token}\n"
+                  f"on {args.name}'s machine: gimp-inpaint connect wss://THIS-HOST:PORT --token {token}")
+        elif args.action == "revoke":
+            revoke_token(config_dir, args.name)
+            print(f"revoked {args.name}'s token: the daemon refuses it from its next handshake on")
+        else:
+            rows = [("NAME", "CREATED"), (LOCAL_OWNER, f"(the token file {config_dir / TOKEN_FILE})")]
+            rows += [(token.name, token.created) for token in read_tokens(config_dir)]
+            width = max(len(name) for name, _ in rows)
+            for name, created in rows:
+                print(f"{name.ljust(width)}  {created}")
+    except (TokenError, ConfigError, OSError) as exc:
+        print(f"gimp-inpaint-daemon token: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 LOG_MAX_BYTES = 5_000_000
@@ -174,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         0 after a clean shutdown, 1 when it cannot listen, 2 for a configuration error.
     """
     args = parse_args(argv)
+    if args.command == "token":
+        return token_command(args)
     mapped = limit_mmap_threshold()  # before the first big buffer: freed job memory goes back to the system
     overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
                  "max_pixels": args.max_pixels, "memory_budget_gb": args.memory_budget, "log_level": args.log_level,
-                 "preload": args.preload,
+                 "preload": args.preload, "tls": args.tls,
                  "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
     try:
         settings = load_settings(args.config_dir, overrides)
@@ -191,14 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     # torch is imported when a model first loads, not here (6-8 s): until then "auto" is all we know
     device = (f"{settings.device} (torch: resolved when a model loads; see each engine's detail)" if has_diffusers
               else "cpu (onnxruntime and OpenCV)")
-    server = DaemonServer(settings, engines, token, device=device,
-                          on_status=lambda state, text: tray.set_status(state, text),
-                          on_activity=lambda activity: tray.set_activity(activity))
+    try:
+        server = DaemonServer(settings, engines, token, device=device,
+                              on_status=lambda state, text: tray.set_status(state, text),
+                              on_activity=lambda activity: tray.set_activity(activity))
+    except ConfigError as exc:  # its TLS certificate cannot be made or loaded
+        log.error("%s", exc)
+        return 2
     tray = Tray(Controller(server, notify=lambda title, message: tray.notify(title, message),
                            on_change=lambda: tray.refresh()))
 
     def listening(url: str) -> None:
-        print(f"gimp-inpaint daemon listening on {url}", flush=True)
+        pin = "" if server.fingerprint is None else f" (certificate SHA-256 {server.fingerprint})"
+        print(f"gimp-inpaint daemon listening on {url}{pin}", flush=True)
         tray.show_url(url)
 
     async def run(signals: bool) -> None:

@@ -12,6 +12,9 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     max_pixels = 16777216    # largest width × height of a request's image
     memory_budget_gb = 0     # memory the warm models may fill (GB); 0 = measured from the device
     preload = ""             # a model name: loaded in the background once the daemon listens ("" = on first use)
+    tls = true               # wss:// (TLS); unset: on for a host other than loopback or with a certificate given
+    tls_certificate = ""     # your own certificate (PEM, the chain after it); "" = one the daemon makes
+    tls_key = ""             # its private key (PEM, unencrypted); a relative path is in the config folder
 
     [models.sd15-inpaint]
     model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, local folder or .safetensors file
@@ -21,7 +24,9 @@ plus ``[loras.NAME]`` and ``[embeddings.NAME]`` tables; :mod:`daemon.registry` d
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -106,6 +111,12 @@ class Settings:
         preload: the name of a model (of :attr:`models`, or of :data:`DEFAULT_MODELS` when there is none) that the
             daemon loads in the background once it listens, so that the first request finds it warm; ``""``: none
             (every model loads on its first request).
+        tls: serve ``wss://`` (True) or plain ``ws://`` (False); None (the default): TLS on a host other than
+            loopback (:func:`is_loopback_host`) or with :attr:`tls_certificate` given, else plain. Plain ``ws://``
+            is for loopback only (:func:`transport_problem`). :attr:`serves_tls` is the answer.
+        tls_certificate, tls_key: the user's own certificate (PEM; intermediate certificates after it) and its
+            unencrypted private key (PEM), both or neither, relative to :attr:`config_dir` unless absolute; ``""``:
+            the daemon's own self-signed one, made on first start (:mod:`daemon.tls`).
     """
 
     config_dir: Path
@@ -122,16 +133,59 @@ class Settings:
     log_level: str = "info"
     tray: bool = True
     preload: str = ""
+    tls: bool | None = None
+    tls_certificate: str = ""
+    tls_key: str = ""
 
     @property
     def registry(self) -> Registry:
         """The models, LoRAs and embeddings as one :class:`Registry`."""
         return Registry(tuple(self.models.values()), self.loras, self.embeddings)
 
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the daemon serves ``wss://``: :attr:`tls` when set, else a host other than loopback or a
+        certificate of the user's."""
+        if self.tls is not None:
+            return self.tls
+        return not is_loopback_host(self.host) or bool(self.tls_certificate)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (an address or host name to bind) is reachable from this machine only.
+
+    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are; every other address,
+    ``0.0.0.0``/``::``/``""`` (all interfaces) and every other host name are not.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def transport_problem(settings: Settings) -> str | None:
+    """Why ``settings`` cannot serve as they are, or None: plain ``ws://`` on a host other than loopback (the token
+    and the pictures would cross the network unencrypted), half a certificate (:attr:`Settings.tls_certificate`
+    without :attr:`Settings.tls_key` or the other way round), or a certificate with ``tls`` off. The message says
+    what to change."""
+    if not settings.serves_tls and not is_loopback_host(settings.host):
+        return (f"host={settings.host!r} is not a loopback address, and plain ws:// (tls = false, --no-tls) would "
+                "carry the token and the pictures unencrypted: drop tls = false / --no-tls to serve wss:// (with "
+                "tls_certificate and tls_key of your own, or a self-signed certificate the daemon makes), or bind "
+                "host=127.0.0.1")
+    if bool(settings.tls_certificate) != bool(settings.tls_key):
+        return "tls_certificate and tls_key go together: give both (PEM files) or neither"
+    if settings.tls_certificate and not settings.serves_tls:
+        return "tls_certificate is given but tls = false: drop one of them"
+    return None
+
 
 _TOML_TYPES: dict[str, type | tuple[type, ...]] = {"host": str, "port": int, "device": str, "threads": int,
                                                    "max_pixels": int, "memory_budget_gb": (int, float),
-                                                   "preload": str}
+                                                   "preload": str, "tls": bool, "tls_certificate": str,
+                                                   "tls_key": str}
 _REGISTRY_TABLES = ("models", "loras", "embeddings")
 
 
@@ -167,7 +221,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         if key in _TOML_TYPES:
             expected = _TOML_TYPES[key]
-            if not isinstance(value, expected) or isinstance(value, bool):
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
                 names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
                 raise ConfigError(f"{path}: {key} must be of type {names}")
             values[key] = value
@@ -182,6 +236,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return values
 
 
+def config_folder(config_dir: Path | None = None) -> Path:
+    """``config_dir``, or when None the user's configuration folder of :data:`APP_NAME`
+    (``platformdirs.user_config_dir``): where the token files, ``daemon.toml`` and the TLS certificate are."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) if config_dir is None else config_dir
+
+
 def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build the settings: defaults, then ``<config_dir>/daemon.toml``, then ``overrides``.
 
@@ -194,11 +254,12 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
             (or replace same-named) models of the file, with the family read from the model when it loads.
 
     Raises:
-        ConfigError: unreadable TOML, unknown keys, wrong types, values out of range, or a ``preload`` that names
-            no model.
+        ConfigError: unreadable TOML, unknown keys, wrong types, values out of range, a ``preload`` that names
+            no model, or a transport that cannot serve (:func:`transport_problem`: plain ``ws://`` beyond
+            loopback, half a certificate).
     """
     if config_dir is None:
-        config_dir = Path(platformdirs.user_config_dir(APP_NAME))
+        config_dir = config_folder()
         log_file = Path(platformdirs.user_log_dir(APP_NAME)) / LOG_FILE
     else:
         log_file = config_dir / LOG_FILE
@@ -219,6 +280,9 @@ def load_settings(config_dir: Path | None = None, overrides: Mapping[str, Any] |
         given["models"] = {**settings.models, **added}
     settings = _check(replace(settings, **given), "command line")
     _check_preload(settings, "command line" if "preload" in given else str(toml_path))
+    if (transport := transport_problem(settings)) is not None:  # the merged settings: host and tls may come apart
+        source = "command line" if given.keys() & {"host", "tls", "tls_certificate", "tls_key"} else str(toml_path)
+        raise ConfigError(f"{source}: {transport}")
     return settings
 
 
@@ -268,6 +332,26 @@ def open_private(path: str, flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` as the whole of ``path``, readable by its owner only (0600): into a temporary file in the same
+    folder (``tempfile.mkstemp``: mode 0600 from the start), then renamed over ``path`` (``os.replace``), so a reader
+    finds the old file or the new one, never part of either. Used for the TLS key and certificate and the named
+    tokens' file.
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def ensure_token(config_dir: Path) -> str:

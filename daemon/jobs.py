@@ -1,5 +1,6 @@
-"""The daemon's job queue: owners take turns (round robin), each owner's jobs run in order, one running job at
-a time, a cap on each owner's waiting jobs, cancellable per owner.
+"""The daemon's job queue: turns taken round robin (one per owner, or one per group of owners that share a turn
+key: the server's connections of one token), each owner's jobs run in order, one running job at a time, a cap on
+each owner's waiting jobs, cancellable per owner.
 
 Pure bookkeeping, no asyncio and no I/O: the server calls it from its event loop only; the one
 thing another thread touches is :meth:`Job.cancelled`, polled by the worker thread between steps
@@ -17,6 +18,8 @@ from typing import Generic, TypeVar
 
 Owner = TypeVar("Owner", bound=Hashable)
 """The owners' type (the server's: its connection ids, ints)."""
+Turn = Hashable
+"""A turn's key (:meth:`JobQueue.add`'s ``turn``: the server's are token owners' names, strings)."""
 P = TypeVar("P")
 """The payloads' type."""
 
@@ -52,11 +55,13 @@ class Job(Generic[Owner, P]):
         owner: who sent it (the server uses its connection's id); jobs are cancelled per owner.
         job_id: the owner's id for it (unique among the owner's unfinished jobs).
         payload: what the worker needs (the server stores the request and its engine here).
+        turn: the key of the turn it waits for (:meth:`JobQueue.add`; its owner unless given).
     """
 
     owner: Owner
     job_id: str
     payload: P
+    turn: Turn = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def cancel(self) -> None:
@@ -69,16 +74,18 @@ class Job(Generic[Owner, P]):
 
 
 class JobQueue(Generic[Owner, P]):
-    """Round-robin queue over owners with at most one running job.
+    """Round-robin queue over turns with at most one running job.
 
-    Each owner's jobs run in the order it sent them; between owners the queue takes turns: the next
-    job comes from the next owner (in the order owners joined) that has one waiting, so one owner's
-    backlog cannot hold back another owner's single job. An owner may have at most
+    Each job waits for a turn: its owner's own, or one that several owners share (:meth:`add`'s ``turn``: the
+    server gives every connection of one token the same, so a user with two connections gets one turn, not two).
+    The jobs of a turn run in the order they were added, so each owner's run in the order it sent them; between
+    turns the queue takes turns: the next job comes from the next turn (in the order turns joined) that has one
+    waiting, so one turn's backlog cannot hold back another turn's single job. An owner may have at most
     ``max_per_owner`` jobs waiting (its running job does not count).
 
     Positions count the jobs that must finish before a job starts: the running job (if any) plus
     the waiting jobs the turns put ahead of it, so position 0 means "starts now". A later job of
-    another owner can move ahead of a waiting job (that is what taking turns means), so a position
+    another turn can move ahead of a waiting job (that is what taking turns means), so a position
     is what the queue holds when it is given, not a promise.
     """
 
@@ -91,8 +98,9 @@ class JobQueue(Generic[Owner, P]):
         if max_per_owner is not None and max_per_owner < 1:
             raise ValueError(f"max_per_owner must be ≥ 1, got {max_per_owner}")
         self.max_per_owner = max_per_owner
-        self._waiting: dict[Owner, deque[Job[Owner, P]]] = {}  # owner → its waiting jobs, oldest first
-        self._turns: deque[Owner] = deque()  # owners with waiting jobs; the first one's job runs next
+        self._waiting: dict[Turn, deque[Job[Owner, P]]] = {}  # turn → its waiting jobs, oldest first
+        self._turns: deque[Turn] = deque()  # turns with waiting jobs; the first one's job runs next
+        self._owners: dict[Owner, tuple[Turn, int]] = {}  # owner with waiting jobs → its turn and their count
         self._running: Job[Owner, P] | None = None
 
     @property
@@ -107,23 +115,38 @@ class JobQueue(Generic[Owner, P]):
     def _find(self, owner: Owner, job_id: str) -> Job[Owner, P] | None:
         if self._running is not None and (self._running.owner, self._running.job_id) == (owner, job_id):
             return self._running
-        return next((job for job in self._waiting.get(owner, ()) if job.job_id == job_id), None)
+        if owner not in self._owners:
+            return None
+        return next((job for job in self._waiting[self._owners[owner][0]]
+                     if job.owner == owner and job.job_id == job_id), None)
 
-    def _position(self, owner: Owner) -> int:
-        """Jobs that run before the next job ``owner`` adds (it joins the turns last if it has none waiting)."""
-        rounds = len(self._waiting.get(owner, ()))  # the new job runs in this round (0 = the next one) …
+    def _position(self, turn: Turn) -> int:
+        """Jobs that run before the next job added to ``turn`` (which joins the turns last if none waits in it)."""
+        rounds = len(self._waiting.get(turn, ()))  # the new job runs in this round (0 = the next one) …
         turns = list(self._turns)
-        mine = turns.index(owner) if owner in self._waiting else len(turns)  # … at the owner's turn
+        mine = turns.index(turn) if turn in self._waiting else len(turns)  # … at its turn
         ahead = sum(min(len(self._waiting[other]), rounds + (index < mine))
-                    for index, other in enumerate(turns) if other != owner)
+                    for index, other in enumerate(turns) if other != turn)
         return ahead + rounds + (self._running is not None)
 
-    def add(self, owner: Owner, job_id: str, payload: P, held: int = 0) -> tuple[Job[Owner, P], int]:
-        """Queue a job after ``owner``'s other waiting jobs.
+    def _count(self, owner: Owner, turn: Turn, change: int) -> None:
+        """Add ``change`` to ``owner``'s count of waiting jobs (in ``turn``); an owner at 0 is forgotten."""
+        count = self._owners.get(owner, (turn, 0))[1] + change
+        if count:
+            self._owners[owner] = (turn, count)
+        else:
+            del self._owners[owner]
+
+    def add(self, owner: Owner, job_id: str, payload: P, held: int = 0,
+            turn: Turn = None) -> tuple[Job[Owner, P], int]:
+        """Queue a job after the other jobs waiting in its turn (``owner``'s among them).
 
         Args:
             held: other things of ``owner`` that take places of its :attr:`max_per_owner` (the server: results
                 it has not yet read, so a client that does not read cannot make the daemon hold without bound).
+            turn: the key of the turn the job waits for; None: ``owner`` itself. Owners that give the same key
+                share one turn (the server's: a connection's token owner). An owner keeps one key while it has
+                jobs waiting.
 
         Returns:
             The job and its position (jobs that run before it, the running one included).
@@ -131,18 +154,23 @@ class JobQueue(Generic[Owner, P]):
         Raises:
             DuplicateJob: ``owner`` has an unfinished job called ``job_id``.
             QueueFull: ``owner`` already has :attr:`max_per_owner` jobs waiting (``held`` included).
+            ValueError: ``owner`` has jobs waiting in another turn.
         """
+        turn = owner if turn is None else turn
         if self._find(owner, job_id) is not None:
             raise DuplicateJob(f"job {job_id!r} is already queued or running on this connection")
-        waiting = self._waiting.get(owner, ())
-        if self.max_per_owner is not None and len(waiting) + held >= self.max_per_owner:
+        current, waiting = self._owners.get(owner, (turn, 0))
+        if current != turn:
+            raise ValueError(f"the owner's jobs wait in turn {current!r}, not {turn!r}")
+        if self.max_per_owner is not None and waiting + held >= self.max_per_owner:
             raise QueueFull(self.max_per_owner)
-        job = Job(owner, job_id, payload)
-        position = self._position(owner)
-        if not waiting:
-            self._waiting[owner] = deque()
-            self._turns.append(owner)
-        self._waiting[owner].append(job)
+        job = Job(owner, job_id, payload, turn)
+        position = self._position(turn)
+        if turn not in self._waiting:
+            self._waiting[turn] = deque()
+            self._turns.append(turn)
+        self._waiting[turn].append(job)
+        self._count(owner, turn, 1)
         return job, position
 
     def pop(self) -> Job[Owner, P] | None:
@@ -155,13 +183,14 @@ class JobQueue(Generic[Owner, P]):
             raise RuntimeError(f"job {self._running.job_id!r} is still running")
         if not self._turns:
             return None
-        owner = self._turns.popleft()
-        jobs = self._waiting[owner]
+        turn = self._turns.popleft()
+        jobs = self._waiting[turn]
         self._running = jobs.popleft()
+        self._count(self._running.owner, turn, -1)
         if jobs:
-            self._turns.append(owner)  # its next job waits for the other owners' turns
+            self._turns.append(turn)  # its next job waits for the other turns
         else:
-            del self._waiting[owner]
+            del self._waiting[turn]
         return self._running
 
     def finish(self, job: Job[Owner, P]) -> None:
@@ -175,14 +204,16 @@ class JobQueue(Generic[Owner, P]):
         self._running = None
 
     def _remove(self, owner: Owner, jobs: list[Job[Owner, P]]) -> None:
-        """Cancel and take out ``jobs``, waiting jobs of ``owner``; the owner leaves the turns when none is left."""
-        waiting = self._waiting[owner]
+        """Cancel and take out ``jobs``, waiting jobs of ``owner``; their turn leaves the turns when none is left."""
+        turn = self._owners[owner][0]
+        waiting = self._waiting[turn]
         for job in jobs:
             job.cancel()
             waiting.remove(job)
+            self._count(owner, turn, -1)
         if not waiting:
-            del self._waiting[owner]
-            self._turns.remove(owner)
+            del self._waiting[turn]
+            self._turns.remove(turn)
 
     def cancel(self, owner: Owner, job_id: str) -> CancelOutcome:
         """Cancel ``owner``'s job ``job_id``: remove it if waiting, flag it if running."""
@@ -201,7 +232,8 @@ class JobQueue(Generic[Owner, P]):
         Returns:
             The waiting jobs removed, oldest first; a running job of ``owner`` is flagged, not returned.
         """
-        removed = list(self._waiting.get(owner, ()))
+        removed = [job for job in self._waiting[self._owners[owner][0]] if job.owner == owner] \
+            if owner in self._owners else []
         if removed:
             self._remove(owner, removed)
         if self._running is not None and self._running.owner == owner:

@@ -1,8 +1,9 @@
 """The daemon's WebSocket server: authentication, request validation, the job queue and replies.
 
 One asyncio event loop talks to every client (``websockets.asyncio.server``); jobs run strictly
-one at a time on the single worker thread of :class:`daemon.worker.Worker`, connections taking turns and each
-connection's jobs in the order it sent them (:class:`daemon.jobs.JobQueue`).
+one at a time on the single worker thread of :class:`daemon.worker.Worker`, tokens taking turns (every connection
+of one token shares its owner's turn: :class:`daemon.tokens.TokenBook`) and each connection's jobs in the order it
+sent them (:class:`daemon.jobs.JobQueue`).
 Progress events come back from that thread through ``loop.call_soon_threadsafe`` into the
 client's outbox, a queue that one writer task drains, so a client receives Accepted, Progress…, Variant…
 and Result in order. Each variant is encoded on the worker thread (a big frame never stalls the event loop
@@ -22,11 +23,13 @@ The tray's control panel (:mod:`daemon.control`) uses a few thread-safe methods:
 :attr:`DaemonServer.activity` (the running job, the queue's length, the job that just ended), which the
 ``on_activity`` listener is also given whenever it changes.
 
-Security: the server binds to ``127.0.0.1`` by default (it logs a warning for any other address:
-the token then crosses the network in cleartext), refuses every handshake that carries an
-``Origin`` header (browsers always send one, so a web page cannot reach it: HTTP 403), and closes
-any connection whose first message is larger than :data:`HELLO_MAX_BYTES` or is not a
-:class:`protocol.Hello` with the right token.
+Security: the server binds to ``127.0.0.1`` by default and serves plain ``ws://`` there; on any other address it
+serves ``wss://`` only (TLS through websockets and :mod:`ssl`, the certificate from :mod:`daemon.tls`, whose
+fingerprint clients pin), and plain ``ws://`` beyond loopback is refused at start
+(:func:`daemon.config.transport_problem`). It refuses every handshake that carries an ``Origin`` header (browsers
+always send one, so a web page cannot reach it: HTTP 403), and closes any connection whose first message is larger
+than :data:`HELLO_MAX_BYTES` or is not a :class:`protocol.Hello` with a token of this daemon: the local one or a
+named one (:mod:`daemon.tokens`), whose owner the log and the :class:`protocol.Welcome` name.
 
 Limits (``docs/limits.md``): frames of :data:`HELLO_MAX_BYTES` until the Hello succeeds, then
 :data:`FRAME_MARGIN` × :func:`protocol.max_frame_bytes`; at most ``max_handshakes`` connections not yet
@@ -47,7 +50,6 @@ import concurrent.futures
 import contextlib
 import enum
 import functools
-import ipaddress
 import itertools
 import logging
 import time
@@ -85,10 +87,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from .config import TOKEN_FILE, Settings, token_matches
+from .config import TOKEN_FILE, ConfigError, Settings, transport_problem
 from .engines.base import Engine, EngineLoadError, JobCancelled
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .memory import release_free_memory
+from .tls import ServerTLS, server_tls
+from .tokens import TokenBook
 from .worker import PreviewOutlet, Worker, check_request
 
 log = logging.getLogger(__name__)
@@ -132,7 +136,8 @@ DECODE_IN_THREAD_BYTES = 1 << 20
 (``asyncio.to_thread``) rather than on the event loop, so that other clients' handshakes, progress and variants
 flow meanwhile; the connection's next frame waits (its messages are handled in the order it sent them)."""
 
-WRONG_TOKEN_MESSAGE = ("wrong token: the daemon's token is in the token file of its configuration folder; "
+WRONG_TOKEN_MESSAGE = ("wrong token: the daemon's token is in the token file of its configuration folder, or is one "
+                       "that `gimp-inpaint-daemon token add NAME` printed and that is not revoked; "
                        "`gimp-inpaint doctor` checks it.")
 """The UNAUTHORIZED message for a wrong token. Any local program may connect, so it does not name the file's path
 (the user's home folder): the daemon's log does, with the refusal."""
@@ -194,20 +199,6 @@ class Activity:
 ActivityListener = Callable[[Activity], None]
 """Called with the new :class:`Activity` on the event loop's thread each time a job is queued, starts, ends or is
 cancelled while waiting, a connection's waiting jobs are dropped, or the daemon is paused or resumed."""
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when ``host`` (an address or host name to bind) is reachable from this machine only.
-
-    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are; every other address,
-    ``0.0.0.0``/``::``/``""`` (all interfaces) and every other host name are not.
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost
-        return False
 
 
 def default_max_connections() -> int:
@@ -412,6 +403,8 @@ class _Client:
 
     id: int
     name: str
+    owner: str
+    """The owner of its token (:meth:`daemon.tokens.TokenBook.owner`): whose turn its jobs take."""
     websocket: ServerConnection
     outbox: asyncio.Queue[Message | _Frame | _Preview] = field(default_factory=asyncio.Queue)
     unread_results: int = 0
@@ -435,7 +428,8 @@ class DaemonServer:
     Args:
         settings: host, port (0 = any free port), max_pixels and preload (an engine name, or ``""``) are used here.
         engines: the engines to offer, in the order the handshake lists them; names must be unique.
-        token: the secret every client's :class:`Hello` must carry (:func:`daemon.config.ensure_token`).
+        token: the local token (:func:`daemon.config.ensure_token`), owner ``local``; a client's :class:`Hello`
+            must carry it or a named token of ``settings.config_dir`` (:class:`daemon.tokens.TokenBook`).
         device: what :class:`protocol.Welcome` reports as the device (e.g. ``"cuda:0 (NVIDIA H100)"``).
         on_status: optional listener for the tray icon (:data:`StatusListener`).
         on_activity: optional listener for the tray's menu (:data:`ActivityListener`).
@@ -444,8 +438,14 @@ class DaemonServer:
         max_queued_jobs: most jobs waiting per connection, unread results included (:data:`MAX_QUEUED_JOBS`);
             more are refused BUSY.
 
+    Attributes:
+        fingerprint: the SHA-256 fingerprint of the certificate it serves ``wss://`` with
+            (:attr:`daemon.config.Settings.serves_tls`), None for plain ``ws://``.
+
     Raises:
         ValueError: two engines share a name, or there is none; a cap is below 1.
+        ConfigError: ``settings`` cannot serve (:func:`daemon.config.transport_problem`: plain ``ws://`` beyond
+            loopback), or its TLS certificate cannot be made or loaded (:func:`daemon.tls.server_tls`).
     """
 
     def __init__(self, settings: Settings, engines: Sequence[Engine], token: str, *, device: str = "cpu",
@@ -458,11 +458,15 @@ class DaemonServer:
         max_connections = default_max_connections() if max_connections is None else max_connections
         if min(max_connections, max_handshakes) < 1:
             raise ValueError(f"connection caps must be ≥ 1, got {max_connections} and {max_handshakes}")
+        if (problem := transport_problem(settings)) is not None:
+            raise ConfigError(problem)
         self.settings = settings
         self.engines = {engine.name: engine for engine in engines}
         self.device = device
         self.url: str | None = None
-        self._token = token
+        self._tls: ServerTLS | None = server_tls(settings) if settings.serves_tls else None
+        self.fingerprint = None if self._tls is None else self._tls.fingerprint
+        self._tokens = TokenBook(settings.config_dir, token)
         self._on_status = on_status or (lambda state, text: None)
         self._on_activity = on_activity or (lambda activity: None)
         self.activity = Activity()
@@ -487,8 +491,8 @@ class DaemonServer:
         """Listen, serve clients and run jobs until :meth:`stop` is called.
 
         Args:
-            on_listening: called once with the URL (``ws://HOST:PORT``, the real port when 0 was asked)
-                as soon as connections are accepted.
+            on_listening: called once with the URL (``ws://HOST:PORT``, or ``wss://`` with TLS; the real port when
+                0 was asked) as soon as connections are accepted.
 
         With ``settings.preload``, that engine loads on the worker thread as soon as connections are accepted,
         before any job (the module's docstring says what clients see meanwhile).
@@ -502,10 +506,6 @@ class DaemonServer:
         self._loop = asyncio.get_running_loop()
         if self._stop_requested:
             self._stop_event.set()
-        if not is_loopback_host(self.settings.host):
-            log.warning("host %r is not a loopback address: other machines can connect, and the token travels "
-                        "unencrypted (ws://, no TLS); use 127.0.0.1 unless this network is trusted",
-                        self.settings.host)
         worker = self._worker = Worker()
         try:
             # websockets types serve() for plain ServerConnections: its create_connection as a class (it documents
@@ -514,9 +514,10 @@ class DaemonServer:
             create_connection = cast(type[ServerConnection], functools.partial(_CountedConnection, self._admission))
             async with serve(handler, self.settings.host, self.settings.port, compression=None, origins=[None],
                              max_size=HELLO_MAX_BYTES, max_queue=FRAME_QUEUE,
+                             ssl=None if self._tls is None else self._tls.context,
                              create_connection=create_connection) as server:
                 port = server.sockets[0].getsockname()[1]
-                self.url = f"ws://{self.settings.host}:{port}"
+                self.url = f"{'ws' if self._tls is None else 'wss'}://{self.settings.host}:{port}"
                 log.info("listening on %s with engines %s", self.url, ", ".join(self.engines))
                 self._start_warming_up()
                 dispatcher = asyncio.create_task(self._dispatch(self._loop, worker))
@@ -691,9 +692,10 @@ class DaemonServer:
 
         A first frame over :data:`HELLO_MAX_BYTES` is refused by websockets as its header arrives (close code
         1009). Refused with Error and close code 1008: a first frame that is not a
-        :class:`Hello` (UNAUTHORIZED), a malformed one (its :class:`ProtocolError` code), a wrong
-        token (UNAUTHORIZED), another protocol version (VERSION_MISMATCH). A failure to build the
-        Welcome (a bug, e.g. an engine's ``info()`` raising) is answered INTERNAL, close code 1011.
+        :class:`Hello` (UNAUTHORIZED), a malformed one (its :class:`ProtocolError` code), a token that is neither
+        the local one nor a named one not revoked (UNAUTHORIZED), another protocol version (VERSION_MISMATCH). A
+        failure to build the Welcome (a bug, e.g. an engine's ``info()`` raising) is answered INTERNAL, close code
+        1011.
         """
         try:
             frame = await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT)
@@ -703,7 +705,8 @@ class DaemonServer:
             hello = decode(frame, self.settings.max_pixels)
             if not isinstance(hello, Hello):
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first message must be a hello carrying the token")
-            if not token_matches(self._token, hello.token):
+            owner = self._tokens.owner(hello.token)
+            if owner is None:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, WRONG_TOKEN_MESSAGE)
             if hello.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolError(ErrorCode.VERSION_MISMATCH,
@@ -719,11 +722,11 @@ class DaemonServer:
                 await websocket.send(encode(Error(exc.code, exc.message)))
                 await websocket.close(1008, exc.code.value)
             return None
-        client = _Client(id=next(self._ids), name=hello.client or "client", websocket=websocket)
+        client = _Client(id=next(self._ids), name=hello.client or "client", owner=owner, websocket=websocket)
         try:
             welcome = Welcome(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version(), device=self.device,
                               engines=[self._engine_info(engine) for engine in self.engines.values()],
-                              max_pixels=self.settings.max_pixels)
+                              max_pixels=self.settings.max_pixels, token_owner=owner)
         except Exception as exc:  # a bug (e.g. in an engine's info()): tell the client, keep serving others
             log.exception("connection %d (%s): cannot answer its hello", client.id, quote(client.name))
             with contextlib.suppress(ConnectionClosed):
@@ -736,7 +739,8 @@ class DaemonServer:
             await websocket.send(encode(welcome))
         except ConnectionClosed:
             return None
-        log.info("connection %d: %s", client.id, quote(client.name))
+        log.info("connection %d: %s, token %s, from %s", client.id, quote(client.name), owner,
+                 websocket.remote_address)
         return client
 
     def _bug_report(self, what: str, exc: Exception) -> str:
@@ -852,7 +856,8 @@ class DaemonServer:
             check_request(request)
             try:
                 _, position = self._queue.add(client.id, request.job_id,
-                                              _Pending(request, engine, time.perf_counter()), client.unread_results)
+                                              _Pending(request, engine, time.perf_counter()), client.unread_results,
+                                              turn=client.owner)
             except DuplicateJob as exc:
                 raise ProtocolError(ErrorCode.INVALID_REQUEST, str(exc)) from None
             except QueueFull as exc:

@@ -35,7 +35,7 @@ tray menu, which an older client's decoder refuses; a plane's sample depth, :att
 and its variants), and each engine's :attr:`EngineInfo.bits` and :attr:`EngineInfo.state`, which an older peer's
 decoder refuses; 6: the transformer model families (:class:`protocol.Family`: ``sd3-inpaint``, ``flux-fill``, …) and
 each engine's :attr:`EngineInfo.licence`, :attr:`EngineInfo.non_commercial` and :attr:`EngineInfo.quantization`,
-which an older client's decoder refuses)."""
+and the :attr:`Welcome.token_owner`, which an older client's decoder refuses)."""
 
 MAX_SIDE = 16384
 """Largest width or height (pixels) of any plane, whatever the daemon's pixel limit."""
@@ -267,7 +267,9 @@ class Welcome:
     """Daemon → client reply to a valid :class:`Hello`: what this daemon is and offers.
 
     ``device`` is e.g. ``"cuda:0 (NVIDIA H100)"`` or ``"cpu"``; ``max_pixels`` the largest
-    ``width × height`` a request may carry.
+    ``width × height`` a request may carry; ``token_owner`` whose token the Hello carried: ``"local"`` for the
+    daemon's token file, else the name of a token that ``gimp-inpaint-daemon token add NAME`` made ("" from a
+    daemon that does not say). Jobs take turns by it: the connections of one owner share one turn.
     """
 
     type: ClassVar[str] = "welcome"
@@ -276,6 +278,7 @@ class Welcome:
     device: str
     engines: list[EngineInfo]
     max_pixels: int
+    token_owner: str = ""
 
 
 @dataclass(frozen=True)

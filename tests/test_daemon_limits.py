@@ -163,8 +163,8 @@ def test_an_amplifying_frame_is_refused_without_memory_or_stalling_others(tmp_pa
 
 # -- item 4: queued jobs per connection, turns between connections -----------------------------------------------------
 
-def test_a_connections_queue_is_capped_and_connections_take_turns(tmp_path: Path,
-                                                                  crop: tuple[np.ndarray, np.ndarray]) -> None:
+def test_a_connections_queue_is_capped_and_connections_of_one_token_share_its_turn(
+        tmp_path: Path, crop: tuple[np.ndarray, np.ndarray]) -> None:
     engine = GateEngine()
     with limited_daemon([engine], tmp_path, max_queued_jobs=3) as server, connected(server.url) as alice, \
             connected(server.url) as bob:
@@ -178,11 +178,12 @@ def test_a_connections_queue_is_capped_and_connections_take_turns(tmp_path: Path
         assert isinstance(refused, Error) and refused.code == ErrorCode.BUSY.value and refused.job_id == "a4"
         assert "3 jobs waiting" in refused.message
         bob.send(make_request(crop, "b", engine="gate", prompt="b"))
-        assert bob.next_for("b") == Accepted("b", 2)  # after a0 (running) and a1: it takes the next turn
+        assert bob.next_for("b") == Accepted("b", 4)  # the same token: one turn, in order (tests/test_remote.py
+        # has two tokens taking turns)
         engine.release.set()
         outcomes = [alice.collect(f"a{n}")[1] for n in range(4)] + [bob.collect("b")[1]]
     assert all(isinstance(outcome, Result) for outcome in outcomes), outcomes
-    assert [prompt for prompt, _ in engine.seen] == ["a0", "a1", "b", "a2", "a3"]
+    assert [prompt for prompt, _ in engine.seen] == ["a0", "a1", "a2", "a3", "b"]
 
 
 # -- item 5: open connections, logging, metadata -----------------------------------------------------------------------

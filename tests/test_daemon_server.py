@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import re
 import stat
 import threading
@@ -25,7 +24,7 @@ import pytest
 from gimp_inpaint.daemon import server as server_module
 from gimp_inpaint.daemon import worker as worker_module
 from gimp_inpaint.daemon.compositing import blend_mask, grow_mask, repaint_mask
-from gimp_inpaint.daemon.config import Settings
+from gimp_inpaint.daemon.config import Settings, is_loopback_host
 from gimp_inpaint.daemon.engines.base import (
     CancelCheck,
     Engine,
@@ -35,7 +34,7 @@ from gimp_inpaint.daemon.engines.base import (
     ProgressCallback,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
-from gimp_inpaint.daemon.server import HELLO_MAX_BYTES, DaemonServer, is_loopback_host
+from gimp_inpaint.daemon.server import HELLO_MAX_BYTES, DaemonServer
 from gimp_inpaint.protocol import (
     PROTOCOL_VERSION,
     SEED_MAX,
@@ -123,10 +122,10 @@ def torch_oom() -> type[BaseException]:
 
 # -- harness -----------------------------------------------------------------------------------------------------------
 
-def daemon(engines: list[Engine], tmp_path: Path, max_pixels: int = 512 * 512,
-           host: str = "127.0.0.1") -> contextlib.AbstractContextManager[DaemonServer]:
-    """Serve ``engines`` with the token :data:`TOKEN` on a free port of ``host`` (see running_daemon.serving)."""
-    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", host=host, port=0,
+def daemon(engines: list[Engine], tmp_path: Path,
+           max_pixels: int = 512 * 512) -> contextlib.AbstractContextManager[DaemonServer]:
+    """Serve ``engines`` with the token :data:`TOKEN` on a free port of 127.0.0.1 (see running_daemon.serving)."""
+    settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0,
                         max_pixels=max_pixels)
     return serving(DaemonServer(settings, engines, TOKEN, device="cpu"))
 
@@ -669,16 +668,6 @@ def test_stop_during_a_load_keeps_the_event_loop_running(tmp_path: Path, crop: t
 ])
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
-
-
-def test_non_loopback_host_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gimp_inpaint.daemon.server"):
-        with daemon([OpenCVEngine()], tmp_path):
-            pass
-        assert "not a loopback address" not in caplog.text
-        with daemon([OpenCVEngine()], tmp_path, host="0.0.0.0"):
-            pass
-    assert "'0.0.0.0' is not a loopback address" in caplog.text and "unencrypted" in caplog.text
 
 
 @pytest.mark.parametrize(("engine", "code", "words"), [

@@ -117,8 +117,9 @@ ISOLATED_FILL = textwrap.dedent("""
     from pathlib import Path
     from gimp_inpaint.client.connection import InpaintClient, pick_engine, read_connection_config
     from gimp_inpaint.protocol import FillOptions, InpaintRequest, Plane
-    url, token, _command = read_connection_config(Path(sys.argv[2]))
-    with InpaintClient.connect(sys.argv[3], token, "isolated") as client:
+    config = read_connection_config(Path(sys.argv[2]))
+    url = config.url
+    with InpaintClient.connect(sys.argv[3], config.token, "isolated") as client:
         engine = pick_engine(client.welcome, "")
         image = Plane(16, 16, 4, bytes(range(256)) * 4)
         mask = Plane(16, 16, 1, bytes([0] * 128 + [255] * 128))
@@ -251,7 +252,8 @@ def test_the_url_defaults_to_the_daemons_configured_host_and_port(tmp_path, caps
     (config / "daemon.toml").write_text('host = "0.0.0.0"\nport = 9000\n')
     assert run_install(tmp_path) == 0
     connection = tmp_path / "plug-ins" / "gimp-inpaint" / "connection.json"
-    assert json.loads(connection.read_text())["url"] == "ws://127.0.0.1:9000"  # a wildcard bind → loopback
+    # a wildcard bind → loopback, over wss:// (a daemon bound beyond loopback serves TLS only)
+    assert json.loads(connection.read_text())["url"] == "wss://127.0.0.1:9000"
     assert run_install(tmp_path, "--url", "ws://example.invalid:1") == 0  # an explicit --url wins
     assert json.loads(connection.read_text())["url"] == "ws://example.invalid:1"
     assert sorted(p.name for p in config.iterdir()) == ["daemon.toml", "token"]  # nothing else written there

@@ -130,3 +130,30 @@ def test_queued_jobs_per_owner_are_capped() -> None:
     with pytest.raises(QueueFull):
         queue.add("bob", "2", "b2", held=1)  # b1 waits, and bob has a result it has not read
     assert _drain(queue) == ["b1", "a3", "a4"]
+
+
+def test_owners_sharing_a_turn_key_take_one_turn_between_them() -> None:
+    queue: JobQueue[str, str] = JobQueue(max_per_owner=2)
+    queue.add("laptop", "1", "l1", turn="alice")  # two connections of one token …
+    queue.add("desktop", "1", "d1", turn="alice")
+    queue.add("laptop", "2", "l2", turn="alice")
+    assert queue.add("bob", "1", "b1")[1] == 1  # … one turn: bob's job runs after l1, not after l1 and d1
+    with pytest.raises(QueueFull):
+        queue.add("laptop", "3", "l3", turn="alice")  # the cap stays per owner …
+    queue.add("desktop", "2", "d2", turn="alice")  # … so the other connection may still add
+    with pytest.raises(ValueError, match="turn 'alice'"):
+        queue.add("laptop", "4", "l4", turn="carol")
+    assert queue.add("bob", "2", "b2")[1] == 3  # after l1, b1, d1
+    assert _drain(queue) == ["l1", "b1", "d1", "b2", "l2", "d2"]
+
+
+def test_dropping_one_owner_of_a_shared_turn_keeps_the_others_jobs() -> None:
+    queue: JobQueue[str, str] = JobQueue()
+    queue.add("laptop", "1", "l1", turn="alice")
+    queue.add("desktop", "1", "d1", turn="alice")
+    queue.add("laptop", "2", "l2", turn="alice")
+    queue.add("bob", "1", "b1")
+    assert [job.payload for job in queue.drop_owner("laptop")] == ["l1", "l2"]
+    assert queue.cancel("laptop", "1") is CancelOutcome.UNKNOWN  # gone, the desktop's job of that id stays
+    assert len(queue) == 2
+    assert _drain(queue) == ["d1", "b1"]
