@@ -17,20 +17,17 @@ real model does, at a native size of 128 px and well under a second a step on a 
   ``FluxFillPipeline``, ``FluxKontextPipeline``, ``ChromaPipeline``), with the scheduler config of that repo.
 
 Deterministic: ``torch.manual_seed(0)`` before each weighted component. Session fixtures below (registered in
-``tests/conftest.py``); from the command line: ``python tests/tiny_flow_pipelines.py OUTDIR --family NAME``.
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import string
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tiny_pipelines import UNET_LORA_TARGETS, _clip_text_config, _lora_config, _tokenizer
+from tiny_pipelines import UNET_LORA_TARGETS, _clip_text_config, _lora_config, _tokenizer, build_once
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -228,63 +225,31 @@ def build_tiny_flux_lora(path: Path) -> Path:
 # --------------------------------------------------------------------------------------------- fixtures and CLI
 
 
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "sd3": build_tiny_sd3,
-    "flux-fill": build_tiny_flux_fill,
-    "flux-kontext": build_tiny_flux_kontext,
-    "chroma": build_tiny_chroma,
-    "flux-lora": build_tiny_flux_lora,
-}
-"""Command-line name → builder (``path`` → the folder or file built)."""
-
-
-def _build_once(factory: pytest.TempPathFactory, name: str, *modules: str) -> Path:
-    """Build ``name`` into a fresh session temp folder, skipping the test when ``torch``, ``diffusers`` or one of
-    ``modules`` is missing."""
-    for module in ("torch", "diffusers", *modules):
-        pytest.importorskip(module)
-    return BUILDERS[name](factory.mktemp(f"tiny-{name}") / "model")
-
-
 @pytest.fixture(scope="session")
 def tiny_sd3_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_sd3` (``StableDiffusion3Pipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "sd3")
+    return build_once(tmp_path_factory, "sd3", build_tiny_sd3)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_fill_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_flux_fill` (``FluxFillPipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "flux-fill")
+    return build_once(tmp_path_factory, "flux-fill", build_tiny_flux_fill)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_kontext_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_flux_kontext` (``FluxKontextPipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "flux-kontext")
+    return build_once(tmp_path_factory, "flux-kontext", build_tiny_flux_kontext)
 
 
 @pytest.fixture(scope="session")
 def tiny_chroma_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_chroma` (``ChromaPipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "chroma")
+    return build_once(tmp_path_factory, "chroma", build_tiny_chroma)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the ``.safetensors`` file of :func:`build_tiny_flux_lora` (skips without ``peft``)."""
-    return _build_once(tmp_path_factory, "flux-lora", "peft")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python tests/tiny_flow_pipelines.py OUTDIR --family NAME``: build into OUTDIR, print what was built."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outdir", type=Path, help="folder to write the model into")
-    parser.add_argument("--family", choices=sorted(BUILDERS), required=True, help="what to build")
-    args = parser.parse_args(argv)
-    print(BUILDERS[args.family](args.outdir))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return build_once(tmp_path_factory, "flux-lora", build_tiny_flux_lora, "peft")

@@ -629,12 +629,17 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
 """Command-line family name → builder (``path`` → the folder or file built)."""
 
 
-def _build_once(factory: pytest.TempPathFactory, family: str, *modules: str) -> Path:
-    """Build ``family`` into a fresh session temp folder, skipping the test when ``torch``, ``diffusers`` or one of
-    ``modules`` is missing."""
+def build_once(factory: pytest.TempPathFactory, name: str, builder: Callable[[Path], Path], *modules: str) -> Path:
+    """``builder`` into ``model`` in a fresh session temp folder named after ``name``, skipping the test when
+    ``torch``, ``diffusers`` or one of ``modules`` is missing (the fixtures of every ``tests/tiny_*.py``)."""
     for module in ("torch", "diffusers", *modules):
         pytest.importorskip(module)
-    return BUILDERS[family](factory.mktemp(f"tiny-{family}") / "model")
+    return builder(factory.mktemp(f"tiny-{name}") / "model")
+
+
+def _build_once(factory: pytest.TempPathFactory, family: str, *modules: str) -> Path:
+    """:func:`build_once` of ``BUILDERS[family]``."""
+    return build_once(factory, family, BUILDERS[family], *modules)
 
 
 @pytest.fixture(scope="session")

@@ -27,11 +27,11 @@ time a test asks for it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tiny_pipelines import build_once
 
 if TYPE_CHECKING:
     from transformers import Qwen2Tokenizer, Qwen3Config
@@ -210,27 +210,19 @@ def build_tiny_qwen_image(path: Path) -> Path:
 # --------------------------------------------------------------------------------------------- fixtures
 
 
-def _build_once(factory: pytest.TempPathFactory, name: str, builder: Callable[[Path], Path]) -> Path:
-    """``builder`` into a fresh session temp folder named after ``name``, skipping the test when ``torch``,
-    ``diffusers`` or ``transformers`` is missing."""
-    for module in ("torch", "diffusers", "transformers"):
-        pytest.importorskip(module)
-    return builder(factory.mktemp(f"tiny-{name}") / "model")
-
-
 @pytest.fixture(scope="session")
 def tiny_flux2_klein_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_flux2_klein` (``Flux2KleinPipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "flux2-klein", build_tiny_flux2_klein)
+    return build_once(tmp_path_factory, "flux2-klein", build_tiny_flux2_klein, "transformers")
 
 
 @pytest.fixture(scope="session")
 def tiny_z_image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_z_image` (``ZImagePipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "z-image", build_tiny_z_image)
+    return build_once(tmp_path_factory, "z-image", build_tiny_z_image, "transformers")
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen_image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_qwen_image` (``QwenImagePipeline``, 128 px)."""
-    return _build_once(tmp_path_factory, "qwen-image", build_tiny_qwen_image)
+    return build_once(tmp_path_factory, "qwen-image", build_tiny_qwen_image, "transformers")
