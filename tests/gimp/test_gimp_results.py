@@ -25,7 +25,15 @@ import pytest
 import skimage.data
 from gimp_harness import PLUGIN_MOUNT, GimpChroot
 from gimp_inpaint.client.metadata import RequestMetadata
-from gimp_inpaint.protocol import EditorOptions, FillMode, FillOptions, Rect, context_crop, feather_reach
+from gimp_inpaint.protocol import (
+    PROTOCOL_VERSION,
+    EditorOptions,
+    FillMode,
+    FillOptions,
+    Rect,
+    context_crop,
+    feather_reach,
+)
 from PIL import Image
 from test_gimp_integration import (
     ELLIPSE,
@@ -107,7 +115,7 @@ def test_results_remember_their_request_and_regenerate_from_it(gimp_chroot: Gimp
     assert made.selection.bounds == bounds and made.selection.read(Rect(0, 0, 512, 512)) == selection.tobytes()
     assert made.crop == context_crop(bounds, 512, 512, 32 + 2 + feather_reach(4))
     assert made.job == made.origin and re.search(rf"job '{made.job}' on opencv", log), log
-    assert made.client == "gimp-inpaint-plugin/0.1" and made.protocol_version == 5
+    assert made.client == "gimp-inpaint-plugin/0.1" and made.protocol_version == PROTOCOL_VERSION
 
     # More Like This, without a selection: two layers directly above it, the next seeds, the same request and pixels
     assert [layer["name"] for layer in more["new_layers"]] == [name(1235), name(1236)]
