@@ -269,7 +269,7 @@ def list_engines(connection_file: Path, url: str, client_name: str, cache: Path,
         return _cached(cache, url, exc.message, starts_on_ok=False)
     url = url or config.url
     try:
-        with InpaintClient.connect(url, config.token, client_name, timeout) as client:
+        with InpaintClient.connect(url, config.token, client_name, timeout, config.fingerprint_for(url)) as client:
             welcome = client.welcome
     except DaemonNotRunning as exc:
         return _cached(cache, url, exc.message,

@@ -386,3 +386,19 @@ def test_the_cli_pins_a_local_wss_daemon_by_its_own_certificate_file(tmp_path: P
         (tmp_path / CERTIFICATE_FILE).write_bytes(other.read_bytes())  # … in the file: not what the daemon serves
         assert command(["status", "--url", server.url, "--config-dir", str(tmp_path)]) == 1
         assert "nothing was sent" in capsys.readouterr().err
+
+
+def test_the_dialogs_engine_list_checks_the_pin_of_connection_json(tmp_path: Path) -> None:
+    from gimp_inpaint.client.connection import write_connection_config
+    from gimp_inpaint.plugin_gimp.dialog_model import list_engines
+
+    with tls_daemon(tmp_path / "config") as (server, token):
+        assert server.url is not None and server.fingerprint is not None
+        pinned = tmp_path / "connection.json"
+        write_connection_config(pinned, server.url, token, fingerprint=server.fingerprint)
+        listing = list_engines(pinned, "", "pytest", tmp_path / "engines.msgpack")
+        assert listing.live and listing.problem is None and [e.name for e in listing.engines] == ["opencv"]
+        wrong = tmp_path / "wrong.json"
+        write_connection_config(wrong, server.url, token, fingerprint="AB:" * 31 + "AB")
+        refused = list_engines(wrong, "", "pytest", tmp_path / "none.msgpack")
+        assert not refused.live and refused.problem and "fingerprint" in refused.problem.lower()
