@@ -14,6 +14,7 @@ models in the Hugging Face cache, and the free disk space there.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -333,9 +334,18 @@ Connect = Callable[[str, str], Welcome]
 :class:`client.connection.ClientError`."""
 
 
-def connect_daemon(url: str, token: str, timeout: float = 5.0) -> Welcome:
-    """A :data:`Connect` over :meth:`client.connection.InpaintClient.connect` (``timeout`` in seconds)."""
-    with InpaintClient.connect(url, token, CLIENT_NAME, timeout) as client:
+def connect_daemon(url: str, token: str, timeout: float = 5.0, config_dir: Path | None = None) -> Welcome:
+    """A :data:`Connect` over :meth:`client.connection.InpaintClient.connect` (``timeout`` in seconds); a ``wss://``
+    daemon is checked against the fingerprint of its own certificate file in ``config_dir`` (None: its default;
+    :func:`client.local_daemon.configured_fingerprint`), as the doctor checks this machine's daemon.
+
+    Raises:
+        ClientError: as ``InpaintClient.connect``; daemon.config.ConfigError: ``daemon.toml`` is invalid.
+    """
+    from gimp_inpaint.client.local_daemon import configured_fingerprint
+
+    pin = configured_fingerprint(config_dir) if url.startswith("wss://") else None
+    with InpaintClient.connect(url, token, CLIENT_NAME, timeout, pin) as client:
         return client.welcome
 
 
@@ -489,14 +499,14 @@ def _version(distribution: str) -> str | None:
 
 
 def run_checks(config_dir: Path | None = None, environ: Mapping[str, str] | None = None, home: Path | None = None,
-               connect: Connect = connect_daemon, probe_torch: Callable[[], TorchFacts | None] = torch_facts,
+               connect: Connect | None = None, probe_torch: Callable[[], TorchFacts | None] = torch_facts,
                probe_hardware: Callable[[], Hardware] = detect_hardware) -> Iterator[Check]:
     """Gather this machine's facts and yield every check, in the module docstring's order.
 
     Args:
         config_dir: the daemon's configuration folder (token, daemon.toml); None = its default.
         environ, home: default ``os.environ`` and ``Path.home()`` (GIMP folders, the Hugging Face cache).
-        connect: the daemon handshake (:data:`Connect`).
+        connect: the daemon handshake (:data:`Connect`); None: :func:`connect_daemon` with ``config_dir``.
         probe_torch, probe_hardware: :func:`torch_facts` and :func:`installer.torch_select.detect_hardware`.
     """
     from gimp_inpaint.client.local_daemon import configured_url
@@ -530,7 +540,8 @@ def run_checks(config_dir: Path | None = None, environ: Mapping[str, str] | None
     for config in configs:
         yield check_plugin(config, _sources(), venv_versions)
         yield check_connection(config, token, token_file, url, url_problem)
-    daemon, welcome = check_daemon(url, token, connect, _version("gimp-inpaint"), url_problem)
+    handshake = connect or functools.partial(connect_daemon, config_dir=config_dir)
+    daemon, welcome = check_daemon(url, token, handshake, _version("gimp-inpaint"), url_problem)
     yield daemon
     yield check_engines(welcome)
     cache = hf_cache_dir(environ, home)

@@ -402,3 +402,14 @@ def test_the_dialogs_engine_list_checks_the_pin_of_connection_json(tmp_path: Pat
         write_connection_config(wrong, server.url, token, fingerprint="AB:" * 31 + "AB")
         refused = list_engines(wrong, "", "pytest", tmp_path / "none.msgpack")
         assert not refused.live and refused.problem and "fingerprint" in refused.problem.lower()
+
+
+def test_the_doctor_checks_a_local_wss_daemon_by_its_certificate_file(tmp_path: Path) -> None:
+    from gimp_inpaint.installer import doctor
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "daemon.toml").write_text("tls = true\n")
+    with tls_daemon(config) as (server, token):
+        assert server.url is not None
+        assert doctor.connect_daemon(server.url, token, config_dir=config).engines[0].name == "opencv"
