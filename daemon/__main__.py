@@ -5,12 +5,17 @@
     python -m gimp_inpaint.daemon [--host 127.0.0.1] [--port 7869] [--no-tray] [--config-dir DIR]
                      [--model NAME=ID_OR_PATH]... [--device auto|cpu|cuda|cuda:N|mps] [--threads N]
                      [--max-pixels N] [--memory-budget GB] [--preload NAME] [--log-level info] [--tls|--no-tls]
+                     [--backend local|ray] [--ray-address ADDR]
     python -m gimp_inpaint.daemon [--config-dir DIR] token add NAME | list | revoke NAME
 
 Prints ``gimp-inpaint daemon listening on ws://HOST:PORT`` once it serves (``wss://HOST:PORT (certificate SHA-256
 AB:…)`` with TLS, which a host other than loopback always has: :mod:`daemon.tls`), and runs until
 SIGINT/SIGTERM or the tray icon's Quit. With ``preload`` (``daemon.toml`` or ``--preload``) it then loads that
 model in the background (:meth:`daemon.server.DaemonServer.serve`).
+
+With ``--backend ray`` (``daemon.toml``'s ``backend``) the jobs run on a Ray Serve deployment of the same engines
+(:mod:`daemon.ray_backend`: one replica per GPU, on this machine's Ray or the cluster at ``--ray-address``); this
+process stays the WebSocket front end. ``preload`` does not apply there: each replica loads a model on its first job.
 
 ``token`` manages the named tokens of other machines (:mod:`daemon.tokens`): ``add NAME`` prints a new one, once;
 ``list`` names them; ``revoke NAME`` deletes one, refused from the daemon's next handshake on.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import logging.handlers
@@ -28,9 +34,10 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from .config import (
+    BACKENDS,
     DEFAULT_MODELS,
     LOG_LEVELS,
     TOKEN_FILE,
@@ -53,6 +60,9 @@ from .pool import ModelPool
 from .server import DaemonServer
 from .tokens import LOCAL_OWNER, TokenError, add_token, read_tokens, revoke_token
 from .tray import Tray, stop_on_signals
+
+if TYPE_CHECKING:  # Ray is imported only for --backend ray
+    from .ray_backend import RayBackend
 
 log = logging.getLogger("gimp_inpaint.daemon")
 
@@ -98,6 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="serve wss:// (TLS) with daemon.toml's tls_certificate and tls_key, or a self-signed "
                              "certificate made on first start (default: on for a host other than loopback, which "
                              "refuses --no-tls, or with a certificate given; off on loopback)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="where jobs run: local (this process, default) or ray (a Ray Serve deployment, one "
+                             "replica per GPU; needs `pip install gimp-inpaint[ray]`)")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="the Ray cluster of --backend ray (\"auto\", ray://HEAD:10001; default: a local Ray)")
     commands = parser.add_subparsers(dest="command", metavar="token", help="manage the named tokens (`token -h`)")
     token = commands.add_parser("token", help="named tokens of other machines: add, list, revoke",
                                 description="Named tokens let other machines use this daemon (over wss://); "
@@ -214,6 +229,18 @@ def build_engines(settings: Settings) -> list[Engine]:
     return engines
 
 
+def ray_backend(settings: Settings) -> RayBackend:
+    """The Ray backend of ``settings`` (:mod:`daemon.ray_backend`): every replica builds its engines with
+    :func:`build_engines` from the same settings. Joins or starts Ray and deploys the Serve application.
+
+    Raises:
+        ImportError: Ray Serve is not installed.
+    """
+    from .ray_backend import RayBackend, ray_settings
+
+    return RayBackend(functools.partial(build_engines, settings), ray_settings(settings))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM or the tray's Quit.
 
@@ -231,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     mapped = limit_mmap_threshold()  # before the first big buffer: freed job memory goes back to the system
     overrides = {"host": args.host, "port": args.port, "device": args.device, "threads": args.threads,
                  "max_pixels": args.max_pixels, "memory_budget_gb": args.memory_budget, "log_level": args.log_level,
-                 "preload": args.preload, "tls": args.tls,
+                 "preload": args.preload, "tls": args.tls, "backend": args.backend, "ray_address": args.ray_address,
                  "models": dict(args.model) if args.model else None, "tray": False if args.no_tray else None}
     try:
         settings = load_settings(args.config_dir, overrides)
@@ -245,8 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     # torch is imported when a model first loads, not here (6-8 s): until then "auto" is all we know
     device = (f"{settings.device} (torch: resolved when a model loads; see each engine's detail)" if has_diffusers
               else "cpu (onnxruntime and OpenCV)")
+    backend = None
+    if settings.backend == "ray":
+        try:
+            backend = ray_backend(settings)
+        except ImportError as exc:
+            log.error("--backend ray needs Ray Serve: pip install 'gimp-inpaint[ray]' (%s)", exc)
+            return 2
+        if settings.preload:
+            log.info("preload %s does not apply to the Ray backend: each replica loads it on its first job",
+                     settings.preload)
+            settings = replace(settings, preload="")
+        device = f"Ray Serve ({backend.slots} replicas at most; each replica's engines say their device)"
     try:
-        server = DaemonServer(settings, engines, token, device=device,
+        server = DaemonServer(settings, engines, token, device=device, backend=backend,
                               on_status=lambda state, text: tray.set_status(state, text),
                               on_activity=lambda activity: tray.set_activity(activity))
     except ConfigError as exc:  # its TLS certificate cannot be made or loaded

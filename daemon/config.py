@@ -15,6 +15,12 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     tls = true               # wss:// (TLS); unset: on for a host other than loopback or with a certificate given
     tls_certificate = ""     # your own certificate (PEM, the chain after it); "" = one the daemon makes
     tls_key = ""             # its private key (PEM, unencrypted); a relative path is in the config folder
+    backend = "local"        # local | ray: jobs run on a Ray Serve deployment (daemon/ray_backend.py, docs/scaling.md)
+    ray_address = ""         # the Ray cluster to join ("auto", "ray://head:10001"); "" = a local Ray
+    ray_min_replicas = 1     # Serve's autoscaling bounds: replicas, one GPU each on GPU hosts
+    ray_max_replicas = 1
+    ray_gpus_per_replica = -1  # -1 = 1 when the cluster has GPUs, else 0 (CPU replicas)
+    ray_models_per_replica = 2 # engines each replica keeps warm (@serve.multiplexed, least recently used out)
 
     [models.sd15-inpaint]
     model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, local folder or .safetensors file
@@ -69,6 +75,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
 """``device`` values: a kind of :data:`DEVICES`, or ``cuda:N`` with a GPU index N ≥ 0 (torch's device syntax)."""
 
+BACKENDS = ("local", "ray")
+"""Values of ``backend``: where jobs run (:mod:`daemon.worker`'s thread, or :mod:`daemon.ray_backend`)."""
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """Accepted values of ``log_level``, from the most to the least verbose."""
 
@@ -117,6 +126,11 @@ class Settings:
         tls_certificate, tls_key: the user's own certificate (PEM; intermediate certificates after it) and its
             unencrypted private key (PEM), both or neither, relative to :attr:`config_dir` unless absolute; ``""``:
             the daemon's own self-signed one, made on first start (:mod:`daemon.tls`).
+        backend: ``"local"`` (jobs on this process's worker thread) or ``"ray"`` (on a Ray Serve deployment:
+            :mod:`daemon.ray_backend`, configured by the ``ray_*`` keys: :meth:`ray_settings`).
+        ray_address, ray_min_replicas, ray_max_replicas, ray_gpus_per_replica, ray_models_per_replica: the Ray
+            backend's :class:`daemon.ray_backend.RaySettings` (``ray_gpus_per_replica`` −1: 1 when the cluster has
+            GPUs, else 0).
     """
 
     config_dir: Path
@@ -136,6 +150,12 @@ class Settings:
     tls: bool | None = None
     tls_certificate: str = ""
     tls_key: str = ""
+    backend: str = "local"
+    ray_address: str = ""
+    ray_min_replicas: int = 1
+    ray_max_replicas: int = 1
+    ray_gpus_per_replica: float = -1.0
+    ray_models_per_replica: int = 2
 
     @property
     def registry(self) -> Registry:
@@ -185,7 +205,9 @@ def transport_problem(settings: Settings) -> str | None:
 _TOML_TYPES: dict[str, type | tuple[type, ...]] = {"host": str, "port": int, "device": str, "threads": int,
                                                    "max_pixels": int, "memory_budget_gb": (int, float),
                                                    "preload": str, "tls": bool, "tls_certificate": str,
-                                                   "tls_key": str}
+                                                   "tls_key": str, "backend": str, "ray_address": str,
+                                                   "ray_min_replicas": int, "ray_max_replicas": int,
+                                                   "ray_gpus_per_replica": (int, float), "ray_models_per_replica": int}
 _REGISTRY_TABLES = ("models", "loras", "embeddings")
 
 
@@ -204,6 +226,14 @@ def _check(settings: Settings, source: str) -> Settings:
         problems.append(f"memory_budget_gb={settings.memory_budget_gb} must be ≥ 0")
     if settings.log_level not in LOG_LEVELS:
         problems.append(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if settings.backend not in BACKENDS:
+        problems.append(f"backend={settings.backend!r} is not one of {', '.join(BACKENDS)}")
+    if not 0 <= settings.ray_min_replicas <= settings.ray_max_replicas or settings.ray_max_replicas < 1:
+        problems.append(f"ray_min_replicas={settings.ray_min_replicas} and ray_max_replicas="
+                        f"{settings.ray_max_replicas} need 0 ≤ min ≤ max and max ≥ 1")
+    if settings.ray_models_per_replica < 1 or not (settings.ray_gpus_per_replica >= 0
+                                                   or settings.ray_gpus_per_replica == -1):
+        problems.append("ray_models_per_replica must be ≥ 1 and ray_gpus_per_replica ≥ 0 (or −1: automatic)")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return settings

@@ -1,6 +1,7 @@
 """The daemon's job queue: turns taken round robin (one per owner, or one per group of owners that share a turn
-key: the server's connections of one token), each owner's jobs run in order, one running job at a time, a cap on
-each owner's waiting jobs, cancellable per owner.
+key: the server's connections of one token), each owner's jobs run in order, one running job at a time (or
+``max_running``: the Ray backend's replicas, :mod:`daemon.ray_backend`), a cap on each owner's waiting jobs,
+cancellable per owner.
 
 Pure bookkeeping, no asyncio and no I/O: the server calls it from its event loop only; the one
 thing another thread touches is :meth:`Job.cancelled`, polled by the worker thread between steps
@@ -74,7 +75,7 @@ class Job(Generic[Owner, P]):
 
 
 class JobQueue(Generic[Owner, P]):
-    """Round-robin queue over turns with at most one running job.
+    """Round-robin queue over turns with at most one running job (``max_running`` of them).
 
     Each job waits for a turn: its owner's own, or one that several owners share (:meth:`add`'s ``turn``: the
     server gives every connection of one token the same, so a user with two connections gets one turn, not two).
@@ -84,37 +85,51 @@ class JobQueue(Generic[Owner, P]):
     ``max_per_owner`` jobs waiting (its running job does not count).
 
     Positions count the jobs that must finish before a job starts: the running job (if any) plus
-    the waiting jobs the turns put ahead of it, so position 0 means "starts now". A later job of
+    the waiting jobs the turns put ahead of it, so position 0 means "starts now" (with ``max_running`` N, the
+    first N − 1 of those are not counted: that many jobs run beside it). A later job of
     another turn can move ahead of a waiting job (that is what taking turns means), so a position
     is what the queue holds when it is given, not a promise.
     """
 
-    def __init__(self, max_per_owner: int | None = None) -> None:
-        """``max_per_owner``: most waiting jobs per owner (None: no limit).
+    def __init__(self, max_per_owner: int | None = None, max_running: int = 1) -> None:
+        """``max_per_owner``: most waiting jobs per owner (None: no limit); ``max_running``: most jobs between
+        :meth:`pop` and :meth:`finish` at once.
 
         Raises:
-            ValueError: ``max_per_owner`` is below 1.
+            ValueError: ``max_per_owner`` or ``max_running`` is below 1.
         """
         if max_per_owner is not None and max_per_owner < 1:
             raise ValueError(f"max_per_owner must be ≥ 1, got {max_per_owner}")
+        if max_running < 1:
+            raise ValueError(f"max_running must be ≥ 1, got {max_running}")
         self.max_per_owner = max_per_owner
+        self.max_running = max_running
         self._waiting: dict[Turn, deque[Job[Owner, P]]] = {}  # turn → its waiting jobs, oldest first
         self._turns: deque[Turn] = deque()  # turns with waiting jobs; the first one's job runs next
         self._owners: dict[Owner, tuple[Turn, int]] = {}  # owner with waiting jobs → its turn and their count
-        self._running: Job[Owner, P] | None = None
+        self._running: list[Job[Owner, P]] = []  # between pop and finish, oldest first
 
     @property
     def running(self) -> Job[Owner, P] | None:
-        """The job between :meth:`pop` and :meth:`finish`, or None."""
-        return self._running
+        """The job between :meth:`pop` and :meth:`finish` (the oldest, with ``max_running`` > 1), or None."""
+        return self._running[0] if self._running else None
+
+    @property
+    def running_jobs(self) -> tuple[Job[Owner, P], ...]:
+        """Every job between :meth:`pop` and :meth:`finish`, oldest first."""
+        return tuple(self._running)
+
+    def _is_running(self, job: Job[Owner, P]) -> bool:
+        return any(running is job for running in self._running)
 
     def __len__(self) -> int:
         """Number of waiting (not running) jobs."""
         return sum(map(len, self._waiting.values()))
 
     def _find(self, owner: Owner, job_id: str) -> Job[Owner, P] | None:
-        if self._running is not None and (self._running.owner, self._running.job_id) == (owner, job_id):
-            return self._running
+        running = next((job for job in self._running if (job.owner, job.job_id) == (owner, job_id)), None)
+        if running is not None:
+            return running
         if owner not in self._owners:
             return None
         return next((job for job in self._waiting[self._owners[owner][0]]
@@ -127,7 +142,7 @@ class JobQueue(Generic[Owner, P]):
         mine = turns.index(turn) if turn in self._waiting else len(turns)  # … at its turn
         ahead = sum(min(len(self._waiting[other]), rounds + (index < mine))
                     for index, other in enumerate(turns) if other != turn)
-        return ahead + rounds + (self._running is not None)
+        return max(0, ahead + rounds + len(self._running) - (self.max_running - 1))
 
     def _count(self, owner: Owner, turn: Turn, change: int) -> None:
         """Add ``change`` to ``owner``'s count of waiting jobs (in ``turn``); an owner at 0 is forgotten."""
@@ -177,31 +192,32 @@ class JobQueue(Generic[Owner, P]):
         """Start the next owner's oldest waiting job: it becomes :attr:`running`. Returns None when none waits.
 
         Raises:
-            RuntimeError: a job is still running (jobs run strictly one at a time).
+            RuntimeError: ``max_running`` jobs are still running (one, unless given: strictly one at a time).
         """
-        if self._running is not None:
-            raise RuntimeError(f"job {self._running.job_id!r} is still running")
+        if len(self._running) >= self.max_running:
+            raise RuntimeError(f"job {self._running[-1].job_id!r} is still running")
         if not self._turns:
             return None
         turn = self._turns.popleft()
         jobs = self._waiting[turn]
-        self._running = jobs.popleft()
-        self._count(self._running.owner, turn, -1)
+        job = jobs.popleft()
+        self._running.append(job)
+        self._count(job.owner, turn, -1)
         if jobs:
             self._turns.append(turn)  # its next job waits for the other turns
         else:
             del self._waiting[turn]
-        return self._running
+        return job
 
     def finish(self, job: Job[Owner, P]) -> None:
         """Mark the running ``job`` as done.
 
         Raises:
-            RuntimeError: ``job`` is not the running job.
+            RuntimeError: ``job`` is not a running job.
         """
-        if job is not self._running:
+        if not self._is_running(job):
             raise RuntimeError(f"job {job.job_id!r} is not the running job")
-        self._running = None
+        self._running = [running for running in self._running if running is not job]
 
     def _remove(self, owner: Owner, jobs: list[Job[Owner, P]]) -> None:
         """Cancel and take out ``jobs``, waiting jobs of ``owner``; their turn leaves the turns when none is left."""
@@ -220,7 +236,7 @@ class JobQueue(Generic[Owner, P]):
         job = self._find(owner, job_id)
         if job is None:
             return CancelOutcome.UNKNOWN
-        if job is self._running:
+        if self._is_running(job):
             job.cancel()
             return CancelOutcome.SIGNALLED
         self._remove(owner, [job])
@@ -236,6 +252,7 @@ class JobQueue(Generic[Owner, P]):
             if owner in self._owners else []
         if removed:
             self._remove(owner, removed)
-        if self._running is not None and self._running.owner == owner:
-            self._running.cancel()
+        for job in self._running:
+            if job.owner == owner:
+                job.cancel()
         return removed

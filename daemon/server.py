@@ -93,7 +93,7 @@ from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .memory import release_free_memory
 from .tls import ServerTLS, server_tls
 from .tokens import TokenBook
-from .worker import PreviewOutlet, Worker, check_request
+from .worker import JobRunner, PreviewOutlet, Worker, check_request
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +437,9 @@ class DaemonServer:
         max_handshakes: most connections not yet authenticated (:data:`MAX_HANDSHAKES`); more are refused BUSY.
         max_queued_jobs: most jobs waiting per connection, unread results included (:data:`MAX_QUEUED_JOBS`);
             more are refused BUSY.
+        backend: where jobs run: None, this machine's :class:`daemon.worker.Worker` (one at a time, made by
+            :meth:`serve`); or a :class:`daemon.worker.JobRunner` such as :class:`daemon.ray_backend.RayBackend`,
+            which runs up to its ``slots`` jobs at once (the queue still takes turns; :meth:`serve` shuts it down).
 
     Attributes:
         fingerprint: the SHA-256 fingerprint of the certificate it serves ``wss://`` with
@@ -451,7 +454,8 @@ class DaemonServer:
     def __init__(self, settings: Settings, engines: Sequence[Engine], token: str, *, device: str = "cpu",
                  on_status: StatusListener | None = None, on_activity: ActivityListener | None = None,
                  max_connections: int | None = None,
-                 max_handshakes: int = MAX_HANDSHAKES, max_queued_jobs: int = MAX_QUEUED_JOBS) -> None:
+                 max_handshakes: int = MAX_HANDSHAKES, max_queued_jobs: int = MAX_QUEUED_JOBS,
+                 backend: JobRunner | None = None) -> None:
         names = [engine.name for engine in engines]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"engines need distinct names, got {names}")
@@ -472,8 +476,9 @@ class DaemonServer:
         self.activity = Activity()
         """The latest :class:`Activity` (read it from any thread)."""
         self._paused = False
-        self._worker: Worker | None = None
-        self._queue: JobQueue[int, _Pending] = JobQueue(max_queued_jobs)
+        self._backend = backend
+        self._worker: JobRunner | None = None
+        self._queue: JobQueue[int, _Pending] = JobQueue(max_queued_jobs, 1 if backend is None else backend.slots)
         self._repeats = RepeatLimiter(log)
         self._admission = _Admission(max_connections, max_handshakes, self._repeats)
         self._clients: dict[int, _Client] = {}
@@ -506,7 +511,7 @@ class DaemonServer:
         self._loop = asyncio.get_running_loop()
         if self._stop_requested:
             self._stop_event.set()
-        worker = self._worker = Worker()
+        worker = self._worker = Worker() if self._backend is None else self._backend
         try:
             # websockets types serve() for plain ServerConnections: its create_connection as a class (it documents
             # "a wrapper or a subclass"), its handler as taking any; each connection here is a _CountedConnection
@@ -525,8 +530,8 @@ class DaemonServer:
                     on_listening(self.url)
                 await self._stop_event.wait()
                 log.info("stopping")
-                if self._queue.running is not None:
-                    self._queue.running.cancel()
+                for running in self._queue.running_jobs:
+                    running.cancel()
                 dispatcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatcher
@@ -595,7 +600,7 @@ class DaemonServer:
             self._warming = name
             self._status("busy", f"warming up: loading {name}")
 
-    async def _warm_up(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    async def _warm_up(self, loop: asyncio.AbstractEventLoop, worker: JobRunner) -> None:
         """Load the preloaded engine (:meth:`_start_warming_up`) on the worker thread, reporting downloads to the
         status; a failure is logged and shown as an error status, and the daemon serves on (the engine's
         :meth:`~daemon.engines.base.Engine.info` then says why, and each request retries the load)."""
@@ -674,8 +679,7 @@ class DaemonServer:
         finally:
             del self._clients[client.id]
             dropped = self._queue.drop_owner(client.id)
-            running = self._queue.running
-            if dropped or (running is not None and running.owner == client.id):
+            if dropped or any(running.owner == client.id for running in self._queue.running_jobs):
                 log.info("connection %d (%s) closed; cancelled its jobs", client.id, quote(client.name))
             if dropped:
                 self._publish()
@@ -887,11 +891,14 @@ class DaemonServer:
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
-    async def _dispatch(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    async def _dispatch(self, loop: asyncio.AbstractEventLoop, worker: JobRunner) -> None:
         """Warm the preloaded engine up, if any (:meth:`_warm_up`), then run queued jobs one at a time, forever
-        (until cancelled by :meth:`serve`)."""
+        (until cancelled by :meth:`serve`); with a backend of several ``slots``, up to that many at once, each in
+        its own task."""
         if self._warming:
             await self._warm_up(loop, worker)
+        if worker.slots > 1:
+            return await self._dispatch_many(loop, worker)
         while True:
             job = self._queue.pop()
             if job is None:
@@ -902,7 +909,32 @@ class DaemonServer:
             del job  # the request's planes go now …
             await asyncio.to_thread(release_free_memory)  # … and the allocator hands its free pages back
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, worker: Worker, job: Job[int, _Pending]) -> None:
+    async def _dispatch_many(self, loop: asyncio.AbstractEventLoop, worker: JobRunner) -> None:
+        """:meth:`_dispatch` for ``worker.slots`` > 1: start a task per job while a slot is free; a task that ends
+        wakes this loop for the next job. Cancelled by :meth:`serve`, it cancels the tasks it started."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self._wake.set()
+
+        try:
+            while True:
+                job = self._queue.pop() if len(self._queue.running_jobs) < worker.slots else None
+                if job is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                task = asyncio.create_task(self._run(loop, worker, job))
+                tasks.add(task)
+                task.add_done_callback(ended)
+                del job
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, worker: JobRunner, job: Job[int, _Pending]) -> None:
         """Run one job on the worker thread and send its Result or Error to its owner.
 
         :func:`daemon.worker.run_job` turns every failure of the job into an Error; should the

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -491,8 +492,30 @@ def run_job(request: InpaintRequest, engine: Engine, progress: StageProgress, ca
                      request.job_id)
 
 
+class JobRunner(Protocol):
+    """What the server runs jobs on: :class:`Worker` (this machine, one job at a time) or
+    :class:`daemon.ray_backend.RayBackend` (a Ray Serve deployment, :attr:`slots` jobs at once)."""
+
+    slots: int
+    """Jobs the server may have running at once."""
+
+    def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
+               cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float, *,
+               remover: Engine | None = None, previews: PreviewOutlet | None = None) -> Future[Result | Error]:
+        """Run :func:`run_job` (or its equivalent) on the job; the future's result is never an exception."""
+
+    def call(self, function: Callable[[], None]) -> Future[None]:
+        """Run ``function()`` between jobs (a model's load or unload); its exception is the future's."""
+
+    def shutdown(self) -> None:
+        """Stop taking jobs and wait for the running ones."""
+
+
 class Worker:
     """The daemon's single worker thread (``ThreadPoolExecutor(max_workers=1)``): jobs run one at a time."""
+
+    slots = 1
+    """One job at a time (:class:`JobRunner`)."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gimp-inpaint-worker")

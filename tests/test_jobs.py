@@ -157,3 +157,22 @@ def test_dropping_one_owner_of_a_shared_turn_keeps_the_others_jobs() -> None:
     assert queue.cancel("laptop", "1") is CancelOutcome.UNKNOWN  # gone, the desktop's job of that id stays
     assert len(queue) == 2
     assert _drain(queue) == ["d1", "b1"]
+
+
+def test_max_running_jobs_run_at_once_taking_turns() -> None:
+    queue: JobQueue[str, None] = JobQueue(max_running=2)
+    assert [queue.add(owner, job_id, None)[1] for owner, job_id in [("a", "a1"), ("b", "b1"), ("a", "a2")]] == [0, 0, 1]
+    first, second = queue.pop(), queue.pop()
+    assert first is not None and second is not None
+    assert (first.job_id, second.job_id) == ("a1", "b1")  # turns: b's job before a's second
+    assert queue.running_jobs == (first, second) and queue.running is first
+    with pytest.raises(RuntimeError):
+        queue.pop()  # both slots taken
+    assert queue.cancel("b", "b1") is CancelOutcome.SIGNALLED and second.cancelled()
+    queue.finish(second)
+    third = queue.pop()
+    assert third is not None and third.job_id == "a2" and queue.running_jobs == (first, third)
+    queue.drop_owner("a")
+    assert first.cancelled() and third.cancelled()
+    with pytest.raises(ValueError):
+        JobQueue(max_running=0)
