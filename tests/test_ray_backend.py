@@ -4,6 +4,8 @@ that dies mid-job, the retry of one that died before its steps, and the multiple
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from gimp_inpaint.daemon.engines.base import (  # noqa: E402 - after the importo
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine  # noqa: E402
 from gimp_inpaint.daemon.ray_backend import RayBackend, RaySettings, ray_settings  # noqa: E402
 from gimp_inpaint.daemon.server import DaemonServer  # noqa: E402
-from gimp_inpaint.daemon.worker import run_job  # noqa: E402
+from gimp_inpaint.daemon.worker import PreviewOutlet, run_job  # noqa: E402
 from gimp_inpaint.protocol import (  # noqa: E402  # noqa: E402
     PROTOCOL_VERSION,
     Error,
@@ -40,6 +42,7 @@ from gimp_inpaint.protocol import (  # noqa: E402  # noqa: E402
     InpaintRequest,
     Message,
     Plane,
+    Preview,
     Result,
     Stage,
     Variant,
@@ -86,6 +89,17 @@ def replica_engines() -> list[Engine]:
     """Every replica's engines (imported by the replicas from this module: ``PYTHONPATH`` is the tests folder)."""
     return [OpenCVEngine(), StepEngine("steps", steps=6, delay=0.05), StepEngine("a"), StepEngine("b"),
             DiesStepping(), DiesLoading()]
+
+
+def tiny_engines(model: str) -> list[Engine]:
+    """A replica's engines for the tiny-diffusers test: the tiny SD inpainting model on the CPU, 1 torch thread (as
+    the local reference: another thread count may sum its floats in another order)."""
+    from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
+    from gimp_inpaint.daemon.pool import ModelPool
+    from gimp_inpaint.daemon.registry import ModelSpec, Registry
+
+    return [DiffusersEngine(ModelSpec("tiny", model), Registry(), ModelPool(10**10), device="cpu", torch_threads=1),
+            OpenCVEngine()]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +172,36 @@ def test_opencv_through_ray_is_bit_identical_to_the_local_backend(backend: RayBa
         assert pixels(remote.image) == pixels(mine.image) and pixels(remote.mask) == pixels(mine.mask)
         assert remote.timings["replica"] in (0.0, 1.0)
     assert sinks.progress[-1] == (1 * 2, 2, Stage.INFERENCE)
+
+
+@pytest.mark.diffusers
+def test_a_tiny_diffusers_job_through_ray_is_bit_identical_to_the_local_backend(backend: RayBackend,
+                                                                                tiny_inpaint_model: Path) -> None:
+    pytest.importorskip("diffusers")
+    request = dataclasses.replace(make_request("tiny-sd", engine="tiny", prompt="a red square", num_inference_steps=3,
+                                               strength=1.0, num_variants=2), preview_every=1)
+    local: list[Variant] = []
+    local_progress = Sinks()
+    engine = tiny_engines(str(tiny_inpaint_model))[0]
+    expected = run_job(request, engine, local_progress.on_progress, lambda: False, local.append)
+    engine.unload()
+    remote = RayBackend(functools.partial(tiny_engines, str(tiny_inpaint_model)),
+                        RaySettings(min_replicas=1, max_replicas=1, cpus_per_replica=0.5), app="tiny-diffusers")
+    try:
+        sinks = Sinks()
+        previews: list[Preview] = []
+        outcome = remote.submit(request, engine, sinks.on_progress, sinks.cancel.is_set, sinks.variants.append, 0.0,
+                                previews=PreviewOutlet(lambda: True, previews.append)).result(300)
+    finally:
+        remote.shutdown()
+    assert outcome == expected == Result("tiny-sd", 2), outcome
+    for mine, theirs in zip(local, sinks.variants, strict=True):
+        assert (theirs.seed, theirs.x, theirs.y) == (mine.seed, mine.x, mine.y)
+        assert pixels(theirs.image) == pixels(mine.image)
+    assert previews and all(isinstance(preview.image.data, memoryview) for preview in previews)
+    inference = [report for report in sinks.progress if report[2] is Stage.INFERENCE]
+    assert inference == [report for report in local_progress.progress if report[2] is Stage.INFERENCE]
+    assert inference[-1][0] == inference[-1][1] > 2  # every step of both variants streamed back
 
 
 def test_jobs_spread_over_both_replicas(backend: RayBackend) -> None:
