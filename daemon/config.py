@@ -21,6 +21,7 @@ only the standard library, :mod:`platformdirs` and :mod:`protocol`.
     ray_max_replicas = 1
     ray_gpus_per_replica = -1  # -1 = 1 when the cluster has GPUs, else 0 (CPU replicas)
     ray_models_per_replica = 2 # engines each replica keeps warm (@serve.multiplexed, least recently used out)
+    ray_deploy = true        # false: use the application `serve deploy docs/ray/serve-config.yaml` deployed
 
     [models.sd15-inpaint]
     model = "stable-diffusion-v1-5/stable-diffusion-inpainting"   # hub id, local folder or .safetensors file
@@ -128,9 +129,9 @@ class Settings:
             the daemon's own self-signed one, made on first start (:mod:`daemon.tls`).
         backend: ``"local"`` (jobs on this process's worker thread) or ``"ray"`` (on a Ray Serve deployment:
             :mod:`daemon.ray_backend`, configured by the ``ray_*`` keys: :meth:`ray_settings`).
-        ray_address, ray_min_replicas, ray_max_replicas, ray_gpus_per_replica, ray_models_per_replica: the Ray
-            backend's :class:`daemon.ray_backend.RaySettings` (``ray_gpus_per_replica`` −1: 1 when the cluster has
-            GPUs, else 0).
+        ray_address, ray_min_replicas, ray_max_replicas, ray_gpus_per_replica, ray_models_per_replica, ray_deploy:
+            the Ray backend's :class:`daemon.ray_backend.RaySettings` (``ray_gpus_per_replica`` −1: 1 when the
+            cluster has GPUs, else 0).
     """
 
     config_dir: Path
@@ -156,6 +157,7 @@ class Settings:
     ray_max_replicas: int = 1
     ray_gpus_per_replica: float = -1.0
     ray_models_per_replica: int = 2
+    ray_deploy: bool = True
 
     @property
     def registry(self) -> Registry:
@@ -207,7 +209,8 @@ _TOML_TYPES: dict[str, type | tuple[type, ...]] = {"host": str, "port": int, "de
                                                    "preload": str, "tls": bool, "tls_certificate": str,
                                                    "tls_key": str, "backend": str, "ray_address": str,
                                                    "ray_min_replicas": int, "ray_max_replicas": int,
-                                                   "ray_gpus_per_replica": (int, float), "ray_models_per_replica": int}
+                                                   "ray_gpus_per_replica": (int, float), "ray_models_per_replica": int,
+                                                   "ray_deploy": bool}
 _REGISTRY_TABLES = ("models", "loras", "embeddings")
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -90,6 +91,9 @@ class RaySettings:
         cpus_per_replica: logical CPUs each replica reserves (``num_cpus``); small, the GPU does the work.
         models_per_replica: engines a replica keeps warm (``@serve.multiplexed(max_num_models_per_replica=…)``),
             least recently used evicted first.
+        deploy: the front end deploys the application itself (``serve.run``); False: it uses the one already
+            running in the cluster under that name, which ``serve deploy docs/ray/serve-config.yaml`` (:func:`app`)
+            or a KubeRay ``RayService`` deployed.
     """
 
     address: str = ""
@@ -98,6 +102,7 @@ class RaySettings:
     gpus_per_replica: float | None = None
     cpus_per_replica: float = 0.5
     models_per_replica: int = 2
+    deploy: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
@@ -113,7 +118,7 @@ def ray_settings(settings: Settings) -> RaySettings:
     return RaySettings(address=settings.ray_address, min_replicas=settings.ray_min_replicas,
                        max_replicas=settings.ray_max_replicas,
                        gpus_per_replica=None if settings.ray_gpus_per_replica < 0 else settings.ray_gpus_per_replica,
-                       models_per_replica=settings.ray_models_per_replica)
+                       models_per_replica=settings.ray_models_per_replica, deploy=settings.ray_deploy)
 
 
 def portable(plane: Plane) -> Plane:
@@ -256,6 +261,25 @@ def deployment(engines: EnginesFactory, settings: RaySettings) -> Any:
                             **scaling)(Replica).bind(engines)
 
 
+def app(args: dict[str, str]) -> Any:
+    """The application builder of a serve config file (``import_path: gimp_inpaint.daemon.ray_backend:app``,
+    ``docs/ray/serve-config.yaml``): :func:`deployment` of the engines and ``ray_*`` keys of the ``daemon.toml`` in
+    ``args["config_dir"]`` (absent: the user's configuration folder), as on every node of the cluster; the serve
+    config's ``deployments`` entry ``InpaintReplica`` may override its replicas and resources.
+
+    Raises:
+        daemon.config.ConfigError: that ``daemon.toml`` is unusable.
+    """
+    from pathlib import Path
+
+    from .__main__ import build_engines
+    from .config import load_settings
+
+    folder = args.get("config_dir")
+    settings = load_settings(Path(folder) if folder else None)
+    return deployment(functools.partial(build_engines, settings), ray_settings(settings))
+
+
 class ReplicaDied(Exception):
     """The replica running a job died (its actor, process or node is gone)."""
 
@@ -289,7 +313,9 @@ class RayBackend:
             settings = dataclasses.replace(settings, gpus_per_replica=gpus)
         serve.start(proxy_location="Disabled")  # the front end is the daemon's WebSocket server: no HTTP proxy
         self.app = app
-        self.handle = serve.run(deployment(engines, settings), name=app, route_prefix=None)
+        self._deployed = settings.deploy
+        self.handle = serve.run(deployment(engines, settings), name=app, route_prefix=None) if settings.deploy \
+            else serve.get_app_handle(app)
         self.slots = settings.max_replicas
         self._threads = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="gimp-inpaint-ray")
         log.info("Ray Serve application %s: %d–%d replicas, %g GPU and %g CPU each, %d warm engines each",
@@ -388,8 +414,10 @@ class RayBackend:
 
     def shutdown(self) -> None:
         """Stop taking jobs, wait for the running ones (cancelled first by the server) and delete the Serve
-        application (the Ray cluster itself stays: a local one ends with this process)."""
+        application if this front end deployed it (the Ray cluster itself stays: a local one ends with this
+        process)."""
         from ray import serve
 
         self._threads.shutdown(wait=True, cancel_futures=True)
-        serve.delete(self.app)
+        if self._deployed:
+            serve.delete(self.app)

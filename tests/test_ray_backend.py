@@ -30,7 +30,7 @@ from gimp_inpaint.daemon.engines.base import (  # noqa: E402 - after the importo
     ProgressCallback,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine  # noqa: E402
-from gimp_inpaint.daemon.ray_backend import RayBackend, RaySettings, ray_settings  # noqa: E402
+from gimp_inpaint.daemon.ray_backend import RayBackend, RaySettings, app, ray_settings  # noqa: E402
 from gimp_inpaint.daemon.server import DaemonServer  # noqa: E402
 from gimp_inpaint.daemon.worker import PreviewOutlet, run_job  # noqa: E402
 from gimp_inpaint.protocol import (  # noqa: E402  # noqa: E402
@@ -298,3 +298,17 @@ def test_daemon_toml_configures_the_ray_backend_and_the_local_one_never_imports_
     local = subprocess.run([sys.executable, "-c", "import sys, gimp_inpaint.daemon.__main__, gimp_inpaint.daemon."
                             "ray_backend; print('ray' in sys.modules)"], capture_output=True, text=True, check=True)
     assert local.stdout.strip() == "False"
+
+
+def test_a_front_end_attaches_to_a_deployed_application_and_leaves_it_running(backend: RayBackend,
+                                                                               tmp_path: Path) -> None:
+    """``ray_deploy = false`` (the serve config's or a RayService's application): the handle of the running one;
+    shutting this front end down leaves the application to the others."""
+    attached = RayBackend(replica_engines, RaySettings(min_replicas=2, max_replicas=2, deploy=False))
+    assert submit(attached, make_request("attached"), OpenCVEngine(), Sinks()).result(60) == Result("attached", 1)
+    attached.shutdown()
+    assert submit(backend, make_request("still-there"), OpenCVEngine(), Sinks()).result(60) == \
+        Result("still-there", 1)
+    (tmp_path / "daemon.toml").write_text("ray_max_replicas = 4\nray_models_per_replica = 1\n")
+    application = app({"config_dir": str(tmp_path)})  # serve-config.yaml's import_path
+    assert isinstance(application, ray.serve.Application)
