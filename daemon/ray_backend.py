@@ -419,5 +419,5 @@ class RayBackend:
         from ray import serve
 
         self._threads.shutdown(wait=True, cancel_futures=True)
-        if self._deployed:
-            serve.delete(self.app)
+        if self._deployed:  # not waiting for it: a local Ray that a Ctrl+C of the terminal also ended never answers
+            serve.delete(self.app, _blocking=False)

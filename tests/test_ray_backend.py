@@ -21,6 +21,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from gimp_inpaint.client.connection import InpaintClient  # noqa: E402
 from gimp_inpaint.daemon.config import ConfigError, Settings, ensure_token, load_settings  # noqa: E402
 from gimp_inpaint.daemon.engines.base import (  # noqa: E402 - after the importorskip
     CancelCheck,
@@ -50,7 +51,7 @@ from gimp_inpaint.protocol import (  # noqa: E402  # noqa: E402
     decode,
     encode,
 )
-from running_daemon import WAIT, StepEngine, serving  # noqa: E402
+from running_daemon import WAIT, StepEngine, daemon_process, serving  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -312,3 +313,12 @@ def test_a_front_end_attaches_to_a_deployed_application_and_leaves_it_running(ba
     (tmp_path / "daemon.toml").write_text("ray_max_replicas = 4\nray_models_per_replica = 1\n")
     application = app({"config_dir": str(tmp_path)})  # serve-config.yaml's import_path
     assert isinstance(application, ray.serve.Application)
+
+
+def test_the_daemon_process_with_backend_ray_fills_through_its_replica(tmp_path: Path) -> None:
+    """``gimp-inpaint-daemon --backend ray``: a local Ray of its own, the replicas' engines built from the same
+    daemon.toml (:func:`daemon.__main__.build_engines`), an opencv job's variant from replica 0."""
+    with daemon_process(tmp_path, "--backend", "ray") as (url, _), \
+            InpaintClient.connect(url, ensure_token(tmp_path), "ray-process", timeout=WAIT) as client:
+        (variant,) = client.inpaint(make_request("process"))
+    assert variant.timings["replica"] == 0.0 and variant.image.width > 0
