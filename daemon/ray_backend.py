@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -155,12 +156,15 @@ class RayJob:
 @dataclass
 class _Warm:
     """One engine in a replica's multiplexed pool; Serve calls :meth:`__del__` when it evicts it (least recently
-    used), which unloads the engine's model."""
+    used), which unloads the engine's model on the replica's worker thread, after the job running there (a
+    cancelled job may still be ending when the next one's eviction comes)."""
 
     engine: Engine
+    worker: ThreadPoolExecutor
 
     def __del__(self) -> None:
-        self.engine.unload()
+        with contextlib.suppress(RuntimeError):  # the replica is shutting down: its process takes the model along
+            self.worker.submit(self.engine.unload)
 
 
 class InpaintReplica:
@@ -186,7 +190,7 @@ class InpaintReplica:
             KeyError: no engine of that name (the front end checked it).
         """
         self.loads.append(name)
-        return _Warm(self.engines[name])
+        return _Warm(self.engines[name], self.worker)
 
     def pool_loads(self) -> list[str]:
         """:attr:`loads` (for the tests: which engines entered the pool, in order)."""
