@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tiny_pipelines import UNET_LORA_TARGETS, _clip_text_config, _lora_config, _tokenizer, build_once
+from tiny_pipelines import UNET_LORA_TARGETS, VAE_SCALE_FACTOR, _clip_text_config, _lora_config, _tokenizer, build_once
+from tiny_pipelines import _vae as tiny_vae
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -54,26 +55,10 @@ FLUX_TRANSFORMER = {"patch_size": 1, "num_layers": 1, "num_single_layers": 1, "a
 
 
 def _vae(scaling_factor: float, shift_factor: float) -> AutoencoderKL:
-    """A 4-block ``AutoencoderKL`` with 16 latent channels and no quant convolutions (SD 3's and FLUX.1's layout),
-    ``sample_size`` :data:`SAMPLE_SIZE`, seeded."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32),
-        norm_num_groups=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=LATENT_CHANNELS,
-        sample_size=SAMPLE_SIZE,
-        scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    """tests/tiny_pipelines.py's 4-block autoencoder with 16 latent channels and no quant convolutions (SD 3's and
+    FLUX.1's layout), ``sample_size`` :data:`SAMPLE_SIZE`, seeded."""
+    return tiny_vae(SAMPLE_SIZE // VAE_SCALE_FACTOR, latent_channels=LATENT_CHANNELS, scaling_factor=scaling_factor,
+                    shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False)
 
 
 def _t5_tokenizer() -> T5TokenizerFast:

@@ -107,7 +107,8 @@ def _clip_text_config(**overrides: Any) -> CLIPTextConfig:
 
 
 def _vae(sample_size: int, **overrides: Any) -> AutoencoderKL:
-    """A 4-block ``AutoencoderKL`` (downsamples by :data:`VAE_SCALE_FACTOR`), seeded."""
+    """A 4-block ``AutoencoderKL`` (downsamples by :data:`VAE_SCALE_FACTOR`) of ``sample_size`` latents (4 latent
+    channels unless ``overrides`` say otherwise), seeded."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -119,9 +120,8 @@ def _vae(sample_size: int, **overrides: Any) -> AutoencoderKL:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
         sample_size=VAE_SCALE_FACTOR * sample_size,
-        **overrides,
+        **{"latent_channels": 4, **overrides},
     )
 
 
