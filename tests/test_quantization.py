@@ -27,6 +27,7 @@ from gimp_inpaint.daemon.quantization import (
 from gimp_inpaint.daemon.registry import ModelSpec
 from gimp_inpaint.protocol import Error, ErrorCode, Result
 from test_diffusers_engine import astronaut_job, make_engine, request_for, run_request, whole_crop
+from test_pool import FakeTensor
 
 GB = 10**9
 
@@ -182,8 +183,8 @@ class Packed:
     """A bitsandbytes ``Params4bit`` stand-in: packed uint8 data and a quant_state with a nested one."""
 
     def __init__(self) -> None:
-        self.quant_state = SimpleNamespace(absmax=Dense(16, 1), code=Dense(256, 4), offset=None,
-                                           state2=SimpleNamespace(absmax=Dense(1, 4), code=Dense(256, 4)))
+        self.quant_state = SimpleNamespace(absmax=FakeTensor(16, 1), code=FakeTensor(256, 4), offset=None,
+                                           state2=SimpleNamespace(absmax=FakeTensor(1, 4), code=FakeTensor(256, 4)))
 
     def numel(self) -> int:
         return 512  # 1024 weights, two a byte
@@ -192,21 +193,10 @@ class Packed:
         return 1
 
 
-class Dense:
-    def __init__(self, count: int, size: int) -> None:
-        self.count, self.size = count, size
-
-    def numel(self) -> int:
-        return self.count
-
-    def element_size(self) -> int:
-        return self.size
-
-
 class Wrapper:
     """A torchao-style wrapper tensor: logically 1024 bfloat16 weights, held as int8 data and float32 scales."""
 
-    qdata, scale = Dense(1024, 1), Dense(32, 4)
+    qdata, scale = FakeTensor(1024, 1), FakeTensor(32, 4)
 
     def __tensor_flatten__(self) -> tuple[list[str], Any]:
         return ["qdata", "scale"], None
@@ -219,7 +209,7 @@ class Wrapper:
 
 
 def test_tensor_bytes_counts_quantized_storage() -> None:
-    assert tensor_bytes(Dense(1024, 2)) == 2048
+    assert tensor_bytes(FakeTensor(1024, 2)) == 2048
     assert tensor_bytes(Packed()) == 512 + 16 + 1024 + 4 + 1024
     assert tensor_bytes(Wrapper()) == 1024 + 128
 
