@@ -296,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def listening(url: str) -> None:
         pin = "" if server.fingerprint is None else f" (certificate SHA-256 {server.fingerprint})"
-        print(f"gimp-inpaint daemon listening on {url}{pin}", flush=True)
+        # one write of the whole line: print() writes the text and its newline apart when stdout is unbuffered
+        # (PYTHONUNBUFFERED), and a process sharing the pipe (a D-Bus session's services) could land in between
+        sys.stdout.write(f"gimp-inpaint daemon listening on {url}{pin}\n")
+        sys.stdout.flush()
         tray.show_url(url)
 
     async def run(signals: bool) -> None:

@@ -17,11 +17,13 @@ Skips without them. ``GIMP_INPAINT_WRITE_DOCS=1`` also writes the open menu's sc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -108,6 +110,23 @@ def choose(display: str, icon: tuple[int, int], *keys: str) -> None:
         time.sleep(0.15)
 
 
+def listening_url(stdout: IO[str], stderr: Path) -> str:
+    """The URL of the daemon's ``listening on`` line. The D-Bus session's services write to the same pipe
+    (at-spi2-registryd prints "SpiRegistry daemon is running with well-known name - org.a11y.atspi.Registry"), so
+    the other lines are skipped.
+
+    Raises:
+        AssertionError: no such line within 4 × WAIT seconds (with the other lines and the daemon's stderr).
+    """
+    deadline = time.monotonic() + 4 * WAIT
+    others = []
+    while line := read_line_within(stdout, max(0.0, deadline - time.monotonic())):
+        if match := re.fullmatch(r"gimp-inpaint daemon listening on (ws://127\.0\.0\.1:\d+)\n", line):
+            return match[1]
+        others.append(line)
+    raise AssertionError(("no listening line", others, stderr.read_text()[-2000:]))
+
+
 def engine_detail(url: str, token: str, name: str) -> str:
     with InpaintClient.connect(url, token, "pytest") as client:
         return next(engine.detail for engine in client.welcome.engines if engine.name == name)
@@ -156,9 +175,7 @@ def test_the_menu_on_a_real_tray(tmp_path: Path, desktop: str, tiny_inpaint_mode
                  "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
     try:
         assert daemon.stdout is not None
-        line = read_line_within(daemon.stdout, 4 * WAIT)
-        assert line.startswith("gimp-inpaint daemon listening on "), (line, stderr.read_text()[-2000:])
-        url, token = line.split()[-1], (config / "token").read_text().strip()
+        url, token = listening_url(daemon.stdout, stderr), (config / "token").read_text().strip()
         icon = find_icon(desktop)
 
         # Load: the first item that takes a click is the model's, its submenu's first item Load
