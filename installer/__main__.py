@@ -14,7 +14,8 @@ when set), or, when none exists yet, the one the newest installed GIMP will crea
 (:func:`installer.locations.install_targets`); ``--gimp-version`` restricts that to one version (other copies
 already installed are still updated), ``--plugin-dir`` / ``--gimp-config-dir`` name the folders instead.
 ``uninstall`` removes every copy and the autostart entry. ``--url`` defaults to the host and port that the
-daemon's ``daemon.toml`` (in ``--config-dir``) sets, else ``ws://127.0.0.1:7869``.
+daemon's ``daemon.toml`` (in ``--config-dir``) sets, else ``ws://127.0.0.1:7869``; for such a ``wss://`` daemon
+(one bound beyond loopback, or ``tls = true``) ``connection.json`` also pins its certificate (:func:`local_pin`).
 
 ``env`` installs this environment's packages from ``installer/requirements/lock.txt``: with ``--with-diffusers`` first
 ``torch==<the pin in installer/requirements/lock-constraints.in>`` from the index of the backend chosen for this
@@ -35,8 +36,9 @@ from pathlib import Path
 
 import platformdirs
 from gimp_inpaint.client.connection import DEFAULT_URL
-from gimp_inpaint.client.local_daemon import configured_url
-from gimp_inpaint.daemon.config import APP_NAME, ConfigError
+from gimp_inpaint.client.local_daemon import configured_fingerprint, configured_url
+from gimp_inpaint.daemon.config import APP_NAME, ConfigError, load_settings
+from gimp_inpaint.daemon.tls import certificate_files, ensure_certificate
 
 from . import autostart
 from .bundle import DEFAULT_EXPAND_SHORTCUT, DEFAULT_SHORTCUT, InstallError, install, uninstall
@@ -126,19 +128,43 @@ def _targets(args: argparse.Namespace) -> tuple[list[Target], str]:
         reason
 
 
+def local_pin(config_dir: Path) -> str | None:
+    """The certificate pin for ``connection.json`` of the daemon configured in ``config_dir``: None when it serves
+    plain ``ws://``; for ``wss://`` the SHA-256 fingerprint of its certificate file, read here rather than trusted
+    on first use. Its self-signed certificate is made now when it has none yet (:func:`daemon.tls.ensure_certificate`,
+    as its first start would), so the plug-in on this machine connects without a ``gimp-inpaint connect``.
+
+    Raises:
+        ConfigError: ``daemon.toml`` is invalid, ``cryptography`` is missing, or the user's own certificate
+            (``tls_certificate``) cannot be read as PEM.
+    """
+    settings = load_settings(config_dir)
+    if not settings.serves_tls:
+        return None
+    if not settings.tls_certificate:
+        ensure_certificate(settings.config_dir, settings.host)
+    pin = configured_fingerprint(config_dir)
+    if pin is None:
+        raise ConfigError(f"the daemon serves wss:// with the certificate {certificate_files(settings)[0]}, which "
+                          f"cannot be read as PEM: check tls_certificate in daemon.toml")
+    return pin
+
+
 def _install(args: argparse.Namespace) -> None:
     url = args.url or configured_url(args.config_dir)
+    fingerprint = None if args.url else local_pin(args.config_dir)
     command = autostart.daemon_command(args.config_dir, DEFAULT_CONFIG_DIR)
     targets, reason = _targets(args)
     print(f"GIMP: {reason}")
     for target in targets:
         report = install(target.plugin_dir, args.config_dir, url, args.shortcut, target.gimp_config_dir, command,
-                         args.expand_shortcut if args.shortcut else None)
+                         args.expand_shortcut if args.shortcut else None, fingerprint)
         versions = ", ".join(f"{name} {version}" if version != "source" else name
                              for name, version in report.vendored.items())
         print(f"Installed the GIMP plug-in for {target.label} into {report.plugin_folder}")
         print(f"  vendored: {versions}")
-        print(f"  connection: {report.connection_file} → {report.url} (token from {report.token_file})")
+        print(f"  connection: {report.connection_file} → {report.url} (token from {report.token_file}"
+              + (f", certificate SHA-256 {fingerprint})" if fingerprint else ")"))
         print(f"  shortcut: {report.shortcut_detail}")
         if target.flatpak and not args.autostart:
             print("  note: GIMP's Flatpak runs plug-ins in a sandbox that cannot start the daemon: install with "

@@ -201,7 +201,7 @@ def _update_shortcut(shortcut_file: Path, procedure: str, accelerator: str, owne
 
 def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
             gimp_config_dir: Path, daemon_command: Sequence[str] | None = None,
-            expand_shortcut: str | None = None) -> InstallReport:
+            expand_shortcut: str | None = None, fingerprint: str | None = None) -> InstallReport:
     """Install (or reinstall over) the plug-in into ``plugin_dir/gimp-inpaint``.
 
     Args:
@@ -215,6 +215,8 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         daemon_command: the command line starting the daemon (:func:`installer.autostart.daemon_command`),
             written into ``connection.json`` for the plug-in to start the daemon itself; None leaves it out.
         expand_shortcut: GTK accelerator to bind to Generative Expand (:data:`EXPAND_PROCEDURE`), or None.
+        fingerprint: the SHA-256 fingerprint of a ``wss://`` daemon's certificate, pinned in ``connection.json``;
+            None leaves it out.
 
     Raises:
         InstallError: a package to vendor is missing.
@@ -232,7 +234,7 @@ def install(plugin_dir: Path, config_dir: Path, url: str, shortcut: str | None,
         shutil.copyfile(_entry_file(), entry)
         entry.chmod(0o755)
         vendored = vendor_packages(staging / VENDOR)
-        write_connection_config(staging / CONNECTION_FILE, url, token, daemon_command)
+        write_connection_config(staging / CONNECTION_FILE, url, token, daemon_command, fingerprint)
         shortcut_file = gimp_config_dir / "shortcutsrc"
         wanted = {procedure: accelerator for procedure, accelerator in
                   ((PROCEDURE, shortcut), (EXPAND_PROCEDURE, expand_shortcut)) if accelerator}

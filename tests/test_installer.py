@@ -17,6 +17,7 @@ import pytest
 from gimp_inpaint.client.imaging import load_rgba
 from gimp_inpaint.client.local_daemon import client_host
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine
+from gimp_inpaint.daemon.tls import CERTIFICATE_FILE, KEY_FILE, file_fingerprint
 from gimp_inpaint.installer import autostart
 from gimp_inpaint.installer.__main__ import main
 from gimp_inpaint.installer.bundle import EXPAND_PROCEDURE, PROCEDURE, install, uninstall
@@ -252,11 +253,36 @@ def test_the_url_defaults_to_the_daemons_configured_host_and_port(tmp_path, caps
     (config / "daemon.toml").write_text('host = "0.0.0.0"\nport = 9000\n')
     assert run_install(tmp_path) == 0
     connection = tmp_path / "plug-ins" / "gimp-inpaint" / "connection.json"
-    # a wildcard bind → loopback, over wss:// (a daemon bound beyond loopback serves TLS only)
-    assert json.loads(connection.read_text())["url"] == "wss://127.0.0.1:9000"
-    assert run_install(tmp_path, "--url", "ws://example.invalid:1") == 0  # an explicit --url wins
-    assert json.loads(connection.read_text())["url"] == "ws://example.invalid:1"
-    assert sorted(p.name for p in config.iterdir()) == ["daemon.toml", "token"]  # nothing else written there
+    # a wildcard bind → loopback, over wss:// (a daemon bound beyond loopback serves TLS only), pinned by the
+    # certificate the installer made for it, as its first start would have
+    written = json.loads(connection.read_text())
+    assert written["url"] == "wss://127.0.0.1:9000"
+    assert written["fingerprint"] == file_fingerprint(config / CERTIFICATE_FILE)
+    assert f"certificate SHA-256 {written['fingerprint']}" in capsys.readouterr().out
+    assert mode(config / KEY_FILE) == 0o600
+    assert run_install(tmp_path) == 0  # again: the same certificate, the same pin
+    assert json.loads(connection.read_text())["fingerprint"] == written["fingerprint"]
+    assert run_install(tmp_path, "--url", "ws://example.invalid:1") == 0  # an explicit --url wins, with no pin
+    assert json.loads(connection.read_text()) == {"url": "ws://example.invalid:1", "token": written["token"],
+                                                  "daemon_command": written["daemon_command"]}
+    assert sorted(p.name for p in config.iterdir()) == ["daemon.toml", CERTIFICATE_FILE, KEY_FILE, "token"]
+
+
+def test_a_plain_ws_daemon_gets_no_pin_and_no_certificate(tmp_path):
+    assert run_install(tmp_path) == 0
+    connection = json.loads((tmp_path / "plug-ins" / "gimp-inpaint" / "connection.json").read_text())
+    assert connection["url"] == "ws://127.0.0.1:7869" and "fingerprint" not in connection
+    assert sorted(p.name for p in (tmp_path / "config").iterdir()) == ["token"]
+
+
+def test_an_unreadable_certificate_of_the_users_fails_the_install_with_what_to_check(tmp_path, capsys):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mine.pem").write_text("not a certificate\n")
+    (config / "daemon.toml").write_text('tls_certificate = "mine.pem"\ntls_key = "mine.key"\n')
+    assert run_install(tmp_path) == 1
+    assert "cannot be read as PEM: check tls_certificate in daemon.toml" in capsys.readouterr().err
+    assert not (tmp_path / "plug-ins" / "gimp-inpaint").exists()
 
 
 def test_an_invalid_daemon_toml_fails_before_writing_anything(tmp_path, capsys):

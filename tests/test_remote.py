@@ -58,7 +58,7 @@ from gimp_inpaint.protocol import (
     decode,
     encode,
 )
-from running_daemon import WAIT, StepEngine, serving
+from running_daemon import WAIT, StepEngine, free_port, serving
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import serve
 
@@ -386,6 +386,23 @@ def test_the_cli_pins_a_local_wss_daemon_by_its_own_certificate_file(tmp_path: P
         (tmp_path / CERTIFICATE_FILE).write_bytes(other.read_bytes())  # … in the file: not what the daemon serves
         assert command(["status", "--url", server.url, "--config-dir", str(tmp_path)]) == 1
         assert "nothing was sent" in capsys.readouterr().err
+
+
+def test_the_installers_pin_lets_the_plugin_reach_this_machines_wss_daemon(tmp_path: Path) -> None:
+    from gimp_inpaint.installer.__main__ import main as installer
+    from gimp_inpaint.plugin_gimp.dialog_model import list_engines
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "daemon.toml").write_text(f"tls = true\nport = {free_port()}\n")
+    assert installer(["install", "--plugin-dir", str(tmp_path / "plug-ins"), "--config-dir", str(config),
+                      "--gimp-config-dir", str(tmp_path / "gimp")]) == 0
+    connection = tmp_path / "plug-ins" / "gimp-inpaint" / "connection.json"
+    server = DaemonServer(load_settings(config), [OpenCVEngine()], ensure_token(config))
+    with serving(server):  # it serves the certificate the installer made: the plug-in's pin, with no connect step
+        assert server.url == json.loads(connection.read_text())["url"]
+        listing = list_engines(connection, "", "pytest", tmp_path / "engines.msgpack")
+        assert listing.live and listing.problem is None and [e.name for e in listing.engines] == ["opencv"]
 
 
 def test_the_dialogs_engine_list_checks_the_pin_of_connection_json(tmp_path: Path) -> None:
