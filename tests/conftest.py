@@ -2,6 +2,7 @@
 
 from tiny_flow_pipelines import (  # noqa: F401 - session fixtures, see tests/tiny_flow_pipelines.py
     tiny_chroma_model,
+    tiny_flux_dev_model,
     tiny_flux_fill_model,
     tiny_flux_kontext_model,
     tiny_flux_lora,

@@ -69,6 +69,23 @@ def test_a_declared_family_the_folder_contradicts_is_refused_before_loading(requ
     assert pool.keys() == [] and not engine.info().available
 
 
+def test_a_plain_flux_model_declared_flux_fill_is_refused_when_it_loads(tiny_flux_dev_model: Path,
+                                                                        tiny_flux_fill_model: Path) -> None:
+    """FluxFillPipeline loads FLUX.1 [dev]'s folder (model_index.json FluxPipeline, of no family of ours) without a
+    word, and its 64-channel transformer then failed at the first step with a matrix-shape error."""
+    pool = ModelPool(10**11)
+    engine = DiffusersEngine(ModelSpec("dev", str(tiny_flux_dev_model), family="flux-fill"), Registry(), pool,
+                             device="cpu")
+    with pytest.raises(EngineLoadError, match=r"not a FLUX\.1 Fill model: its transformer takes 64 input channels, "
+                                              r"where flux-fill needs 384 .* black-forest-labs/FLUX\.1-Fill-dev"):
+        engine.load()
+    assert pool.keys() == [] and not engine.info().available
+    fill = DiffusersEngine(ModelSpec("fill", str(tiny_flux_fill_model), family="flux-fill"), Registry(), pool,
+                           device="cpu")
+    fill.load()  # the real Fill layout passes the same check
+    assert pool.keys() == [fill.base_key]
+
+
 def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
     """One variant of :func:`test_families.job` (seed 5, a prompt) through check, prepare and inpaint, H×W×3 uint8;
     the progress reports are the steps prepare counted."""

@@ -161,14 +161,27 @@ def build_tiny_flux_fill(path: Path) -> Path:
     return path
 
 
+def _save_plain_flux(path: Path, class_name: str) -> Path:
+    """Save a diffusers pipeline ``class_name`` of the FLUX.1 components around a plain 64-channel transformer (no
+    extra input channels) into ``path``. Returns ``path``."""
+    import diffusers
+
+    transformer = _flux_transformer(in_channels=_packed(LATENT_CHANNELS), out_channels=_packed(LATENT_CHANNELS))
+    pipeline = getattr(diffusers, class_name)(**_flux_components(path, transformer))
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
 def build_tiny_flux_kontext(path: Path) -> Path:
     """Build a ``FluxKontextPipeline`` shaped like black-forest-labs/FLUX.1-Kontext-dev (a plain 64-channel FLUX.1
     transformer) into ``path``; ``FluxKontextInpaintPipeline.from_pretrained`` loads it. Returns ``path``."""
-    from diffusers import FluxKontextPipeline
+    return _save_plain_flux(path, "FluxKontextPipeline")
 
-    transformer = _flux_transformer(in_channels=_packed(LATENT_CHANNELS), out_channels=_packed(LATENT_CHANNELS))
-    FluxKontextPipeline(**_flux_components(path, transformer)).save_pretrained(path, safe_serialization=True)
-    return path
+
+def build_tiny_flux_dev(path: Path) -> Path:
+    """Build a ``FluxPipeline`` shaped like black-forest-labs/FLUX.1-dev, the text-to-image model (no family of
+    ours: ``FluxFillPipeline`` loads it, but cannot fill with it), into ``path``. Returns ``path``."""
+    return _save_plain_flux(path, "FluxPipeline")
 
 
 def build_tiny_chroma(path: Path) -> Path:
@@ -226,6 +239,12 @@ def tiny_flux_fill_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_flux_kontext_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session fixture: the folder of :func:`build_tiny_flux_kontext` (``FluxKontextPipeline``, 128 px)."""
     return build_once(tmp_path_factory, "flux-kontext", build_tiny_flux_kontext)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dev_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session fixture: the folder of :func:`build_tiny_flux_dev` (``FluxPipeline``, 128 px)."""
+    return build_once(tmp_path_factory, "flux-dev", build_tiny_flux_dev)
 
 
 @pytest.fixture(scope="session")

@@ -419,6 +419,7 @@ class DiffusersEngine(Engine):
         except Exception as error:  # any failure here (OSError, ValueError, HTTP errors) means "cannot load"
             raise EngineLoadError(f"could not load {self.model!r}: {error} ({hint})") from error
         self._family = resolve_family(self.spec.family, pipeline)
+        self._family.check_components(pipeline)
         loaded = LoadedPipeline(pipeline, family_of_pipeline(pipeline), key=self.base_key)
         self._place(loaded, new_bytes(pipeline), label=self.name, offload_as=choice.offload)
         return loaded

@@ -196,6 +196,15 @@ class FamilyStrategy:
         return self.folder_loader().from_pretrained(source, torch_dtype=torch_dtype, variant=variant or None,
                                                     **quantized)
 
+    def check_components(self, pipeline: Any) -> None:
+        """Check that a loaded ``pipeline`` of this family has the components it runs with (the class alone can
+        load another model's folder: ``FluxFillPipeline`` takes plain FLUX.1 [dev]'s). Changes nothing; the
+        generic families need nothing more than their class and UNet (:meth:`detects`).
+
+        Raises:
+            EngineLoadError: it does not, saying which model the family needs.
+        """
+
     def folder_loader(self) -> Any:
         """The diffusers class whose ``from_pretrained`` :meth:`load` loads a folder with:
         ``AutoPipelineForInpainting``, which maps the UNet families' ``model_index.json`` classes to their

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gimp_inpaint.protocol import Family
 
+from .base import EngineLoadError
 from .flow import FlowStrategy
 
 if TYPE_CHECKING:
@@ -60,6 +61,36 @@ class FluxStrategy(FlowStrategy):
                     "model (guidance_scale is an input of the transformer, not guidance away from a negative "
                     "prompt); leave it empty")
         return super().refusal(name, value)
+
+
+def fill_channels(latent_channels: int, vae_scale_factor: int) -> int:
+    """Input channels of a FLUX.1 Fill transformer on an autoencoder of ``latent_channels`` and
+    ``vae_scale_factor``: the noisy and the masked image's latents and the mask (``vae_scale_factor``² channels, one
+    a pixel of a latent's cell), each packed in 2×2 patches (×4), as ``FluxFillPipeline.prepare_mask_latents``
+    builds them: 4 × (16 + 16 + 64) = 384 for FLUX.1-Fill-dev, where plain FLUX.1 [dev] takes 4 × 16 = 64."""
+    return 4 * (2 * latent_channels + vae_scale_factor ** 2)
+
+
+@dataclass(frozen=True)
+class FluxFillStrategy(FluxStrategy):
+    """FLUX.1 Fill: a transformer made for the masked image and the mask as extra channels."""
+
+    def check_components(self, pipeline: Any) -> None:
+        """The transformer takes :func:`fill_channels` inputs: ``FluxFillPipeline`` loads a plain FLUX.1 [dev] (or
+        schnell, or a fine-tune of them) folder as well, whose 64-channel transformer would fail at the first step
+        with a matrix-shape error.
+
+        Raises:
+            EngineLoadError: it takes another number (the message names the model to use instead).
+        """
+        wanted = fill_channels(pipeline.vae.config.latent_channels, pipeline.vae_scale_factor)
+        found = pipeline.transformer.config.in_channels
+        if found != wanted:
+            raise EngineLoadError(
+                f"this is not a FLUX.1 Fill model: its transformer takes {found} input channels, where flux-fill "
+                f"needs {wanted} (the masked image and the mask beside the latents); a plain FLUX.1 [dev] or "
+                "[schnell] model cannot fill. Use black-forest-labs/FLUX.1-Fill-dev (or a fine-tune of it), or its "
+                "GGUF transformer (gguf = ...)")
 
 
 @dataclass(frozen=True)
@@ -101,7 +132,7 @@ class ChromaStrategy(FluxStrategy):
         return pipeline
 
 
-FLUX_FILL = FluxStrategy(
+FLUX_FILL = FluxFillStrategy(
     Family.FLUX_FILL, "FLUX.1 Fill", "FluxFillPipeline", architecture="flux-fill", base="flux",
     index_classes=("FluxFillPipeline",), takes_negative_prompt=False, steps=50, guidance=30.0)
 """``flux-fill``; 50 steps at guidance 30, as the model card of black-forest-labs/FLUX.1-Fill-dev runs it (also
