@@ -129,25 +129,31 @@ class ModelEntry:
     Attributes:
         name: the engine's name.
         state: where its model is (:meth:`daemon.engines.base.Engine.model_state`).
+        here: whether the jobs run with this process's model (:attr:`daemon.server.DaemonServer.models_here`); False
+            for the Ray backend, whose replicas load their own.
     """
 
     name: str
     state: ModelState
+    here: bool = True
 
     @property
     def label(self) -> str:
-        """``"NAME — STATE"``, e.g. ``"sd15-inpaint — on disk"``."""
+        """``"NAME — STATE"``, e.g. ``"sd15-inpaint — on disk"``; ``"NAME — loads on the Ray replicas"`` for a model
+        not :attr:`here`."""
+        if not self.here and self.state is not ModelState.BUILT_IN:
+            return f"{self.name} — loads on the Ray replicas"
         return f"{self.name} — {self.state.value}"
 
     @property
     def can_load(self) -> bool:
-        """Load makes sense: its weights are on disk or can be downloaded."""
-        return self.state in (ModelState.ON_DISK, ModelState.NOT_DOWNLOADED)
+        """Load makes sense: the model is :attr:`here`, its weights on disk or to be downloaded."""
+        return self.here and self.state in (ModelState.ON_DISK, ModelState.NOT_DOWNLOADED)
 
     @property
     def can_unload(self) -> bool:
-        """Unload makes sense: it is loaded."""
-        return self.state is ModelState.LOADED
+        """Unload makes sense: the model is :attr:`here` and loaded."""
+        return self.here and self.state is ModelState.LOADED
 
 
 class Controller:
@@ -186,7 +192,7 @@ class Controller:
 
     def models(self) -> list[ModelEntry]:
         """Every engine in handshake order (the registry's models, then ``migan`` and ``opencv``) with its state."""
-        return [ModelEntry(engine.name, engine.model_state()) for engine in self.server.engines.values()]
+        return [self.model(name) for name in self.server.engines]
 
     def model(self, name: str) -> ModelEntry:
         """The entry of engine ``name``.
@@ -194,7 +200,7 @@ class Controller:
         Raises:
             KeyError: no such engine.
         """
-        return ModelEntry(name, self.server.engines[name].model_state())
+        return ModelEntry(name, self.server.engines[name].model_state(), self.server.models_here)
 
     # -- what its items do -----------------------------------------------------------------------------------------
 

@@ -408,6 +408,9 @@ class RayBackend:
             done.set()
             watcher.join()
 
+    models_here = False
+    """The models load on the replicas, each into its multiplexed pool on its first job (:class:`JobRunner`)."""
+
     def call(self, function: Callable[[], None]) -> Future[None]:
         """Not for this backend: the front end's engines are descriptions, the models load on the replicas (the
         tray's load and unload, and ``preload``, do not apply). The future fails with RuntimeError."""

@@ -564,6 +564,12 @@ class DaemonServer:
             with contextlib.suppress(RuntimeError):  # the loop already closed: nobody is listening
                 self._loop.call_soon_threadsafe(self._publish)
 
+    @property
+    def models_here(self) -> bool:
+        """Whether loading or unloading one of :attr:`engines` changes what the next job finds
+        (:attr:`daemon.worker.JobRunner.models_here`): True for this machine's worker, False for the Ray backend."""
+        return self._backend is None or self._backend.models_here
+
     def call_on_worker(self, function: Callable[[], None]) -> concurrent.futures.Future[None]:
         """Run ``function()`` on the worker thread after the job it runs now, never beside one, before the next job
         starts (:meth:`daemon.worker.Worker.call`); thread-safe. Its exception is the future's.

@@ -293,7 +293,7 @@ class Tray:
 
         def model_item(name: str) -> Any:
             label = lambda _: control.model(name).label  # noqa: E731 - pystray's text callables take the item
-            if control.model(name).state is ModelState.BUILT_IN:
+            if not (entry := control.model(name)).here or entry.state is ModelState.BUILT_IN:
                 return item(label, None, enabled=False)
             return item(label, pystray.Menu(
                 item("Load", act(functools.partial(control.load, name)),

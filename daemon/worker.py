@@ -499,6 +499,10 @@ class JobRunner(Protocol):
     slots: int
     """Jobs the server may have running at once."""
 
+    models_here: bool
+    """Whether the jobs run with the models of this process's engines, so that their ``load`` and ``unload`` (the
+    tray's Load and Unload, ``preload``) change what the next job finds."""
+
     def submit(self, request: InpaintRequest, engine: Engine, progress: StageProgress,
                cancelled: Callable[[], bool], deliver: VariantSink, queued_seconds: float, *,
                remover: Engine | None = None, previews: PreviewOutlet | None = None) -> Future[Result | Error]:
@@ -516,6 +520,9 @@ class Worker:
 
     slots = 1
     """One job at a time (:class:`JobRunner`)."""
+
+    models_here = True
+    """The jobs run on this process's engines (:class:`JobRunner`)."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gimp-inpaint-worker")

@@ -148,6 +148,9 @@ def test_model_entries_offer_what_their_state_allows() -> None:
                                          ("not downloaded", True, False), ("on disk", True, False),
                                          ("loaded", False, True)]
     assert ModelEntry("sd15-inpaint", ModelState.ON_DISK).label == "sd15-inpaint — on disk"
+    elsewhere = [ModelEntry("m", state, here=False) for state in ModelState]  # the Ray backend's replicas load them
+    assert not any(entry.can_load or entry.can_unload for entry in elsewhere)
+    assert [entry.label for entry in elsewhere[:2]] == ["m — built in", "m — loads on the Ray replicas"]
 
 
 # -- the file opener ---------------------------------------------------------------------------------------------------

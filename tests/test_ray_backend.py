@@ -23,11 +23,13 @@ ray = pytest.importorskip("ray")
 
 from gimp_inpaint.client.connection import InpaintClient  # noqa: E402
 from gimp_inpaint.daemon.config import ConfigError, Settings, ensure_token, load_settings  # noqa: E402
+from gimp_inpaint.daemon.control import Controller  # noqa: E402
 from gimp_inpaint.daemon.engines.base import (  # noqa: E402 - after the importorskip
     CancelCheck,
     Engine,
     EngineJob,
     LoadProgress,
+    ModelState,
     ProgressCallback,
 )
 from gimp_inpaint.daemon.engines.opencv_engine import OpenCVEngine  # noqa: E402
@@ -52,6 +54,7 @@ from gimp_inpaint.protocol import (  # noqa: E402  # noqa: E402
     encode,
 )
 from running_daemon import WAIT, StepEngine, daemon_process, serving  # noqa: E402
+from test_daemon_control import WarmableEngine  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -268,8 +271,12 @@ def test_the_daemon_serves_its_websocket_clients_through_ray(tmp_path: Path, bac
     settings = Settings(config_dir=tmp_path, log_file=tmp_path / "daemon.log", port=0, tray=False)
     token = ensure_token(tmp_path)
     requests = [make_request(f"ws-{index}", engine="steps", seed=index) for index in range(4)]
-    with serving(DaemonServer(settings, [OpenCVEngine(), StepEngine("steps")], token, backend=front)) as server, \
-            connect(str(server.url), max_size=None) as ws:
+    with serving(DaemonServer(settings, [OpenCVEngine(), StepEngine("steps"), WarmableEngine()], token,
+                              backend=front)) as server, connect(str(server.url), max_size=None) as ws:
+        # the tray offers no Load or Unload of the front end's engines, which no job runs with
+        assert not server.models_here and WarmableEngine().model_state() is ModelState.ON_DISK
+        assert [(entry.label, entry.can_load) for entry in Controller(server).models()] == [
+            ("opencv — built in", False), ("steps — built in", False), ("model — loads on the Ray replicas", False)]
         ws.send(encode(Hello(PROTOCOL_VERSION, "ray-test", token)))
         assert isinstance(decode(ws.recv(timeout=WAIT)), Welcome)
         for request in requests:
