@@ -5,6 +5,8 @@ the tiny pipelines of tests/tiny_qwen_pipelines.py, through the real engine.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,26 @@ def test_what_the_families_refuse(engines: dict[str, DiffusersEngine], name: str
 
 def test_flux2_klein_refuses_a_negative_prompt(engines: dict[str, DiffusersEngine]) -> None:
     assert "Flux2KleinInpaintPipeline has none" in refusal(engines["flux2-klein"], negative_prompt="blurry")
+
+
+def test_a_base_klein_model_reports_the_base_variants_defaults_and_is_guided(tiny_flux2_klein_model: Path,
+                                                                            tmp_path: Path) -> None:
+    """A FLUX.2 klein folder whose model_index.json says ``is_distilled`` false (FLUX.2-klein-base-4B's) gets 50
+    steps at guidance 4 in the handshake, auto or declared, before and after loading, where the step-distilled
+    model's are 4 at 1; and its guidance changes the pixels (classifier-free guidance against the empty
+    prompt; the distilled one's does not: the test below)."""
+    base = tmp_path / "klein-base"
+    shutil.copytree(tiny_flux2_klein_model, base)
+    index = json.loads((base / "model_index.json").read_text())
+    assert index["is_distilled"] is True  # the tiny model is the distilled one …
+    (base / "model_index.json").write_text(json.dumps({**index, "is_distilled": False}))  # … made a base one
+    for declared in (None, "flux2-klein-inpaint"):
+        engine = DiffusersEngine(ModelSpec("base", str(base), family=declared), Registry(), ModelPool(10**11),
+                                 device="cpu")
+        assert engine.info().defaults == {"num_inference_steps": 50, "guidance_scale": 4.0}
+    engine.load()
+    assert engine.info().defaults == {"num_inference_steps": 50, "guidance_scale": 4.0}
+    assert not np.array_equal(generate(engine, guidance_scale=1.0), generate(engine, guidance_scale=6.0))
 
 
 def test_guidance_reaches_the_pipelines_guidance(engines: dict[str, DiffusersEngine],

@@ -56,6 +56,7 @@ from .families import (
     family_from_index,
     family_of_pipeline,
     family_of_single_file,
+    model_index,
     resolve_declared,
     resolve_family,
 )
@@ -188,19 +189,23 @@ class DiffusersEngine(Engine):
             f":{spec.quantization}:{spec.gguf}" if spec.quantization != "auto" else "")
         self.main_key = f"{spec.name}:{derived.key_suffix}" if derived is not None else self.base_key
         self.refiner_key = f"refiner:{spec.refiner}:{self.base_key}" if spec.refiner else ""
-        self._found_family = self._read_family()
+        self._found_family, self._model_index = self._read_index()
 
-    def _read_family(self) -> Family | None:
+    def _read_index(self) -> tuple[Family | None, dict[str, Any]]:
         """The family of an ``auto`` model read from its folder (or cached hub snapshot) without loading it
         (:func:`daemon.engines.families.family_from_index`), so the handshake lists its family and LoRAs before
-        the first request; None for single files, declared families and models not on disk."""
-        if self.spec.family is not None or self.spec.single_file:
-            return None
+        the first request (None for declared families), and the folder's ``model_index.json``, for the family's
+        settings of this model (:meth:`~daemon.engines.family.FamilyStrategy.for_model`); ``(None, {})`` for single
+        files and models not on disk."""
+        if self.spec.single_file:
+            return None, {}
         try:
             folder = local_folder(self.spec.model) or cached_folder(self.spec.model)
         except EngineLoadError:  # a path with nothing there: info() says so
-            return None
-        return family_from_index(folder) if folder is not None else None
+            return None, {}
+        if folder is None:
+            return None, {}
+        return family_from_index(folder) if self.spec.family is None else None, model_index(folder)
 
     # --- what the handshake shows ---
 
@@ -210,9 +215,8 @@ class DiffusersEngine(Engine):
         one; None while unknown (``auto``)."""
         if self._family is not None:
             return self._family
-        if self._found_family is not None:
-            return FAMILY_STRATEGIES[self._found_family]
-        return self._declared
+        found = FAMILY_STRATEGIES[self._found_family] if self._found_family is not None else self._declared
+        return found.for_model(self._model_index) if found is not None else None
 
     @property
     def family(self) -> Family | None:

@@ -77,14 +77,23 @@ def family_of_pipeline(pipeline: Any) -> FamilyStrategy:
     return found
 
 
+def model_index(folder: Path) -> dict[str, Any]:
+    """The ``model_index.json`` of the diffusers pipeline folder ``folder`` (its class, components and the
+    pipeline's own config, e.g. FLUX.2 klein's ``is_distilled``); ``{}`` when it is missing or unreadable."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
 def family_from_index(folder: Path) -> Family | None:
     """The family of the diffusers pipeline folder ``folder``, read from its ``model_index.json`` class and its
     ``unet/config.json`` ``in_channels`` (two small JSON files: no torch, no weights), as :func:`family_of_pipeline`
     would find it after loading. None when the files are missing, unreadable or of no supported family.
     """
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        class_name = index.get("_class_name", "")
+        class_name = model_index(folder).get("_class_name", "")
         unet = folder / "unet" / "config.json"
         in_channels = json.loads(unet.read_text(encoding="utf-8")).get("in_channels", 4) if unet.is_file() else 4
     except (OSError, ValueError, AttributeError):
@@ -94,7 +103,8 @@ def family_from_index(folder: Path) -> Family | None:
 
 
 def resolve_family(declared: Family | None, pipeline: Any) -> FamilyStrategy:
-    """The family a loaded base ``pipeline`` runs as, given the ``declared`` one (None: auto).
+    """The family a loaded base ``pipeline`` runs as, given the ``declared`` one (None: auto), for this model
+    (:meth:`~FamilyStrategy.for_model` of the pipeline's config).
 
     The pipeline's class and UNet decide (:func:`family_of_pipeline`): ``sd`` declared for a 9-channel
     checkpoint runs as ``sd-inpaint`` (the UNet decides how the refining pass runs). A derived family
@@ -105,7 +115,7 @@ def resolve_family(declared: Family | None, pipeline: Any) -> FamilyStrategy:
         EngineLoadError: the model is of another architecture than declared (an SDXL model declared ``sd``, a
             ControlNet on an SDXL or Kandinsky model, ...).
     """
-    return resolve_declared(declared, family_of_pipeline(pipeline), type(pipeline).__name__)
+    return resolve_declared(declared, family_of_pipeline(pipeline), type(pipeline).__name__).for_model(pipeline.config)
 
 
 def resolve_declared(declared: Family | None, found: FamilyStrategy, class_name: str) -> FamilyStrategy:

@@ -196,6 +196,12 @@ class FamilyStrategy:
         return self.folder_loader().from_pretrained(source, torch_dtype=torch_dtype, variant=variant or None,
                                                     **quantized)
 
+    def for_model(self, config: Mapping[str, Any]) -> FamilyStrategy:
+        """This family for one model of it, given the pipeline's config (its ``model_index.json`` before loading,
+        ``pipeline.config`` after): the same strategy, unless a family's models differ in what they take or how
+        they run best (FLUX.2 klein's base variants against its step-distilled ones). Changes nothing."""
+        return self
+
     def check_components(self, pipeline: Any) -> None:
         """Check that a loaded ``pipeline`` of this family has the components it runs with (the class alone can
         load another model's folder: ``FluxFillPipeline`` takes plain FLUX.1 [dev]'s). Changes nothing; the

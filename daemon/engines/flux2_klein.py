@@ -24,11 +24,13 @@ Importing this module is cheap: torch is imported by the pipeline only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gimp_inpaint.protocol import Family
 
+from .family import FamilyStrategy
 from .flow import FlowStrategy
 
 if TYPE_CHECKING:
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Flux2KleinStrategy(FlowStrategy):
     """FLUX.2 [klein]'s inpainting pipeline: the flow-matching behaviour plus the unpacking of its latents."""
+
+    def for_model(self, config: Mapping[str, Any]) -> FamilyStrategy:
+        """:data:`FLUX2_KLEIN_BASE` for a model whose config says ``is_distilled`` false (the base variants), else
+        :data:`FLUX2_KLEIN_INPAINT` (the step-distilled 4B and 9B, and a config that does not say)."""
+        return FLUX2_KLEIN_BASE if config.get("is_distilled") is False else FLUX2_KLEIN_INPAINT
 
     def preview_latents(self, pipeline: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """The packed N×(h/2 · w/2)×4C ``latents`` of a ``width × height`` image as the N×C×h×w latents its
@@ -65,3 +72,8 @@ FLUX2_KLEIN_INPAINT = Flux2KleinStrategy(
 """``flux2-klein-inpaint``; 4 steps at guidance 1, as the model card of black-forest-labs/FLUX.2-klein-4B runs the
 step-distilled model (``Flux2KleinInpaintPipeline.__call__``'s own defaults, 50 steps at 8.0, are for the base
 variants, whose cards run 50 steps at 4.0)."""
+
+FLUX2_KLEIN_BASE = replace(FLUX2_KLEIN_INPAINT, steps=50, guidance=4.0)
+"""A base (not step-distilled) FLUX.2 klein model's ``flux2-klein-inpaint``: 50 steps at guidance 4, as the base
+variants' model cards run them (:meth:`Flux2KleinStrategy.for_model`); guidance is then classifier-free guidance
+against the empty prompt."""
