@@ -23,7 +23,8 @@ Two measurements:
    the median step time of 1.A) is the share of step time the previews take at that rate.
 
 The load average (``/proc/loadavg``) is printed before and after; the machine is shared, so the numbers move with
-its load.
+its load. The results go to ``bench/results/previews-<UTC date-time>.md`` too, with the command, the versions and the
+commit.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,8 @@ from PIL import Image
 from skimage import data
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+"""Where the results file goes: ``previews-<UTC date-time>.md``."""
 sys.path.insert(0, str(ROOT / "tests"))
 
 from running_daemon import daemon_process  # noqa: E402 - the tests' helpers, found through the path above
@@ -116,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     import torch
 
-    print(f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}; load before {load()}")
+    started = datetime.now(timezone.utc)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    lines = [f"# bench/previews.py, {started:%Y-%m-%d %H:%M} UTC", "",
+             f"Command: `bench/previews.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+             f"torch {torch.__version__}, diffusers {diffusers.__version__}, commit {commit.strip()}; "
+             f"load average before {load()}", ""]
+    print(lines[-2])
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         model = build_tiny_inpaint_pipeline(folder / "tiny-inpaint")
@@ -137,17 +148,23 @@ def main(argv: list[str] | None = None) -> int:
                         samples[every].append(seconds)
                         received = max(received, count)
     without, with_previews = statistics.median(samples[0]), statistics.median(samples[args.every])
-    print(f"end to end, {args.side}² crop, {args.steps} steps, median of {args.repeat}: {1000 * without:.2f} ms a step "
-          f"without previews, {1000 * with_previews:.2f} ms with one every {args.every} ({received} a job): "
-          f"{100 * (with_previews / without - 1):+.1f} %")
-    print(f"  without: {', '.join(f'{1000 * s:.2f}' for s in samples[0])} ms")
-    print(f"  with:    {', '.join(f'{1000 * s:.2f}' for s in samples[args.every])} ms")
     parts = per_preview_seconds(request(args.side, args.steps, args.every), 128 // 8)
     cost = sum(parts.values())
-    print(f"per preview (256 px, tiny model's 16² latents): {1000 * cost:.3f} ms = "
-          + " + ".join(f"{name} {1000 * seconds:.3f}" for name, seconds in parts.items())
-          + f" ms; at one every {args.every} steps: {100 * cost / (args.every * without):.2f} % of the step time")
-    print(f"load after {load()}")
+    results = [
+        f"- End to end, {args.side}² crop, {args.steps} steps, median of {args.repeat}: {1000 * without:.2f} ms a step "
+        f"without previews, {1000 * with_previews:.2f} ms with one every {args.every} ({received} a job): "
+        f"{100 * (with_previews / without - 1):+.1f} %",
+        f"  - without: {', '.join(f'{1000 * s:.2f}' for s in samples[0])} ms",
+        f"  - with:    {', '.join(f'{1000 * s:.2f}' for s in samples[args.every])} ms",
+        f"- Per preview (256 px, the tiny model's 16² latents, median of 200): {1000 * cost:.3f} ms = "
+        + " + ".join(f"{name} {1000 * seconds:.3f}" for name, seconds in parts.items())
+        + f" ms; at one every {args.every} steps: {100 * cost / (args.every * without):.2f} % of the step time",
+        "", f"Load average after {load()}."]
+    print("\n".join(results))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"previews-{started:%Y-%m-%dT%H%MZ}.md"
+    path.write_text("\n".join(lines + results) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
     return 0
 
 

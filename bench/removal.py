@@ -12,9 +12,10 @@ Each fill is what the daemon does with the request a client sends: the context c
 (the hole's box plus ``grow``, the feather's reach and the default 64 px of padding), run by
 :func:`daemon.worker.run_job`, then the variant blended over the cut photo through its blend mask
 (:func:`client.imaging.compose`), as the plug-in's layer mask does; pixels beyond the blend mask are the photo's,
-exactly. Each engine runs in three settings (:data:`SETTINGS`): the daemon's defaults (grow 4 px, feather 12 px, so
-the engine repaints where the feathered blend mask reaches 16 %, about 16 px beyond the hole; colour match on), the
-same with the colour match off, and the hole alone (grow 0, feather 0, no colour match).
+exactly. Each engine runs in the settings of :data:`SETTINGS`: the daemon's defaults (grow 4 px, feather 12 px, so
+the engine repaints where the feathered blend mask reaches 16 %, about 16 px beyond the hole; colour match on, which
+the daemon applies only after an engine that takes a prompt), the same with the colour match off (run only for those
+engines: on the others it is the defaults), and the hole alone (grow 0, feather 0, no colour match).
 
 The contenders (:func:`contenders`), interleaved per hole (the order rotated from hole to hole) after one warm-up
 fill each:
@@ -125,7 +126,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 """The options each engine runs with, as changes to the daemon's defaults (:class:`protocol.FillOptions`): the
 defaults (grow 4 px, feather 12 px, so the engine repaints a ring about 16 px wide around the hole, which the blend
-mask mixes with the photo; colour match on); the same with the colour match off; and the engine on the hole alone
+mask mixes with the photo; colour match on, applied after engines that take a prompt only); the same with the colour
+match off; and the engine on the hole alone
 (no growth, no feather, no colour match: the band keeps the photo's pixels, so its PSNR is infinite and only its
 SSIM, whose windows straddle the hole's edge, sees the seam)."""
 
@@ -320,8 +322,8 @@ def daemon_remover(engines: Sequence[Engine]) -> Engine | None:
 
 
 def contenders(config_dir: Path | None) -> tuple[list[Contender], list[str]]:
-    """The contenders present here (each engine in every setting of :data:`SETTINGS`) and a line for each one
-    absent.
+    """The contenders present here (each engine in every setting of :data:`SETTINGS`, but "colour match off" only
+    for an engine that takes a prompt: the daemon never colour-matches the others) and a line for each one absent.
 
     The daemon's own engines come from :func:`daemon.__main__.build_engines` on the daemon's settings
     (``config_dir``, or the daemon's default folder), so they are the ones a fill would use.
@@ -365,7 +367,7 @@ def contenders(config_dir: Path | None) -> tuple[list[Contender], list[str]]:
         absent.append(f"diffusion: absent, no model in the daemon's registry ({settings.config_dir}) and diffusers "
                       "is not installed.")
     return [Contender(label, engine, setting, pre_fill) for label, engine, pre_fill in present
-            for setting in SETTINGS], absent
+            for setting in SETTINGS if engine.info().uses_prompt or setting != "colour match off"], absent
 
 
 # --------------------------------------------------------------------------------------------- fills and scores
