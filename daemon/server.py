@@ -88,7 +88,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .config import TOKEN_FILE, ConfigError, Settings, transport_problem
-from .engines.base import Engine, EngineLoadError, JobCancelled
+from .engines.base import Engine, EngineLoadError, JobCancelled, ModelState
 from .jobs import CancelOutcome, DuplicateJob, Job, JobQueue, QueueFull
 from .memory import release_free_memory
 from .tls import ServerTLS, server_tls
@@ -148,6 +148,9 @@ preload: ``text`` then starts with ``"warming up: "``) or ``"error"``."""
 
 WARMING_UP_DETAIL = "warming up: loading at daemon start; a request waits until it is loaded"
 """The :attr:`protocol.EngineInfo.detail` of the engine being preloaded (:attr:`~protocol.EngineInfo.warming_up`)."""
+
+REPLICAS_DETAIL = "the Ray replicas load it, each on its first job"
+"""The end of an engine's :attr:`protocol.EngineInfo.detail` with the Ray backend, where its state is not known here."""
 
 PAUSED_MESSAGE = ("the daemon is paused (Pause in its tray menu) and takes no new jobs; the jobs it had already "
                   "accepted still run")
@@ -640,8 +643,14 @@ class DaemonServer:
     def _engine_info(self, engine: Engine) -> EngineInfo:
         """``engine.info()`` with the engine's :meth:`~daemon.engines.base.Engine.model_state` as its
         :attr:`~protocol.EngineInfo.state`, marked :attr:`~protocol.EngineInfo.warming_up` (and, while available,
-        its detail :data:`WARMING_UP_DETAIL`) while it is preloaded."""
-        info = replace(engine.info(), state=engine.model_state().value)
+        its detail :data:`WARMING_UP_DETAIL`) while it is preloaded. Where the jobs do not run on this process's
+        models (:attr:`models_here` false: the Ray backend) a model's state is unknown here (``""``), and its detail
+        says that the replicas load it."""
+        state = engine.model_state()
+        info = replace(engine.info(), state=state.value)
+        if not self.models_here and state is not ModelState.BUILT_IN:
+            info = replace(info, state="", detail=f"{info.detail.rstrip('.')}; {REPLICAS_DETAIL}" if info.detail
+                           else REPLICAS_DETAIL)
         if engine.name != self._warming:
             return info
         return replace(info, warming_up=True, detail=WARMING_UP_DETAIL if info.available else info.detail)

@@ -278,7 +278,12 @@ def test_the_daemon_serves_its_websocket_clients_through_ray(tmp_path: Path, bac
         assert [(entry.label, entry.can_load) for entry in Controller(server).models()] == [
             ("opencv — built in", False), ("steps — built in", False), ("model — loads on the Ray replicas", False)]
         ws.send(encode(Hello(PROTOCOL_VERSION, "ray-test", token)))
-        assert isinstance(decode(ws.recv(timeout=WAIT)), Welcome)
+        welcome = decode(ws.recv(timeout=WAIT))
+        assert isinstance(welcome, Welcome)
+        # the front end's disk says nothing of the replicas': the handshake gives no state for a model
+        assert [(engine.name, engine.state) for engine in welcome.engines] == [
+            ("opencv", "built in"), ("steps", "built in"), ("model", "")]
+        assert welcome.engines[-1].detail == "the Ray replicas load it, each on its first job"
         for request in requests:
             ws.send(encode(request))
         messages: list[Message] = []
