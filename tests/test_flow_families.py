@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gimp_inpaint.daemon.engines import previews
 from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, Previews
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
 from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES, family_from_index
@@ -140,12 +141,15 @@ def tiny_16_channel_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.mark.parametrize("fixture", ["tiny_sd3_model", "tiny_flux_fill_model", "tiny_flux_kontext_model"])
 def test_previews_decode_the_latents_or_are_off(request: pytest.FixtureRequest, tiny_16_channel_autoencoder: Path,
-                                                fixture: str) -> None:
+                                                fixture: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A named 16-channel tiny autoencoder decodes each step's latents (FLUX.1's packed tokens unpacked first) at
-    the model's size, 128×96 for the 120×96 crop; ``auto`` finds no TAESD for these latents and shows none."""
+    the model's size, 128×96 for the 120×96 crop; ``auto``, with no TAESD cached, maps them linearly at the latents'
+    16×12; ``off`` shows none."""
     folder = request.getfixturevalue(fixture)
     image, mask = astronaut_crop()
-    for setting, expected in ((str(tiny_16_channel_autoencoder), [(96, 128, 3)] * 3), ("auto", [])):
+    monkeypatch.setattr(previews, "cached_folder", lambda model, index_file: None)  # no TAESD cached
+    for setting, expected in ((str(tiny_16_channel_autoencoder), [(96, 128, 3)] * 3), ("auto", [(12, 16, 3)] * 3),
+                              ("off", [])):
         engine = DiffusersEngine(ModelSpec("model", str(folder), previews=setting), Registry(), ModelPool(10**11),
                                  device="cpu")
         shown: list[tuple[int, ...]] = []

@@ -375,6 +375,31 @@ def test_the_linear_map_is_comfyuis_for_sd_and_sdxl_latents() -> None:
     assert sdxl[0, 0].tolist() == [141, 125, 127]  # SDXL's bias 0.1084, −0.0175, −0.0011
 
 
+@pytest.mark.parametrize(("architecture", "first_row", "bias"), [
+    ("sd3", (-0.0922, -0.0175, 0.0749), (0.2394, 0.2135, 0.1925)),  # ComfyUI's SD3
+    ("flux-fill", (-0.0346, 0.0244, 0.0681), (-0.0329, -0.0718, -0.0851)),  # ComfyUI's Flux
+    ("z-image", (-0.0346, 0.0244, 0.0681), (-0.0329, -0.0718, -0.0851)),  # FLUX.1's autoencoder too
+    ("qwen-image", (-0.1299, -0.1692, 0.2932), (-0.1835, -0.0868, -0.3360)),  # ComfyUI's Wan21
+])
+def test_the_linear_map_of_16_channel_latents_is_comfyuis(architecture: str, first_row: tuple[float, ...],
+                                                         bias: tuple[float, ...],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(previews, "cached_folder", lambda model, index_file: None)  # no tiny autoencoder cached
+    latents = torch.zeros(1, 16, 1, 2)
+    latents[0, 0, 0, 0] = 1.0  # the first latent pixel with only its first channel, the second all zero
+    previewer = load_previewer("auto", architecture, no_load_progress)
+    assert isinstance(previewer, LinearPreviewer)
+    rgb = previewer(latents)
+    assert rgb[0, 0].tolist() == [round((f + b + 1) * 127.5) for f, b in zip(first_row, bias, strict=True)]
+    assert rgb[0, 1].tolist() == [round((b + 1) * 127.5) for b in bias]
+
+
+def test_flux2_klein_and_kandinsky_latents_get_no_preview_without_a_named_autoencoder() -> None:
+    assert load_previewer("auto", "flux2-klein", no_load_progress) is None
+    assert load_previewer("linear", "kandinsky22", no_load_progress) is None
+
+
 def test_the_previewer_follows_the_models_previews_setting(tiny_autoencoder: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     torch = pytest.importorskip("torch")
@@ -385,6 +410,8 @@ def test_the_previewer_follows_the_models_previews_setting(tiny_autoencoder: Pat
     assert load_previewer("auto", "kandinsky22", no_load_progress) is None
     assert load_previewer("taesd", "kandinsky22", no_load_progress) is None
     assert "no tiny autoencoder for kandinsky22 latents" in caplog.text
+    assert isinstance(load_previewer("taesd", "qwen-image", no_load_progress), LinearPreviewer)  # none known for it
+    assert "no tiny autoencoder for qwen-image latents; the linear map" in caplog.text
     missing = load_previewer(str(tiny_autoencoder.parent / "missing"), "sd", no_load_progress)
     assert isinstance(missing, LinearPreviewer) and "cannot load the tiny autoencoder" in caplog.text
     named = load_previewer(str(tiny_autoencoder), "sd", no_load_progress)

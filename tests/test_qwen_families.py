@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gimp_inpaint.daemon.engines import previews
+from gimp_inpaint.daemon.engines.base import EngineJob, Previews
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
 from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES, family_from_index
 from gimp_inpaint.daemon.pool import ModelPool
@@ -115,6 +117,29 @@ def test_a_base_klein_model_reports_the_base_variants_defaults_and_is_guided(tin
     engine.load()
     assert engine.info().defaults == {"num_inference_steps": 50, "guidance_scale": 4.0}
     assert not np.array_equal(generate(engine, guidance_scale=1.0), generate(engine, guidance_scale=6.0))
+
+
+def test_z_image_shows_linear_previews_klein_none_and_a_mismatch_turns_them_off(
+        tiny_flux2_klein_model: Path, tiny_z_image_model: Path, tiny_qwen_image_model: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """With ``previews = "auto"`` and no tiny autoencoder cached, Z-Image (FLUX.1's autoencoder) maps each step's
+    latents linearly, at the latents' size for the 120×96 crop (the model's 128×96 over the tiny autoencoder's
+    ``vae_scale_factor``); FLUX.2 klein's 32 channels have no map, so none. The tiny Qwen-Image's autoencoder has 4
+    channels where the real one (Wan 2.1's) and its map have 16: its previews go off with a warning at the first,
+    and the fill goes on."""
+    monkeypatch.setattr(previews, "cached_folder", lambda model, index_file: None)
+    image, mask = astronaut_crop()
+    for folder, previewed in ((tiny_z_image_model, True), (tiny_qwen_image_model, False),
+                              (tiny_flux2_klein_model, False)):
+        engine = DiffusersEngine(ModelSpec("model", str(folder)), Registry(), ModelPool(10**11), device="cpu")
+        shown: list[tuple[int, ...]] = []
+        variant = EngineJob(image, mask, job(2, prompt="a red balloon", num_inference_steps=3).options, 2,
+                            previews=Previews(lambda step: True, lambda step, rgb, seen=shown: seen.append(rgb.shape)))
+        engine.inpaint(variant, lambda step, total: None, lambda: False)
+        scale = engine.pipeline.vae_scale_factor
+        assert shown == ([(96 // scale, 128 // scale, 3)] * 3 if previewed else []), (folder, scale)
+    assert caplog.text.count("previews off, linear cannot decode its latents: the linear map takes 16 latent "
+                             "channels, these have 4") == 1
 
 
 def test_guidance_reaches_the_pipelines_guidance(engines: dict[str, DiffusersEngine],

@@ -644,7 +644,7 @@ class DiffusersEngine(Engine):
 
         # 2. progress, cancel and previews after each step
         done = 0
-        previews, previewer = job.previews, self._previewer
+        previews = job.previews
 
         def on_step_end(pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
@@ -654,9 +654,15 @@ class DiffusersEngine(Engine):
                 if not family.interruptible:
                     raise JobCancelled(f"{self.name}: cancelled")
                 pipe._interrupt = True
-            elif previews is not None and previewer is not None and previews.due(done):
-                latents = family.preview_latents(pipe, tensors["latents"], model_width, model_height)
-                previews.show(done, previewer(latents))
+            elif previews is not None and self._previewer is not None and previews.due(done):
+                try:
+                    rgb = self._previewer(family.preview_latents(pipe, tensors["latents"], model_width, model_height))
+                except Exception as error:  # previews never make a fill fail: off for this model from now on
+                    log.warning("%s: previews off, %s cannot decode its latents: %s", self.name, self._previewer.name,
+                                error)
+                    self._previewer = None
+                else:
+                    previews.show(done, rgb)
             return tensors
 
         # 3. the call arguments

@@ -7,17 +7,19 @@ Two decoders, both far cheaper than the model's own autoencoder, for the latent 
   (Ollin Boer Bohan, ``madebyollin/taesd`` for SD 1.x/2.x, ``madebyollin/taesdxl`` for SDXL; about 10 MB each),
   which decode the latents the pipeline denoises as they are (diffusers' AutoencoderTiny documentation: its
   ``scaling_factor`` is 1.0, so it takes the scaled latents that the UNet sees), to pixels at the model's size;
-- :class:`LinearPreviewer`: each latent pixel's four channels mapped to RGB by a fixed 4×3 matrix and a bias, at the
-  latents' resolution (an eighth of the model's size), the "latent to RGB" preview of ComfyUI
-  (``latent_preview.py``'s ``Latent2RGBPreviewer``: ``linear(latents, factors)`` then ``(x + 1) / 2``, clamped).
+- :class:`LinearPreviewer`: each latent pixel's channels (4 for SD and SDXL, 16 for SD 3, FLUX.1 and Qwen-Image)
+  mapped to RGB by a fixed C×3 matrix and a bias, at the latents' resolution (an eighth of the model's size), the
+  "latent to RGB" preview of ComfyUI (``latent_preview.py``'s ``Latent2RGBPreviewer``: ``linear(latents, factors)``
+  then ``(x + 1) / 2``, clamped).
 
 Which one a model uses is its ``previews`` key in ``daemon.toml`` (:attr:`daemon.registry.ModelSpec.previews`,
 :func:`load_previewer`): ``"auto"`` (the default: the family's TAESD when it is already in the Hugging Face cache,
 read without the network, else the linear map), ``"taesd"`` (the family's TAESD, downloaded like the model on its
 first load when it is not cached), ``"linear"``, ``"off"`` (no previews), or the hub id or folder of another
 ``AutoencoderTiny`` for the model's latents. A preview decoder that cannot be had falls back to the linear map with
-a log line: previews never make a fill fail. Kandinsky 2.2's MoVQ latents have neither a tiny autoencoder nor
-published linear factors, so its jobs send no previews.
+a log line: previews never make a fill fail. Kandinsky 2.2's MoVQ latents and FLUX.2 klein's 32 batch-normalised
+channels have neither a tiny autoencoder nor linear factors here, so their jobs send no previews unless ``previews``
+names an autoencoder; Qwen-Image's (Wan 2.1's autoencoder) have the linear map only.
 
 The previews are of the current latents ``x_t`` that diffusers' ``callback_on_step_end`` hands over (not the
 scheduler's prediction of the final image), so early ones are mostly noise and the picture sharpens step by step.
@@ -55,15 +57,38 @@ class LatentSpace:
     """How the latents of one architecture are previewed.
 
     Attributes:
-        factors: the linear map's 4 rows (one per latent channel) of R, G, B weights.
+        factors: the linear map's rows (one per latent channel) of R, G, B weights.
         bias: added to R, G, B after the map.
-        tiny_autoencoder: the hub id of its TAESD (diffusers ``AutoencoderTiny`` format).
+        tiny_autoencoder: the hub id of its TAESD (diffusers ``AutoencoderTiny`` format); ``""``: none known.
     """
 
     factors: tuple[tuple[float, float, float], ...]
     bias: tuple[float, float, float]
-    tiny_autoencoder: str
+    tiny_autoencoder: str = ""
 
+
+FLUX1_LATENTS = LatentSpace(
+    # ComfyUI comfy/latent_formats.py, class Flux, latent_rgb_factors and latent_rgb_factors_bias
+    factors=((-0.0346, 0.0244, 0.0681), (0.0034, 0.0210, 0.0687), (0.0275, -0.0668, -0.0433),
+             (-0.0174, 0.0160, 0.0617), (0.0859, 0.0721, 0.0329), (0.0004, 0.0383, 0.0115),
+             (0.0405, 0.0861, 0.0915), (-0.0236, -0.0185, -0.0259), (-0.0245, 0.0250, 0.1180),
+             (0.1008, 0.0755, -0.0421), (-0.0515, 0.0201, 0.0011), (0.0428, -0.0012, -0.0036),
+             (0.0817, 0.0765, 0.0749), (-0.1264, -0.0522, -0.1103), (-0.0280, -0.0881, -0.0499),
+             (-0.1262, -0.0982, -0.0778)),
+    bias=(-0.0329, -0.0718, -0.0851),
+    tiny_autoencoder="madebyollin/taef1")
+"""FLUX.1's autoencoder's 16 channels, shared by FLUX.1 Fill and Kontext, Chroma and Z-Image."""
+
+WAN21_LATENTS = LatentSpace(
+    # ComfyUI comfy/latent_formats.py, class Wan21 (Qwen-Image's autoencoder), latent_rgb_factors and bias
+    factors=((-0.1299, -0.1692, 0.2932), (0.0671, 0.0406, 0.0442), (0.3568, 0.2548, 0.1747),
+             (0.0372, 0.2344, 0.1420), (0.0313, 0.0189, -0.0328), (0.0296, -0.0956, -0.0665),
+             (-0.3477, -0.4059, -0.2925), (0.0166, 0.1902, 0.1975), (-0.0412, 0.0267, -0.1364),
+             (-0.1293, 0.0740, 0.1636), (0.0680, 0.3019, 0.1128), (0.0032, 0.0581, 0.0639),
+             (-0.1251, 0.0927, 0.1699), (0.0060, -0.0633, 0.0005), (0.3477, 0.2275, 0.2950),
+             (0.1984, 0.0913, 0.1861)),
+    bias=(-0.1835, -0.0868, -0.3360))
+"""Wan 2.1's autoencoder's 16 channels, Qwen-Image's (no tiny autoencoder known)."""
 
 LATENT_SPACES: dict[str, LatentSpace] = {
     "sd": LatentSpace(
@@ -82,10 +107,24 @@ LATENT_SPACES: dict[str, LatentSpace] = {
                  (-0.3165, -0.2492, -0.2188)),
         bias=(0.1084, -0.0175, -0.0011),
         tiny_autoencoder="madebyollin/taesdxl"),
+    "sd3": LatentSpace(
+        # ComfyUI comfy/latent_formats.py, class SD3, latent_rgb_factors and latent_rgb_factors_bias
+        factors=((-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458),
+                 (0.0856, 0.0339, 0.0902), (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309),
+                 (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358), (-0.0194, 0.0020, 0.0669),
+                 (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
+                 (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293),
+                 (-0.1448, -0.1463, -0.1189)),
+        bias=(0.2394, 0.2135, 0.1925),
+        tiny_autoencoder="madebyollin/taesd3"),
+    "flux-fill": FLUX1_LATENTS, "flux-kontext": FLUX1_LATENTS, "chroma": FLUX1_LATENTS, "z-image": FLUX1_LATENTS,
+    "qwen-image": WAN21_LATENTS,
 }
-"""Preview decoding of each :attr:`daemon.engines.family.FamilyStrategy.architecture` that has one (``"sd"``,
-``"sdxl"``; not ``"kandinsky22"``). The factors apply to the latents as the UNet sees them (scaled by the VAE's
-``scaling_factor``), as ComfyUI applies them to its sampler's."""
+"""Preview decoding of each :attr:`daemon.engines.family.FamilyStrategy.architecture` that has one (not
+``"kandinsky22"`` or ``"flux2-klein"``). The factors apply to the latents as the denoiser sees them (SD and SDXL:
+scaled by the autoencoder's ``scaling_factor``; SD 3 and FLUX.1: shifted by its ``shift_factor`` and scaled; Wan 2.1:
+normalised by its ``latents_mean`` and ``latents_std``), as ComfyUI applies them to its sampler's, and as
+:meth:`daemon.engines.family.FamilyStrategy.preview_latents` hands them over."""
 
 
 def _to_bytes(rgb: torch.Tensor) -> np.ndarray:
@@ -104,7 +143,7 @@ class Previewer(ABC):
 
     @abstractmethod
     def __call__(self, latents: torch.Tensor) -> np.ndarray:
-        """The picture of ``latents`` (N×4×h×w, any device and float dtype; the first is decoded) as H×W×3 uint8."""
+        """The picture of ``latents`` (N×C×h×w, any device and float dtype; the first is decoded) as H×W×3 uint8."""
 
 
 class LinearPreviewer(Previewer):
@@ -115,8 +154,17 @@ class LinearPreviewer(Previewer):
         self.space = space
 
     def __call__(self, latents: torch.Tensor) -> np.ndarray:
+        """The map of ``latents``' first picture.
+
+        Raises:
+            ValueError: the latents have another number of channels than the map has rows (a model of this
+                architecture with another autoencoder).
+        """
         import torch
 
+        if latents.shape[1] != len(self.space.factors):
+            raise ValueError(f"the linear map takes {len(self.space.factors)} latent channels, these have "
+                             f"{latents.shape[1]}")
         factors = torch.tensor(self.space.factors, dtype=torch.float32, device=latents.device)
         bias = torch.tensor(self.space.bias, dtype=torch.float32, device=latents.device)
         return _to_bytes(latents[0].float().movedim(0, -1) @ factors + bias)
@@ -176,6 +224,11 @@ def load_previewer(setting: str, architecture: str, progress: LoadProgress) -> P
                         architecture)
         return None
     source = space.tiny_autoencoder if setting in (AUTO, TAESD) and space is not None else setting
+    if not source:  # a latent space with no tiny autoencoder known
+        if setting == TAESD:
+            log.warning("previews = \"taesd\": there is no tiny autoencoder for %s latents; the linear map",
+                        architecture)
+        return linear
     try:
         if setting == AUTO:
             folder = cached_folder(source, TINY_AUTOENCODER_CONFIG)
