@@ -21,6 +21,7 @@ from gimp_inpaint.daemon.engines.base import EngineJob, EngineLoadError, JobCanc
 from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
 from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES
 from gimp_inpaint.daemon.engines.flow import FlowStrategy
+from gimp_inpaint.daemon.engines.flux2_klein import FLUX2_KLEIN_BASE
 from gimp_inpaint.daemon.pool import ModelPool
 from gimp_inpaint.daemon.registry import EmbeddingSpec, LoraSpec, ModelSpec, Registry
 from gimp_inpaint.protocol import FILL_OPTIONS, ErrorCode, Family, FillOptions, InpaintRequest, Plane, Variant
@@ -131,7 +132,7 @@ def daemon_error(daemon: tuple[str, str], inpaint_request: InpaintRequest) -> An
     ("sdxl-refined", {"refiner_strength": 0.4}, "sdxl-inpaint"),
     ("kandinsky", {}, "kandinsky22-inpaint"),
     ("controlnet", {"controlnet_conditioning_scale": 0.8}, "sd-controlnet-inpaint"),
-    ("flux2-klein", {"guidance_scale": 1.0}, "flux2-klein-inpaint"),
+    ("flux2-klein", {}, "flux2-klein-inpaint"),  # step-distilled: no guidance_scale
     ("z-image", {"guidance_scale": 0.0}, "z-image-inpaint"),
     ("qwen-image", {"guidance_scale": 4.0, "negative_prompt": "blurry"}, "qwen-image-inpaint"),
     ("sd3", {"guidance_scale": 4.5, "negative_prompt": "blurry", "strength": 0.9}, "sd3-inpaint"),
@@ -163,16 +164,19 @@ def test_each_family_through_the_daemon(daemon: tuple[str, str], engines: dict[s
 def test_each_family_lists_the_options_it_uses() -> None:
     """The handshake's ``options``: the table's rows in its order; the ControlNet scale only for ControlNet, no
     strength, LoRAs or refining pass for Kandinsky, no scheduler or refining pass for the flow-matching families
-    (:class:`daemon.engines.flow.FlowStrategy`), no negative prompt where the pipeline has none, and every family
-    uses what every request needs."""
+    (:class:`daemon.engines.flow.FlowStrategy`), no negative prompt where the pipeline has none, no guidance for the
+    step-distilled FLUX.2 klein, and every family uses what every request needs."""
     from gimp_inpaint.daemon.engines.flow import FlowStrategy
 
     every = {"engine", "prompt", "num_inference_steps", "guidance_scale", "seed", "num_variants", "grow", "feather"}
+    assert "guidance_scale" in FLUX2_KLEIN_BASE.options()
     no_negative_prompt = {Family.FLUX_FILL, Family.FLUX_KONTEXT_INPAINT, Family.FLUX2_KLEIN_INPAINT}
     for family, strategy in FAMILY_STRATEGIES.items():
         used = strategy.options()
         flow = isinstance(strategy, FlowStrategy)
-        assert used == [name for name in FILL_OPTIONS if name in used] and every <= set(used), family
+        guided = family is not Family.FLUX2_KLEIN_INPAINT  # its base variants are: FLUX2_KLEIN_BASE
+        assert used == [name for name in FILL_OPTIONS if name in used], family
+        assert every - {"guidance_scale"} <= set(used) and ("guidance_scale" in used) == guided, family
         assert ("controlnet_conditioning_scale" in used) == (family is Family.SD_CONTROLNET_INPAINT)
         assert ("scheduler" in used) == (not flow), family
         assert ("negative_prompt" in used) == (family not in no_negative_prompt), family

@@ -18,7 +18,7 @@ from gimp_inpaint.daemon.engines.diffusers_engine import DiffusersEngine
 from gimp_inpaint.daemon.engines.families import FAMILY_STRATEGIES, family_from_index
 from gimp_inpaint.daemon.pool import ModelPool
 from gimp_inpaint.daemon.registry import LoraSpec, ModelSpec, Registry
-from gimp_inpaint.protocol import ErrorCode, Family, ProtocolError
+from gimp_inpaint.protocol import FILL_OPTIONS, ErrorCode, Family, ProtocolError
 from test_families import astronaut_crop, job
 
 pytestmark = pytest.mark.diffusers
@@ -49,10 +49,14 @@ def generate(engine: DiffusersEngine, **fields: Any) -> np.ndarray:
     return engine.inpaint(variant, lambda step, total: None, lambda: False)[mask == 255].astype(int)
 
 
+UNGUIDED = {"guidance_scale": FILL_OPTIONS["guidance_scale"].default}
+"""The table's guidance, which the step-distilled klein accepts as unused (:func:`test_families.job` has 5)."""
+
+
 def refusal(engine: DiffusersEngine, **fields: Any) -> str:
-    """The INCOMPATIBLE message :meth:`DiffusersEngine.check` answers ``fields`` with."""
+    """The INCOMPATIBLE message :meth:`DiffusersEngine.check` answers ``fields`` (over :data:`UNGUIDED`) with."""
     with pytest.raises(ProtocolError) as caught:
-        engine.check(job(1, **fields))
+        engine.check(job(1, **{**UNGUIDED, **fields}))
     assert caught.value.code is ErrorCode.INCOMPATIBLE
     return str(caught.value)
 
@@ -60,7 +64,7 @@ def refusal(engine: DiffusersEngine, **fields: Any) -> str:
 def test_the_family_is_read_from_model_index_before_loading(engines: dict[str, DiffusersEngine]) -> None:
     """The tiny folders name the hub repos' text-to-image classes (``Flux2KleinPipeline``, ``ZImagePipeline``,
     ``QwenImagePipeline``): the family, its options and model-card defaults are in the handshake before any load."""
-    expected = {"flux2-klein": {"num_inference_steps": 4, "guidance_scale": 1.0},
+    expected = {"flux2-klein": {"num_inference_steps": 4},  # step-distilled: no guidance
                 "z-image": {"num_inference_steps": 8, "guidance_scale": 0.0},
                 "qwen-image": {"num_inference_steps": 50, "guidance_scale": 4.0}}
     for name, family in FAMILIES.items():
@@ -70,6 +74,7 @@ def test_the_family_is_read_from_model_index_before_loading(engines: dict[str, D
         assert (info.family, info.defaults, fresh.pool.keys()) == (family, expected[name], [])
         assert "scheduler" not in info.options and "refiner_strength" not in info.options and "loras" in info.options
         assert ("negative_prompt" in info.options) == (family is not Family.FLUX2_KLEIN_INPAINT)
+        assert ("guidance_scale" in info.options) == (family is not Family.FLUX2_KLEIN_INPAINT)
         assert not info.refiner
 
 
@@ -104,7 +109,7 @@ def test_a_base_klein_model_reports_the_base_variants_defaults_and_is_guided(tin
     """A FLUX.2 klein folder whose model_index.json says ``is_distilled`` false (FLUX.2-klein-base-4B's) gets 50
     steps at guidance 4 in the handshake, auto or declared, before and after loading, where the step-distilled
     model's are 4 at 1; and its guidance changes the pixels (classifier-free guidance against the empty
-    prompt; the distilled one's does not: the test below)."""
+    prompt; the distilled one takes none: the test below)."""
     base = tmp_path / "klein-base"
     shutil.copytree(tiny_flux2_klein_model, base)
     index = json.loads((base / "model_index.json").read_text())
@@ -133,7 +138,8 @@ def test_z_image_shows_linear_previews_klein_none_and_a_mismatch_turns_them_off(
                               (tiny_flux2_klein_model, False)):
         engine = DiffusersEngine(ModelSpec("model", str(folder)), Registry(), ModelPool(10**11), device="cpu")
         shown: list[tuple[int, ...]] = []
-        variant = EngineJob(image, mask, job(2, prompt="a red balloon", num_inference_steps=3).options, 2,
+        options = job(2, prompt="a red balloon", num_inference_steps=3, **UNGUIDED).options
+        variant = EngineJob(image, mask, options, 2,
                             previews=Previews(lambda step: True, lambda step, rgb, seen=shown: seen.append(rgb.shape)))
         engine.inpaint(variant, lambda step, total: None, lambda: False)
         scale = engine.pipeline.vae_scale_factor
@@ -146,7 +152,8 @@ def test_guidance_reaches_the_pipelines_guidance(engines: dict[str, DiffusersEng
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Z-Image's ``guidance_scale`` (classifier-free guidance from above 0) changes the pixels; Qwen-Image's goes to
     ``true_cfg_scale``: above 1 each step runs the transformer on the prompt and on the negative prompt (an empty one
-    included), at 1 once; the step-distilled klein ignores guidance, as its pipeline does (``is_distilled``)."""
+    included), at 1 once; the step-distilled klein takes none (``is_distilled``): a guidance is refused, and its
+    pipeline gets 1 whatever the request's (unused) default."""
     z_image = engines["z-image"]
     guided = generate(z_image, guidance_scale=10.0, negative_prompt="blurry")
     assert np.abs(guided - generate(z_image, guidance_scale=0.0, negative_prompt="blurry")).mean() > 0.5
@@ -162,8 +169,12 @@ def test_guidance_reaches_the_pipelines_guidance(engines: dict[str, DiffusersEng
         generate(qwen, guidance_scale=guidance, negative_prompt=negative)
         assert len(calls) == 3 * passes, (guidance, negative)
 
-    klein = engines["flux2-klein"]
-    np.testing.assert_array_equal(generate(klein, guidance_scale=1.0), generate(klein, guidance_scale=5.0))
+    klein = engines["flux2-klein"]  # step-distilled: it runs at guidance 1, the option refused, the default unused
+    assert "is step-distilled (is_distilled in its model_index.json) and runs without guidance" in refusal(
+        klein, guidance_scale=5.0)
+    variant = job(1)
+    assert klein.strategy is not None and klein.strategy.call_kwargs(variant, variant.image, variant.mask) == {
+        "strength": variant.options.strength, "guidance_scale": 1.0}
 
 
 def test_packed_latents_are_unpacked_for_previews(engines: dict[str, DiffusersEngine]) -> None:

@@ -13,7 +13,8 @@ From the pipeline's source:
 - no ``negative_prompt`` argument: classifier-free guidance, for a model that is not ``is_distilled`` and at
   ``guidance_scale`` > 1, is against the empty prompt; a request's negative prompt is refused;
 - ``guidance_scale`` is that guidance; a step-distilled model ignores it (``do_classifier_free_guidance`` is False
-  with ``is_distilled``; the pipeline logs so above 1);
+  with ``is_distilled``; the pipeline logs so above 1), so for one the option is not used: a value other than the
+  table's default is refused, and the dialog hides it (:attr:`Flux2KleinStrategy.distilled`);
 - ``default_sample_size`` 128 × the autoencoder's 8: 1024 pixels native; sides multiples of 16;
 - the step callback's ``latents`` are packed: N×(h/2 · w/2)×4C tokens of the 2×2-patchified, batch-normalised
   latents (:meth:`Flux2KleinStrategy.preview_latents`);
@@ -34,12 +35,45 @@ from .family import FamilyStrategy
 from .flow import FlowStrategy
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from PIL import Image
+
+    from .base import EngineJob
 
 
 @dataclass(frozen=True)
 class Flux2KleinStrategy(FlowStrategy):
-    """FLUX.2 [klein]'s inpainting pipeline: the flow-matching behaviour plus the unpacking of its latents."""
+    """FLUX.2 [klein]'s inpainting pipeline: the flow-matching behaviour plus the unpacking of its latents.
+
+    Attributes:
+        distilled: a step-distilled model (``is_distilled``), which runs without guidance: ``guidance_scale`` is not
+            one of its options, and the pipeline gets :attr:`guidance` (1) whatever the request holds.
+    """
+
+    distilled: bool = True
+
+    def used_options(self) -> set[str]:
+        """The flow-matching options, less ``guidance_scale`` for a :attr:`distilled` model."""
+        used = super().used_options()
+        return used - {"guidance_scale"} if self.distilled else used
+
+    def defaults(self) -> dict[str, float]:
+        """:attr:`steps` alone for a :attr:`distilled` model (it takes no guidance), else steps and guidance."""
+        return {"num_inference_steps": self.steps} if self.distilled else super().defaults()
+
+    def refusal(self, name: str, value: Any) -> str:
+        if name == "guidance_scale":
+            return (f"guidance_scale={value}: this FLUX.2 klein model is step-distilled (is_distilled in its "
+                    "model_index.json) and runs without guidance; leave it at its default, or use a base variant "
+                    "(black-forest-labs/FLUX.2-klein-base-4B) to guide")
+        return super().refusal(name, value)
+
+    def call_kwargs(self, job: EngineJob, image: Image.Image | np.ndarray, mask: Image.Image) -> dict[str, Any]:
+        """The generic arguments, with ``guidance_scale`` :attr:`guidance` (1) for a :attr:`distilled` model: the
+        request's is then its table default, unused, which the pipeline would log as ignored at every call."""
+        kwargs = super().call_kwargs(job, image, mask)
+        return {**kwargs, "guidance_scale": self.guidance} if self.distilled else kwargs
 
     def for_model(self, config: Mapping[str, Any]) -> FamilyStrategy:
         """:data:`FLUX2_KLEIN_BASE` for a model whose config says ``is_distilled`` false (the base variants), else
@@ -73,7 +107,7 @@ FLUX2_KLEIN_INPAINT = Flux2KleinStrategy(
 step-distilled model (``Flux2KleinInpaintPipeline.__call__``'s own defaults, 50 steps at 8.0, are for the base
 variants, whose cards run 50 steps at 4.0)."""
 
-FLUX2_KLEIN_BASE = replace(FLUX2_KLEIN_INPAINT, steps=50, guidance=4.0)
+FLUX2_KLEIN_BASE = replace(FLUX2_KLEIN_INPAINT, distilled=False, steps=50, guidance=4.0)
 """A base (not step-distilled) FLUX.2 klein model's ``flux2-klein-inpaint``: 50 steps at guidance 4, as the base
 variants' model cards run them (:meth:`Flux2KleinStrategy.for_model`); guidance is then classifier-free guidance
 against the empty prompt."""
