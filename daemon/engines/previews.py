@@ -218,16 +218,11 @@ def load_previewer(setting: str, architecture: str, progress: LoadProgress) -> P
     linear = LinearPreviewer(space) if space is not None else None
     if setting == LINEAR:
         return linear
-    if setting in (AUTO, TAESD) and space is None:
+    source = setting if setting not in (AUTO, TAESD) else space.tiny_autoencoder if space is not None else ""
+    if not source:  # the family's TAESD asked for, and none known for these latents
         if setting == TAESD:
-            log.warning("previews = \"taesd\": there is no tiny autoencoder for %s latents; no previews",
-                        architecture)
-        return None
-    source = space.tiny_autoencoder if setting in (AUTO, TAESD) and space is not None else setting
-    if not source:  # a latent space with no tiny autoencoder known
-        if setting == TAESD:
-            log.warning("previews = \"taesd\": there is no tiny autoencoder for %s latents; the linear map",
-                        architecture)
+            log.warning("previews = \"taesd\": there is no tiny autoencoder for %s latents; %s", architecture,
+                        "the linear map" if linear is not None else "no previews")
         return linear
     try:
         if setting == AUTO:
